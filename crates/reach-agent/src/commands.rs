@@ -1,0 +1,177 @@
+//! The live response commands the agent runs, one file each, and what they
+//! share: the context (server client, working folder, output cap), library
+//! file download with hash check, and the timeout and cancel wrapper. Every
+//! failure becomes a human-readable error in the command's `errors`.
+
+pub mod get_file;
+pub mod put_file;
+pub mod run_script;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reach_client::AgentClient;
+use reach_proto::agent::{Assignment, Outcome, Work};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Context {
+    pub client: AgentClient,
+    pub work_dir: PathBuf,
+    pub output_cap_bytes: usize,
+}
+
+/// A command failure, with the message shown to the analyst.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub timed_out: bool,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            timed_out: false,
+        }
+    }
+}
+
+impl From<reach_client::ClientError> for Failure {
+    fn from(err: reach_client::ClientError) -> Self {
+        Failure::new(format!("Talking to the server failed: {err}"))
+    }
+}
+
+/// Runs one assignment to its outcome, honouring its timeout and `cancel`.
+pub async fn execute(
+    context: &Context,
+    assignment: &Assignment,
+    cancel: CancellationToken,
+) -> Outcome {
+    let timeout = Duration::from_secs(assignment.timeout_secs.max(1));
+    let command = &assignment.command;
+    let result = match &assignment.work {
+        Work::PutFile { file_name, sha256 } => {
+            guarded(
+                timeout,
+                &cancel,
+                put_file::run(context, command, file_name, sha256),
+            )
+            .await
+        }
+        Work::RunScript {
+            script_name,
+            sha256,
+            args,
+        } => {
+            // The script handles its own timeout and cancel, to kill its process tree.
+            run_script::run(
+                context,
+                command,
+                script_name,
+                sha256,
+                args.as_deref(),
+                timeout,
+                &cancel,
+            )
+            .await
+        }
+        Work::GetFile { path } => {
+            guarded(timeout, &cancel, get_file::run(context, command, path)).await
+        }
+    };
+    match result {
+        Ok(sha256) => Outcome::Completed { sha256 },
+        Err(failure) => Outcome::Failed {
+            errors: vec![failure.message],
+            timed_out: failure.timed_out,
+        },
+    }
+}
+
+async fn guarded<T>(
+    timeout: Duration,
+    cancel: &CancellationToken,
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        result = tokio::time::timeout(timeout, work) => result.unwrap_or_else(|_| Err(Failure {
+            message: format!("The command timed out after {} s", timeout.as_secs()),
+            timed_out: true,
+        })),
+        _ = cancel.cancelled() => Err(Failure::new("Cancelled")),
+    }
+}
+
+/// A library file name is used as a file name in the working folder: it must
+/// not be able to point anywhere else.
+fn safe_name(name: &str) -> Result<&str, Failure> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.contains("..");
+    if ok {
+        Ok(name)
+    } else {
+        Err(Failure::new(format!(
+            "Refusing unsafe library file name '{}'",
+            name.escape_default()
+        )))
+    }
+}
+
+/// Downloads the command's library file into the working folder, checking
+/// its SHA-256 before it becomes visible under its name.
+pub async fn download_payload(
+    context: &Context,
+    command: &reach_proto::agent::CommandRef,
+    name: &str,
+    sha256: &str,
+) -> Result<PathBuf, Failure> {
+    let name = safe_name(name)?;
+    let target = context.work_dir.join(name);
+    let partial = context.work_dir.join(format!(".{name}.partial"));
+    let response = context
+        .client
+        .payload(&command.action_id, command.index)
+        .await?;
+    let result = write_checked(response, &partial, sha256).await;
+    if let Err(failure) = result {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(failure);
+    }
+    tokio::fs::rename(&partial, &target)
+        .await
+        .map_err(|e| Failure::new(format!("Saving {name} in the working folder failed: {e}")))?;
+    Ok(target)
+}
+
+async fn write_checked(
+    response: reach_client::reqwest::Response,
+    path: &Path,
+    sha256: &str,
+) -> Result<(), Failure> {
+    let io = |e: std::io::Error| Failure::new(format!("Writing {} failed: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| Failure::new(format!("Downloading the library file failed: {e}")))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    let actual = hex::encode(hasher.finalize());
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(Failure::new(format!(
+            "The downloaded file's SHA-256 {actual} does not match the library's {sha256}"
+        )));
+    }
+    Ok(())
+}

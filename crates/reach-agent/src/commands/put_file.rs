@@ -1,0 +1,17 @@
+//! PutFile: copies a library file into the working folder, checking its
+//! SHA-256. Nothing to upload: PutFile has no result.
+
+use reach_proto::agent::CommandRef;
+
+use super::{Context, Failure, download_payload};
+
+pub async fn run(
+    context: &Context,
+    command: &CommandRef,
+    file_name: &str,
+    sha256: &str,
+) -> Result<Option<String>, Failure> {
+    let path = download_payload(context, command, file_name, sha256).await?;
+    tracing::info!(path = %path.display(), "library file put");
+    Ok(None)
+}

@@ -1,0 +1,193 @@
+//! RunScript: downloads the script (hash-checked), runs it with the
+//! interpreter its extension names, in the working folder, in a process
+//! group of its own, with the arguments split as a shell would but never
+//! passed through one. stdout and stderr are kept up to a cap each; on
+//! timeout or cancel the whole group is killed. The transcript is uploaded
+//! as the command's result.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reach_proto::agent::CommandRef;
+use reach_proto::api::ScriptTranscript;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Failure, download_payload};
+use crate::system;
+
+/// The program (and leading arguments) that runs a script with this extension.
+pub fn interpreter(script: &Path) -> Result<(PathBuf, Vec<String>), Failure> {
+    let ext = script
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let none = || Failure::new(format!("no interpreter for .{ext} on this device"));
+    let found = match ext.as_str() {
+        "sh" if cfg!(unix) => Some((PathBuf::from("/bin/sh"), vec![])),
+        "bash" => find_program("bash").map(|p| (p, vec![])),
+        "py" => find_program("python3")
+            .or_else(|| find_program("python"))
+            .map(|p| (p, vec![])),
+        "ps1" => find_program("pwsh")
+            .or_else(|| find_program("powershell"))
+            .map(|p| {
+                let args = [
+                    "-NoProfile",
+                    "-NonInteractive",
+                    "-ExecutionPolicy",
+                    "Bypass",
+                    "-File",
+                ];
+                (p, args.iter().map(|s| s.to_string()).collect())
+            }),
+        _ => None,
+    };
+    found.ok_or_else(none)
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|dir| {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        let exe = dir.join(format!("{name}.exe"));
+        exe.is_file().then_some(exe)
+    })
+}
+
+/// Reads a stream to its end, keeping at most `cap` bytes.
+async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                dropped += n.saturating_sub(room);
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if dropped > 0 {
+        text.push_str(&format!(
+            "\n[output truncated: {dropped} more bytes not kept]"
+        ));
+    }
+    text
+}
+
+pub async fn run(
+    context: &Context,
+    command: &CommandRef,
+    script_name: &str,
+    sha256: &str,
+    args: Option<&str>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, Failure> {
+    let script = tokio::select! {
+        script = download_payload(context, command, script_name, sha256) => script?,
+        _ = cancel.cancelled() => return Err(Failure::new("Cancelled")),
+    };
+    let (program, leading) = interpreter(&script)?;
+    let args = match args {
+        Some(args) => shlex::split(args)
+            .ok_or_else(|| Failure::new("Args could not be split: a quote is not closed"))?,
+        None => Vec::new(),
+    };
+    let mut process = tokio::process::Command::new(&program);
+    process
+        .args(&leading)
+        .arg(&script)
+        .args(&args)
+        .current_dir(&context.work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    system::own_process_group(&mut process);
+    let mut child = process
+        .spawn()
+        .map_err(|e| Failure::new(format!("Starting {} failed: {e}", program.display())))?;
+    let cap = context.output_cap_bytes;
+    let stdout = tokio::spawn(capture(child.stdout.take().expect("piped stdout"), cap));
+    let stderr = tokio::spawn(capture(child.stderr.take().expect("piped stderr"), cap));
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| Failure::new(format!("Waiting for the script failed: {e}")))?,
+        _ = tokio::time::sleep(timeout) => {
+            system::kill_tree(&mut child);
+            let _ = child.wait().await;
+            return Err(Failure {
+                message: format!("The script timed out after {} s and was killed", timeout.as_secs()),
+                timed_out: true,
+            });
+        }
+        _ = cancel.cancelled() => {
+            system::kill_tree(&mut child);
+            let _ = child.wait().await;
+            return Err(Failure::new("Cancelled; the script's process group was killed"));
+        }
+    };
+    // The script is done; anything it left running in its group goes too, so
+    // the output pipes close.
+    system::kill_tree(&mut child);
+    let script_output = stdout.await.unwrap_or_default();
+    let script_errors = stderr.await.unwrap_or_default();
+    let exit_code = exit_code(&status);
+    let transcript = ScriptTranscript {
+        script_name: script_name.to_string(),
+        exit_code,
+        script_output,
+        script_errors,
+    };
+    let body = serde_json::to_vec(&transcript).map_err(|e| Failure::new(e.to_string()))?;
+    context
+        .client
+        .upload_result(&command.action_id, command.index, body.into())
+        .await?;
+    tracing::info!(exit_code, "script finished");
+    Ok(None)
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    if let Some(code) = status.code() {
+        return code;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return 128 + signal;
+        }
+    }
+    -1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_follow_the_extension() {
+        assert_eq!(
+            interpreter(Path::new("a.sh")).unwrap().0,
+            PathBuf::from("/bin/sh")
+        );
+        let err = interpreter(Path::new("a.xyz")).unwrap_err();
+        assert_eq!(err.message, "no interpreter for .xyz on this device");
+    }
+
+    #[tokio::test]
+    async fn capture_notes_truncation() {
+        let text = capture(&b"0123456789"[..], 4).await;
+        assert_eq!(text, "0123\n[output truncated: 6 more bytes not kept]");
+    }
+}

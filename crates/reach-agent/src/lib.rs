@@ -1,0 +1,206 @@
+//! reach-agent: runs on a device, holds one WebSocket to reach-server, and
+//! runs the live response commands it is given (PutFile, RunScript,
+//! GetFile), one at a time, streaming files over HTTP.
+//!
+//! `enroll` trades an enrollment token for a machine identity kept in a state
+//! file (0600); `run(config, shutdown)` connects and reconnects with jittered
+//! backoff until `shutdown` is cancelled. This crate must never link sqlx,
+//! axum or object_store, and never logs credentials or file contents.
+
+pub mod commands;
+pub mod connection;
+pub mod executor;
+pub mod system;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use reach_client::AgentClient;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// The documented example agent config, with every default.
+pub const EXAMPLE_CONFIG: &str = include_str!("../reach-agent.example.toml");
+
+/// The agent's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// State file holding the machine id and credential.
+    pub state_path: PathBuf,
+    /// Working folder for PutFile and scripts; emptied at start. Default:
+    /// `work/` beside the state file.
+    pub work_dir: Option<PathBuf>,
+    /// Server URL, overriding the one recorded at enrolment.
+    pub server: Option<String>,
+    /// Most bytes of stdout and of stderr kept per script.
+    pub output_cap_bytes: usize,
+    /// First reconnect delay, in milliseconds; doubles up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_path: default_state_path(),
+            work_dir: None,
+            server: None,
+            output_cap_bytes: 10 * 1024 * 1024,
+            reconnect_min_ms: 250,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    if cfg!(windows) {
+        PathBuf::from(r"C:\ProgramData\Reach\agent\state.json")
+    } else {
+        PathBuf::from("/var/lib/reach-agent/state.json")
+    }
+}
+
+impl Config {
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(|| {
+            self.state_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("work")
+        })
+    }
+}
+
+/// What enrolment produced; kept in the state file.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub server: String,
+    pub machine_id: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("server", &self.server)
+            .field("machine_id", &self.machine_id)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
+
+impl State {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading agent state {}; enroll first with `reach-agent enroll`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes the state file with owner-only permissions.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+
+    /// `<machine_id>.<secret>`, as sent in `Authorization: Bearer`.
+    pub fn bearer(&self) -> String {
+        format!("{}.{}", self.machine_id, self.credential)
+    }
+}
+
+/// Enrolls this device with `server` and writes the state file.
+pub async fn enroll(server: &str, token: &str, state_path: &Path) -> anyhow::Result<State> {
+    let response = AgentClient::enroll(server, token, system::machine_info())
+        .await
+        .context("enrolling with the server")?;
+    let state = State {
+        server: server.trim_end_matches('/').to_string(),
+        machine_id: response.machine_id,
+        credential: response.credential,
+    };
+    state.save(state_path)?;
+    tracing::info!(machine.id = %state.machine_id, "enrolled");
+    Ok(state)
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut state = State::load(&config.state_path)?;
+    if let Some(server) = &config.server {
+        state.server = server.trim_end_matches('/').to_string();
+    }
+    let work_dir = config.work_dir();
+    empty_dir(&work_dir)?;
+    let client = AgentClient::new(&state.server, &state.bearer());
+    let executor = executor::Executor::start(commands::Context {
+        client,
+        work_dir,
+        output_cap_bytes: config.output_cap_bytes,
+    });
+    connection::run(&config, &state, &executor, &shutdown).await;
+    executor.stop();
+    Ok(())
+}
+
+/// Empties (or creates) the working folder.
+fn empty_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let parsed: Config = toml::from_str(EXAMPLE_CONFIG).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn state_file_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let state = State {
+            server: "http://127.0.0.1:1".into(),
+            machine_id: "a".repeat(40),
+            credential: "secret".into(),
+        };
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        assert!(!format!("{state:?}").contains("secret"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

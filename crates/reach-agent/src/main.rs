@@ -1,0 +1,87 @@
+//! `reach-agent`: `enroll` this device with a server, then `run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use reach_agent::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "reach-agent", version, about = "Reach live response agent")]
+struct Cli {
+    /// Agent config file (TOML). Every key is optional.
+    #[arg(long, global = true, env = "REACH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// State file with this device's identity.
+    #[arg(long, global = true, env = "REACH_AGENT_STATE")]
+    state: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll this device with a server, using an enrollment token.
+    Enroll {
+        #[arg(long, env = "REACH_AGENT_SERVER")]
+        server: String,
+        #[arg(long, env = "REACH_AGENT_ENROLLMENT_TOKEN")]
+        token: String,
+    },
+    /// Connect to the server and run live response commands until stopped.
+    Run {
+        /// Server URL, overriding the one recorded at enrolment.
+        #[arg(long, env = "REACH_AGENT_SERVER")]
+        server: Option<String>,
+    },
+    /// Print the example agent config.
+    PrintConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REACH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(state) = cli.state {
+        config.state_path = state;
+    }
+    match cli.command {
+        Command::Enroll { server, token } => {
+            let state = reach_agent::enroll(&server, &token, &config.state_path).await?;
+            println!(
+                "enrolled as machine {} (state in {})",
+                state.machine_id,
+                config.state_path.display()
+            );
+        }
+        Command::Run { server } => {
+            if server.is_some() {
+                config.server = server;
+            }
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                stop.cancel();
+            });
+            reach_agent::run(config, shutdown).await?;
+        }
+        Command::PrintConfig => print!("{}", reach_agent::EXAMPLE_CONFIG),
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The agent's HTTP calls: enrolment, downloading a command's library file,
+//! and uploading a command's result as a streamed body. The WebSocket lives
+//! in reach-agent.
+
+use reach_proto::agent::{EnrollRequest, EnrollResponse, MachineInfo, paths};
+
+use crate::{Result, check};
+
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: String,
+    credential: String,
+}
+
+impl AgentClient {
+    /// `credential` is `<machine_id>.<secret>`.
+    pub fn new(base: &str, credential: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("HTTP client builds"),
+            base: base.trim_end_matches('/').to_string(),
+            credential: credential.to_string(),
+        }
+    }
+
+    pub async fn enroll(base: &str, token: &str, info: MachineInfo) -> Result<EnrollResponse> {
+        let response = reqwest::Client::new()
+            .post(format!("{}{}", base.trim_end_matches('/'), paths::ENROLL))
+            .json(&EnrollRequest {
+                enrollment_token: token.to_string(),
+                info,
+            })
+            .send()
+            .await?;
+        Ok(check(response).await?.json().await?)
+    }
+
+    /// The library file of a PutFile or RunScript command, as a streaming response.
+    pub async fn payload(&self, action_id: &str, index: u32) -> Result<reqwest::Response> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, paths::payload(action_id, index)))
+            .bearer_auth(&self.credential)
+            .send()
+            .await?;
+        check(response).await
+    }
+
+    /// Uploads a command's result.
+    pub async fn upload_result(
+        &self,
+        action_id: &str,
+        index: u32,
+        body: reqwest::Body,
+    ) -> Result<()> {
+        let response = self
+            .http
+            .put(format!("{}{}", self.base, paths::result(action_id, index)))
+            .bearer_auth(&self.credential)
+            .body(body)
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(())
+    }
+}

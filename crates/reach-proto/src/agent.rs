@@ -1,0 +1,139 @@
+//! The agent protocol: JSON messages on the agent's one WebSocket, plus the
+//! bodies of the agent's HTTP calls (enrolment). File bytes never travel in
+//! these messages; they stream over separate HTTP requests.
+
+use serde::{Deserialize, Serialize};
+
+/// What an agent tells the server about its device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub hostname: String,
+    /// Defender-style platform name: `Linux`, `macOS`, `Windows10`, ...
+    pub os_platform: String,
+    pub os_version: String,
+    /// `64-bit` or `32-bit`.
+    pub os_architecture: String,
+    pub agent_version: String,
+}
+
+/// `POST /agent/v1/enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub enrollment_token: String,
+    pub info: MachineInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub machine_id: String,
+    /// Secret the agent presents as `Authorization: Bearer <machine_id>.<secret>`.
+    pub credential: String,
+}
+
+/// Identifies one command: (action id, index). Delivery is idempotent on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommandRef {
+    pub action_id: String,
+    pub index: u32,
+}
+
+/// A command the server asks the agent to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    #[serde(flatten)]
+    pub command: CommandRef,
+    /// The agent kills the command after this many seconds.
+    pub timeout_secs: u64,
+    pub work: Work,
+}
+
+/// What to do. Library files are identified by name and the sha256 recorded
+/// when the action was submitted; the agent refuses bytes that do not match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Work {
+    PutFile {
+        file_name: String,
+        sha256: String,
+    },
+    RunScript {
+        script_name: String,
+        sha256: String,
+        args: Option<String>,
+    },
+    GetFile {
+        path: String,
+    },
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerMessage {
+    /// First message after the agent's Hello.
+    Welcome {
+        machine_id: String,
+        heartbeat_secs: u64,
+    },
+    Run(Assignment),
+    /// Stop the running command of this action, killing its whole process tree.
+    Cancel {
+        action_id: String,
+    },
+}
+
+/// How a command ended on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome")]
+pub enum Outcome {
+    /// The command ran. A RunScript or GetFile result has already been uploaded.
+    Completed {
+        /// GetFile: hex SHA-256 of the collected file as it was on the device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+    },
+    Failed {
+        errors: Vec<String>,
+        /// True when the command was killed for running past its timeout.
+        #[serde(default)]
+        timed_out: bool,
+    },
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AgentMessage {
+    /// First message on every connection. `running` lists the commands the
+    /// agent still holds from before the connection (re)started: executing,
+    /// queued, or finished with a result not yet delivered. The server fails
+    /// any command it believes is running that is not in this list.
+    Hello {
+        info: MachineInfo,
+        running: Vec<CommandRef>,
+    },
+    Heartbeat,
+    Started(CommandRef),
+    Finished {
+        #[serde(flatten)]
+        command: CommandRef,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+}
+
+/// Paths of the agent-facing HTTP endpoints.
+pub mod paths {
+    pub const ENROLL: &str = "/agent/v1/enroll";
+    pub const CONNECT: &str = "/agent/v1/connect";
+
+    /// `GET`: the library file of a PutFile or RunScript command.
+    pub fn payload(action_id: &str, index: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/payload")
+    }
+
+    /// `PUT`: the result of a RunScript (JSON transcript) or GetFile (gzip) command.
+    pub fn result(action_id: &str, index: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/result")
+    }
+}

@@ -1,0 +1,377 @@
+//! REST DTOs of the Defender-compatible API under `/api/...` and the token
+//! endpoint. Field names follow `shared/spec/mde-compat.md` exactly: request
+//! bodies are PascalCase where Defender's are, responses camelCase.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Status of a machine action (spec section 2). Terminal: Succeeded, Failed, TimeOut, Cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionStatus {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    TimeOut,
+    Cancelled,
+}
+
+impl ActionStatus {
+    pub const ALL: [ActionStatus; 6] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimeOut,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::TimeOut => "TimeOut",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    /// True once the action can no longer change.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::InProgress)
+    }
+}
+
+/// Status of one command inside a live response action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CommandStatus {
+    Created,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::InProgress => "InProgress",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+/// Error returned when a status string is not one of the known values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStatus(pub String);
+
+impl fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown status '{}'", self.0)
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+impl FromStr for ActionStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+impl FromStr for CommandStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Created,
+            Self::InProgress,
+            Self::Completed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+impl fmt::Display for ActionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for CommandStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The three live response command types, in the order the API requires them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CommandType {
+    PutFile,
+    RunScript,
+    GetFile,
+}
+
+impl CommandType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PutFile => "PutFile",
+            Self::RunScript => "RunScript",
+            Self::GetFile => "GetFile",
+        }
+    }
+
+    /// Parses the exact (case-sensitive) Defender spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PutFile" => Some(Self::PutFile),
+            "RunScript" => Some(Self::RunScript),
+            "GetFile" => Some(Self::GetFile),
+            _ => None,
+        }
+    }
+}
+
+/// One `{"key": ..., "value": ...}` pair of a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandParam {
+    pub key: String,
+    pub value: String,
+}
+
+/// A command as submitted and as echoed back: `{"type", "params"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub params: Vec<CommandParam>,
+}
+
+impl Command {
+    pub fn new(kind: CommandType, params: &[(&str, &str)]) -> Self {
+        Self {
+            kind: kind.as_str().to_string(),
+            params: params
+                .iter()
+                .map(|(k, v)| CommandParam {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The value of a parameter, by its exact (case-sensitive) key.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.value.as_str())
+    }
+}
+
+/// Body of `POST /api/machines/{id}/runliveresponse`. Fields are optional here so
+/// that the server can name what is missing instead of failing to parse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunLiveResponseRequest {
+    #[serde(rename = "Commands", default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<Vec<Command>>,
+    #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /api/machineactions/{id}/cancel`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One command of a live response action, with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandEntry {
+    pub index: u32,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub command_status: CommandStatus,
+    pub errors: Vec<String>,
+    pub command: Command,
+}
+
+/// The MachineAction entity (spec section 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAction {
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odata_context: Option<String>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: Option<String>,
+    pub requestor: String,
+    pub requestor_comment: Option<String>,
+    pub status: ActionStatus,
+    pub machine_id: String,
+    pub computer_dns_name: Option<String>,
+    pub creation_date_time_utc: String,
+    pub last_update_date_time_utc: String,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+    pub cancellation_date_time_utc: Option<String>,
+    pub error_h_result: i64,
+    pub scope: Option<String>,
+    pub external_id: Option<String>,
+    pub request_source: String,
+    pub related_file_info: Option<serde_json::Value>,
+    pub commands: Vec<CommandEntry>,
+    pub troubleshoot_info: Option<String>,
+}
+
+/// A live response library file (spec section 1.7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LibraryFile {
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odata_context: Option<String>,
+    pub file_name: String,
+    pub sha256: String,
+    pub description: Option<String>,
+    pub creation_time: String,
+    pub last_updated_time: String,
+    pub created_by: String,
+    pub last_updated_by: Option<String>,
+    pub has_parameters: bool,
+    pub parameters_description: Option<String>,
+    /// Size in bytes (a Reach addition; Defender clients ignore it).
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// The Machine entity, limited to the fields Reach can know (spec section 1.9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    #[serde(
+        rename = "@odata.context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odata_context: Option<String>,
+    pub id: String,
+    pub computer_dns_name: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub os_platform: String,
+    pub os_version: String,
+    pub os_architecture: String,
+    pub version: String,
+    pub last_ip_address: Option<String>,
+    pub health_status: String,
+    pub onboarding_status: String,
+    pub machine_tags: Vec<String>,
+}
+
+/// An OData collection: `{"@odata.context", "@odata.count"?, "value": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection<T> {
+    #[serde(rename = "@odata.context")]
+    pub odata_context: String,
+    #[serde(
+        rename = "@odata.count",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub count: Option<u64>,
+    pub value: Vec<T>,
+}
+
+/// A scalar OData result such as a download link (`$metadata#Edm.String`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StringValue {
+    #[serde(rename = "@odata.context")]
+    pub odata_context: String,
+    pub value: String,
+}
+
+/// Every error response: `{"error": {"code", "message", "target"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    /// Per-request correlation id (a GUID).
+    pub target: String,
+}
+
+/// Reply of the OAuth2 token endpoints. `expires_in` is a JSON number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token_type: String,
+    pub expires_in: u64,
+    #[serde(default)]
+    pub ext_expires_in: u64,
+    pub access_token: String,
+}
+
+/// The downloadable result of a RunScript command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptTranscript {
+    pub script_name: String,
+    pub exit_code: i32,
+    pub script_output: String,
+    pub script_errors: String,
+}
+
+/// Roles (application permissions) that Reach checks, spelled as Defender does.
+pub mod roles {
+    pub const LIVE_RESPONSE: &str = "Machine.LiveResponse";
+    pub const READ_ALL: &str = "Machine.Read.All";
+    pub const READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
+    pub const LIBRARY_MANAGE: &str = "Library.Manage";
+    /// Delegated (user) spellings.
+    pub const READ: &str = "Machine.Read";
+    pub const READ_WRITE: &str = "Machine.ReadWrite";
+    pub const COLLECT_FORENSICS: &str = "Machine.CollectForensics";
+    pub const ISOLATE: &str = "Machine.Isolate";
+    pub const RESTRICT_EXECUTION: &str = "Machine.RestrictExecution";
+    pub const SCAN: &str = "Machine.Scan";
+    pub const OFFBOARD: &str = "Machine.Offboard";
+    pub const STOP_AND_QUARANTINE: &str = "Machine.StopAndQuarantine";
+
+    /// Every role a dev-mode app receives.
+    pub const ALL: &[&str] = &[
+        LIVE_RESPONSE,
+        READ_ALL,
+        READ_WRITE_ALL,
+        LIBRARY_MANAGE,
+        COLLECT_FORENSICS,
+        ISOLATE,
+        RESTRICT_EXECUTION,
+        SCAN,
+        OFFBOARD,
+        STOP_AND_QUARANTINE,
+    ];
+}

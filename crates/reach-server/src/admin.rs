@@ -1,0 +1,96 @@
+//! Administrative operations behind `reach-server apps create`,
+//! `enrollment-token create`, `machines revoke` and dev mode: creating
+//! tenants, client apps and enrollment tokens. Secrets are returned once to
+//! the caller and stored only as hashes.
+
+use reach_proto::api::roles;
+
+use crate::auth;
+use crate::store::{App, Store, Tenant};
+use crate::time::Micros;
+
+/// A newly created client app, with its secret in clear (shown once).
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+pub async fn create_tenant(store: &dyn Store, name: &str) -> anyhow::Result<Tenant> {
+    let tenant = Tenant {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+    };
+    store.create_tenant(&tenant, Micros::now()).await?;
+    Ok(tenant)
+}
+
+/// Checks role names against the ones Reach knows.
+pub fn parse_roles(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for role in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let known = roles::ALL
+            .iter()
+            .chain([roles::READ, roles::READ_WRITE].iter())
+            .find(|k| k.eq_ignore_ascii_case(role))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown role '{role}'; known roles: {}",
+                    roles::ALL.join(", ")
+                )
+            })?;
+        out.push(known.to_string());
+    }
+    if out.is_empty() {
+        anyhow::bail!("give at least one role, for example Machine.LiveResponse");
+    }
+    Ok(out)
+}
+
+pub async fn create_app(
+    store: &dyn Store,
+    tenant_id: &str,
+    name: &str,
+    roles: Vec<String>,
+) -> anyhow::Result<NewApp> {
+    create_app_with_secret(store, tenant_id, name, roles, auth::random_secret(32)).await
+}
+
+/// Like `create_app`, with a given secret (dev mode reuses its saved one).
+pub async fn create_app_with_secret(
+    store: &dyn Store,
+    tenant_id: &str,
+    name: &str,
+    roles: Vec<String>,
+    client_secret: String,
+) -> anyhow::Result<NewApp> {
+    store.get_tenant(tenant_id).await?;
+    let app = App {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant_id.to_string(),
+        name: name.to_string(),
+        secret_hash: auth::hash_secret(&client_secret)?,
+        roles: roles.clone(),
+    };
+    store.create_app(&app, Micros::now()).await?;
+    Ok(NewApp {
+        tenant_id: tenant_id.to_string(),
+        client_id: app.client_id,
+        client_secret,
+        name: name.to_string(),
+        roles,
+    })
+}
+
+/// Creates an agent enrollment token and returns it in clear (shown once).
+pub async fn create_enrollment_token(store: &dyn Store, tenant_id: &str) -> anyhow::Result<String> {
+    store.get_tenant(tenant_id).await?;
+    let token = format!("rch_enr_{}", auth::random_secret(24));
+    store
+        .create_enrollment_token(tenant_id, &auth::sha256_hex(&token), Micros::now())
+        .await?;
+    Ok(token)
+}

@@ -1,0 +1,326 @@
+//! Enrolment and the agent's WebSocket. One task per connection reads the
+//! agent's messages, hands it the next command from the store when it is
+//! idle or woken, records results, and closes on shutdown, revocation or
+//! silence (three missed heartbeats).
+//!
+//! A connection runs at most one command at a time; which command is next is
+//! always decided by `Store::claim_next_command`, never by this task's memory.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use reach_proto::agent::{
+    AgentMessage, CommandRef, EnrollRequest, EnrollResponse, MachineInfo, Outcome, ServerMessage,
+};
+use tokio::sync::mpsc;
+
+use super::{AgentIdentity, HubEvent, authenticate};
+use crate::SharedState;
+use crate::auth;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Finish, StoreError};
+use crate::time::Micros;
+
+/// Longest field of `MachineInfo` accepted.
+const MAX_INFO_FIELD: usize = 256;
+
+fn check_info(info: &MachineInfo) -> ApiResult<()> {
+    for (name, value) in [
+        ("hostname", &info.hostname),
+        ("os_platform", &info.os_platform),
+        ("os_version", &info.os_version),
+        ("os_architecture", &info.os_architecture),
+        ("agent_version", &info.agent_version),
+    ] {
+        if value.len() > MAX_INFO_FIELD || value.chars().any(char::is_control) {
+            return Err(ApiError::InvalidInput(format!(
+                "{name} must be at most {MAX_INFO_FIELD} printable characters"
+            )));
+        }
+    }
+    if info.hostname.is_empty() {
+        return Err(ApiError::MissingParameter("hostname".into()));
+    }
+    Ok(())
+}
+
+/// `POST /agent/v1/enroll`: trades an enrollment token for a machine identity.
+pub async fn enroll(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    crate::api::JsonBody(request): crate::api::JsonBody<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
+    check_info(&request.info)?;
+    let mut raw = [0u8; 20];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    let machine_id = hex::encode(raw);
+    let credential = auth::random_secret(32);
+    let machine = state
+        .store
+        .enroll_machine(
+            &auth::sha256_hex(&request.enrollment_token),
+            &machine_id,
+            &auth::sha256_hex(&credential),
+            &request.info,
+            Some(&peer.ip().to_string()),
+            Micros::now(),
+        )
+        .await
+        .map_err(|err| match err {
+            StoreError::NotFound(_) => ApiError::Unauthorized("Invalid enrollment token".into()),
+            other => other.into(),
+        })?;
+    tracing::info!(machine.id = %machine.id, tenant.id = %machine.tenant_id, machine.name = %machine.info.hostname, "agent enrolled");
+    Ok(Json(EnrollResponse {
+        machine_id,
+        credential,
+    }))
+}
+
+/// `GET /agent/v1/connect`: the agent's WebSocket.
+pub async fn connect(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let identity = authenticate(&state, &headers).await?;
+    let max = state.config.agents.max_message_bytes;
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let machine_id = identity.machine_id.clone();
+            if let Err(err) = Session::run(state, identity, peer, socket).await {
+                tracing::warn!(machine.id = %machine_id, error = format!("{err:#}"), "agent connection ended with an error");
+            }
+        }))
+}
+
+struct Session {
+    state: SharedState,
+    identity: AgentIdentity,
+    socket: WebSocket,
+    /// The command this agent is running, if any.
+    in_flight: Option<CommandRef>,
+}
+
+impl Session {
+    async fn run(
+        state: SharedState,
+        identity: AgentIdentity,
+        peer: SocketAddr,
+        mut socket: WebSocket,
+    ) -> anyhow::Result<()> {
+        let heartbeat = Duration::from_secs(state.config.agents.heartbeat_secs.max(1));
+        let hello = tokio::time::timeout(heartbeat * 3, socket.recv()).await;
+        let (info, running) = match hello {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                match serde_json::from_str::<AgentMessage>(&text) {
+                    Ok(AgentMessage::Hello { info, running }) => (info, running),
+                    _ => anyhow::bail!("the first message was not a valid Hello"),
+                }
+            }
+            _ => anyhow::bail!("no Hello from the agent"),
+        };
+        if let Err(err) = check_info(&info) {
+            anyhow::bail!("invalid Hello: {err}");
+        }
+        let machine_id = identity.machine_id.clone();
+        state
+            .store
+            .machine_connected(
+                &machine_id,
+                &info,
+                Some(&peer.ip().to_string()),
+                Micros::now(),
+            )
+            .await?;
+        let (conn_id, events) = state.hub.register(&machine_id);
+        tracing::info!(machine.id = %machine_id, peer = %peer, agent.version = %info.agent_version, "agent connected");
+        let mut session = Session {
+            state: state.clone(),
+            identity,
+            socket,
+            in_flight: None,
+        };
+        let result = session.serve(running, events, heartbeat).await;
+        state.hub.unregister(&machine_id, conn_id);
+        if !state.hub.is_connected(&machine_id)
+            && let Err(err) = state
+                .store
+                .machine_disconnected(&machine_id, Micros::now())
+                .await
+        {
+            tracing::warn!(machine.id = %machine_id, error = %err, "recording the disconnect failed");
+        }
+        tracing::info!(machine.id = %machine_id, "agent disconnected");
+        result
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> anyhow::Result<()> {
+        let text = serde_json::to_string(message)?;
+        self.socket.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        agent_running: Vec<CommandRef>,
+        mut events: mpsc::Receiver<HubEvent>,
+        heartbeat: Duration,
+    ) -> anyhow::Result<()> {
+        let machine_id = self.identity.machine_id.clone();
+        self.send(&ServerMessage::Welcome {
+            machine_id: machine_id.clone(),
+            heartbeat_secs: heartbeat.as_secs(),
+        })
+        .await?;
+        self.reconcile(agent_running).await?;
+        self.dispatch().await?;
+        let shutdown = self.state.shutdown.clone();
+        let silence = heartbeat * 3;
+        let mut last_seen_write = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                message = tokio::time::timeout(silence, self.socket.recv()) => {
+                    let message = match message {
+                        Err(_) => anyhow::bail!("no message from the agent for {} s", silence.as_secs()),
+                        Ok(None) | Ok(Some(Err(_))) => return Ok(()),
+                        Ok(Some(Ok(message))) => message,
+                    };
+                    let text = match message {
+                        Message::Text(text) => text,
+                        Message::Close(_) => return Ok(()),
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                        Message::Binary(_) => anyhow::bail!("binary messages are not part of the protocol"),
+                    };
+                    let message: AgentMessage = serde_json::from_str(&text)
+                        .map_err(|err| anyhow::anyhow!("invalid message from the agent: {err}"))?;
+                    if last_seen_write.elapsed() >= heartbeat / 2 {
+                        self.state.store.machine_seen(&machine_id, Micros::now()).await?;
+                        last_seen_write = tokio::time::Instant::now();
+                    }
+                    self.handle(message).await?;
+                }
+                event = events.recv() => match event {
+                    Some(HubEvent::Wake) => self.dispatch().await?,
+                    Some(HubEvent::Cancel(action_id)) => {
+                        self.send(&ServerMessage::Cancel { action_id: action_id.clone() }).await?;
+                        if self.in_flight.as_ref().is_some_and(|c| c.action_id == action_id) {
+                            self.in_flight = None;
+                        }
+                        self.dispatch().await?;
+                    }
+                    Some(HubEvent::Close) | None => {
+                        let _ = self.socket.send(Message::Close(None)).await;
+                        return Ok(());
+                    }
+                },
+                _ = shutdown.cancelled() => {
+                    let _ = self.socket.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Commands the store thinks run on this machine but the agent does not
+    /// report: the agent restarted in between, so they failed.
+    async fn reconcile(&mut self, agent_running: Vec<CommandRef>) -> anyhow::Result<()> {
+        let machine_id = self.identity.machine_id.clone();
+        for command in self.state.store.running_commands(&machine_id).await? {
+            if agent_running.contains(&command) {
+                self.in_flight = Some(command);
+                continue;
+            }
+            let finish = Finish::Failed {
+                errors: vec!["The agent restarted while the command was running".into()],
+                timed_out: false,
+            };
+            self.state
+                .store
+                .finish_command(&machine_id, &command, &finish, Micros::now())
+                .await?;
+            tracing::warn!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, "command lost to an agent restart");
+        }
+        Ok(())
+    }
+
+    /// Sends the next command if the agent is idle.
+    async fn dispatch(&mut self) -> anyhow::Result<()> {
+        if self.in_flight.is_some() {
+            return Ok(());
+        }
+        let machine_id = self.identity.machine_id.clone();
+        let Some(claimed) = self
+            .state
+            .store
+            .claim_next_command(&machine_id, Micros::now())
+            .await?
+        else {
+            return Ok(());
+        };
+        tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
+        self.in_flight = Some(claimed.command.clone());
+        self.send(&ServerMessage::Run(reach_proto::agent::Assignment {
+            command: claimed.command,
+            timeout_secs: claimed.timeout_secs,
+            work: claimed.work,
+        }))
+        .await
+    }
+
+    async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {
+        let machine_id = self.identity.machine_id.clone();
+        match message {
+            AgentMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
+            AgentMessage::Heartbeat | AgentMessage::Started(_) => Ok(()),
+            AgentMessage::Finished { command, outcome } => {
+                let finish = match outcome {
+                    Outcome::Completed { sha256 } => Finish::Completed {
+                        file_sha256: sha256,
+                    },
+                    Outcome::Failed { errors, timed_out } => Finish::Failed {
+                        errors: errors
+                            .into_iter()
+                            .take(20)
+                            .map(|e| truncate(e, 4096))
+                            .collect(),
+                        timed_out,
+                    },
+                };
+                let action = self
+                    .state
+                    .store
+                    .finish_command(&machine_id, &command, &finish, Micros::now())
+                    .await?;
+                if let Some(action) = action {
+                    tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %action.status, "command finished");
+                }
+                if self.in_flight.as_ref() == Some(&command) {
+                    self.in_flight = None;
+                }
+                self.dispatch().await
+            }
+        }
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

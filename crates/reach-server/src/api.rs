@@ -1,0 +1,251 @@
+//! The HTTP surface: routing, path normalisation, and the pieces every
+//! handler shares (the caller's identity, permission and rate checks, JSON
+//! bodies, the public base URL). One file per resource below.
+//!
+//! Handlers convert store rows to reach-proto types here; nothing below this
+//! module serialises internal rows. Every error leaves through `ApiError`.
+
+pub mod download;
+pub mod library;
+pub mod live_response;
+pub mod machine_actions;
+pub mod machines;
+pub mod paths;
+pub mod token;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+
+use crate::SharedState;
+use crate::agents;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::Window;
+
+pub fn router(state: SharedState) -> Router {
+    let json_limit = state.config.limits.json_body_max_bytes;
+    Router::new()
+        .route("/{tenant}/oauth2/token", post(token::token))
+        .route("/{tenant}/oauth2/v2.0/token", post(token::token))
+        .route("/api/machines", get(machines::list))
+        .route("/api/machines/{id}", get(machines::get))
+        .route(
+            "/api/machines/{id}/runliveresponse",
+            post(live_response::run),
+        )
+        .route("/api/machineactions", get(machine_actions::list))
+        .route("/api/machineactions/{id}", get(machine_actions::get))
+        .route(
+            "/api/machineactions/{id}/cancel",
+            post(machine_actions::cancel),
+        )
+        .route(
+            "/api/machineactions/{id}/getliveresponseresultdownloadlink/{args}",
+            get(download::link),
+        )
+        .route(
+            "/api/libraryfiles",
+            get(library::list)
+                .post(library::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/libraryfiles/{name}",
+            get(library::get).delete(library::delete),
+        )
+        .route("/download/{*path}", get(download::download))
+        .route(agents_paths::ENROLL, post(agents::gateway::enroll))
+        .route(agents_paths::CONNECT, get(agents::gateway::connect))
+        .route(
+            "/agent/v1/commands/{action}/{index}/payload",
+            get(agents::transfer::payload),
+        )
+        .route(
+            "/agent/v1/commands/{action}/{index}/result",
+            put(agents::transfer::result).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(json_limit))
+        .with_state(state)
+}
+
+use reach_proto::agent::paths as agents_paths;
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!("No resource at {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Each API's rate limit budget, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    RunLiveResponse,
+    Other(&'static str),
+}
+
+/// Checks the caller holds one of `roles` (403) and is within the API's rate
+/// limit (429).
+pub fn authorize(
+    state: &SharedState,
+    principal: &Principal,
+    roles: &[&str],
+    api: Api,
+) -> ApiResult<()> {
+    if !principal.has_any(roles) {
+        return Err(ApiError::Forbidden(format!(
+            "The caller lacks the permission for this operation; it needs one of: {}",
+            roles.join(", ")
+        )));
+    }
+    let limits = &state.config.limits;
+    let (name, windows) = match api {
+        Api::RunLiveResponse => (
+            "runliveresponse",
+            vec![Window::per_minute(limits.run_live_response_per_minute)],
+        ),
+        Api::Other(name) => (
+            name,
+            vec![
+                Window::per_minute(limits.api_per_minute),
+                Window::per_hour(limits.api_per_hour),
+            ],
+        ),
+    };
+    state
+        .limiter
+        .check(&principal.rate_key(), name, &windows)
+        .map_err(|retry_after_secs| ApiError::TooManyRequests {
+            message: format!("Rate limit reached for {name}; retry in {retry_after_secs} s"),
+            retry_after_secs,
+        })
+}
+
+impl FromRequestParts<SharedState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("The Authorization header is missing".into()))?
+            .to_str()
+            .map_err(|_| {
+                ApiError::Unauthorized("The Authorization header is not valid text".into())
+            })?;
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or_else(|| ApiError::Unauthorized("Use 'Authorization: Bearer <token>'".into()))?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Unauthorized(
+                "Use 'Authorization: Bearer <token>'".into(),
+            ));
+        }
+        state
+            .auth
+            .verify(token.trim())
+            .await
+            .map_err(|err| ApiError::Unauthorized(err.0))
+    }
+}
+
+/// A JSON request body, with Defender's errors: 415 without a JSON content
+/// type, 413 when too large, 400 `InvalidRequestBody` when malformed.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let bytes = read_body(request, state).await?;
+        parse_json(&headers, &bytes).map(JsonBody)
+    }
+}
+
+/// Like `JsonBody`, but an empty body is accepted (as `None`), whatever its content type.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&headers, &bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> ApiResult<Bytes> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(
+                    "The request body is larger than the server accepts".into(),
+                )
+            } else {
+                ApiError::BadRequest(format!("The request body could not be read: {rejection}"))
+            }
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<T> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let is_json = mime.eq_ignore_ascii_case("application/json")
+        || (mime.to_ascii_lowercase().starts_with("application/")
+            && mime.to_ascii_lowercase().ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Expected 'Content-Type: application/json', got '{content_type}'"
+        )));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::InvalidRequestBody(format!("Request body is incorrect: {err}")))
+}
+
+/// The base URL clients reach this server at: the configured `public_url`,
+/// or the request's scheme and Host.
+pub fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
+    if !state.config.public_url.is_empty() {
+        return state.config.public_url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    format!("http://{host}")
+}
+
+/// `https://host/api/$metadata#<entity>`.
+pub fn odata_context(state: &SharedState, headers: &HeaderMap, entity: &str) -> String {
+    format!("{}/api/$metadata#{entity}", base_url(state, headers))
+}

@@ -1,0 +1,176 @@
+//! Result download links. `GET .../GetLiveResponseResultDownloadLink(index=N)`
+//! mints a fresh link, shaped like Defender's Azure SAS URL: read-only, with
+//! its expiry in `se` and an HMAC-SHA256 `sig` over the blob path and expiry.
+//! `GET /download/...` serves the bytes to anyone holding a valid link (no
+//! Authorization header needed), streaming from the object store.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use reach_proto::agent::Work;
+use reach_proto::api::{CommandStatus, StringValue, roles};
+use sha2::Sha256;
+
+use super::{Api, authorize, base_url, odata_context};
+use crate::SharedState;
+use crate::auth::{Principal, constant_time_eq};
+use crate::error::{ApiError, ApiResult};
+use crate::files::FileError;
+use crate::time::Micros;
+
+const LINK_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::READ_ALL, roles::READ_WRITE_ALL];
+const SAS_VERSION: &str = "2019-07-07";
+
+fn sign(key: &[u8], path: &str, expiry: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(path.as_bytes());
+    mac.update(b"\n");
+    mac.update(expiry.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The file name a result is served under.
+fn result_file_name(work: &Work) -> String {
+    match work {
+        Work::RunScript { .. } => "transcript.json".into(),
+        Work::GetFile { path } => {
+            let base = path
+                .rsplit(['/', '\\'])
+                .find(|s| !s.is_empty())
+                .unwrap_or("file");
+            let safe: String = base
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{safe}.gz")
+        }
+        Work::PutFile { .. } => "none".into(),
+    }
+}
+
+pub async fn link(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((id, args)): Path<(String, String)>,
+) -> ApiResult<Json<StringValue>> {
+    authorize(&state, &principal, LINK_ROLES, Api::Other("downloadlink"))?;
+    let index: u32 = args
+        .strip_prefix("index=")
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::InvalidInput(format!(
+                "Expected GetLiveResponseResultDownloadLink(index=N) with N a command index, got ({args})"
+            ))
+        })?;
+    let action = state.store.get_action(&principal.tenant_id, &id).await?;
+    let command = action
+        .commands
+        .iter()
+        .find(|c| c.index == index)
+        .ok_or_else(|| {
+            ApiError::ResourceNotFound(format!(
+                "Machine action {id} has no command with index {index}"
+            ))
+        })?;
+    if matches!(command.work, Work::PutFile { .. }) {
+        return Err(ApiError::ResourceNotFound(format!(
+            "Command {index} is a PutFile, which has no result"
+        )));
+    }
+    if command.status != CommandStatus::Completed {
+        return Err(ApiError::ResourceNotFound(format!(
+            "Command {index} is {}; its result is available once it has Completed",
+            command.status
+        )));
+    }
+    let blob = command.result.as_ref().ok_or_else(|| {
+        ApiError::ResourceNotFound(format!("Command {index} has no stored result"))
+    })?;
+    let path = format!("{}/{}", blob.key, result_file_name(&command.work));
+    let expiry = Micros::now()
+        .plus_secs(state.config.live_response.download_link_ttl_secs)
+        .to_wire_seconds();
+    let sig = sign(state.auth.link_key(), &path, &expiry);
+    let url = format!(
+        "{}/download/{path}?se={}&sp=r&sv={SAS_VERSION}&sr=b&sig={}",
+        base_url(&state, &headers),
+        encode(&expiry),
+        encode(&sig)
+    );
+    Ok(Json(StringValue {
+        odata_context: odata_context(&state, &headers, "Edm.String"),
+        value: url,
+    }))
+}
+
+pub async fn download(
+    State(state): State<SharedState>,
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let denied = |why: &str| ApiError::Forbidden(format!("Download link refused: {why}"));
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(expiry), Some(sig)) = (param("se"), param("sig")) else {
+        return Err(denied("the link has no signature"));
+    };
+    if param("sp") != Some("r") {
+        return Err(denied("the link is not read-only"));
+    }
+    let expected = sign(state.auth.link_key(), &path, expiry);
+    if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+        return Err(denied("the signature does not match"));
+    }
+    let expires = Micros::parse(expiry).ok_or_else(|| denied("the expiry is malformed"))?;
+    if Micros::now() >= expires {
+        return Err(denied("the link has expired; request a new one"));
+    }
+    let (key, file_name) = path
+        .rsplit_once('/')
+        .ok_or_else(|| denied("the path is malformed"))?;
+    if !key.starts_with("results/") {
+        return Err(denied("the path is malformed"));
+    }
+    let (size, stream) = state.files.get_stream(key).await.map_err(|err| match err {
+        FileError::NotFound(_) => {
+            ApiError::ResourceNotFound("The result is no longer stored".into())
+        }
+        other => ApiError::internal(other),
+    })?;
+    let content_type = if file_name.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/gzip"
+    };
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,323 @@
+//! The live response library: `POST /api/libraryfiles` (multipart upload,
+//! streamed to the object store while hashed), `GET /api/libraryfiles`,
+//! `GET /api/libraryfiles/{name}` and `DELETE /api/libraryfiles/{name}`.
+//!
+//! Bytes are stored content-addressed, so replacing a file never changes the
+//! bytes a queued action will run; old bytes are deleted once nothing uses them.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use futures::TryStreamExt;
+use reach_proto::api::{Collection, LibraryFile, roles};
+
+use super::{Api, authorize, odata_context};
+use crate::SharedState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::files::{FileError, Files};
+use crate::store::LibraryRow;
+use crate::time::Micros;
+
+const ROLES: &[&str] = &[roles::LIBRARY_MANAGE];
+/// Longest file name accepted.
+pub const MAX_NAME: usize = 255;
+/// Most parts in one upload.
+const MAX_PARTS: usize = 16;
+/// Longest text field (Description, ParametersDescription) accepted.
+const MAX_TEXT_FIELD: usize = 16 * 1024;
+
+/// Library names: letters, digits, `-`, `_` and `.`; no `..`, at most 255 bytes.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.contains("..")
+        && name != ".";
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidInput(format!(
+            "Invalid file name '{}': use 1 to {MAX_NAME} letters, digits, '-', '_' and '.', without '..'",
+            name.escape_default()
+        )))
+    }
+}
+
+pub fn to_wire(row: LibraryRow) -> LibraryFile {
+    LibraryFile {
+        odata_context: None,
+        file_name: row.file_name,
+        sha256: row.sha256,
+        description: row.description,
+        creation_time: row.creation_time.to_wire(),
+        last_updated_time: row.last_updated_time.to_wire(),
+        created_by: row.created_by,
+        last_updated_by: row.last_updated_by,
+        has_parameters: row.has_parameters,
+        parameters_description: row.parameters_description,
+        size: row.size,
+    }
+}
+
+fn parse_bool(field: &str, value: &str) -> ApiResult<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(ApiError::InvalidInput(format!(
+            "{field} must be true or false, got '{value}'"
+        ))),
+    }
+}
+
+/// The parsed form, with the file already streamed to a temporary key.
+#[derive(Default)]
+struct Upload {
+    file: Option<(String, String, crate::files::Stored)>,
+    description: Option<String>,
+    parameters_description: Option<String>,
+    has_parameters: bool,
+    override_if_exists: bool,
+}
+
+async fn read_form(
+    state: &SharedState,
+    mut multipart: Multipart,
+    upload: &mut Upload,
+) -> ApiResult<()> {
+    let mut parts = 0;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!(
+            "The multipart body is malformed: {}",
+            e.body_text()
+        ))
+    };
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(ApiError::BadRequest(format!(
+                "The upload has more than {MAX_PARTS} parts"
+            )));
+        }
+        let name = field.name().unwrap_or_default().to_ascii_lowercase();
+        if name == "file" {
+            if upload.file.is_some() {
+                return Err(ApiError::BadRequest("Send exactly one File part".into()));
+            }
+            let file_name = field.file_name().map(str::to_string).ok_or_else(|| {
+                ApiError::MissingParameter("File (the part has no filename)".into())
+            })?;
+            check_name(&file_name)?;
+            let temp = format!("tmp/{}", uuid::Uuid::new_v4());
+            let max = state.config.limits.library_file_max_bytes;
+            let stream = field.map_err(|e| e.body_text());
+            let stored = state
+                .files
+                .put_stream(&temp, stream, Some(max))
+                .await
+                .map_err(|err| match err {
+                    FileError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
+                        "The file is larger than the library limit of {max} bytes"
+                    )),
+                    FileError::Body(why) => {
+                        ApiError::BadRequest(format!("The upload failed: {why}"))
+                    }
+                    other => ApiError::internal(other),
+                })?;
+            upload.file = Some((file_name, temp, stored));
+            continue;
+        }
+        let text = field.text().await.map_err(bad)?;
+        if text.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::InvalidInput(format!(
+                "{name} must be at most {MAX_TEXT_FIELD} bytes"
+            )));
+        }
+        match name.as_str() {
+            "description" => upload.description = Some(text),
+            "parametersdescription" => upload.parameters_description = Some(text),
+            "hasparameters" => upload.has_parameters = parse_bool("HasParameters", &text)?,
+            "overrideifexists" => {
+                upload.override_if_exists = parse_bool("OverrideIfExists", &text)?
+            }
+            _ => {} // Unknown fields are ignored, as Defender does.
+        }
+    }
+    Ok(())
+}
+
+pub async fn upload(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult<Json<LibraryFile>> {
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    let multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|_| {
+            ApiError::UnsupportedMediaType(
+                "Upload library files as 'Content-Type: multipart/form-data'".into(),
+            )
+        })?;
+    let mut upload = Upload::default();
+    let result = read_form(&state, multipart, &mut upload).await;
+    let temp_key = upload.file.as_ref().map(|(_, temp, _)| temp.clone());
+    let outcome = match result {
+        Ok(()) => commit(&state, &principal, upload).await,
+        Err(err) => Err(err),
+    };
+    if let Some(temp) = temp_key {
+        let _ = state.files.delete(&temp).await;
+    }
+    let mut file = to_wire(outcome?);
+    file.odata_context = Some(odata_context(&state, &headers, "LibraryFiles/$entity"));
+    Ok(Json(file))
+}
+
+async fn commit(
+    state: &SharedState,
+    principal: &Principal,
+    upload: Upload,
+) -> ApiResult<LibraryRow> {
+    let (file_name, temp, stored) = upload
+        .file
+        .ok_or_else(|| ApiError::MissingParameter("File".into()))?;
+    let key = Files::library_key(&principal.tenant_id, &stored.sha256);
+    state
+        .files
+        .rename(&temp, &key)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = Micros::now();
+    let row = LibraryRow {
+        tenant_id: principal.tenant_id.clone(),
+        file_name,
+        sha256: stored.sha256.clone(),
+        size: stored.size,
+        description: upload.description,
+        has_parameters: upload.has_parameters,
+        parameters_description: upload.parameters_description,
+        created_by: principal.name.clone(),
+        last_updated_by: None,
+        creation_time: now,
+        last_updated_time: now,
+    };
+    let replaced = match state
+        .store
+        .put_library_file(&row, upload.override_if_exists)
+        .await
+    {
+        Ok(replaced) => replaced,
+        Err(err) => {
+            release_blob(state, &principal.tenant_id, &stored.sha256).await;
+            return Err(err.into());
+        }
+    };
+    if let Some(old) = &replaced
+        && old.sha256 != row.sha256
+    {
+        release_blob(state, &principal.tenant_id, &old.sha256).await;
+    }
+    tracing::info!(library.file = %row.file_name, sha256 = %row.sha256, bytes = row.size, replaced = replaced.is_some(), "library file stored");
+    Ok(state
+        .store
+        .get_library_file(&principal.tenant_id, &row.file_name)
+        .await?)
+}
+
+/// Deletes a library blob unless a library entry or an active action still needs it.
+async fn release_blob(state: &SharedState, tenant_id: &str, sha256: &str) {
+    match state.store.library_blob_in_use(tenant_id, sha256).await {
+        Ok(false) => {
+            if let Err(err) = state
+                .files
+                .delete(&Files::library_key(tenant_id, sha256))
+                .await
+            {
+                tracing::warn!(sha256 = %sha256, error = %err, "deleting an unused library blob failed");
+            }
+        }
+        Ok(true) => {}
+        Err(err) => {
+            tracing::warn!(sha256 = %sha256, error = %err, "checking library blob use failed")
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+) -> ApiResult<Json<Collection<LibraryFile>>> {
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    let rows = state.store.list_library_files(&principal.tenant_id).await?;
+    Ok(Json(Collection {
+        odata_context: odata_context(&state, &headers, "LibraryFiles"),
+        count: None,
+        value: rows.into_iter().map(to_wire).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<LibraryFile>> {
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    check_name(&name)?;
+    let row = state
+        .store
+        .get_library_file(&principal.tenant_id, &name)
+        .await?;
+    let mut file = to_wire(row);
+    file.odata_context = Some(odata_context(&state, &headers, "LibraryFiles/$entity"));
+    Ok(Json(file))
+}
+
+pub async fn delete(
+    State(state): State<SharedState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    check_name(&name)?;
+    let row = state
+        .store
+        .delete_library_file(&principal.tenant_id, &name)
+        .await?;
+    release_blob(&state, &principal.tenant_id, &row.sha256).await;
+    tracing::info!(library.file = %row.file_name, requestor = %principal.name, "library file deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_are_restricted() {
+        for ok in ["script.sh", "Tool-1_x.PS1", "a"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "../x",
+            "x..y",
+            "a\0b",
+            "ѕcript.sh",
+            "a b",
+            long.as_str(),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

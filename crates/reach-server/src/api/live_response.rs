@@ -1,0 +1,220 @@
+//! `POST /api/machines/{id}/runliveresponse`: validates the commands
+//! (types, parameters, the PutFile → RunScript → GetFile order, library
+//! names), creates the action atomically in the store, and wakes the
+//! machine's agent. Answers 201 with the MachineAction.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use reach_proto::agent::Work;
+use reach_proto::api::{Command, CommandType, MachineAction, RunLiveResponseRequest, roles};
+
+use super::{Api, JsonBody, authorize, odata_context};
+use crate::SharedState;
+use crate::agents::HubEvent;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{NewAction, NewCommand, StoreError};
+use crate::time::Micros;
+
+/// Longest `Comment` accepted.
+pub const MAX_COMMENT: usize = 4096;
+/// Longest parameter value accepted (`Args`, `Path`, names).
+pub const MAX_PARAM: usize = 32 * 1024;
+
+/// A command checked for shape, before library names are resolved.
+struct Checked {
+    kind: CommandType,
+    name: Option<String>,
+    args: Option<String>,
+    path: Option<String>,
+}
+
+fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
+    let kind = CommandType::parse(&command.kind).ok_or_else(|| {
+        ApiError::InvalidRequestBody(format!(
+            "Command {index}: unknown type '{}'; allowed values are PutFile, RunScript, GetFile",
+            command.kind
+        ))
+    })?;
+    let (required, optional): (&str, &[&str]) = match kind {
+        CommandType::PutFile => ("FileName", &[]),
+        CommandType::RunScript => ("ScriptName", &["Args"]),
+        CommandType::GetFile => ("Path", &[]),
+    };
+    for (i, param) in command.params.iter().enumerate() {
+        if param.key != required && !optional.contains(&param.key.as_str()) {
+            let mut allowed = vec![required];
+            allowed.extend_from_slice(optional);
+            return Err(ApiError::InvalidRequestBody(format!(
+                "Command {index} ({}): unknown parameter '{}'; {} takes {} (names are case-sensitive)",
+                kind.as_str(),
+                param.key,
+                kind.as_str(),
+                allowed.join(", ")
+            )));
+        }
+        if command.params[..i].iter().any(|p| p.key == param.key) {
+            return Err(ApiError::InvalidRequestBody(format!(
+                "Command {index} ({}): parameter '{}' is given twice",
+                kind.as_str(),
+                param.key
+            )));
+        }
+        if param.value.len() > MAX_PARAM || param.value.contains('\0') {
+            return Err(ApiError::InvalidInput(format!(
+                "Command {index} ({}): parameter '{}' must be at most {MAX_PARAM} bytes, without NUL",
+                kind.as_str(),
+                param.key
+            )));
+        }
+    }
+    let value = command
+        .param(required)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::MissingParameter(format!("{required} in command {index} ({})", kind.as_str()))
+        })?
+        .to_string();
+    let args = command.param("Args").map(String::from);
+    Ok(match kind {
+        CommandType::GetFile => Checked {
+            kind,
+            name: None,
+            args: None,
+            path: Some(value),
+        },
+        _ => Checked {
+            kind,
+            name: Some(value),
+            args,
+            path: None,
+        },
+    })
+}
+
+pub async fn run(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(machine): Path<String>,
+    JsonBody(request): JsonBody<RunLiveResponseRequest>,
+) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    authorize(
+        &state,
+        &principal,
+        &[roles::LIVE_RESPONSE],
+        Api::RunLiveResponse,
+    )?;
+    let limits = &state.config.limits;
+    let commands = request
+        .commands
+        .ok_or_else(|| ApiError::MissingParameter("Commands".into()))?;
+    if commands.is_empty() {
+        return Err(ApiError::InvalidRequestBody(
+            "Commands must hold at least one command".into(),
+        ));
+    }
+    if commands.len() > limits.commands_per_action {
+        return Err(ApiError::MaximumBatchSizeExceeded(format!(
+            "Received: {} commands, allowed: {}",
+            commands.len(),
+            limits.commands_per_action
+        )));
+    }
+    if request
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_COMMENT)
+    {
+        return Err(ApiError::InvalidInput(format!(
+            "Comment must be at most {MAX_COMMENT} bytes"
+        )));
+    }
+    let checked = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| check_command(i, c))
+        .collect::<ApiResult<Vec<_>>>()?;
+    for (i, pair) in checked.windows(2).enumerate() {
+        if pair[1].kind < pair[0].kind {
+            return Err(ApiError::InvalidRequestBody(format!(
+                "Command {} ({}) comes after a {}; commands must be all PutFile, then RunScript, then GetFile",
+                i + 1,
+                pair[1].kind.as_str(),
+                pair[0].kind.as_str()
+            )));
+        }
+    }
+    let machine = state
+        .store
+        .get_machine(&principal.tenant_id, &machine)
+        .await?;
+    let lr = &state.config.live_response;
+    let mut new_commands = Vec::with_capacity(checked.len());
+    for (index, (command, checked)) in commands.into_iter().zip(checked).enumerate() {
+        let work = match (checked.kind, checked.name, checked.path) {
+            (CommandType::GetFile, _, Some(path)) => Work::GetFile { path },
+            (kind, Some(name), _) => {
+                let file = match state
+                    .store
+                    .get_library_file(&principal.tenant_id, &name)
+                    .await
+                {
+                    Ok(file) => file,
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(ApiError::InvalidRequestBody(format!(
+                            "Command {index} ({}): '{name}' is not in the live response library",
+                            kind.as_str()
+                        )));
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                if kind == CommandType::PutFile {
+                    Work::PutFile {
+                        file_name: file.file_name,
+                        sha256: file.sha256,
+                    }
+                } else {
+                    Work::RunScript {
+                        script_name: file.file_name,
+                        sha256: file.sha256,
+                        args: checked.args.filter(|a| !a.trim().is_empty()),
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::InvalidRequestBody(format!(
+                    "Command {index} is incomplete"
+                )));
+            }
+        };
+        let timeout_secs = match work {
+            Work::RunScript { .. } => lr.script_timeout_secs,
+            _ => lr.transfer_timeout_secs,
+        };
+        new_commands.push(NewCommand {
+            command,
+            work,
+            timeout_secs,
+        });
+    }
+    let action = NewAction {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: principal.tenant_id.clone(),
+        machine_id: machine.id.clone(),
+        requestor: principal.name.clone(),
+        requestor_comment: request.comment,
+        commands: new_commands,
+        now: Micros::now(),
+    };
+    let row = state
+        .store
+        .create_action(&action, limits.active_actions_per_tenant)
+        .await?;
+    tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %row.requestor, commands = row.commands.len(), "live response action created");
+    state.hub.send(&row.machine_id, HubEvent::Wake);
+    let mut body = super::machine_actions::to_wire(row);
+    body.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
+    Ok((StatusCode::CREATED, Json(body)))
+}

@@ -1,0 +1,143 @@
+//! `GET /api/machineactions` (OData, newest first), `GET
+//! /api/machineactions/{id}` and `POST /api/machineactions/{id}/cancel`.
+//! Cancelling tells the machine's agent to kill the running command.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use reach_proto::api::{CancelRequest, Collection, CommandEntry, MachineAction, roles};
+
+use super::{Api, OptionalJsonBody, authorize, odata_context};
+use crate::SharedState;
+use crate::agents::HubEvent;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::odata::Query;
+use crate::store::ActionRow;
+use crate::time::Micros;
+
+const READ_ROLES: &[&str] = &[
+    roles::READ_ALL,
+    roles::READ_WRITE_ALL,
+    roles::READ,
+    roles::READ_WRITE,
+];
+const CANCEL_ROLES: &[&str] = &[
+    roles::LIVE_RESPONSE,
+    roles::COLLECT_FORENSICS,
+    roles::ISOLATE,
+    roles::RESTRICT_EXECUTION,
+    roles::SCAN,
+    roles::OFFBOARD,
+    roles::STOP_AND_QUARANTINE,
+];
+
+pub fn to_wire(row: ActionRow) -> MachineAction {
+    MachineAction {
+        odata_context: None,
+        id: row.id,
+        kind: "LiveResponse".into(),
+        title: None,
+        requestor: row.requestor,
+        requestor_comment: row.requestor_comment,
+        status: row.status,
+        machine_id: row.machine_id,
+        computer_dns_name: Some(row.computer_dns_name),
+        creation_date_time_utc: row.created.to_wire(),
+        last_update_date_time_utc: row.last_update.to_wire(),
+        cancellation_requestor: row.cancellation_requestor,
+        cancellation_comment: row.cancellation_comment,
+        cancellation_date_time_utc: row.cancellation_time.map(Micros::to_wire),
+        error_h_result: 0,
+        scope: None,
+        external_id: None,
+        request_source: "PublicApi".into(),
+        related_file_info: None,
+        commands: row
+            .commands
+            .into_iter()
+            .map(|c| CommandEntry {
+                index: c.index,
+                start_time: c.start_time.map(Micros::to_wire),
+                end_time: c.end_time.map(Micros::to_wire),
+                command_status: c.status,
+                errors: c.errors,
+                command: c.command,
+            })
+            .collect(),
+        troubleshoot_info: None,
+    }
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Collection<MachineAction>>> {
+    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions"))?;
+    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let (rows, count) = state
+        .store
+        .list_actions(&principal.tenant_id, &query)
+        .await?;
+    Ok(Json(Collection {
+        odata_context: odata_context(&state, &headers, "MachineActions"),
+        count,
+        value: rows.into_iter().map(to_wire).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MachineAction>> {
+    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions"))?;
+    let row = state.store.get_action(&principal.tenant_id, &id).await?;
+    let mut action = to_wire(row);
+    action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
+    Ok(Json(action))
+}
+
+pub async fn cancel(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
+) -> ApiResult<Json<MachineAction>> {
+    authorize(&state, &principal, CANCEL_ROLES, Api::Other("cancel"))?;
+    let comment = body.and_then(|b| b.comment);
+    if comment
+        .as_ref()
+        .is_some_and(|c| c.len() > super::live_response::MAX_COMMENT)
+    {
+        return Err(ApiError::InvalidInput(format!(
+            "Comment must be at most {} bytes",
+            super::live_response::MAX_COMMENT
+        )));
+    }
+    let row = state
+        .store
+        .cancel_action(
+            &principal.tenant_id,
+            &id,
+            &principal.name,
+            comment.as_deref(),
+            Micros::now(),
+        )
+        .await
+        .map_err(|err| match err {
+            crate::store::StoreError::Conflict(message) => ApiError::BadRequest(message),
+            other => other.into(),
+        })?;
+    tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %principal.name, "action cancelled");
+    state
+        .hub
+        .send(&row.machine_id, HubEvent::Cancel(row.id.clone()));
+    let mut action = to_wire(row);
+    action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
+    Ok(Json(action))
+}

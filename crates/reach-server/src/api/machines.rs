@@ -1,0 +1,80 @@
+//! `GET /api/machines` and `GET /api/machines/{id or computerDnsName}`: the
+//! devices whose agents enrolled, with `healthStatus` derived from the
+//! agent's connection and heartbeats.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use reach_proto::api::{Collection, Machine, roles};
+
+use super::{Api, authorize, odata_context};
+use crate::SharedState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::odata::Query;
+use crate::store::MachineRow;
+use crate::time::Micros;
+
+const READ_ROLES: &[&str] = &[
+    roles::READ_ALL,
+    roles::READ_WRITE_ALL,
+    roles::READ,
+    roles::READ_WRITE,
+];
+
+/// Machines heard from since this instant (and connected) are Active.
+pub fn active_since(state: &SharedState) -> Micros {
+    Micros::now().minus_secs(state.config.agents.heartbeat_secs.max(1) * 3)
+}
+
+pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
+    let active = row.connected && row.last_seen >= active_since;
+    Machine {
+        odata_context: None,
+        id: row.id,
+        computer_dns_name: row.info.hostname,
+        first_seen: row.first_seen.to_wire(),
+        last_seen: row.last_seen.to_wire(),
+        os_platform: row.info.os_platform,
+        os_version: row.info.os_version,
+        os_architecture: row.info.os_architecture,
+        version: row.info.agent_version,
+        last_ip_address: row.last_ip,
+        health_status: if active { "Active" } else { "Inactive" }.into(),
+        onboarding_status: "onboarded".into(),
+        machine_tags: row.tags,
+    }
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Collection<Machine>>> {
+    authorize(&state, &principal, READ_ROLES, Api::Other("machines"))?;
+    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let since = active_since(&state);
+    let (rows, count) = state
+        .store
+        .list_machines(&principal.tenant_id, &query, since)
+        .await?;
+    Ok(Json(Collection {
+        odata_context: odata_context(&state, &headers, "Machines"),
+        count,
+        value: rows.into_iter().map(|r| to_wire(r, since)).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Machine>> {
+    authorize(&state, &principal, READ_ROLES, Api::Other("machines"))?;
+    let row = state.store.get_machine(&principal.tenant_id, &id).await?;
+    let mut machine = to_wire(row, active_since(&state));
+    machine.odata_context = Some(odata_context(&state, &headers, "Machines/$entity"));
+    Ok(Json(machine))
+}

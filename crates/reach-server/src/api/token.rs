@@ -1,0 +1,77 @@
+//! `POST /{tenant}/oauth2/token` (v1, `resource=`) and
+//! `POST /{tenant}/oauth2/v2.0/token` (v2, `scope=`): the client-credentials
+//! grant, answering like Entra ID with `expires_in` as a JSON number. Any
+//! resource or scope is accepted. Secrets are checked against argon2 hashes
+//! and never logged.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use reach_proto::api::TokenResponse;
+
+use crate::SharedState;
+use crate::auth;
+use crate::error::{ApiError, ApiResult};
+use crate::store::StoreError;
+
+pub async fn token(
+    State(state): State<SharedState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<TokenResponse>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(ApiError::UnsupportedMediaType(
+            "The token endpoint expects 'Content-Type: application/x-www-form-urlencoded'".into(),
+        ));
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        form.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::MissingParameter(name.to_string()))
+    };
+    let grant = field("grant_type")?;
+    if grant != "client_credentials" {
+        return Err(ApiError::InvalidInput(format!(
+            "grant_type '{grant}' is not supported; use client_credentials"
+        )));
+    }
+    let client_id = field("client_id")?;
+    let secret = field("client_secret")?;
+    let invalid = || ApiError::Unauthorized("Invalid client id or secret for this tenant".into());
+    let app = match state.store.get_app(client_id).await {
+        Ok(app) => app,
+        Err(StoreError::NotFound(_)) => return Err(invalid()),
+        Err(err) => return Err(err.into()),
+    };
+    if !app.tenant_id.eq_ignore_ascii_case(&tenant) {
+        return Err(invalid());
+    }
+    let hash = app.secret_hash.clone();
+    let secret = secret.clone();
+    let valid = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    if !valid {
+        tracing::info!(app.id = %app.client_id, "token request with a wrong secret");
+        return Err(invalid());
+    }
+    let access_token = state.auth.issue(&app).map_err(ApiError::internal)?;
+    Ok(Json(TokenResponse {
+        token_type: "Bearer".into(),
+        expires_in: state.auth.lifetime_secs(),
+        ext_expires_in: state.auth.lifetime_secs(),
+        access_token,
+    }))
+}

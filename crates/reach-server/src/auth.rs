@@ -1,0 +1,339 @@
+//! Who is calling: issuing and checking access tokens, hashing secrets, and
+//! the signing keys behind them. Reach signs its own tokens (HS256 with a key
+//! kept in the data directory) and can also accept JWTs from one external
+//! OIDC issuer, checked against its JWKS.
+//!
+//! This module never logs a token or a secret, and never trusts a token's
+//! algorithm header beyond the algorithms allowed for its issuer.
+
+pub mod oidc;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Context;
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::App;
+
+/// Audience of the tokens Reach issues: Defender's resource identifier.
+pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
+
+/// The caller of an API request, after its token was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    /// Client id of the app, or None for a user.
+    pub app_id: Option<String>,
+    /// Shown as `requestor`: the app's name or the user's name.
+    pub name: String,
+    /// Roles (apps) or delegated scopes (users).
+    pub roles: BTreeSet<String>,
+}
+
+impl Principal {
+    pub fn has_any(&self, roles: &[&str]) -> bool {
+        roles.iter().any(|r| self.roles.contains(*r))
+    }
+
+    /// Key for per-caller rate limits.
+    pub fn rate_key(&self) -> String {
+        match &self.app_id {
+            Some(id) => format!("app:{id}"),
+            None => format!("user:{}:{}", self.tenant_id, self.name),
+        }
+    }
+}
+
+/// Claims of tokens Reach issues, shaped like Entra ID's app tokens.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    tid: String,
+    appid: String,
+    app_displayname: String,
+    roles: Vec<String>,
+    idtyp: String,
+}
+
+/// Signing keys, created once in `<data_dir>/keys` and reused after restarts.
+pub struct Keys {
+    jwt: Vec<u8>,
+    /// HMAC key of result download links.
+    pub link: Vec<u8>,
+}
+
+impl Keys {
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            jwt: key_file(&dir.join("jwt-signing.key"))?,
+            link: key_file(&dir.join("download-link.key"))?,
+        })
+    }
+}
+
+fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return hex::decode(text.trim()).with_context(|| format!("reading key {}", path.display()));
+    }
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    write_private(path, hex::encode(&key).as_bytes())?;
+    Ok(key)
+}
+
+/// Writes a file only its owner can read (0600 on Unix).
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Why a token was refused. Shown to the caller; never contains the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct TokenError(pub String);
+
+pub struct Authenticator {
+    keys: Keys,
+    issuer: String,
+    lifetime_secs: u64,
+    oidc: Option<oidc::Oidc>,
+}
+
+impl Authenticator {
+    pub fn new(keys: Keys, issuer: String, lifetime_secs: u64, oidc: Option<oidc::Oidc>) -> Self {
+        Self {
+            keys,
+            issuer,
+            lifetime_secs,
+            oidc,
+        }
+    }
+
+    pub fn link_key(&self) -> &[u8] {
+        &self.keys.link
+    }
+
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_secs
+    }
+
+    /// Issues an access token for a client app.
+    pub fn issue(&self, app: &App) -> anyhow::Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_string(),
+            sub: app.client_id.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + self.lifetime_secs,
+            tid: app.tenant_id.clone(),
+            appid: app.client_id.clone(),
+            app_displayname: app.name.clone(),
+            roles: app.roles.clone(),
+            idtyp: "app".to_string(),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.keys.jwt),
+        )?)
+    }
+
+    /// Checks a bearer token: Reach's own, or the configured OIDC issuer's.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let issuer = unverified_issuer(token)?;
+        if let Some(oidc) = &self.oidc
+            && issuer == oidc.issuer()
+        {
+            return oidc.verify(token).await;
+        }
+        if issuer != self.issuer {
+            return Err(TokenError(format!(
+                "Tokens from issuer '{issuer}' are not accepted"
+            )));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&self.keys.jwt),
+            &validation,
+        )
+        .map_err(describe_jwt_error)?;
+        let claims = data.claims;
+        Ok(Principal {
+            tenant_id: claims.tid,
+            app_id: Some(claims.appid),
+            name: claims.app_displayname,
+            roles: claims.roles.into_iter().collect(),
+        })
+    }
+}
+
+/// The `iss` claim, read without checking anything: only to pick the verifier.
+fn unverified_issuer(token: &str) -> Result<String, TokenError> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| TokenError("The access token is not a JWT".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| TokenError("The access token is not a JWT".into()))?;
+    let iss: Iss = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError("The access token is not a JWT".into()))?;
+    iss.iss
+        .ok_or_else(|| TokenError("The access token has no issuer".into()))
+}
+
+pub(crate) fn describe_jwt_error(err: jsonwebtoken::errors::Error) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind;
+    let why = match err.kind() {
+        ErrorKind::ExpiredSignature => "The access token has expired",
+        ErrorKind::ImmatureSignature => "The access token is not valid yet",
+        ErrorKind::InvalidSignature => "The access token's signature is invalid",
+        ErrorKind::InvalidAudience => "The access token is for another audience",
+        ErrorKind::InvalidIssuer => "The access token is from another issuer",
+        ErrorKind::InvalidAlgorithm => "The access token's algorithm is not accepted",
+        ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim",
+        _ => "The access token is invalid",
+    };
+    TokenError(why.to_string())
+}
+
+/// argon2id hash (PHC string) of a client secret or password.
+pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Ok(Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing secret: {e}"))?
+        .to_string())
+}
+
+pub fn verify_secret(secret: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Hex SHA-256, for high-entropy secrets (agent credentials, enrollment
+/// tokens) that need no slow hash.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A random secret of `bytes` bytes, URL-safe base64 without padding.
+pub fn random_secret(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        let dir = tempfile::tempdir().unwrap();
+        Authenticator::new(
+            Keys::load_or_create(dir.path()).unwrap(),
+            "reach".into(),
+            3599,
+            None,
+        )
+    }
+
+    fn app() -> App {
+        App {
+            client_id: "c1".into(),
+            tenant_id: "t1".into(),
+            name: "Automation".into(),
+            secret_hash: String::new(),
+            roles: vec!["Machine.Read.All".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_verify_and_tampered_ones_do_not() {
+        let auth = authenticator();
+        let token = auth.issue(&app()).unwrap();
+        let principal = auth.verify(&token).await.unwrap();
+        assert_eq!(principal.name, "Automation");
+        assert!(principal.has_any(&["Machine.Read.All"]));
+
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[2] = format!("{}A", &parts[2][..parts[2].len() - 1]);
+        let tampered = parts.join(".");
+        if tampered != token {
+            assert!(auth.verify(&tampered).await.is_err());
+        }
+        let other = authenticator().issue(&app()).unwrap();
+        assert_eq!(
+            auth.verify(&other).await.unwrap_err().0,
+            "The access token's signature is invalid"
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused() {
+        let auth = authenticator();
+        let token = auth.issue(&app()).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert!(auth.verify(&format!("{header}.{payload}.")).await.is_err());
+    }
+
+    #[test]
+    fn secrets_hash_and_verify() {
+        let hash = hash_secret("s3cret").unwrap();
+        assert!(verify_secret("s3cret", &hash));
+        assert!(!verify_secret("S3cret", &hash));
+        assert!(!verify_secret("s3cret", "not a hash"));
+    }
+}

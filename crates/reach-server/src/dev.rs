@@ -1,0 +1,163 @@
+//! `reach-server --dev`: the newcomer's one command. Creates (once, and
+//! reuses after a restart) a tenant, a client app holding every role and an
+//! enrollment token; runs a local agent for this machine in the same
+//! process; and, once both are ready, writes `<data-dir>/dev-credentials.json`
+//! and prints how to call the API with `reach` and with curl.
+//!
+//! Dev mode is for trying Reach on one machine. It writes the app's secret in
+//! clear into the data directory (mode 0600), which production never does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use reach_proto::api::roles;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{SharedState, admin, auth};
+
+/// Contents of `dev-credentials.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DevCredentials {
+    pub server: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub enrollment_token: String,
+    pub machine_id: String,
+}
+
+/// What dev mode keeps between restarts (the secrets are only stored hashed in the database).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DevSeed {
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+    enrollment_token: String,
+}
+
+fn seed_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev-seed.json")
+}
+
+pub fn credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev-credentials.json")
+}
+
+async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
+    let path = seed_path(&state.config.data_dir);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let seed: DevSeed =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        state
+            .store
+            .get_app(&seed.client_id)
+            .await
+            .with_context(|| format!("{} names an app the database does not have; remove the data directory to start over", path.display()))?;
+        return Ok(seed);
+    }
+    let tenant = admin::create_tenant(state.store.as_ref(), "dev").await?;
+    let app = admin::create_app(
+        state.store.as_ref(),
+        &tenant.id,
+        "reach-dev",
+        roles::ALL.iter().map(|r| r.to_string()).collect(),
+    )
+    .await?;
+    let enrollment_token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id).await?;
+    let seed = DevSeed {
+        tenant_id: tenant.id,
+        client_id: app.client_id,
+        client_secret: app.client_secret,
+        enrollment_token,
+    };
+    auth::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
+    Ok(seed)
+}
+
+/// Prepares dev mode and starts the local agent against `server` (the URL
+/// the server listens on). Returns once the agent is connected.
+pub async fn start(
+    state: &SharedState,
+    server: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(DevCredentials, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let seed = seed(state).await?;
+    let agent_dir = state.config.data_dir.join("agent");
+    let state_path = agent_dir.join("state.json");
+    let agent_state = match reach_agent::State::load(&state_path) {
+        Ok(existing)
+            if state
+                .store
+                .machine_credential(&existing.machine_id)
+                .await
+                .is_ok() =>
+        {
+            existing
+        }
+        _ => reach_agent::enroll(server, &seed.enrollment_token, &state_path)
+            .await
+            .context("enrolling the local agent")?,
+    };
+    let config = reach_agent::Config {
+        state_path,
+        work_dir: Some(agent_dir.join("work")),
+        server: Some(server.to_string()),
+        ..reach_agent::Config::default()
+    };
+    let agent = tokio::spawn(reach_agent::run(config, shutdown));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        state.hub.wait_connected(&agent_state.machine_id),
+    )
+    .await
+    .context("the local agent did not connect within 30 s")?;
+    let credentials = DevCredentials {
+        server: server.to_string(),
+        tenant_id: seed.tenant_id,
+        client_id: seed.client_id,
+        client_secret: seed.client_secret,
+        enrollment_token: seed.enrollment_token,
+        machine_id: agent_state.machine_id,
+    };
+    auth::write_private(
+        &credentials_path(&state.config.data_dir),
+        serde_json::to_string_pretty(&credentials)?.as_bytes(),
+    )?;
+    Ok((credentials, agent))
+}
+
+/// The ready-to-paste instructions printed at start.
+pub fn instructions(c: &DevCredentials, data_dir: &Path) -> String {
+    format!(
+        r#"
+Reach is running in dev mode.
+  server:            {server}
+  tenant id:         {tenant}
+  client id:         {client}
+  client secret:     {secret}
+  enrollment token:  {token}
+  local machine id:  {machine}
+  (saved in {creds})
+
+Run a command on this machine with the CLI:
+  export REACH_SERVER={server} REACH_TENANT_ID={tenant} REACH_CLIENT_ID={client} REACH_CLIENT_SECRET={secret}
+  cargo run -p reach-cli -- library upload examples/hello.sh
+  cargo run -p reach-cli -- run {machine} --script hello.sh --args "from reach" --get-file /etc/hostname --out ./collected
+
+Or with curl:
+  TOKEN=$(curl -s -X POST {server}/{tenant}/oauth2/v2.0/token \
+    -d grant_type=client_credentials -d client_id={client} -d client_secret={secret} \
+    -d scope=https://api.securitycenter.microsoft.com/.default | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer $TOKEN" {server}/api/machines
+"#,
+        server = c.server,
+        tenant = c.tenant_id,
+        client = c.client_id,
+        secret = c.client_secret,
+        token = c.enrollment_token,
+        machine = c.machine_id,
+        creds = credentials_path(data_dir).display(),
+    )
+}

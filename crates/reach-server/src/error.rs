@@ -1,0 +1,142 @@
+//! `ApiError`, the one error type of every API handler, and its mapping to
+//! HTTP status codes and Defender's `{"error":{"code","message","target"}}`
+//! envelope. This is the only place that decides error codes and statuses.
+//!
+//! It never puts secrets or internal error chains into a response: internal
+//! errors are logged once here with their correlation id and answered with a
+//! generic message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use reach_proto::api::{ErrorBody, ErrorEnvelope};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    OData(String),
+    #[error("{0}")]
+    InvalidRequestBody(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("Parameter {0} is missing")]
+    MissingParameter(String),
+    #[error("{0}")]
+    MaximumBatchSizeExceeded(String),
+    #[error("Action is already in progress")]
+    ActiveRequestAlreadyExists,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// Defender's error code and the HTTP status for this error.
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        match self {
+            Self::BadRequest(_) => ("BadRequest", StatusCode::BAD_REQUEST),
+            Self::OData(_) => ("ODataError", StatusCode::BAD_REQUEST),
+            Self::InvalidRequestBody(_) => ("InvalidRequestBody", StatusCode::BAD_REQUEST),
+            Self::InvalidInput(_) => ("InvalidInput", StatusCode::BAD_REQUEST),
+            Self::MissingParameter(_) => ("MissingRequiredParameter", StatusCode::BAD_REQUEST),
+            Self::MaximumBatchSizeExceeded(_) => {
+                ("MaximumBatchSizeExceeded", StatusCode::BAD_REQUEST)
+            }
+            Self::ActiveRequestAlreadyExists => {
+                ("ActiveRequestAlreadyExists", StatusCode::BAD_REQUEST)
+            }
+            Self::Unauthorized(_) => ("Unauthorized", StatusCode::UNAUTHORIZED),
+            Self::Forbidden(_) => ("Forbidden", StatusCode::FORBIDDEN),
+            Self::NotFound(_) => ("NotFound", StatusCode::NOT_FOUND),
+            Self::ResourceNotFound(_) => ("ResourceNotFound", StatusCode::NOT_FOUND),
+            Self::MethodNotAllowed(_) => ("MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
+            Self::Conflict(_) => ("Conflict", StatusCode::CONFLICT),
+            Self::PayloadTooLarge(_) => ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::UnsupportedMediaType(_) => {
+                ("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
+            Self::TooManyRequests { .. } => ("TooManyRequests", StatusCode::TOO_MANY_REQUESTS),
+            Self::Internal(_) => ("InternalServerError", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::ResourceNotFound(format!("{what} was not found")),
+            StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::ActiveActionExists => Self::ActiveRequestAlreadyExists,
+            StoreError::TenantActionLimit(limit) => Self::TooManyRequests {
+                message: format!(
+                    "The tenant already has {limit} live response actions pending or in progress"
+                ),
+                retry_after_secs: 30,
+            },
+            StoreError::InvalidQuery(message) => Self::OData(message),
+            StoreError::Other(err) => Self::Internal(err),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        let target = uuid::Uuid::new_v4().to_string();
+        let message = match &self {
+            Self::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), correlation.id = %target, "internal error");
+                "An internal error occurred; retry the request".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: code.to_string(),
+                message,
+                target,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
+        }
+        response
+    }
+}
+
+/// Handlers return this.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,186 @@
+//! File bytes: library files and command results, kept in an object store
+//! through `object_store` (`LocalFileSystem` under the data directory by
+//! default). Bytes always stream in and out in chunks, hashed on the way;
+//! nothing here ever holds a whole file in memory, and nothing here knows
+//! about the database.
+//!
+//! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
+//! changes bytes an action already refers to), `results/{action}/{index}`,
+//! and `tmp/{uuid}` while an upload is in flight.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, stream::BoxStream};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the file is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the upload was interrupted: {0}")]
+    Body(String),
+    #[error("{0} was not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+/// Size and hex SHA-256 of stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Clone)]
+pub struct Files {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// Upload part size: large enough for S3's 5 MiB minimum.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+impl Files {
+    /// Files under `<dir>/blobs` on the local disk.
+    pub fn local(dir: &Path) -> anyhow::Result<Self> {
+        let root = dir.join("blobs");
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .with_context(|| format!("opening {}", root.display()))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    pub fn library_key(tenant_id: &str, sha256: &str) -> String {
+        format!("library/{tenant_id}/{sha256}")
+    }
+
+    pub fn result_key(action_id: &str, index: u32) -> String {
+        format!("results/{action_id}/{index}")
+    }
+
+    /// Streams `body` into `key`, hashing it; fails with `TooLarge` (and
+    /// stores nothing) once more than `max_bytes` arrive. The object appears
+    /// only when complete.
+    pub async fn put_stream<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        max_bytes: Option<u64>,
+    ) -> Result<Stored, FileError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    let _ = writer.abort().await;
+                    return Err(FileError::Body(err.to_string()));
+                }
+            };
+            size += chunk.len() as u64;
+            if max_bytes.is_some_and(|max| size > max) {
+                let _ = writer.abort().await;
+                return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
+            }
+            hasher.update(&chunk);
+            if let Err(err) = writer.wait_for_capacity(4).await {
+                let _ = writer.abort().await;
+                return Err(err.into());
+            }
+            writer.put(chunk);
+        }
+        writer.finish().await?;
+        Ok(Stored {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// The size and a byte stream of `key`.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), FileError> {
+        match self.store.get(&ObjectPath::from(key)).await {
+            Ok(result) => Ok((result.meta.size, result.into_stream())),
+            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), FileError> {
+        self.store
+            .rename(&ObjectPath::from(from), &ObjectPath::from(to))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `key`; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), FileError> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test]
+    async fn streams_in_and_out_with_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::local(dir.path()).unwrap();
+        let stored = files
+            .put_stream("results/a/0", chunks(&[b"hello ", b"world"]), None)
+            .await
+            .unwrap();
+        assert_eq!(stored.size, 11);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"hello world")));
+        let (size, stream) = files.get_stream("results/a/0").await.unwrap();
+        let bytes: Vec<Bytes> = stream.map(|c| c.unwrap()).collect().await;
+        assert_eq!(size, 11);
+        assert_eq!(bytes.concat(), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn oversized_upload_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::local(dir.path()).unwrap();
+        let err = files
+            .put_stream("tmp/x", chunks(&[b"12345", b"67890"]), Some(8))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FileError::TooLarge(8)));
+        assert!(matches!(
+            files.get_stream("tmp/x").await,
+            Err(FileError::NotFound(_))
+        ));
+    }
+}

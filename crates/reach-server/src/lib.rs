@@ -1,0 +1,102 @@
+//! reach-server: the Defender-compatible live response API under `/api`,
+//! the OAuth2 token endpoints, result download links, and the agent gateway,
+//! on top of a `Store` (SQLite by default) and `Files` (an object store).
+//!
+//! The database is the single source of truth: this crate keeps only agent
+//! connections, caches and rate-limit counters in memory. It never runs
+//! commands itself; agents do.
+//!
+//! Entry points: `open` builds the shared state from a `Config`, `serve` runs
+//! the HTTP server on a listener until a shutdown signal, `admin` creates
+//! tenants, apps and enrollment tokens, and `dev` is the `--dev` mode.
+
+pub mod admin;
+pub mod agents;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod files;
+pub mod odata;
+pub mod ratelimit;
+pub mod store;
+pub mod sweeper;
+pub mod time;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Everything a request handler or agent connection needs, shared.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn store::Store>,
+    pub files: files::Files,
+    pub auth: auth::Authenticator,
+    pub limiter: ratelimit::RateLimiter,
+    pub hub: agents::Hub,
+    /// Cancelled when the server shuts down; agent connections close on it.
+    pub shutdown: CancellationToken,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Opens the store, the file store and the signing keys named by `config`.
+pub async fn open(config: Config) -> anyhow::Result<SharedState> {
+    let store = store::sqlite::SqliteStore::open(&config.data_dir).await?;
+    let files = files::Files::local(&config.data_dir)?;
+    let keys = auth::Keys::load_or_create(&config.data_dir).context("loading signing keys")?;
+    let issuer = if config.auth.issuer.is_empty() {
+        "reach".to_string()
+    } else {
+        config.auth.issuer.clone()
+    };
+    let oidc = config.auth.oidc.clone().map(auth::oidc::Oidc::new);
+    let auth = auth::Authenticator::new(keys, issuer, config.auth.token_lifetime_secs, oidc);
+    Ok(Arc::new(AppState {
+        config,
+        store: Arc::new(store),
+        files,
+        auth,
+        limiter: ratelimit::RateLimiter::default(),
+        hub: agents::Hub::default(),
+        shutdown: CancellationToken::new(),
+    }))
+}
+
+/// Serves the API and the agent gateway on `listener` until `shutdown`
+/// completes; then closes agent connections and finishes open requests.
+pub async fn serve(
+    state: SharedState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sweeper = tokio::spawn(sweeper::run(state.clone()));
+    let router = api::router(state.clone());
+    // Paths are rewritten (case, API version, OData call syntax) before routing.
+    let app = tower::Layer::layer(
+        &tower::util::MapRequestLayer::new(api::paths::normalise_request),
+        router,
+    );
+    let stop = state.shutdown.clone();
+    tracing::info!(listen = %listener.local_addr()?, "reach-server listening");
+    let result = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            std::net::SocketAddr,
+        >(app),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await;
+    state.shutdown.cancel();
+    sweeper.abort();
+    result.context("serving HTTP")
+}

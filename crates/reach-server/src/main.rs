@@ -1,0 +1,216 @@
+//! `reach-server`: runs the server (`--dev` for the zero-setup mode) and its
+//! administrative subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use reach_server::{Config, admin, config, dev};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "reach-server", version, about = "Reach live response server")]
+struct Cli {
+    /// Config file (TOML); see `reach-server print-config`.
+    #[arg(long, global = true, env = "REACH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config).
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Data directory (overrides the config).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Zero-setup mode: create a tenant, an app and a local agent, and print how to use them.
+    #[arg(long)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the documented example config.
+    PrintConfig,
+    /// Manage tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage client apps (client-credentials identities).
+    Apps {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Manage agent enrollment tokens.
+    EnrollmentToken {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage enrolled machines.
+    Machines {
+        #[command(subcommand)]
+        command: MachineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create a client app; prints its id and secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles, e.g. Machine.LiveResponse,Machine.Read.All,Library.Manage
+        #[arg(long)]
+        roles: String,
+        /// Tenant id (default: the only tenant, such as dev mode's).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an enrollment token for agents.
+    Create {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MachineCommand {
+    /// Revoke a machine's credential; its agent is disconnected and cannot reconnect.
+    Revoke { id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REACH_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    match cli.command {
+        None => serve(config, cli.dev).await,
+        Some(Command::PrintConfig) => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Some(command) => administer(config, command).await,
+    }
+}
+
+async fn tenant_or_only(
+    state: &reach_server::SharedState,
+    tenant: Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(tenant) = tenant {
+        return Ok(tenant);
+    }
+    let path = state.config.data_dir.join("dev-seed.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| "give --tenant (no dev-mode tenant found in the data directory)")?;
+    let seed: serde_json::Value = serde_json::from_str(&text)?;
+    seed["tenant_id"]
+        .as_str()
+        .map(String::from)
+        .context("give --tenant")
+}
+
+async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
+    let state = reach_server::open(config).await?;
+    let store = state.store.as_ref();
+    match command {
+        Command::Tenants {
+            command: TenantCommand::Create { name },
+        } => {
+            let tenant = admin::create_tenant(store, &name).await?;
+            println!("tenant id: {}", tenant.id);
+        }
+        Command::Apps {
+            command:
+                AppCommand::Create {
+                    name,
+                    roles,
+                    tenant,
+                },
+        } => {
+            let roles = admin::parse_roles(&roles)?;
+            let tenant = tenant_or_only(&state, tenant).await?;
+            let app = admin::create_app(store, &tenant, &name, roles).await?;
+            println!("tenant id:     {}", app.tenant_id);
+            println!("client id:     {}", app.client_id);
+            println!("client secret: {}", app.client_secret);
+            println!("roles:         {}", app.roles.join(","));
+            println!("The secret is shown only now; it is stored hashed.");
+        }
+        Command::EnrollmentToken {
+            command: TokenCommand::Create { tenant },
+        } => {
+            let tenant = tenant_or_only(&state, tenant).await?;
+            let token = admin::create_enrollment_token(store, &tenant).await?;
+            println!("{token}");
+        }
+        Command::Machines {
+            command: MachineCommand::Revoke { id },
+        } => {
+            store.revoke_machine(&id).await?;
+            println!("machine {id} revoked");
+        }
+        Command::PrintConfig => unreachable!("handled before opening the store"),
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, dev_mode: bool) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = reach_server::open(config).await?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(reach_server::serve(state.clone(), listener, async move {
+        server_stop.cancelled().await
+    }));
+    let agent = if dev_mode {
+        let url = format!("http://{addr}");
+        let (credentials, agent) = dev::start(&state, &url, shutdown.child_token()).await?;
+        println!(
+            "{}",
+            dev::instructions(&credentials, &state.config.data_dir)
+        );
+        Some(agent)
+    } else {
+        None
+    };
+    let result = server.await.context("server task")?;
+    if let Some(agent) = agent {
+        let _ = agent.await;
+    }
+    result
+}

@@ -1,0 +1,646 @@
+//! The OData query options Reach understands on collections: `$filter`,
+//! `$top`, `$skip`, `$orderby` and `$count`. This module parses them into a
+//! small AST (`Query`); `store::sql` turns the AST into SQL with bound
+//! parameters. It never evaluates queries itself and never builds SQL from
+//! client text.
+//!
+//! `$filter` grammar (operators and functions are case-insensitive):
+//! ```text
+//! expr    = and ("or" and)*
+//! and     = unary ("and" unary)*
+//! unary   = "not" unary | "(" expr ")" | func | compare
+//! func    = ("startswith" | "endswith" | "contains") "(" field "," literal ")"
+//! compare = field ("eq"|"ne"|"gt"|"ge"|"lt"|"le") literal
+//!         | field "in" "(" literal ("," literal)* ")"
+//!         | field "/any(" var ":" var "eq" literal ")"
+//! literal = 'text' ('' escapes a quote) | number | date-time | null | true | false
+//! ```
+
+use crate::time::Micros;
+
+/// Most nested parentheses and `not`s in one `$filter`.
+pub const MAX_DEPTH: usize = 32;
+/// Longest `$filter` accepted, in bytes.
+pub const MAX_FILTER_LEN: usize = 8192;
+/// Largest `$top` (Defender's page limit).
+pub const MAX_TOP: u32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Text(String),
+    Int(i64),
+    DateTime(Micros),
+    Bool(bool),
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFunc {
+    StartsWith,
+    EndsWith,
+    Contains,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Compare {
+        field: String,
+        op: CompareOp,
+        value: Literal,
+    },
+    In {
+        field: String,
+        values: Vec<Literal>,
+    },
+    Func {
+        func: TextFunc,
+        field: String,
+        value: Literal,
+    },
+    /// `field/any(x: x eq value)`: a collection field contains the value.
+    AnyEq {
+        field: String,
+        value: Literal,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: String,
+    pub descending: bool,
+}
+
+/// Parsed query options of one collection request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub filter: Option<Expr>,
+    pub order_by: Vec<OrderBy>,
+    pub top: Option<u32>,
+    pub skip: u32,
+    pub count: bool,
+}
+
+/// A malformed query; the message names the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ODataError(pub String);
+
+fn err<T>(message: impl Into<String>) -> Result<T, ODataError> {
+    Err(ODataError(message.into()))
+}
+
+impl Query {
+    /// Parses a raw query string. `+` decodes as a space, as real clients expect.
+    /// Option names are case-insensitive; parameters without `$` are ignored.
+    pub fn parse(raw_query: Option<&str>) -> Result<Self, ODataError> {
+        let mut query = Query::default();
+        let Some(raw) = raw_query else {
+            return Ok(query);
+        };
+        for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+            match key.to_ascii_lowercase().as_str() {
+                "$filter" => {
+                    if value.len() > MAX_FILTER_LEN {
+                        return err(format!(
+                            "$filter is longer than {MAX_FILTER_LEN} characters"
+                        ));
+                    }
+                    query.filter = Some(parse_filter(&value)?);
+                }
+                "$top" => {
+                    let top: u32 = value.trim().parse().map_err(|_| {
+                        ODataError(format!("$top must be a whole number, got '{value}'"))
+                    })?;
+                    if top > MAX_TOP {
+                        return err(format!("$top must be at most {MAX_TOP}, got {top}"));
+                    }
+                    query.top = Some(top);
+                }
+                "$skip" => {
+                    query.skip = value.trim().parse().map_err(|_| {
+                        ODataError(format!("$skip must be a whole number, got '{value}'"))
+                    })?;
+                }
+                "$count" => {
+                    query.count = match value.trim().to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return err(format!("$count must be true or false, got '{value}'")),
+                    };
+                }
+                "$orderby" => query.order_by = parse_order_by(&value)?,
+                other if other.starts_with('$') => {
+                    return err(format!(
+                        "The query option '{key}' is not supported; use $filter, $top, $skip, $orderby or $count"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+}
+
+fn parse_order_by(text: &str) -> Result<Vec<OrderBy>, ODataError> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let (field, descending) = match words.as_slice() {
+            [field] => (*field, false),
+            [field, dir] if dir.eq_ignore_ascii_case("asc") => (*field, false),
+            [field, dir] if dir.eq_ignore_ascii_case("desc") => (*field, true),
+            _ => {
+                return err(format!(
+                    "$orderby expects 'property [asc|desc]' separated by commas, got '{}'",
+                    part.trim()
+                ));
+            }
+        };
+        if !is_identifier(field) {
+            return err(format!("$orderby: '{field}' is not a property name"));
+        }
+        out.push(OrderBy {
+            field: field.to_string(),
+            descending,
+        });
+    }
+    Ok(out)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Text(String),
+    /// A number or date-time, kept raw until its use is known.
+    Raw(String),
+    Open,
+    Close,
+    Comma,
+    Slash,
+    Colon,
+}
+
+fn tokenize(text: &str) -> Result<Vec<Token>, ODataError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' => {
+                tokens.push(Token::Open);
+                i += 1;
+            }
+            ')' => {
+                tokens.push(Token::Close);
+                i += 1;
+            }
+            ',' => {
+                tokens.push(Token::Comma);
+                i += 1;
+            }
+            '/' => {
+                tokens.push(Token::Slash);
+                i += 1;
+            }
+            ':' => {
+                tokens.push(Token::Colon);
+                i += 1;
+            }
+            '\'' => {
+                let mut value = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return err("Unterminated string literal in $filter"),
+                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                            value.push('\'');
+                            i += 2;
+                        }
+                        Some('\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&ch) => {
+                            value.push(ch);
+                            i += 1;
+                        }
+                    }
+                }
+                tokens.push(Token::Text(value));
+            }
+            c if c.is_ascii_digit() || c == '-' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric()
+                        || matches!(chars[i], ':' | '.' | '-' | '+'))
+                {
+                    i += 1;
+                }
+                tokens.push(Token::Raw(chars[start..i].iter().collect()));
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                tokens.push(Token::Word(chars[start..i].iter().collect()));
+            }
+            other => return err(format!("Unexpected character '{other}' in $filter")),
+        }
+    }
+    Ok(tokens)
+}
+
+/// Parses a `$filter` expression.
+pub fn parse_filter(text: &str) -> Result<Expr, ODataError> {
+    let tokens = tokenize(text)?;
+    if tokens.is_empty() {
+        return err("$filter is empty");
+    }
+    let mut parser = Parser { tokens, pos: 0 };
+    let expr = parser.or(0)?;
+    match parser.peek() {
+        None => Ok(expr),
+        Some(token) => err(format!(
+            "Unexpected {} in $filter; expected 'and', 'or' or the end",
+            describe(token)
+        )),
+    }
+}
+
+fn describe(token: &Token) -> String {
+    match token {
+        Token::Word(w) => format!("'{w}'"),
+        Token::Text(t) => format!("string '{t}'"),
+        Token::Raw(r) => format!("'{r}'"),
+        Token::Open => "'('".into(),
+        Token::Close => "')'".into(),
+        Token::Comma => "','".into(),
+        Token::Slash => "'/'".into(),
+        Token::Colon => "':'".into(),
+    }
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let token = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        token
+    }
+
+    fn peek_word(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn expect(&mut self, want: Token, what: &str) -> Result<(), ODataError> {
+        match self.next() {
+            Some(t) if t == want => Ok(()),
+            Some(t) => err(format!(
+                "Expected {what} in $filter, found {}",
+                describe(&t)
+            )),
+            None => err(format!("Expected {what} in $filter, found the end")),
+        }
+    }
+
+    fn or(&mut self, depth: usize) -> Result<Expr, ODataError> {
+        let mut left = self.and(depth)?;
+        while self.peek_word("or") {
+            self.pos += 1;
+            let right = self.and(depth)?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self, depth: usize) -> Result<Expr, ODataError> {
+        let mut left = self.unary(depth)?;
+        while self.peek_word("and") {
+            self.pos += 1;
+            let right = self.unary(depth)?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self, depth: usize) -> Result<Expr, ODataError> {
+        if depth > MAX_DEPTH {
+            return err(format!("$filter is nested deeper than {MAX_DEPTH} levels"));
+        }
+        if self.peek_word("not") {
+            self.pos += 1;
+            return Ok(Expr::Not(Box::new(self.unary(depth + 1)?)));
+        }
+        match self.next() {
+            Some(Token::Open) => {
+                let inner = self.or(depth + 1)?;
+                self.expect(Token::Close, "')'")?;
+                Ok(inner)
+            }
+            Some(Token::Word(word)) => {
+                let func = match word.to_ascii_lowercase().as_str() {
+                    "startswith" => Some(TextFunc::StartsWith),
+                    "endswith" => Some(TextFunc::EndsWith),
+                    "contains" => Some(TextFunc::Contains),
+                    _ => None,
+                };
+                match func {
+                    Some(func) if self.peek() == Some(&Token::Open) => self.func(func, &word),
+                    _ => self.compare(word),
+                }
+            }
+            Some(token) => err(format!(
+                "Expected a property name in $filter, found {}",
+                describe(&token)
+            )),
+            None => err("Expected a property name in $filter, found the end"),
+        }
+    }
+
+    fn func(&mut self, func: TextFunc, name: &str) -> Result<Expr, ODataError> {
+        self.expect(Token::Open, "'('")?;
+        let field = self.field(&format!("the first argument of {name}"))?;
+        self.expect(Token::Comma, "','")?;
+        let value = self.literal()?;
+        self.expect(Token::Close, "')'")?;
+        Ok(Expr::Func { func, field, value })
+    }
+
+    fn field(&mut self, what: &str) -> Result<String, ODataError> {
+        match self.next() {
+            Some(Token::Word(w)) => Ok(w),
+            Some(t) => err(format!(
+                "Expected a property name as {what}, found {}",
+                describe(&t)
+            )),
+            None => err(format!("Expected a property name as {what}, found the end")),
+        }
+    }
+
+    fn compare(&mut self, field: String) -> Result<Expr, ODataError> {
+        if self.peek() == Some(&Token::Slash) {
+            return self.any(field);
+        }
+        let op_word = match self.next() {
+            Some(Token::Word(w)) => w,
+            Some(t) => {
+                return err(format!(
+                    "Expected an operator after '{field}' in $filter, found {}",
+                    describe(&t)
+                ));
+            }
+            None => return err(format!("Expected an operator after '{field}' in $filter")),
+        };
+        let op = match op_word.to_ascii_lowercase().as_str() {
+            "eq" => CompareOp::Eq,
+            "ne" => CompareOp::Ne,
+            "gt" => CompareOp::Gt,
+            "ge" => CompareOp::Ge,
+            "lt" => CompareOp::Lt,
+            "le" => CompareOp::Le,
+            "in" => return self.in_list(field),
+            _ => {
+                return err(format!(
+                    "Unknown operator '{op_word}' in $filter; use eq, ne, gt, ge, lt, le or in"
+                ));
+            }
+        };
+        let value = self.literal()?;
+        Ok(Expr::Compare { field, op, value })
+    }
+
+    fn in_list(&mut self, field: String) -> Result<Expr, ODataError> {
+        self.expect(Token::Open, "'(' after 'in'")?;
+        let mut values = vec![self.literal()?];
+        loop {
+            match self.next() {
+                Some(Token::Comma) => values.push(self.literal()?),
+                Some(Token::Close) => break,
+                Some(t) => {
+                    return err(format!(
+                        "Expected ',' or ')' in 'in' list, found {}",
+                        describe(&t)
+                    ));
+                }
+                None => return err("Unterminated 'in' list in $filter"),
+            }
+        }
+        Ok(Expr::In { field, values })
+    }
+
+    fn any(&mut self, field: String) -> Result<Expr, ODataError> {
+        self.expect(Token::Slash, "'/'")?;
+        match self.next() {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("any") => {}
+            _ => return err(format!("Only '{field}/any(x: x eq value)' is supported")),
+        }
+        self.expect(Token::Open, "'('")?;
+        let var = self.field("the lambda variable")?;
+        self.expect(Token::Colon, "':'")?;
+        let used = self.field("the lambda body")?;
+        if used != var {
+            return err(format!("The lambda body must use its variable '{var}'"));
+        }
+        match self.next() {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("eq") => {}
+            _ => return err(format!("Only '{field}/any(x: x eq value)' is supported")),
+        }
+        let value = self.literal()?;
+        self.expect(Token::Close, "')'")?;
+        Ok(Expr::AnyEq { field, value })
+    }
+
+    fn literal(&mut self) -> Result<Literal, ODataError> {
+        match self.next() {
+            Some(Token::Text(t)) => Ok(Literal::Text(t)),
+            Some(Token::Raw(raw)) => {
+                if let Ok(n) = raw.parse::<i64>() {
+                    Ok(Literal::Int(n))
+                } else if let Some(t) = Micros::parse(&raw) {
+                    Ok(Literal::DateTime(t))
+                } else {
+                    err(format!("'{raw}' is neither a number nor a date-time"))
+                }
+            }
+            Some(Token::Word(w)) => match w.to_ascii_lowercase().as_str() {
+                "null" => Ok(Literal::Null),
+                "true" => Ok(Literal::Bool(true)),
+                "false" => Ok(Literal::Bool(false)),
+                _ => err(format!(
+                    "Expected a value in $filter, found '{w}' (quote text values: '{w}')"
+                )),
+            },
+            Some(t) => err(format!(
+                "Expected a value in $filter, found {}",
+                describe(&t)
+            )),
+            None => err("Expected a value in $filter, found the end"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmp(field: &str, op: CompareOp, value: Literal) -> Expr {
+        Expr::Compare {
+            field: field.into(),
+            op,
+            value,
+        }
+    }
+
+    #[test]
+    fn parses_and_or_with_precedence_and_parentheses() {
+        let e = parse_filter(
+            "status eq 'Pending' or status eq 'InProgress' and type eq 'LiveResponse'",
+        )
+        .unwrap();
+        let expected = Expr::Or(
+            Box::new(cmp(
+                "status",
+                CompareOp::Eq,
+                Literal::Text("Pending".into()),
+            )),
+            Box::new(Expr::And(
+                Box::new(cmp(
+                    "status",
+                    CompareOp::Eq,
+                    Literal::Text("InProgress".into()),
+                )),
+                Box::new(cmp(
+                    "type",
+                    CompareOp::Eq,
+                    Literal::Text("LiveResponse".into()),
+                )),
+            )),
+        );
+        assert_eq!(e, expected);
+        let e = parse_filter("(status eq 'a' OR status eq 'b') AND machineId ne 'x'").unwrap();
+        assert!(matches!(e, Expr::And(..)));
+    }
+
+    #[test]
+    fn parses_in_dates_functions_and_any() {
+        assert_eq!(
+            parse_filter("status in ('Pending','Failed')").unwrap(),
+            Expr::In {
+                field: "status".into(),
+                values: vec![
+                    Literal::Text("Pending".into()),
+                    Literal::Text("Failed".into())
+                ]
+            }
+        );
+        assert_eq!(
+            parse_filter("lastSeen gt 2018-08-01Z").unwrap(),
+            cmp(
+                "lastSeen",
+                CompareOp::Gt,
+                Literal::DateTime(Micros::parse("2018-08-01").unwrap())
+            )
+        );
+        assert!(matches!(
+            parse_filter("startswith(computerDnsName,'web')").unwrap(),
+            Expr::Func {
+                func: TextFunc::StartsWith,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_filter("machineTags/any(t: t eq 'prod')").unwrap(),
+            Expr::AnyEq {
+                field: "machineTags".into(),
+                value: Literal::Text("prod".into())
+            }
+        );
+        assert_eq!(
+            parse_filter("requestor eq 'O''Brien'").unwrap(),
+            cmp("requestor", CompareOp::Eq, Literal::Text("O'Brien".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_filters_name_the_problem() {
+        for (filter, needle) in [
+            ("status eq", "found the end"),
+            ("status equals 'x'", "Unknown operator 'equals'"),
+            ("status eq 'x", "Unterminated string"),
+            ("(status eq 'x'", "')'"),
+            ("status eq 'x' 'y'", "Unexpected string 'y'"),
+            ("status eq Pending", "quote text values"),
+            ("status eq 'x' ; drop", "Unexpected character ';'"),
+            ("", "empty"),
+        ] {
+            let e = parse_filter(filter).unwrap_err();
+            assert!(e.0.contains(needle), "{filter:?}: {e}");
+        }
+        let deep = format!("{}status eq 'x'{}", "(".repeat(40), ")".repeat(40));
+        assert!(parse_filter(&deep).unwrap_err().0.contains("nested deeper"));
+    }
+
+    #[test]
+    fn query_options_decode_plus_as_space() {
+        let q = Query::parse(Some("$filter=machineId+eq+%27abc%27&$top=2&$skip=1&$count=true&$orderby=creationDateTimeUtc+asc")).unwrap();
+        assert_eq!(
+            q.filter,
+            Some(cmp("machineId", CompareOp::Eq, Literal::Text("abc".into())))
+        );
+        assert_eq!((q.top, q.skip, q.count), (Some(2), 1, true));
+        assert_eq!(
+            q.order_by,
+            vec![OrderBy {
+                field: "creationDateTimeUtc".into(),
+                descending: false
+            }]
+        );
+        assert!(
+            Query::parse(Some("$top=10001"))
+                .unwrap_err()
+                .0
+                .contains("at most 10000")
+        );
+        assert!(Query::parse(Some("$top=-1")).is_err());
+        assert!(
+            Query::parse(Some("$expand=x"))
+                .unwrap_err()
+                .0
+                .contains("not supported")
+        );
+        assert_eq!(
+            Query::parse(Some("api-version=1")).unwrap(),
+            Query::default()
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! The `Store` trait: every piece of durable state (tenants, apps, machines,
+//! library entries, actions and their commands) behind domain-shaped methods.
+//! The database behind it is the single source of truth; callers keep nothing
+//! in memory that a restart would need.
+//!
+//! Implementations: `sqlite` (the embedded default). Row types here are
+//! internal and never serialised; the API converts them to reach-proto types.
+//! A store must never touch file bytes; those live in `files`.
+
+pub mod sql;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, MachineInfo, Work};
+use reach_proto::api::{ActionStatus, Command, CommandStatus};
+
+use crate::odata::Query;
+use crate::time::Micros;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (or is not visible to the caller).
+    #[error("{0} was not found")]
+    NotFound(String),
+    /// The change conflicts with what is stored; the message says how.
+    #[error("{0}")]
+    Conflict(String),
+    /// The machine already has a Pending or InProgress live response action.
+    #[error("a live response action is already active on the machine")]
+    ActiveActionExists,
+    /// The tenant reached its limit of active live response actions.
+    #[error("the tenant has {0} active live response actions")]
+    TenantActionLimit(u32),
+    /// The OData query cannot be applied (unknown property, wrong type).
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+}
+
+/// A client app (client-credentials identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub client_id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// argon2 PHC string.
+    pub secret_hash: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub info: MachineInfo,
+    pub last_ip: Option<String>,
+    pub tags: Vec<String>,
+    pub first_seen: Micros,
+    pub last_seen: Micros,
+    pub connected: bool,
+}
+
+/// What the gateway needs to authenticate an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineCredential {
+    pub tenant_id: String,
+    /// Hex SHA-256 of the agent's secret.
+    pub credential_hash: String,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryRow {
+    pub tenant_id: String,
+    pub file_name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub description: Option<String>,
+    pub has_parameters: bool,
+    pub parameters_description: Option<String>,
+    pub created_by: String,
+    pub last_updated_by: Option<String>,
+    pub creation_time: Micros,
+    pub last_updated_time: Micros,
+}
+
+/// A command of a new action, validated, with the library file's hash
+/// recorded at submit time for PutFile and RunScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    pub command: Command,
+    pub work: Work,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAction {
+    pub id: String,
+    pub tenant_id: String,
+    pub machine_id: String,
+    pub requestor: String,
+    pub requestor_comment: Option<String>,
+    pub commands: Vec<NewCommand>,
+    pub now: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRow {
+    pub index: u32,
+    pub command: Command,
+    pub work: Work,
+    pub status: CommandStatus,
+    pub start_time: Option<Micros>,
+    pub end_time: Option<Micros>,
+    pub errors: Vec<String>,
+    pub timeout_secs: u64,
+    pub result: Option<ResultBlob>,
+    /// GetFile: hex SHA-256 of the collected file as it was on the device.
+    pub file_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub machine_id: String,
+    pub computer_dns_name: String,
+    pub requestor: String,
+    pub requestor_comment: Option<String>,
+    pub status: ActionStatus,
+    pub created: Micros,
+    pub last_update: Micros,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+    pub cancellation_time: Option<Micros>,
+    pub commands: Vec<CommandRow>,
+}
+
+/// A stored command result: where its bytes are and what they hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultBlob {
+    pub key: String,
+    pub size: u64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+}
+
+/// A command handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub command: CommandRef,
+    pub work: Work,
+    pub timeout_secs: u64,
+}
+
+/// How a command ended, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// `file_sha256`: for GetFile, the hash of the file on the device.
+    Completed { file_sha256: Option<String> },
+    Failed {
+        errors: Vec<String>,
+        timed_out: bool,
+    },
+}
+
+/// What a sweep changed, so the caller can log it and wake machines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Actions that waited longer than the queue TTL and ended TimeOut.
+    pub queue_expired: Vec<String>,
+    /// Commands whose lease ran out without a result from the agent, with their machine.
+    pub lease_expired: Vec<(String, CommandRef)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()>;
+    async fn get_tenant(&self, id: &str) -> StoreResult<Tenant>;
+
+    async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()>;
+    async fn get_app(&self, client_id: &str) -> StoreResult<App>;
+
+    /// Stores an enrollment token by its hash.
+    async fn create_enrollment_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        now: Micros,
+    ) -> StoreResult<()>;
+    /// Creates a machine with a fresh id if the enrollment token is known.
+    async fn enroll_machine(
+        &self,
+        token_hash: &str,
+        machine_id: &str,
+        credential_hash: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<MachineRow>;
+    async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential>;
+    /// Marks a machine revoked; its credential stops working.
+    async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()>;
+
+    /// Records a connection: device facts, address, connected = true, last seen = now.
+    async fn machine_connected(
+        &self,
+        machine_id: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<()>;
+    async fn machine_seen(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
+    async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
+    /// By id or (case-insensitively) computer name, within a tenant.
+    async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow>;
+    /// `active_since`: machines connected and seen after it are Active.
+    async fn list_machines(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+        active_since: Micros,
+    ) -> StoreResult<(Vec<MachineRow>, Option<u64>)>;
+
+    /// Inserts a library entry, or replaces it when `replace` is set.
+    /// Returns the entry it replaced. Conflict when it exists and `replace` is not set.
+    async fn put_library_file(
+        &self,
+        row: &LibraryRow,
+        replace: bool,
+    ) -> StoreResult<Option<LibraryRow>>;
+    async fn get_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow>;
+    async fn list_library_files(&self, tenant_id: &str) -> StoreResult<Vec<LibraryRow>>;
+    async fn delete_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow>;
+    /// True when a library entry or an unfinished command still needs the blob of this hash.
+    async fn library_blob_in_use(&self, tenant_id: &str, sha256: &str) -> StoreResult<bool>;
+
+    /// Creates an action atomically, enforcing one active action per machine
+    /// (`ActiveActionExists`) and `max_active` per tenant (`TenantActionLimit`).
+    async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow>;
+    async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow>;
+    async fn list_actions(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<ActionRow>, Option<u64>)>;
+    /// Cancels a Pending or InProgress action; Conflict when it is already final.
+    /// A command still running is marked Failed.
+    async fn cancel_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        requestor: &str,
+        comment: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<ActionRow>;
+
+    /// Claims the next command for a machine: the first Created command of its
+    /// active action, if no command of that action is InProgress. Marks the
+    /// command and action InProgress.
+    async fn claim_next_command(
+        &self,
+        machine_id: &str,
+        now: Micros,
+    ) -> StoreResult<Option<Claimed>>;
+    /// The commands currently InProgress on a machine.
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<CommandRef>>;
+    /// Records the bytes of a command's result. The command must be InProgress
+    /// on this machine.
+    async fn record_result(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        blob: &ResultBlob,
+    ) -> StoreResult<()>;
+    /// Ends an InProgress command on this machine and moves its action on.
+    /// A RunScript or GetFile reported Completed without a recorded result
+    /// fails instead. Returns None if the command was not InProgress (a
+    /// repeated delivery).
+    async fn finish_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        finish: &Finish,
+        now: Micros,
+    ) -> StoreResult<Option<ActionRow>>;
+
+    /// Ends actions queued past `queue_deadline` (created before it) with
+    /// TimeOut, and fails commands whose lease ran out by `now`.
+    async fn sweep(
+        &self,
+        queue_deadline: Micros,
+        lease_grace_secs: u64,
+        now: Micros,
+    ) -> StoreResult<Swept>;
+}

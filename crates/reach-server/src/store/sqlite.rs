@@ -1,0 +1,1035 @@
+//! The embedded `Store`: SQLite through sqlx, in WAL mode, in the data
+//! directory. Every write that checks before it changes runs in a
+//! `BEGIN IMMEDIATE` transaction, so concurrent requests cannot both pass a
+//! check (one active action per machine, actions per tenant, claiming).
+//!
+//! This file holds SQL only; it never touches file bytes or the network.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, MachineInfo, Work};
+use reach_proto::api::{ActionStatus, Command, CommandStatus};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+
+use super::sql::{self, Bind, Dialect, Field, Kind};
+use super::*;
+use crate::odata::Query;
+use crate::time::Micros;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn other(err: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Other(err.into())
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Other(err.into())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("store values serialise")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(other)
+}
+
+const ACTIVE: &str = "('Pending', 'InProgress')";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `reach.db` in `dir` and runs migrations.
+    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("reach.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .context("opening the SQLite database")?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("running SQLite migrations")?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn action_fields() -> Vec<Field> {
+    vec![
+        Field::new("id", "a.id", Kind::Text),
+        Field::new("status", "a.status", Kind::Text),
+        Field::new("machineId", "a.machine_id", Kind::Text),
+        Field::new("type", "'LiveResponse'", Kind::Text),
+        Field::new("requestor", "a.requestor", Kind::Text),
+        Field::new("computerDnsName", "a.computer_dns_name", Kind::Text),
+        Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),
+        Field::new("lastUpdateDateTimeUtc", "a.updated_us", Kind::Time),
+    ]
+}
+
+/// Machine properties. `active_since` is a number we produce, never client text.
+pub(crate) fn machine_fields(active_since: Micros) -> Vec<Field> {
+    let health = format!(
+        "(CASE WHEN m.connected = 1 AND m.last_seen_us >= {} THEN 'Active' ELSE 'Inactive' END)",
+        active_since.0
+    );
+    let mut fields = vec![
+        Field::new("id", "m.id", Kind::Text),
+        Field::new("computerDnsName", "m.computer_dns_name", Kind::Text),
+        Field::new("osPlatform", "m.os_platform", Kind::Text),
+        Field::new("osVersion", "m.os_version", Kind::Text),
+        Field::new("osArchitecture", "m.os_architecture", Kind::Text),
+        Field::new("version", "m.agent_version", Kind::Text),
+        Field::new("lastIpAddress", "m.last_ip", Kind::Text),
+        Field::new("healthStatus", health, Kind::Text),
+        Field::new("onboardingStatus", "'onboarded'", Kind::Text),
+        Field::new("machineTags", "m.tags", Kind::TextList),
+        Field::new("firstSeen", "m.first_seen_us", Kind::Time),
+        Field::new("lastSeen", "m.last_seen_us", Kind::Time),
+    ];
+    // Defender properties Reach does not track: filters on them match nothing.
+    for name in [
+        "deviceValue",
+        "aadDeviceId",
+        "exposureLevel",
+        "riskScore",
+        "rbacGroupId",
+    ] {
+        fields.push(Field::new(name, "NULL", Kind::Text));
+    }
+    fields
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(t) => query.bind(t.as_str()),
+            Bind::Int(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+fn machine_from_row(row: &SqliteRow) -> StoreResult<MachineRow> {
+    Ok(MachineRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        info: MachineInfo {
+            hostname: row.try_get("computer_dns_name")?,
+            os_platform: row.try_get("os_platform")?,
+            os_version: row.try_get("os_version")?,
+            os_architecture: row.try_get("os_architecture")?,
+            agent_version: row.try_get("agent_version")?,
+        },
+        last_ip: row.try_get("last_ip")?,
+        tags: from_json(row.try_get::<&str, _>("tags")?)?,
+        first_seen: Micros(row.try_get("first_seen_us")?),
+        last_seen: Micros(row.try_get("last_seen_us")?),
+        connected: row.try_get::<i64, _>("connected")? != 0,
+    })
+}
+
+fn library_from_row(row: &SqliteRow) -> StoreResult<LibraryRow> {
+    Ok(LibraryRow {
+        tenant_id: row.try_get("tenant_id")?,
+        file_name: row.try_get("file_name")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        description: row.try_get("description")?,
+        has_parameters: row.try_get::<i64, _>("has_parameters")? != 0,
+        parameters_description: row.try_get("parameters_description")?,
+        created_by: row.try_get("created_by")?,
+        last_updated_by: row.try_get("last_updated_by")?,
+        creation_time: Micros(row.try_get("creation_us")?),
+        last_updated_time: Micros(row.try_get("last_updated_us")?),
+    })
+}
+
+fn parse_status<T: FromStr>(text: &str) -> StoreResult<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(other)
+}
+
+fn action_from_row(row: &SqliteRow) -> StoreResult<ActionRow> {
+    Ok(ActionRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        machine_id: row.try_get("machine_id")?,
+        computer_dns_name: row.try_get("computer_dns_name")?,
+        requestor: row.try_get("requestor")?,
+        requestor_comment: row.try_get("requestor_comment")?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        created: Micros(row.try_get("created_us")?),
+        last_update: Micros(row.try_get("updated_us")?),
+        cancellation_requestor: row.try_get("cancellation_requestor")?,
+        cancellation_comment: row.try_get("cancellation_comment")?,
+        cancellation_time: row.try_get::<Option<i64>, _>("cancelled_us")?.map(Micros),
+        commands: Vec::new(),
+    })
+}
+
+fn command_from_row(row: &SqliteRow) -> StoreResult<CommandRow> {
+    let result = match row.try_get::<Option<String>, _>("result_key")? {
+        Some(key) => Some(ResultBlob {
+            key,
+            size: row.try_get::<Option<i64>, _>("result_size")?.unwrap_or(0) as u64,
+            sha256: row
+                .try_get::<Option<String>, _>("result_sha256")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(CommandRow {
+        index: row.try_get::<i64, _>("idx")? as u32,
+        command: from_json::<Command>(row.try_get("command")?)?,
+        work: from_json::<Work>(row.try_get("work")?)?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        start_time: row.try_get::<Option<i64>, _>("start_us")?.map(Micros),
+        end_time: row.try_get::<Option<i64>, _>("end_us")?.map(Micros),
+        errors: from_json(row.try_get::<&str, _>("errors")?)?,
+        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+        result,
+        file_sha256: row.try_get("file_sha256")?,
+    })
+}
+
+async fn load_commands(
+    conn: &mut sqlx::SqliteConnection,
+    actions: &mut [ActionRow],
+) -> StoreResult<()> {
+    for chunk in actions.chunks_mut(500) {
+        let placeholders = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT * FROM commands WHERE action_id IN ({placeholders}) ORDER BY action_id, idx"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for action in chunk.iter() {
+            query = query.bind(action.id.clone());
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        for row in &rows {
+            let action_id: String = row.try_get("action_id")?;
+            if let Some(action) = chunk.iter_mut().find(|a| a.id == action_id) {
+                action.commands.push(command_from_row(row)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn fetch_action(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult<ActionRow> {
+    let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))?;
+    let mut actions = vec![action_from_row(&row)?];
+    load_commands(conn, &mut actions).await?;
+    Ok(actions.remove(0))
+}
+
+fn odata(err: crate::odata::ODataError) -> StoreError {
+    StoreError::InvalidQuery(err.0)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES (?, ?, ?)")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, id: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query("SELECT id, name FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Tenant {id}")))?;
+        Ok(Tenant {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+        })
+    }
+
+    async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&app.client_id)
+        .bind(&app.tenant_id)
+        .bind(&app.name)
+        .bind(&app.secret_hash)
+        .bind(json(&app.roles))
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_app(&self, client_id: &str) -> StoreResult<App> {
+        let row = sqlx::query("SELECT * FROM apps WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("App {client_id}")))?;
+        Ok(App {
+            client_id: row.try_get("client_id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            secret_hash: row.try_get("secret_hash")?,
+            roles: from_json(row.try_get::<&str, _>("roles")?)?,
+        })
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        now: Micros,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us) VALUES (?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(tenant_id)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enroll_machine(
+        &self,
+        token_hash: &str,
+        machine_id: &str,
+        credential_hash: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<MachineRow> {
+        let mut tx = self.write().await?;
+        let tenant_id: String =
+            sqlx::query_scalar("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound("Enrollment token".into()))?;
+        sqlx::query(
+            "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
+                os_architecture, agent_version, last_ip, first_seen_us, last_seen_us)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(machine_id)
+        .bind(&tenant_id)
+        .bind(credential_hash)
+        .bind(&info.hostname)
+        .bind(&info.os_platform)
+        .bind(&info.os_version)
+        .bind(&info.os_architecture)
+        .bind(&info.agent_version)
+        .bind(ip)
+        .bind(now.0)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM machines WHERE id = ?")
+            .bind(machine_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        machine_from_row(&row)
+    }
+
+    async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
+        let row =
+            sqlx::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = ?")
+                .bind(machine_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
+        Ok(MachineCredential {
+            tenant_id: row.try_get("tenant_id")?,
+            credential_hash: row.try_get("credential_hash")?,
+            revoked: row.try_get::<i64, _>("revoked")? != 0,
+        })
+    }
+
+    async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE machines SET revoked = 1, connected = 0 WHERE id = ?")
+            .bind(machine_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("Machine {machine_id}")));
+        }
+        Ok(())
+    }
+
+    async fn machine_connected(
+        &self,
+        machine_id: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?,
+                agent_version = ?, last_ip = COALESCE(?, last_ip), last_seen_us = ?, connected = 1
+             WHERE id = ?",
+        )
+        .bind(&info.hostname)
+        .bind(&info.os_platform)
+        .bind(&info.os_version)
+        .bind(&info.os_architecture)
+        .bind(&info.agent_version)
+        .bind(ip)
+        .bind(now.0)
+        .bind(machine_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn machine_seen(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
+        sqlx::query("UPDATE machines SET last_seen_us = ?, connected = 1 WHERE id = ?")
+            .bind(now.0)
+            .bind(machine_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
+        sqlx::query("UPDATE machines SET last_seen_us = ?, connected = 0 WHERE id = ?")
+            .bind(now.0)
+            .bind(machine_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
+        let row = sqlx::query(
+            "SELECT * FROM machines m WHERE tenant_id = ? AND (lower(id) = lower(?) OR computer_dns_name = ? COLLATE NOCASE)
+             ORDER BY (lower(id) = lower(?)) DESC, last_seen_us DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine {id_or_name}")))?;
+        machine_from_row(&row)
+    }
+
+    async fn list_machines(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+        active_since: Micros,
+    ) -> StoreResult<(Vec<MachineRow>, Option<u64>)> {
+        let fields = machine_fields(active_since);
+        let compiled = sql::compile(
+            query,
+            &fields,
+            "m.computer_dns_name ASC, m.id ASC",
+            Dialect::Sqlite,
+            1,
+        )
+        .map_err(odata)?;
+        let filter = if compiled.where_sql.is_empty() {
+            String::new()
+        } else {
+            format!("AND {}", compiled.where_sql)
+        };
+        let sql = format!(
+            "SELECT * FROM machines m WHERE m.tenant_id = ? {filter} {} LIMIT ? OFFSET ?",
+            compiled.order_sql
+        );
+        let q = bind_all(
+            sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
+            &compiled.binds,
+        )
+        .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
+        .bind(i64::from(query.skip));
+        let rows = q.fetch_all(&self.pool).await?;
+        let machines = rows
+            .iter()
+            .map(machine_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let count = if query.count {
+            let sql = format!("SELECT count(*) FROM machines m WHERE m.tenant_id = ? {filter}");
+            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
+            for bind in &compiled.binds {
+                q = match bind {
+                    Bind::Text(t) => q.bind(t.as_str()),
+                    Bind::Int(n) => q.bind(*n),
+                };
+            }
+            Some(q.fetch_one(&self.pool).await? as u64)
+        } else {
+            None
+        };
+        Ok((machines, count))
+    }
+
+    async fn put_library_file(
+        &self,
+        row: &LibraryRow,
+        replace: bool,
+    ) -> StoreResult<Option<LibraryRow>> {
+        let mut tx = self.write().await?;
+        let existing =
+            sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
+                .bind(&row.tenant_id)
+                .bind(&row.file_name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| library_from_row(&r))
+                .transpose()?;
+        match &existing {
+            Some(old) if !replace => {
+                return Err(StoreError::Conflict(format!(
+                    "A library file named '{}' already exists; set OverrideIfExists=true to replace it",
+                    old.file_name
+                )));
+            }
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE library_files SET sha256 = ?, size = ?, description = ?, has_parameters = ?,
+                        parameters_description = ?, last_updated_by = ?, last_updated_us = ?
+                     WHERE tenant_id = ? AND file_name = ?",
+                )
+                .bind(&row.sha256)
+                .bind(row.size as i64)
+                .bind(&row.description)
+                .bind(row.has_parameters as i64)
+                .bind(&row.parameters_description)
+                .bind(&row.created_by)
+                .bind(row.last_updated_time.0)
+                .bind(&row.tenant_id)
+                .bind(&old.file_name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO library_files (tenant_id, file_name, sha256, size, description, has_parameters,
+                        parameters_description, created_by, last_updated_by, creation_us, last_updated_us)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&row.tenant_id)
+                .bind(&row.file_name)
+                .bind(&row.sha256)
+                .bind(row.size as i64)
+                .bind(&row.description)
+                .bind(row.has_parameters as i64)
+                .bind(&row.parameters_description)
+                .bind(&row.created_by)
+                .bind(&row.last_updated_by)
+                .bind(row.creation_time.0)
+                .bind(row.last_updated_time.0)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(existing)
+    }
+
+    async fn get_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
+        let row = sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
+        library_from_row(&row)
+    }
+
+    async fn list_library_files(&self, tenant_id: &str) -> StoreResult<Vec<LibraryRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? ORDER BY file_name")
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(library_from_row).collect()
+    }
+
+    async fn delete_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
+        let row = library_from_row(&row)?;
+        sqlx::query("DELETE FROM library_files WHERE tenant_id = ? AND file_name = ?")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn library_blob_in_use(&self, tenant_id: &str, sha256: &str) -> StoreResult<bool> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM library_files WHERE tenant_id = ?1 AND sha256 = ?2)
+                 OR EXISTS (SELECT 1 FROM commands c JOIN actions a ON a.id = c.action_id
+                            WHERE a.tenant_id = ?1 AND c.payload_sha256 = ?2 AND a.status IN {ACTIVE})"
+        );
+        let used: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(used != 0)
+    }
+
+    async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow> {
+        let mut tx = self.write().await?;
+        let dns: String = sqlx::query_scalar(
+            "SELECT computer_dns_name FROM machines WHERE id = ? AND tenant_id = ?",
+        )
+        .bind(&action.machine_id)
+        .bind(&action.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
+        let sql =
+            format!("SELECT count(*) FROM actions WHERE machine_id = ? AND status IN {ACTIVE}");
+        let on_machine: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&action.machine_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if on_machine > 0 {
+            return Err(StoreError::ActiveActionExists);
+        }
+        let sql =
+            format!("SELECT count(*) FROM actions WHERE tenant_id = ? AND status IN {ACTIVE}");
+        let in_tenant: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&action.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if in_tenant >= i64::from(max_active) {
+            return Err(StoreError::TenantActionLimit(max_active));
+        }
+        sqlx::query(
+            "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
+                status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, 'Pending', ?, ?)",
+        )
+        .bind(&action.id)
+        .bind(&action.tenant_id)
+        .bind(&action.machine_id)
+        .bind(&dns)
+        .bind(&action.requestor)
+        .bind(&action.requestor_comment)
+        .bind(action.now.0)
+        .bind(action.now.0)
+        .execute(&mut *tx)
+        .await?;
+        for (index, command) in action.commands.iter().enumerate() {
+            let payload_sha = match &command.work {
+                Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
+                    Some(sha256.as_str())
+                }
+                Work::GetFile { .. } => None,
+            };
+            sqlx::query(
+                "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs)
+                 VALUES (?, ?, ?, ?, ?, 'Created', ?)",
+            )
+            .bind(&action.id)
+            .bind(index as i64)
+            .bind(json(&command.command))
+            .bind(json(&command.work))
+            .bind(payload_sha)
+            .bind(command.timeout_secs as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let row = fetch_action(&mut tx, &action.id).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow> {
+        let mut conn = self.pool.acquire().await?;
+        let action = fetch_action(&mut conn, id).await?;
+        if action.tenant_id != tenant_id {
+            return Err(StoreError::NotFound(format!("Machine action {id}")));
+        }
+        Ok(action)
+    }
+
+    async fn list_actions(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<ActionRow>, Option<u64>)> {
+        let compiled = sql::compile(
+            query,
+            &action_fields(),
+            "a.created_us DESC, a.seq DESC",
+            Dialect::Sqlite,
+            1,
+        )
+        .map_err(odata)?;
+        let filter = if compiled.where_sql.is_empty() {
+            String::new()
+        } else {
+            format!("AND {}", compiled.where_sql)
+        };
+        let mut conn = self.pool.acquire().await?;
+        let sql = format!(
+            "SELECT * FROM actions a WHERE a.tenant_id = ? {filter} {} LIMIT ? OFFSET ?",
+            compiled.order_sql
+        );
+        let rows = bind_all(
+            sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
+            &compiled.binds,
+        )
+        .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
+        .bind(i64::from(query.skip))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut actions = rows
+            .iter()
+            .map(action_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        load_commands(&mut conn, &mut actions).await?;
+        let count = if query.count {
+            let sql = format!("SELECT count(*) FROM actions a WHERE a.tenant_id = ? {filter}");
+            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
+            for bind in &compiled.binds {
+                q = match bind {
+                    Bind::Text(t) => q.bind(t.as_str()),
+                    Bind::Int(n) => q.bind(*n),
+                };
+            }
+            Some(q.fetch_one(&mut *conn).await? as u64)
+        } else {
+            None
+        };
+        Ok((actions, count))
+    }
+
+    async fn cancel_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        requestor: &str,
+        comment: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<ActionRow> {
+        let mut tx = self.write().await?;
+        let action = fetch_action(&mut tx, id).await?;
+        if action.tenant_id != tenant_id {
+            return Err(StoreError::NotFound(format!("Machine action {id}")));
+        }
+        if action.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "Machine action {id} is already {} and cannot be cancelled",
+                action.status
+            )));
+        }
+        sqlx::query(
+            "UPDATE actions SET status = 'Cancelled', cancellation_requestor = ?, cancellation_comment = ?,
+                cancelled_us = ?, updated_us = ? WHERE id = ?",
+        )
+        .bind(requestor)
+        .bind(comment)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE commands SET status = 'Failed', end_us = ?, errors = ? WHERE action_id = ? AND status = 'InProgress'",
+        )
+        .bind(now.0)
+        .bind(json(&vec![format!("Cancelled by {requestor}")]))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let action = fetch_action(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(action)
+    }
+
+    async fn claim_next_command(
+        &self,
+        machine_id: &str,
+        now: Micros,
+    ) -> StoreResult<Option<Claimed>> {
+        let mut tx = self.write().await?;
+        let sql = format!("SELECT id FROM actions WHERE machine_id = ? AND status IN {ACTIVE}");
+        let Some(action_id): Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(machine_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM commands WHERE action_id = ? AND status = 'InProgress'",
+        )
+        .bind(&action_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running > 0 {
+            return Ok(None);
+        }
+        let Some(row) = sqlx::query(
+            "SELECT idx, work, timeout_secs FROM commands WHERE action_id = ? AND status = 'Created' ORDER BY idx LIMIT 1",
+        )
+        .bind(&action_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let index = row.try_get::<i64, _>("idx")?;
+        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = ? WHERE action_id = ? AND idx = ?")
+            .bind(now.0)
+            .bind(&action_id)
+            .bind(index)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = ? WHERE id = ?")
+            .bind(now.0)
+            .bind(&action_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            command: CommandRef {
+                action_id,
+                index: index as u32,
+            },
+            work: from_json(row.try_get::<&str, _>("work")?)?,
+            timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+        }))
+    }
+
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<CommandRef>> {
+        let rows = sqlx::query(
+            "SELECT c.action_id, c.idx FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE a.machine_id = ? AND c.status = 'InProgress'",
+        )
+        .bind(machine_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CommandRef {
+                    action_id: r.try_get("action_id")?,
+                    index: r.try_get::<i64, _>("idx")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_result(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        blob: &ResultBlob,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE commands SET result_key = ?, result_size = ?, result_sha256 = ?
+             WHERE action_id = ? AND idx = ? AND status = 'InProgress'
+               AND action_id IN (SELECT id FROM actions WHERE machine_id = ?)",
+        )
+        .bind(&blob.key)
+        .bind(blob.size as i64)
+        .bind(&blob.sha256)
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "Running command {} of action {} on this machine",
+                command.index, command.action_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn finish_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        finish: &Finish,
+        now: Micros,
+    ) -> StoreResult<Option<ActionRow>> {
+        let mut tx = self.write().await?;
+        let found = sqlx::query(
+            "SELECT a.status, c.work, c.result_key FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = ? AND c.idx = ? AND c.status = 'InProgress' AND a.machine_id = ?",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let action_status: ActionStatus = parse_status(found.try_get::<&str, _>("status")?)?;
+        let work: Work = from_json(found.try_get::<&str, _>("work")?)?;
+        let has_result = found.try_get::<Option<String>, _>("result_key")?.is_some();
+        let needs_result = !matches!(work, Work::PutFile { .. });
+        let missing = Finish::Failed {
+            errors: vec!["The agent reported success but no result was uploaded".into()],
+            timed_out: false,
+        };
+        let finish = match finish {
+            Finish::Completed { .. } if needs_result && !has_result => &missing,
+            other => other,
+        };
+        let file_sha256 = match finish {
+            Finish::Completed { file_sha256 } => file_sha256.clone(),
+            Finish::Failed { .. } => None,
+        };
+        let (status, errors, next_action) = match finish {
+            Finish::Completed { .. } => (CommandStatus::Completed, Vec::new(), None),
+            Finish::Failed { errors, timed_out } => (
+                CommandStatus::Failed,
+                errors.clone(),
+                Some(if *timed_out {
+                    ActionStatus::TimeOut
+                } else {
+                    ActionStatus::Failed
+                }),
+            ),
+        };
+        sqlx::query(
+            "UPDATE commands SET status = ?, end_us = ?, errors = ?, file_sha256 = ? WHERE action_id = ? AND idx = ?",
+        )
+            .bind(status.as_str())
+            .bind(now.0)
+            .bind(json(&errors))
+            .bind(file_sha256)
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut *tx)
+            .await?;
+        let next_action = match next_action {
+            Some(s) => Some(s),
+            None => {
+                let remaining: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM commands WHERE action_id = ? AND status = 'Created'",
+                )
+                .bind(&command.action_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                (remaining == 0).then_some(ActionStatus::Succeeded)
+            }
+        };
+        if !action_status.is_final() {
+            let status = next_action.unwrap_or(action_status);
+            sqlx::query("UPDATE actions SET status = ?, updated_us = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(now.0)
+                .bind(&command.action_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let action = fetch_action(&mut tx, &command.action_id).await?;
+        tx.commit().await?;
+        Ok(Some(action))
+    }
+
+    async fn sweep(
+        &self,
+        queue_deadline: Micros,
+        lease_grace_secs: u64,
+        now: Micros,
+    ) -> StoreResult<Swept> {
+        let mut tx = self.write().await?;
+        let sql = format!(
+            "UPDATE actions SET status = 'TimeOut', updated_us = ?
+             WHERE status IN {ACTIVE} AND updated_us < ?
+               AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
+             RETURNING id"
+        );
+        let queue_expired: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(now.0)
+            .bind(queue_deadline.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        let message = format!(
+            "The agent did not report a result within the command's timeout plus {lease_grace_secs} s"
+        );
+        let rows = sqlx::query(
+            "UPDATE commands SET status = 'Failed', end_us = ?, errors = ?
+             WHERE status = 'InProgress' AND start_us + (timeout_secs + ?) * 1000000 < ?
+             RETURNING action_id, idx",
+        )
+        .bind(now.0)
+        .bind(json(&vec![message]))
+        .bind(lease_grace_secs as i64)
+        .bind(now.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut lease_expired = Vec::new();
+        for row in &rows {
+            let command = CommandRef {
+                action_id: row.try_get("action_id")?,
+                index: row.try_get::<i64, _>("idx")? as u32,
+            };
+            let sql = format!(
+                "UPDATE actions SET status = CASE WHEN status IN {ACTIVE} THEN 'Failed' ELSE status END,
+                    updated_us = ? WHERE id = ? RETURNING machine_id"
+            );
+            let machine_id: String = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(now.0)
+                .bind(&command.action_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            lease_expired.push((machine_id, command));
+        }
+        tx.commit().await?;
+        Ok(Swept {
+            queue_expired,
+            lease_expired,
+        })
+    }
+}

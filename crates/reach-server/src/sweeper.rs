@@ -1,0 +1,47 @@
+//! The sweeper: a background task that ends actions queued past the queue
+//! TTL (TimeOut) and commands whose lease ran out without a result (Failed),
+//! then tells the machines' connections so they move on. All decisions are
+//! made in the store, atomically; the sweeper only calls it on a timer.
+
+use std::time::Duration;
+
+use crate::SharedState;
+use crate::agents::HubEvent;
+use crate::time::Micros;
+
+pub async fn run(state: SharedState) {
+    let cfg = &state.config.live_response;
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.sweep_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Micros::now();
+        match state
+            .store
+            .sweep(
+                now.minus_secs(cfg.queue_ttl_secs),
+                cfg.lease_grace_secs,
+                now,
+            )
+            .await
+        {
+            Ok(swept) => {
+                for id in &swept.queue_expired {
+                    tracing::info!(action.id = %id, "action timed out waiting for its device");
+                }
+                for (machine_id, command) in &swept.lease_expired {
+                    tracing::warn!(
+                        action.id = %command.action_id,
+                        command.index = command.index,
+                        machine.id = %machine_id,
+                        "command lease expired without a result from the agent"
+                    );
+                    state
+                        .hub
+                        .send(machine_id, HubEvent::Cancel(command.action_id.clone()));
+                }
+            }
+            Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Tokens and permissions: both token endpoints, 401 without a valid token,
+//! 403 without the role, and 429 with Retry-After past a rate limit.
+
+use reach_proto::api::roles;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn both_token_endpoints_issue_bearer_tokens_with_a_numeric_expiry() {
+    let server = TestServer::start().await;
+    let app = reach_server::admin::create_app(
+        server.state.store.as_ref(),
+        &server.tenant_id,
+        "ANYRUN-LogicApp",
+        vec![roles::READ_ALL.into()],
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for (path, extra) in [
+        (
+            "oauth2/token",
+            ("resource", "https://api.securitycenter.microsoft.com"),
+        ),
+        (
+            "OAuth2/V2.0/Token",
+            ("scope", "https://api.security.microsoft.com/.default"),
+        ),
+    ] {
+        let response = http
+            .post(format!("{}/{}/{path}", server.url, server.tenant_id))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app.client_id.as_str()),
+                ("client_secret", app.client_secret.as_str()),
+                extra,
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 3599);
+        assert!(body["expires_in"].is_u64());
+        let token = body["access_token"].as_str().unwrap();
+        let machines = http
+            .get(format!("{}/api/machines", server.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(machines.status(), 200);
+    }
+    let wrong = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            server.url, server.tenant_id
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", "not-the-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_error(wrong, 401, "Unauthorized").await;
+    let other_tenant = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            server.url,
+            uuid::Uuid::new_v4()
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", app.client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_error(other_tenant, 401, "Unauthorized").await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/machineactions", server.url);
+    assert_error(http.get(&url).send().await.unwrap(), 401, "Unauthorized").await;
+    assert_error(
+        http.get(&url)
+            .bearer_auth("not.a.jwt")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let token = server.client.token().unwrap();
+    let (head, rest) = token.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let flipped: String = sig.chars().rev().collect();
+    let tampered = format!("{head}.{payload}.{flipped}");
+    assert_error(
+        http.get(&url).bearer_auth(&tampered).send().await.unwrap(),
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let other = TestServer::start().await;
+    let foreign = other.client.token().unwrap();
+    assert_error(
+        http.get(&url).bearer_auth(foreign).send().await.unwrap(),
+        401,
+        "Unauthorized",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_roles_get_403() {
+    let server = TestServer::start().await;
+    let device = server.enroll("d").await;
+    let reader = server.app("reader", &[roles::READ_ALL]).await;
+    reader.machines(&[]).await.unwrap();
+    reader.actions(&[]).await.unwrap();
+    let denied = reader
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/machines/{}/runliveresponse", device.machine_id),
+        )
+        .json(&request(vec![get_file("/etc/hostname")], "no"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(denied, 403, "Forbidden").await;
+    let library = reader
+        .request(reqwest::Method::GET, "/api/libraryfiles")
+        .send()
+        .await
+        .unwrap();
+    assert_error(library, 403, "Forbidden").await;
+    let responder = server.app("responder", &[roles::LIVE_RESPONSE]).await;
+    let machines = responder
+        .request(reqwest::Method::GET, "/api/machines")
+        .send()
+        .await
+        .unwrap();
+    assert_error(machines, 403, "Forbidden").await;
+    let created = responder
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![get_file("/etc/hostname")], "ok"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.requestor, "responder");
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let server = TestServer::start_with(|c| {
+        c.limits.run_live_response_per_minute = 2;
+        c.limits.api_per_minute = 3;
+    })
+    .await;
+    let device = server.enroll("d").await;
+    let body = request(vec![get_file("/etc/hostname")], "x");
+    let path = format!("/api/machines/{}/runliveresponse", device.machine_id);
+    for _ in 0..2 {
+        let response = server
+            .client
+            .request(reqwest::Method::POST, &path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), 429);
+    }
+    let limited = server
+        .client
+        .request(reqwest::Method::POST, &path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_error(limited, 429, "TooManyRequests").await;
+
+    // Other APIs have their own budget.
+    for _ in 0..3 {
+        server.client.actions(&[]).await.unwrap();
+    }
+    let err = server.client.actions(&[]).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(429));
+    server.client.machines(&[]).await.unwrap();
+}

@@ -1,0 +1,159 @@
+//! The live response library: multipart upload as real clients send it,
+//! listing, overriding, deleting, names and size limits.
+
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn upload_list_override_and_delete() {
+    let server = TestServer::start().await;
+    // Lower-case `file` part without a Content-Type, as real clients send it.
+    let form = Form::new()
+        .part(
+            "file",
+            Part::bytes(b"echo one\n".to_vec()).file_name("collect.sh"),
+        )
+        .text("Description", "collects things")
+        .text("HasParameters", "true")
+        .text("ParametersDescription", "-target <path>");
+    let response = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let entity: serde_json::Value = response.json().await.unwrap();
+    insta::assert_json_snapshot!("library_entity", entity, {
+        ".creationTime" => "[time]",
+        ".lastUpdatedTime" => "[time]",
+        "[\"@odata.context\"]" => "[context]",
+    });
+
+    let again = Form::new().part(
+        "File",
+        Part::bytes(b"echo two\n".to_vec()).file_name("collect.sh"),
+    );
+    let conflict = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(again)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(conflict, 409, "Conflict").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OverrideIfExists")
+    );
+
+    let replace = Form::new()
+        .part(
+            "FILE",
+            Part::bytes(b"echo two\n".to_vec()).file_name("collect.sh"),
+        )
+        .text("OverrideIfExists", "true");
+    let replaced = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(replace)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let list = server.client.library().await.unwrap();
+    assert_eq!(list.value.len(), 1);
+    assert_eq!(list.value[0].sha256, sha256_hex(b"echo two\n"));
+    assert_eq!(
+        list.value[0].description, None,
+        "an override replaces the description"
+    );
+
+    server
+        .client
+        .delete_library_file("collect.sh")
+        .await
+        .unwrap();
+    assert!(server.client.library().await.unwrap().value.is_empty());
+    let gone = server
+        .client
+        .request(Method::DELETE, "/api/libraryfiles/collect.sh")
+        .send()
+        .await
+        .unwrap();
+    assert_error(gone, 404, "ResourceNotFound").await;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn bad_names_sizes_and_forms_are_refused() {
+    let server = TestServer::start_with(|c| c.limits.library_file_max_bytes = 1024).await;
+    for name in ["../evil.sh", "a/b.sh", "..", "ѕcript.sh", "with space.sh"] {
+        let form = Form::new().part(
+            "file",
+            Part::bytes(b"x".to_vec()).file_name(name.to_string()),
+        );
+        let response = server
+            .client
+            .request(Method::POST, "/api/libraryfiles")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "InvalidInput").await;
+    }
+    let big = Form::new().part("file", Part::bytes(vec![7u8; 4096]).file_name("big.bin"));
+    let response = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(big)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 413, "RequestEntityTooLarge").await;
+    let no_file = Form::new().text("Description", "nothing");
+    let response = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(no_file)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "MissingRequiredParameter").await;
+    let json = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(json, 415, "UnsupportedMediaType").await;
+    let bad_bool = Form::new()
+        .part("file", Part::bytes(b"x".to_vec()).file_name("ok.sh"))
+        .text("OverrideIfExists", "maybe");
+    let response = server
+        .client
+        .request(Method::POST, "/api/libraryfiles")
+        .multipart(bad_bool)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "InvalidInput").await;
+    assert!(
+        server.client.library().await.unwrap().value.is_empty(),
+        "nothing refused was stored"
+    );
+    // No temporary upload was left behind.
+    let tmp = server.dir.path().join("server/blobs/tmp");
+    let leftovers = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}

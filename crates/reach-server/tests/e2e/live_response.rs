@@ -1,0 +1,367 @@
+//! Live response end to end: the seed example, PutFile then RunScript,
+//! fail-fast, cancel, script timeout, and the downloadable results.
+
+use std::io::Read;
+
+use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
+
+use crate::support::*;
+
+const HELLO: &[u8] = b"#!/bin/sh\necho \"hello $1\"\necho \"warn: $2\" >&2\nprintf 'collected by %s' \"$1\" > out.txt\nexit 3\n";
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn seed_example_runs_a_script_with_args_then_collects_a_file() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("hello.sh", HELLO).await;
+    let out = device.work_dir().join("out.txt");
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(
+                vec![
+                    run_script("hello.sh", Some("'big world' second")),
+                    get_file(out.to_str().unwrap()),
+                ],
+                "Testing Live Response API",
+            ),
+        )
+        .await
+        .unwrap();
+    insta::assert_json_snapshot!("created_action", created, {
+        ".id" => "[action id]",
+        ".machineId" => "[machine id]",
+        ".computerDnsName" => "[host]",
+        ".creationDateTimeUtc" => "[time]",
+        ".lastUpdateDateTimeUtc" => "[time]",
+        ".commands[1].command.params[0].value" => "[path]",
+        "[\"@odata.context\"]" => "[context]",
+    });
+    assert!(
+        created
+            .odata_context
+            .as_deref()
+            .unwrap()
+            .ends_with("/api/$metadata#MachineActions/$entity")
+    );
+    let time = regex_lite_time(&created.creation_date_time_utc);
+    assert!(
+        time,
+        "7-digit fraction and Z: {}",
+        created.creation_date_time_utc
+    );
+
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::Succeeded);
+    assert!(
+        done.commands
+            .iter()
+            .all(|c| c.command_status == CommandStatus::Completed)
+    );
+    insta::assert_json_snapshot!("succeeded_action", done, {
+        ".id" => "[action id]",
+        ".machineId" => "[machine id]",
+        ".computerDnsName" => "[host]",
+        ".creationDateTimeUtc" => "[time]",
+        ".lastUpdateDateTimeUtc" => "[time]",
+        ".commands[].startTime" => "[time]",
+        ".commands[].endTime" => "[time]",
+        ".commands[1].command.params[0].value" => "[path]",
+        "[\"@odata.context\"]" => "[context]",
+    });
+
+    let transcript: serde_json::Value =
+        serde_json::from_slice(&server.result(&created.id, 0).await).unwrap();
+    let keys: Vec<&str> = transcript
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["exit_code", "script_errors", "script_name", "script_output"]
+    );
+    let transcript: ScriptTranscript = serde_json::from_value(transcript).unwrap();
+    assert_eq!(
+        transcript,
+        ScriptTranscript {
+            script_name: "hello.sh".into(),
+            exit_code: 3,
+            script_output: "hello big world\n".into(),
+            script_errors: "warn: second\n".into(),
+        }
+    );
+    let collected = server.result(&created.id, 1).await;
+    assert_eq!(&collected[..2], &[0x1f, 0x8b], "gzip magic");
+    assert_eq!(gunzip(&collected), b"collected by big world");
+}
+
+fn regex_lite_time(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.len() == 28
+        && bytes[19] == b'.'
+        && bytes[27] == b'Z'
+        && bytes[20..27].iter().all(u8::is_ascii_digit)
+}
+
+#[tokio::test]
+async fn put_file_lands_in_the_working_folder_for_a_later_script() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("data.txt", b"payload from the library").await;
+    server.upload("read.sh", b"cat data.txt\n").await;
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![put_file("data.txt"), run_script("read.sh", None)],
+        )
+        .await;
+    assert_status(&done, ActionStatus::Succeeded);
+    let transcript: ScriptTranscript =
+        serde_json::from_slice(&server.result(&done.id, 1).await).unwrap();
+    assert_eq!(transcript.script_output, "payload from the library");
+    assert_eq!(transcript.exit_code, 0);
+    let link = server.client.download_link(&done.id, 0).await.unwrap_err();
+    assert_eq!(link.code(), Some("ResourceNotFound"));
+    assert!(link.to_string().contains("PutFile"), "{link}");
+}
+
+#[tokio::test]
+async fn a_failing_command_stops_the_rest() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("ok.sh", b"echo ok\n").await;
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![
+                run_script("ok.sh", None),
+                get_file("/nonexistent/reach/file"),
+                get_file("/etc/hostname"),
+            ],
+        )
+        .await;
+    assert_status(&done, ActionStatus::Failed);
+    let statuses: Vec<CommandStatus> = done.commands.iter().map(|c| c.command_status).collect();
+    assert_eq!(
+        statuses,
+        [
+            CommandStatus::Completed,
+            CommandStatus::Failed,
+            CommandStatus::Created
+        ]
+    );
+    assert!(
+        done.commands[1].errors[0].contains("No such file or directory"),
+        "{:?}",
+        done.commands[1].errors
+    );
+    assert!(done.commands[2].start_time.is_none());
+    let link = server.client.download_link(&done.id, 2).await.unwrap_err();
+    assert_eq!(link.code(), Some("ResourceNotFound"));
+}
+
+#[tokio::test]
+async fn missing_interpreter_and_bad_args_fail_clearly() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("tool.xyz", b"whatever").await;
+    let done = server
+        .run(&device.machine_id, vec![run_script("tool.xyz", None)])
+        .await;
+    assert_status(&done, ActionStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        ["no interpreter for .xyz on this device"]
+    );
+    server.upload("ok.sh", b"echo ok\n").await;
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![run_script("ok.sh", Some("'unclosed"))],
+        )
+        .await;
+    assert_eq!(
+        done.commands[0].errors,
+        ["Args could not be split: a quote is not closed"]
+    );
+}
+
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn wait_for_file(path: &std::path::Path) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const SLEEPER: &[u8] = b"sleep 300 &\necho $! > sleeper.pid\nwait\n";
+
+#[tokio::test]
+async fn cancel_kills_the_running_script_and_its_children() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("sleeper.sh", SLEEPER).await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(
+                vec![run_script("sleeper.sh", None), get_file("/etc/hostname")],
+                "long",
+            ),
+        )
+        .await
+        .unwrap();
+    let pid: u32 = wait_for_file(&device.work_dir().join("sleeper.pid"))
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    let cancelled = server.client.cancel(&created.id, "stop it").await.unwrap();
+    assert_status(&cancelled, ActionStatus::Cancelled);
+    assert_eq!(cancelled.cancellation_comment.as_deref(), Some("stop it"));
+    assert_eq!(
+        cancelled.cancellation_requestor.as_deref(),
+        Some("everything")
+    );
+    assert!(cancelled.cancellation_date_time_utc.is_some());
+    assert_eq!(cancelled.commands[0].command_status, CommandStatus::Failed);
+    assert_eq!(cancelled.commands[1].command_status, CommandStatus::Created);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while process_alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleep {pid} survived the cancel"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = server
+        .client
+        .cancel(&created.id, "again")
+        .await
+        .unwrap_err();
+    assert_eq!(again.status().map(|s| s.as_u16()), Some(400));
+    assert!(again.to_string().contains("already Cancelled"), "{again}");
+
+    // The machine is free again: a new action runs.
+    server.upload("ok.sh", b"echo ok\n").await;
+    let next = server
+        .run(&device.machine_id, vec![run_script("ok.sh", None)])
+        .await;
+    assert_status(&next, ActionStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_script_past_its_timeout_is_killed_and_the_action_times_out() {
+    let server = TestServer::start_with(|c| c.live_response.script_timeout_secs = 1).await;
+    let device = server.agent().await;
+    server.upload("sleeper.sh", SLEEPER).await;
+    let done = server
+        .run(&device.machine_id, vec![run_script("sleeper.sh", None)])
+        .await;
+    assert_status(&done, ActionStatus::TimeOut);
+    assert_eq!(done.commands[0].command_status, CommandStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        ["The script timed out after 1 s and was killed"]
+    );
+    let pid: u32 = std::fs::read_to_string(device.work_dir().join("sleeper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while process_alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleep {pid} survived the timeout"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn download_links_expire_and_refuse_tampering() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("ok.sh", b"echo ok\n").await;
+    let done = server
+        .run(&device.machine_id, vec![run_script("ok.sh", None)])
+        .await;
+    let url = server.client.download_link(&done.id, 0).await.unwrap();
+    for param in ["se=", "sp=r", "sv=2019-07-07", "sr=b", "sig="] {
+        assert!(url.contains(param), "{url}");
+    }
+    // A fresh link each call; both work without Authorization.
+    assert_eq!(
+        server
+            .client
+            .download(&url)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let tampered = url.replace("/results/", "/results/x");
+    assert_error(reqwest::get(&tampered).await.unwrap(), 403, "Forbidden").await;
+    let other_index = url.replace("/0/transcript.json", "/1/transcript.json");
+    assert_error(reqwest::get(&other_index).await.unwrap(), 403, "Forbidden").await;
+    let (base, query) = url.split_once('?').unwrap();
+    let later = query.replace("se=", "se=2099");
+    assert_error(
+        reqwest::get(format!("{base}?{later}")).await.unwrap(),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert_error(reqwest::get(base).await.unwrap(), 403, "Forbidden").await;
+
+    let short = TestServer::start_with(|c| c.live_response.download_link_ttl_secs = 0).await;
+    let device = short.agent().await;
+    short.upload("ok.sh", b"echo ok\n").await;
+    let done = short
+        .run(&device.machine_id, vec![run_script("ok.sh", None)])
+        .await;
+    let expired = short.client.download_link(&done.id, 0).await.unwrap();
+    let body = assert_error(reqwest::get(&expired).await.unwrap(), 403, "Forbidden").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+}

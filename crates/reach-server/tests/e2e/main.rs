@@ -1,0 +1,12 @@
+//! End-to-end tests through the public boundary: a real reach-server on
+//! 127.0.0.1:0, in-process agents, and reach-client. One binary, one module
+//! per area; `support` holds the helpers.
+
+mod support;
+
+mod auth;
+mod errors;
+mod library;
+mod live_response;
+mod odata;
+mod queueing;

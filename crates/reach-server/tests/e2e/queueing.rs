@@ -1,0 +1,146 @@
+//! Offline devices, the queue TTL, one action per machine, the tenant's
+//! concurrency limit, and an agent restart in the middle of a command.
+
+use reach_proto::api::{ActionStatus, CommandStatus};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn an_offline_device_keeps_its_action_pending_until_it_connects() {
+    let server = TestServer::start().await;
+    let mut device = server.enroll("offline").await;
+    server.upload("ok.sh", b"echo queued\n").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("ok.sh", None)], "queued"),
+        )
+        .await
+        .unwrap();
+    let machine = server.client.machine(&device.machine_id).await.unwrap();
+    assert_eq!(machine.health_status, "Inactive");
+    assert_status(
+        &server.client.action(&created.id).await.unwrap(),
+        ActionStatus::Pending,
+    );
+
+    server.connect(&mut device).await;
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::Succeeded);
+    let machine = server.client.machine(&device.machine_id).await.unwrap();
+    assert_eq!(machine.health_status, "Active");
+}
+
+#[tokio::test]
+async fn a_queued_action_times_out_after_the_queue_ttl() {
+    let server = TestServer::start_with(|c| c.live_response.queue_ttl_secs = 1).await;
+    let device = server.enroll("offline").await;
+    server.upload("ok.sh", b"echo never\n").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("ok.sh", None)], "too late"),
+        )
+        .await
+        .unwrap();
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::TimeOut);
+    assert_eq!(done.commands[0].command_status, CommandStatus::Created);
+}
+
+#[tokio::test]
+async fn one_live_response_action_per_machine_at_a_time() {
+    let server = TestServer::start().await;
+    let device = server.enroll("offline").await;
+    server.upload("ok.sh", b"echo\n").await;
+    let body = request(vec![run_script("ok.sh", None)], "first");
+    let first = server
+        .client
+        .run_live_response(&device.machine_id, &body)
+        .await
+        .unwrap();
+    let second = server
+        .client
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/machines/{}/runliveresponse", device.machine_id),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(second, 400, "ActiveRequestAlreadyExists").await;
+    assert_eq!(error["error"]["message"], "Action is already in progress");
+    server.client.cancel(&first.id, "make room").await.unwrap();
+    server
+        .client
+        .run_live_response(&device.machine_id, &body)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_tenant_limit_of_active_actions_answers_429() {
+    let server = TestServer::start_with(|c| c.limits.active_actions_per_tenant = 2).await;
+    server.upload("ok.sh", b"echo\n").await;
+    let body = request(vec![run_script("ok.sh", None)], "many");
+    for i in 0..2 {
+        let device = server.enroll(&format!("d{i}")).await;
+        server
+            .client
+            .run_live_response(&device.machine_id, &body)
+            .await
+            .unwrap();
+    }
+    let third = server.enroll("d3").await;
+    let response = server
+        .client
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/machines/{}/runliveresponse", third.machine_id),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("retry-after").is_some());
+    assert_error(response, 429, "TooManyRequests").await;
+}
+
+#[tokio::test]
+async fn an_agent_restart_fails_the_command_it_was_running() {
+    let server = TestServer::start().await;
+    let mut device = server.agent().await;
+    server
+        .upload("sleeper.sh", b"echo started > started.txt\nsleep 300\n")
+        .await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("sleeper.sh", None)], "restart"),
+        )
+        .await
+        .unwrap();
+    server
+        .wait_until(&created.id, |a| {
+            a.commands[0].command_status == CommandStatus::InProgress
+        })
+        .await;
+    let started = device.work_dir().join("started.txt");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !started.exists() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    device.stop().await;
+    server.connect(&mut device).await;
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        ["The agent restarted while the command was running"]
+    );
+}

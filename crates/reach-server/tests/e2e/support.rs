@@ -1,0 +1,284 @@
+//! Test helpers: start a server, create apps with chosen roles, start and
+//! stop in-process agents, upload library files, and wait for an action to
+//! reach a state (polling with a deadline, never a bare sleep).
+
+use std::time::Duration;
+
+use reach_client::{Client, LibraryUpload};
+use reach_proto::api::{ActionStatus, Command, CommandType, MachineAction, RunLiveResponseRequest};
+use reach_server::{Config, SharedState, admin};
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestServer {
+    pub url: String,
+    pub state: SharedState,
+    pub tenant_id: String,
+    pub enrollment_token: String,
+    /// Logged in with every role.
+    pub client: Client,
+    shutdown: CancellationToken,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("server"),
+            ..Config::default()
+        };
+        config.live_response.sweep_interval_ms = 50;
+        config.limits.run_live_response_per_minute = 1000;
+        config.limits.api_per_minute = 10_000;
+        config.limits.api_per_hour = 100_000;
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = reach_server::open(config).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(reach_server::serve(state.clone(), listener, async move {
+            stop.cancelled().await
+        }));
+        let tenant = admin::create_tenant(state.store.as_ref(), "test")
+            .await
+            .unwrap();
+        let enrollment_token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
+            .await
+            .unwrap();
+        let mut server = Self {
+            url: url.clone(),
+            state,
+            tenant_id: tenant.id,
+            enrollment_token,
+            client: Client::new(&url),
+            shutdown,
+            dir,
+        };
+        server.client = server.app("everything", reach_proto::api::roles::ALL).await;
+        server
+    }
+
+    /// A client logged in as a new app holding `roles`.
+    pub async fn app(&self, name: &str, roles: &[&str]) -> Client {
+        let app = admin::create_app(
+            self.state.store.as_ref(),
+            &self.tenant_id,
+            name,
+            roles.iter().map(|r| r.to_string()).collect(),
+        )
+        .await
+        .unwrap();
+        Client::new(&self.url)
+            .login(&self.tenant_id, &app.client_id, &app.client_secret)
+            .await
+            .unwrap()
+    }
+
+    /// Enrolls a device without running its agent (an offline machine).
+    pub async fn enroll(&self, _label: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("state.json");
+        let state = reach_agent::enroll(&self.url, &self.enrollment_token, &state_path)
+            .await
+            .unwrap();
+        Device {
+            machine_id: state.machine_id,
+            dir,
+            agent: None,
+        }
+    }
+
+    /// Enrolls a device and runs its agent until the device is connected.
+    pub async fn agent(&self) -> Device {
+        let mut device = self.enroll("agent").await;
+        self.connect(&mut device).await;
+        device
+    }
+
+    /// Starts the device's agent and waits until the server sees it.
+    pub async fn connect(&self, device: &mut Device) {
+        let config = reach_agent::Config {
+            state_path: device.dir.path().join("state.json"),
+            work_dir: Some(device.work_dir()),
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 500,
+            ..reach_agent::Config::default()
+        };
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(reach_agent::run(config, shutdown.clone()));
+        device.agent = Some((shutdown, handle));
+        tokio::time::timeout(DEADLINE, self.state.hub.wait_connected(&device.machine_id))
+            .await
+            .expect("the agent connects");
+    }
+
+    pub async fn upload(&self, name: &str, bytes: &[u8]) {
+        self.client
+            .upload_library_file(LibraryUpload::bytes(name, bytes.to_vec()))
+            .await
+            .unwrap();
+    }
+
+    /// Polls the action until `done` holds, failing after the deadline.
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        done: impl Fn(&MachineAction) -> bool,
+    ) -> MachineAction {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let action = self.client.action(id).await.unwrap();
+            if done(&action) {
+                return action;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "action never reached the state: {action:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the action is final.
+    pub async fn wait_final(&self, id: &str) -> MachineAction {
+        self.wait_until(id, |a| a.status.is_final()).await
+    }
+
+    /// Runs commands on a machine and waits for the action to end.
+    pub async fn run(&self, machine_id: &str, commands: Vec<Command>) -> MachineAction {
+        let created = self
+            .client
+            .run_live_response(machine_id, &request(commands, "test"))
+            .await
+            .unwrap();
+        self.wait_final(&created.id).await
+    }
+
+    /// GETs `path` with the client's token and returns status and body.
+    pub async fn get_raw(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Downloads a command's result through a fresh link, without Authorization.
+    pub async fn result(&self, action_id: &str, index: u32) -> Vec<u8> {
+        let url = self.client.download_link(action_id, index).await.unwrap();
+        self.client
+            .download(&url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct Device {
+    pub machine_id: String,
+    pub dir: tempfile::TempDir,
+    agent: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+impl Device {
+    pub fn work_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Stops the agent and waits for it to end.
+    pub async fn stop(&mut self) {
+        if let Some((shutdown, handle)) = self.agent.take() {
+            shutdown.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some((shutdown, _)) = &self.agent {
+            shutdown.cancel();
+        }
+    }
+}
+
+pub fn request(commands: Vec<Command>, comment: &str) -> RunLiveResponseRequest {
+    RunLiveResponseRequest {
+        commands: Some(commands),
+        comment: Some(comment.to_string()),
+    }
+}
+
+pub fn run_script(name: &str, args: Option<&str>) -> Command {
+    match args {
+        Some(args) => Command::new(
+            CommandType::RunScript,
+            &[("ScriptName", name), ("Args", args)],
+        ),
+        None => Command::new(CommandType::RunScript, &[("ScriptName", name)]),
+    }
+}
+
+pub fn get_file(path: &str) -> Command {
+    Command::new(CommandType::GetFile, &[("Path", path)])
+}
+
+pub fn put_file(name: &str) -> Command {
+    Command::new(CommandType::PutFile, &[("FileName", name)])
+}
+
+pub fn assert_status(action: &MachineAction, status: ActionStatus) {
+    assert_eq!(action.status, status, "{action:#?}");
+}
+
+/// Asserts a response is Reach's error envelope with this status and code.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let body: serde_json::Value = response.json().await.expect("an error envelope");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        !body["error"]["message"].as_str().unwrap().is_empty(),
+        "{body}"
+    );
+    let target = body["error"]["target"].as_str().unwrap();
+    assert!(uuid_like(target), "target is a GUID: {body}");
+    body
+}
+
+fn uuid_like(text: &str) -> bool {
+    text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4
+}

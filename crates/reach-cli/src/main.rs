@@ -1,1 +1,258 @@
-fn main() {}
+//! `reach`: the command-line tool for analysts and automation. It talks to
+//! reach-server only through the public API (reach-client), prints tables
+//! for people and `--json` for scripts, and exits 0 on success, 1 when an
+//! action or request failed, and 2 on usage errors.
+
+mod credentials;
+mod output;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use reach_client::{Client, LibraryUpload, UploadBody};
+
+#[derive(Parser)]
+#[command(
+    name = "reach",
+    version,
+    about = "Reach live response from the command line"
+)]
+pub struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Save the server URL and client credentials (file mode 0600).
+    Login {
+        #[arg(long, env = "REACH_SERVER")]
+        server: String,
+        #[arg(long = "tenant", env = "REACH_TENANT_ID")]
+        tenant_id: String,
+        #[arg(long, env = "REACH_CLIENT_ID")]
+        client_id: String,
+        /// The client secret; read from standard input when not given.
+        #[arg(long, env = "REACH_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+    },
+    /// List machines.
+    Machines,
+    /// Manage the live response library.
+    Library {
+        #[command(subcommand)]
+        command: LibraryCommand,
+    },
+    /// Run live response commands on a machine (by id or computer name).
+    Run(run::RunArgs),
+    /// List live response actions, newest first.
+    Actions {
+        #[arg(long)]
+        machine: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        top: u32,
+    },
+    /// Show one action with its commands.
+    Action { id: String },
+    /// Cancel an action; a running script is killed.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "Cancelled with the reach CLI")]
+        comment: String,
+    },
+    /// Download a command's result (a script transcript, or a collected file un-gzipped).
+    Result {
+        id: String,
+        index: u32,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Keep a collected file gzip-compressed, as the API serves it.
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LibraryCommand {
+    /// Upload a file or script.
+    Upload {
+        file: PathBuf,
+        /// Name in the library (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        parameters_description: Option<String>,
+        #[arg(long)]
+        has_parameters: bool,
+        /// Replace a library file of the same name.
+        #[arg(long = "override")]
+        override_if_exists: bool,
+    },
+    /// List library files.
+    List,
+    /// Delete a library file.
+    Rm { name: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let run_matches = matches.subcommand_matches("run").cloned();
+    match dispatch(cli, run_matches).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn client() -> anyhow::Result<Client> {
+    let creds = credentials::Credentials::load()?;
+    let client = Client::new(&creds.server)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .with_context(|| format!("signing in to {}", creds.server))?;
+    Ok(client)
+}
+
+async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Login {
+            server,
+            tenant_id,
+            client_id,
+            client_secret,
+        } => {
+            let client_secret = match client_secret {
+                Some(secret) => secret,
+                None => {
+                    eprint!("client secret: ");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim().to_string()
+                }
+            };
+            Client::new(&server)
+                .request_token(&tenant_id, &client_id, &client_secret)
+                .await
+                .context("the server refused these credentials")?;
+            let creds = credentials::Credentials {
+                server,
+                tenant_id,
+                client_id,
+                client_secret,
+            };
+            let path = creds.save()?;
+            println!("Signed in; credentials saved in {}", path.display());
+        }
+        Command::Machines => {
+            let machines = client().await?.machines(&[]).await?;
+            output::machines(&machines.value, json)?;
+        }
+        Command::Library { command } => library(command, json).await?,
+        Command::Run(args) => {
+            let matches = run_matches.context("run arguments")?;
+            return run::run(&client().await?, args, &matches, json).await;
+        }
+        Command::Actions {
+            machine,
+            status,
+            top,
+        } => {
+            let mut filters = Vec::new();
+            if let Some(machine) = machine {
+                filters.push(format!("machineId eq '{}'", machine.replace('\'', "''")));
+            }
+            if let Some(status) = status {
+                filters.push(format!("status eq '{}'", status.replace('\'', "''")));
+            }
+            let filter = filters.join(" and ");
+            let top = top.to_string();
+            let mut query = vec![("$top", top.as_str())];
+            if !filter.is_empty() {
+                query.push(("$filter", filter.as_str()));
+            }
+            let actions = client().await?.actions(&query).await?;
+            output::actions(&actions.value, json)?;
+        }
+        Command::Action { id } => {
+            let action = client().await?.action(&id).await?;
+            output::action(&action, json)?;
+        }
+        Command::Cancel { id, comment } => {
+            let action = client().await?.cancel(&id, &comment).await?;
+            output::action(&action, json)?;
+        }
+        Command::Result {
+            id,
+            index,
+            output,
+            raw,
+        } => {
+            let client = client().await?;
+            run::save_result(&client, &id, index, output.as_deref(), raw).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
+    let client = client().await?;
+    match command {
+        LibraryCommand::Upload {
+            file,
+            name,
+            description,
+            parameters_description,
+            has_parameters,
+            override_if_exists,
+        } => {
+            let name = match name {
+                Some(name) => name,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file has no usable name; give --name")?
+                    .to_string(),
+            };
+            let opened = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("opening {}", file.display()))?;
+            let len = opened.metadata().await?.len();
+            let stream = tokio_util::io::ReaderStream::new(opened);
+            let upload = LibraryUpload {
+                file_name: name,
+                body: UploadBody::Stream(reach_client::reqwest::Body::wrap_stream(stream), len),
+                description,
+                parameters_description,
+                has_parameters,
+                override_if_exists,
+            };
+            let stored = client.upload_library_file(upload).await?;
+            output::library(std::slice::from_ref(&stored), json)?;
+        }
+        LibraryCommand::List => output::library(&client.library().await?.value, json)?,
+        LibraryCommand::Rm { name } => {
+            client.delete_library_file(&name).await?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Where `reach` finds its server and client credentials: the `REACH_*`
+//! environment variables, else the file `reach login` wrote
+//! (`$REACH_CONFIG_DIR` or `~/.config/reach`, `credentials.json`, mode 0600).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub server: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+fn path() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("REACH_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir).join("credentials.json"));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .or_else(|| std::env::var_os("APPDATA").map(PathBuf::from))
+        .context("cannot find a configuration directory; set REACH_CONFIG_DIR")?;
+    Ok(base.join("reach").join("credentials.json"))
+}
+
+impl Credentials {
+    pub fn load() -> anyhow::Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let (Some(server), Some(tenant_id), Some(client_id), Some(client_secret)) = (
+            env("REACH_SERVER"),
+            env("REACH_TENANT_ID"),
+            env("REACH_CLIENT_ID"),
+            env("REACH_CLIENT_SECRET"),
+        ) {
+            return Ok(Self {
+                server,
+                tenant_id,
+                client_id,
+                client_secret,
+            });
+        }
+        let path = path()?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no credentials: run `reach login` or set REACH_SERVER, REACH_TENANT_ID, REACH_CLIENT_ID and REACH_CLIENT_SECRET (looked for {})",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        let path = path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(path)
+    }
+}

@@ -1,0 +1,148 @@
+//! How `reach` prints: aligned tables for people, JSON with `--json`.
+
+use reach_proto::api::{LibraryFile, Machine, MachineAction};
+use serde::Serialize;
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows under headers, each column as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub fn machines(machines: &[Machine], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(machines);
+    }
+    let rows: Vec<Vec<String>> = machines
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.computer_dns_name.clone(),
+                m.health_status.clone(),
+                m.os_platform.clone(),
+                m.version.clone(),
+                m.last_seen.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "HEALTH", "OS", "AGENT", "LAST SEEN"], &rows);
+    Ok(())
+}
+
+pub fn library(files: &[LibraryFile], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(files);
+    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            vec![
+                f.file_name.clone(),
+                f.size.to_string(),
+                f.sha256.clone(),
+                f.created_by.clone(),
+                f.last_updated_time.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "BYTES", "SHA256", "CREATED BY", "UPDATED"], &rows);
+    Ok(())
+}
+
+pub fn actions(actions: &[MachineAction], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(actions);
+    }
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            let kinds: Vec<&str> = a.commands.iter().map(|c| c.command.kind.as_str()).collect();
+            vec![
+                a.id.clone(),
+                a.status.to_string(),
+                a.computer_dns_name.clone().unwrap_or_default(),
+                a.requestor.clone(),
+                a.creation_date_time_utc.clone(),
+                kinds.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "MACHINE",
+            "REQUESTOR",
+            "CREATED",
+            "COMMANDS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn action(action: &MachineAction, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(action);
+    }
+    println!("action   {}", action.id);
+    println!("status   {}", action.status);
+    println!(
+        "machine  {} ({})",
+        action.machine_id,
+        action.computer_dns_name.as_deref().unwrap_or("?")
+    );
+    println!("by       {}", action.requestor);
+    if let Some(comment) = &action.requestor_comment {
+        println!("comment  {comment}");
+    }
+    if let Some(by) = &action.cancellation_requestor {
+        println!(
+            "cancelled by {by}: {}",
+            action.cancellation_comment.as_deref().unwrap_or("")
+        );
+    }
+    let rows: Vec<Vec<String>> = action
+        .commands
+        .iter()
+        .map(|c| {
+            let target = c
+                .command
+                .params
+                .first()
+                .map(|p| p.value.clone())
+                .unwrap_or_default();
+            vec![
+                c.index.to_string(),
+                c.command.kind.clone(),
+                target,
+                c.command_status.to_string(),
+                c.errors.join("; "),
+            ]
+        })
+        .collect();
+    table(&["#", "TYPE", "TARGET", "STATUS", "ERRORS"], &rows);
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The `reach` binary against a real in-process server and agent: upload a
+//! script, run it with arguments, collect a file un-gzipped, list actions,
+//! download a result, and the exit codes (0, 1 when an action fails, 2 on
+//! usage errors).
+
+use std::process::Output;
+
+use reach_proto::api::roles;
+use reach_server::{Config, admin};
+use tokio_util::sync::CancellationToken;
+
+struct Env {
+    vars: Vec<(&'static str, String)>,
+    machine_id: String,
+    dir: tempfile::TempDir,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("server"),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = reach_server::open(config).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(reach_server::serve(state.clone(), listener, async move {
+        stop.cancelled().await
+    }));
+    let tenant = admin::create_tenant(state.store.as_ref(), "cli")
+        .await
+        .unwrap();
+    let app = admin::create_app(
+        state.store.as_ref(),
+        &tenant.id,
+        "cli-app",
+        roles::ALL.iter().map(|r| r.to_string()).collect(),
+    )
+    .await
+    .unwrap();
+    let token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
+        .await
+        .unwrap();
+    let state_path = dir.path().join("agent/state.json");
+    let agent = reach_agent::enroll(&url, &token, &state_path)
+        .await
+        .unwrap();
+    let agent_config = reach_agent::Config {
+        state_path,
+        ..reach_agent::Config::default()
+    };
+    tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        state.hub.wait_connected(&agent.machine_id),
+    )
+    .await
+    .unwrap();
+    Env {
+        vars: vec![
+            ("REACH_SERVER", url),
+            ("REACH_TENANT_ID", tenant.id),
+            ("REACH_CLIENT_ID", app.client_id),
+            ("REACH_CLIENT_SECRET", app.client_secret),
+            (
+                "REACH_CONFIG_DIR",
+                dir.path().join("cli").display().to_string(),
+            ),
+        ],
+        machine_id: agent.machine_id,
+        dir,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+impl Env {
+    async fn reach(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"))
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await
+            .unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn upload_run_collect_and_list() {
+    let env = start().await;
+    let script = env.dir.path().join("hello.sh");
+    std::fs::write(
+        &script,
+        "echo \"hello $1\"\nprintf 'evidence' > evidence.txt\n",
+    )
+    .unwrap();
+    let uploaded = env
+        .reach(&[
+            "library",
+            "upload",
+            script.to_str().unwrap(),
+            "--description",
+            "greets",
+        ])
+        .await;
+    assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
+    assert!(text(&uploaded.stdout).contains("hello.sh"));
+
+    let work = env.dir.path().join("agent/work/evidence.txt");
+    let out = env.dir.path().join("collected");
+    let ran = env
+        .reach(&[
+            "run",
+            &env.machine_id,
+            "--script",
+            "hello.sh",
+            "--args",
+            "'from reach'",
+            "--get-file",
+            work.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .await;
+    let stdout = text(&ran.stdout);
+    assert_eq!(ran.status.code(), Some(0), "{stdout}{}", text(&ran.stderr));
+    assert!(stdout.contains("Succeeded"), "{stdout}");
+    assert!(stdout.contains("hello from reach"), "{stdout}");
+    assert!(stdout.contains("exit code: 0"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("evidence.txt")).unwrap(),
+        "evidence"
+    );
+
+    let listed = env
+        .reach(&["actions", "--json", "--machine", &env.machine_id])
+        .await;
+    let actions: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = actions[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(actions[0]["status"], "Succeeded");
+
+    let result = env.reach(&["result", &id, "0"]).await;
+    let transcript: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(transcript["script_output"], "hello from reach\n");
+    let table = env.reach(&["action", &id]).await;
+    assert!(text(&table.stdout).contains("RunScript"));
+    let machines = env.reach(&["machines"]).await;
+    assert!(text(&machines.stdout).contains(&env.machine_id));
+    assert!(text(&machines.stdout).contains("Active"));
+}
+
+#[tokio::test]
+async fn exit_codes_tell_failure_from_usage_errors() {
+    let env = start().await;
+    let failed = env
+        .reach(&["run", &env.machine_id, "--get-file", "/no/such/reach/file"])
+        .await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        text(&failed.stdout).contains("No such file or directory"),
+        "{}",
+        text(&failed.stdout)
+    );
+    let usage = env.reach(&["run"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+    let nothing = env.reach(&["run", &env.machine_id]).await;
+    assert_eq!(nothing.status.code(), Some(2));
+    let orphan_args = env
+        .reach(&["run", &env.machine_id, "--args", "x", "--script", "a.sh"])
+        .await;
+    assert_eq!(orphan_args.status.code(), Some(1));
+    assert!(text(&orphan_args.stderr).contains("--args must follow"));
+    let unknown = env
+        .reach(&["run", "no-such-machine", "--get-file", "/etc/hostname"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("ResourceNotFound"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
+
+#[tokio::test]
+async fn login_saves_private_credentials() {
+    let env = start().await;
+    let vars: Vec<(&str, String)> = env
+        .vars
+        .iter()
+        .filter(|(k, _)| *k != "REACH_CLIENT_SECRET")
+        .cloned()
+        .collect();
+    let secret = env
+        .vars
+        .iter()
+        .find(|(k, _)| *k == "REACH_CLIENT_SECRET")
+        .unwrap()
+        .1
+        .clone();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"))
+        .arg("login")
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret}\n").as_bytes())
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let path = env.dir.path().join("cli/credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // With only the file (no secret in the environment), commands work.
+    let machines = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"))
+        .arg("machines")
+        .env("REACH_CONFIG_DIR", env.dir.path().join("cli"))
+        .env_remove("REACH_SERVER")
+        .output()
+        .await
+        .unwrap();
+    assert!(machines.status.success(), "{}", text(&machines.stderr));
+    let wrong = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"))
+        .args(["login", "--client-secret", "wrong"])
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+}

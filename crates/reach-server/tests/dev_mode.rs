@@ -1,0 +1,166 @@
+//! The newcomer's path through the real binary: `reach-server --dev` writes
+//! dev-credentials.json once its local agent is connected, the credentials
+//! work, a restart reuses them, and `apps create` / `enrollment-token
+//! create` / `print-config` work on the same data directory.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reach_client::{Client, LibraryUpload};
+use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
+use reach_server::dev::DevCredentials;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn server(data_dir: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-server"));
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("REACH_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn start_dev(data_dir: &Path) -> (tokio::process::Child, DevCredentials) {
+    let credentials = reach_server::dev::credentials_path(data_dir);
+    let _ = std::fs::remove_file(&credentials);
+    let child = server(data_dir, &["--dev", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&credentials)
+            && let Ok(parsed) = serde_json::from_str::<DevCredentials>(&text)
+        {
+            return (child, parsed);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dev-credentials.json never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut first, creds) = start_dev(&data).await;
+    assert!(creds.server.starts_with("http://127.0.0.1:"));
+    assert_eq!(creds.machine_id.len(), 40);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(reach_server::dev::credentials_path(&data))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let client = Client::new(&creds.server)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .unwrap();
+    client
+        .upload_library_file(LibraryUpload::bytes("hi.sh", b"echo hi\n".to_vec()))
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::RunScript,
+            &[("ScriptName", "hi.sh")],
+        )]),
+        comment: Some("dev".into()),
+    };
+    let created = client
+        .run_live_response(&creds.machine_id, &request)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let action = client.action(&created.id).await.unwrap();
+        if action.status.is_final() {
+            assert_eq!(action.status, ActionStatus::Succeeded, "{action:#?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.unwrap();
+
+    let (mut second, again) = start_dev(&data).await;
+    assert_eq!(again.tenant_id, creds.tenant_id);
+    assert_eq!(again.client_id, creds.client_id);
+    assert_eq!(again.client_secret, creds.client_secret);
+    assert_eq!(again.machine_id, creds.machine_id);
+    let client = Client::new(&again.server)
+        .login(&again.tenant_id, &again.client_id, &again.client_secret)
+        .await
+        .unwrap();
+    let old = client.action(&created.id).await.unwrap();
+    assert_eq!(
+        old.status,
+        ActionStatus::Succeeded,
+        "nothing stored is lost"
+    );
+    let machines = client.machines(&[]).await.unwrap();
+    assert_eq!(
+        machines.value.len(),
+        1,
+        "the local agent is reused, not enrolled again"
+    );
+    second.kill().await.unwrap();
+
+    let output = server(
+        &data,
+        &[
+            "apps",
+            "create",
+            "--name",
+            "automation",
+            "--roles",
+            "Machine.Read.All,Library.Manage",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("client secret:"), "{stdout}");
+    let bad_role = server(
+        &data,
+        &[
+            "apps",
+            "create",
+            "--name",
+            "x",
+            "--roles",
+            "Machine.Everything",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!bad_role.status.success());
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+    let token = server(&data, &["enrollment-token", "create"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&token.stdout).starts_with("rch_enr_"));
+    let example = server(&data, &["print-config"]).output().await.unwrap();
+    let parsed =
+        reach_server::Config::from_toml(&String::from_utf8_lossy(&example.stdout)).unwrap();
+    assert_eq!(parsed, reach_server::Config::default());
+}

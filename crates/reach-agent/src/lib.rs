@@ -103,27 +103,9 @@ impl State {
 
     /// Writes the state file with owner-only permissions.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok(())
+        let text = serde_json::to_string_pretty(self)?;
+        reach_client::private_file::write_private(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// `<machine_id>.<secret>`, as sent in `Authorization: Bearer`.
@@ -153,7 +135,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(server) = &config.server {
         state.server = server.trim_end_matches('/').to_string();
     }
-    let work_dir = config.work_dir();
+    // Absolute, so that scripts and their working directory agree whatever
+    // the agent's own current directory is.
+    let work_dir =
+        std::path::absolute(config.work_dir()).context("resolving the working folder")?;
     empty_dir(&work_dir)?;
     let client = AgentClient::new(&state.server, &state.bearer());
     let executor = executor::Executor::start(commands::Context {

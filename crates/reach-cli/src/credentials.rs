@@ -54,27 +54,10 @@ impl Credentials {
     }
 
     pub fn save(&self) -> anyhow::Result<PathBuf> {
-        use std::io::Write;
         let path = path()?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
+        let text = serde_json::to_string_pretty(self)?;
+        reach_client::private_file::write_private(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
         Ok(path)
     }
 }

@@ -6,6 +6,7 @@
 //! It never retries on its own and never logs tokens; callers decide.
 
 pub mod agent;
+pub mod private_file;
 
 use std::time::Duration;
 

@@ -97,20 +97,8 @@ fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// Writes a file only its owner can read (0600 on Unix).
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    reach_client::private_file::write_private(path, contents)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why a token was refused. Shown to the caller; never contains the token.

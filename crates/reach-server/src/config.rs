@@ -102,7 +102,8 @@ pub struct Oidc {
     pub audiences: Vec<String>,
     /// JWKS URL holding the issuer's signing keys.
     pub jwks_url: String,
-    /// Reach tenant that this issuer's tokens act in.
+    /// Reach tenant that this issuer's tokens act in. Empty: the tenant
+    /// named by each token's `tid` claim.
     pub tenant_id: String,
 }
 

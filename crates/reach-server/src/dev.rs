@@ -144,7 +144,7 @@ Reach is running in dev mode.
 Run a command on this machine with the CLI:
   export REACH_SERVER={server} REACH_TENANT_ID={tenant} REACH_CLIENT_ID={client} REACH_CLIENT_SECRET={secret}
   cargo run -p reach-cli -- library upload examples/hello.sh
-  cargo run -p reach-cli -- run {machine} --script hello.sh --args "from reach" --get-file /etc/hostname --out ./collected
+  cargo run -p reach-cli -- run {machine} --script hello.sh --args "'from reach'" --get-file /etc/hostname --out ./collected
 
 Or with curl:
   TOKEN=$(curl -s -X POST {server}/{tenant}/oauth2/v2.0/token \

@@ -95,7 +95,10 @@ enum MachineCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("REACH_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),

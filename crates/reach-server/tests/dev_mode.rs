@@ -13,22 +13,25 @@ use reach_server::dev::DevCredentials;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn server(data_dir: &Path, args: &[&str]) -> tokio::process::Command {
+/// Runs reach-server in `dir` with `--data-dir data`: a relative data
+/// directory, as a newcomer's `./reach-data` is.
+fn server(dir: &Path, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-server"));
     command
         .args(args)
         .arg("--data-dir")
-        .arg(data_dir)
+        .arg("data")
+        .current_dir(dir)
         .env("REACH_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command
 }
 
-async fn start_dev(data_dir: &Path) -> (tokio::process::Child, DevCredentials) {
-    let credentials = reach_server::dev::credentials_path(data_dir);
+async fn start_dev(dir: &Path) -> (tokio::process::Child, DevCredentials) {
+    let credentials = reach_server::dev::credentials_path(&dir.join("data"));
     let _ = std::fs::remove_file(&credentials);
-    let child = server(data_dir, &["--dev", "--listen", "127.0.0.1:0"])
+    let child = server(dir, &["--dev", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -51,7 +54,7 @@ async fn start_dev(data_dir: &Path) -> (tokio::process::Child, DevCredentials) {
 async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut first, creds) = start_dev(&data).await;
+    let (mut first, creds) = start_dev(dir.path()).await;
     assert!(creds.server.starts_with("http://127.0.0.1:"));
     assert_eq!(creds.machine_id.len(), 40);
     #[cfg(unix)]
@@ -87,6 +90,11 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         let action = client.action(&created.id).await.unwrap();
         if action.status.is_final() {
             assert_eq!(action.status, ActionStatus::Succeeded, "{action:#?}");
+            let url = client.download_link(&created.id, 0).await.unwrap();
+            let transcript: serde_json::Value =
+                client.download(&url).await.unwrap().json().await.unwrap();
+            assert_eq!(transcript["exit_code"], 0, "{transcript}");
+            assert_eq!(transcript["script_output"], "hi\n", "{transcript}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline);
@@ -94,7 +102,7 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     }
     first.kill().await.unwrap();
 
-    let (mut second, again) = start_dev(&data).await;
+    let (mut second, again) = start_dev(dir.path()).await;
     assert_eq!(again.tenant_id, creds.tenant_id);
     assert_eq!(again.client_id, creds.client_id);
     assert_eq!(again.client_secret, creds.client_secret);
@@ -118,7 +126,7 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     second.kill().await.unwrap();
 
     let output = server(
-        &data,
+        dir.path(),
         &[
             "apps",
             "create",
@@ -139,7 +147,7 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     );
     assert!(stdout.contains("client secret:"), "{stdout}");
     let bad_role = server(
-        &data,
+        dir.path(),
         &[
             "apps",
             "create",
@@ -154,12 +162,15 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     .unwrap();
     assert!(!bad_role.status.success());
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
-    let token = server(&data, &["enrollment-token", "create"])
+    let token = server(dir.path(), &["enrollment-token", "create"])
         .output()
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&token.stdout).starts_with("rch_enr_"));
-    let example = server(&data, &["print-config"]).output().await.unwrap();
+    let example = server(dir.path(), &["print-config"])
+        .output()
+        .await
+        .unwrap();
     let parsed =
         reach_server::Config::from_toml(&String::from_utf8_lossy(&example.stdout)).unwrap();
     assert_eq!(parsed, reach_server::Config::default());

@@ -62,6 +62,8 @@ struct Claims {
     unique_name: Option<String>,
     #[serde(default)]
     sub: Option<String>,
+    #[serde(default)]
+    tid: Option<String>,
 }
 
 impl Oidc {
@@ -157,8 +159,15 @@ impl Oidc {
                 (app_id.or_else(|| Some(name.clone())), name)
             }
         };
+        let tenant_id = if self.config.tenant_id.is_empty() {
+            claims
+                .tid
+                .ok_or_else(|| TokenError("The access token has no tenant (tid) claim".into()))?
+        } else {
+            self.config.tenant_id.clone()
+        };
         Ok(Principal {
-            tenant_id: self.config.tenant_id.clone(),
+            tenant_id,
             app_id,
             name,
             roles,

@@ -134,6 +134,23 @@ fn bind_all<'q>(
     query
 }
 
+/// Runs a `SELECT count(*) ... WHERE tenant_id = ? <filter>` with the filter's binds.
+async fn count(
+    conn: &mut sqlx::SqliteConnection,
+    sql: String,
+    tenant_id: &str,
+    binds: &[Bind],
+) -> StoreResult<u64> {
+    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
+    for bind in binds {
+        query = match bind {
+            Bind::Text(t) => query.bind(t.as_str()),
+            Bind::Int(n) => query.bind(*n),
+        };
+    }
+    Ok(query.fetch_one(conn).await? as u64)
+}
+
 fn machine_from_row(row: &SqliteRow) -> StoreResult<MachineRow> {
     Ok(MachineRow {
         id: row.try_get("id")?,
@@ -491,14 +508,15 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         let count = if query.count {
             let sql = format!("SELECT count(*) FROM machines m WHERE m.tenant_id = ? {filter}");
-            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
-            for bind in &compiled.binds {
-                q = match bind {
-                    Bind::Text(t) => q.bind(t.as_str()),
-                    Bind::Int(n) => q.bind(*n),
-                };
-            }
-            Some(q.fetch_one(&self.pool).await? as u64)
+            Some(
+                count(
+                    &mut *self.pool.acquire().await?,
+                    sql,
+                    tenant_id,
+                    &compiled.binds,
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -734,14 +752,7 @@ impl Store for SqliteStore {
         load_commands(&mut conn, &mut actions).await?;
         let count = if query.count {
             let sql = format!("SELECT count(*) FROM actions a WHERE a.tenant_id = ? {filter}");
-            let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
-            for bind in &compiled.binds {
-                q = match bind {
-                    Bind::Text(t) => q.bind(t.as_str()),
-                    Bind::Int(n) => q.bind(*n),
-                };
-            }
-            Some(q.fetch_one(&mut *conn).await? as u64)
+            Some(count(&mut conn, sql, tenant_id, &compiled.binds).await?)
         } else {
             None
         };

@@ -9,4 +9,5 @@ mod errors;
 mod library;
 mod live_response;
 mod odata;
+mod oidc;
 mod queueing;

@@ -72,7 +72,7 @@ enum AppCommand {
         /// Comma-separated roles, e.g. Machine.LiveResponse,Machine.Read.All,Library.Manage
         #[arg(long)]
         roles: String,
-        /// Tenant id (default: the only tenant, such as dev mode's).
+        /// Tenant id (default: the only tenant there is).
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The tenant named on the command line, or the only one there is.
 async fn tenant_or_only(
     state: &reach_server::SharedState,
     tenant: Option<String>,
@@ -129,14 +130,20 @@ async fn tenant_or_only(
     if let Some(tenant) = tenant {
         return Ok(tenant);
     }
-    let path = state.config.data_dir.join("dev-seed.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| "give --tenant (no dev-mode tenant found in the data directory)")?;
-    let seed: serde_json::Value = serde_json::from_str(&text)?;
-    seed["tenant_id"]
-        .as_str()
-        .map(String::from)
-        .context("give --tenant")
+    let tenants = state.store.list_tenants().await?;
+    match tenants.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => anyhow::bail!(
+            "there is no tenant yet: create one with `reach-server tenants create --name NAME`"
+        ),
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .map(|t| format!("{} ({})", t.id, t.name))
+                .collect();
+            anyhow::bail!("give --tenant, one of: {}", names.join(", "))
+        }
+    }
 }
 
 async fn administer(config: Config, command: Command) -> anyhow::Result<()> {

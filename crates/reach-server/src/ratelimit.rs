@@ -68,6 +68,9 @@ impl RateLimiter {
         {
             calls.pop_front();
         }
+        if let Some(closed) = windows.iter().find(|w| w.calls == 0) {
+            return Err(closed.window.as_secs().max(1));
+        }
         let mut wait = Duration::ZERO;
         for w in windows {
             let in_window: Vec<&Instant> = calls
@@ -77,12 +80,12 @@ impl RateLimiter {
                 .collect();
             if in_window.len() >= w.calls as usize {
                 // The call that must age out first is the `calls`-th newest.
-                let oldest_needed = in_window[w.calls.max(1) as usize - 1];
+                let oldest_needed = in_window[w.calls as usize - 1];
                 let free_at = *oldest_needed + w.window;
                 wait = wait.max(free_at.saturating_duration_since(now));
             }
         }
-        if wait > Duration::ZERO || windows.iter().any(|w| w.calls == 0) {
+        if wait > Duration::ZERO {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(secs.max(1));
         }
@@ -115,6 +118,15 @@ mod tests {
                 .check_at("app", "run", &windows, start + Duration::from_secs(60))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_zero_limit_refuses_every_call() {
+        let limiter = RateLimiter::default();
+        let retry = limiter
+            .check("a", "x", &[Window::per_minute(0)])
+            .unwrap_err();
+        assert_eq!(retry, 60);
     }
 
     #[test]

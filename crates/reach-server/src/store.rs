@@ -186,6 +186,7 @@ pub struct Swept {
 pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()>;
     async fn get_tenant(&self, id: &str) -> StoreResult<Tenant>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()>;
     async fn get_app(&self, client_id: &str) -> StoreResult<App>;

@@ -167,6 +167,17 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&token.stdout).starts_with("rch_enr_"));
+    let tenant = server(dir.path(), &["tenants", "create", "--name", "second"])
+        .output()
+        .await
+        .unwrap();
+    assert!(tenant.status.success());
+    let ambiguous = server(dir.path(), &["enrollment-token", "create"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!ambiguous.status.success());
+    assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("give --tenant"));
     let example = server(dir.path(), &["print-config"])
         .output()
         .await

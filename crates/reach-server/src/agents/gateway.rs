@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -87,9 +88,14 @@ pub async fn connect(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let identity = authenticate(&state, &headers).await?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "Agents connect with a WebSocket upgrade: {rejection}"
+        ))
+    })?;
     let max = state.config.agents.max_message_bytes;
     Ok(upgrade
         .read_buffer_size(4 * 1024)

@@ -17,6 +17,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
 use crate::store::{CommandRow, ResultBlob};
 
+/// The command index of a transfer path.
+fn parse_index(text: &str) -> ApiResult<u32> {
+    text.parse()
+        .map_err(|_| ApiError::InvalidInput(format!("'{text}' is not a command index")))
+}
+
 /// Finds a command of this machine's action, or 404 (also for other machines' actions).
 async fn own_command(
     state: &SharedState,
@@ -47,10 +53,11 @@ async fn own_command(
 /// `GET /agent/v1/commands/{action}/{index}/payload`.
 pub async fn payload(
     State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, u32)>,
+    Path((action_id, index)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let identity = authenticate(&state, &headers).await?;
+    let index = parse_index(&index)?;
     let command = own_command(&state, &identity, &action_id, index).await?;
     let sha256 = match &command.work {
         Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256.clone(),
@@ -93,11 +100,12 @@ pub async fn payload(
 /// `PUT /agent/v1/commands/{action}/{index}/result`.
 pub async fn result(
     State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, u32)>,
+    Path((action_id, index)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
     let identity = authenticate(&state, &headers).await?;
+    let index = parse_index(&index)?;
     let command = own_command(&state, &identity, &action_id, index).await?;
     if matches!(command.work, Work::PutFile { .. }) {
         return Err(ApiError::BadRequest(

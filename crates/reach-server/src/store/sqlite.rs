@@ -299,6 +299,20 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY created_us")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Tenant {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES (?, ?, ?, ?, ?, ?)",

@@ -365,3 +365,40 @@ async fn download_links_expire_and_refuse_tampering() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn args_are_split_like_a_shell_but_never_run_by_one() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server
+        .upload("args.sh", b"for a in \"$@\"; do echo \"[$a]\"; done\n")
+        .await;
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![run_script(
+                "args.sh",
+                Some(r#"one "two words" 'x;y' ; touch pwned $(id) `id` && echo |"#),
+            )],
+        )
+        .await;
+    assert_status(&done, ActionStatus::Succeeded);
+    let transcript: ScriptTranscript =
+        serde_json::from_slice(&server.result(&done.id, 0).await).unwrap();
+    assert_eq!(
+        transcript.script_output,
+        "[one]\n[two words]\n[x;y]\n[;]\n[touch]\n[pwned]\n[$(id)]\n[`id`]\n[&&]\n[echo]\n[|]\n"
+    );
+    assert!(!device.work_dir().join("pwned").exists());
+}
+
+#[tokio::test]
+async fn the_working_folder_is_emptied_when_the_agent_starts() {
+    let server = TestServer::start().await;
+    let mut device = server.enroll("d").await;
+    std::fs::create_dir_all(device.work_dir().join("old")).unwrap();
+    std::fs::write(device.work_dir().join("old/leftover.txt"), "from before").unwrap();
+    server.connect(&mut device).await;
+    let left: Vec<_> = std::fs::read_dir(device.work_dir()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agents;
 mod auth;
 mod errors;
 mod library;

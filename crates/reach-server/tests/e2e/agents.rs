@@ -1,0 +1,98 @@
+//! The agent-facing endpoints: enrolment, credentials, and isolation
+//! between machines. Errors here use the same envelope as the API.
+
+use crate::support::*;
+
+fn bearer(device: &Device) -> String {
+    reach_agent::State::load(&device.dir.path().join("state.json"))
+        .unwrap()
+        .bearer()
+}
+
+#[tokio::test]
+async fn enrolment_needs_a_valid_token_and_credentials_are_checked() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let bad = http
+        .post(format!("{}/agent/v1/enroll", server.url))
+        .json(&serde_json::json!({
+            "enrollment_token": "rch_enr_wrong",
+            "info": {"hostname": "h", "os_platform": "Linux", "os_version": "1", "os_architecture": "64-bit", "agent_version": "0"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, 401, "Unauthorized").await;
+    let device = server.enroll("d").await;
+    let connect = format!("{}/agent/v1/connect", server.url);
+    assert_error(
+        http.get(&connect).send().await.unwrap(),
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let forged = format!("{}.not-the-secret", device.machine_id);
+    assert_error(
+        http.get(&connect).bearer_auth(forged).send().await.unwrap(),
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let no_upgrade = http
+        .get(&connect)
+        .bearer_auth(bearer(&device))
+        .send()
+        .await
+        .unwrap();
+    assert_error(no_upgrade, 400, "BadRequest").await;
+}
+
+#[tokio::test]
+async fn a_machine_cannot_reach_another_machines_commands() {
+    let server = TestServer::start().await;
+    let a = server.enroll("a").await;
+    let b = server.enroll("b").await;
+    server.upload("tool.bin", b"secret tool").await;
+    let created = server
+        .client
+        .run_live_response(&a.machine_id, &request(vec![put_file("tool.bin")], "for a"))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let payload = format!("{}/agent/v1/commands/{}/0/payload", server.url, created.id);
+    let response = http
+        .get(&payload)
+        .bearer_auth(bearer(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 404, "ResourceNotFound").await;
+    let result = format!("{}/agent/v1/commands/{}/0/result", server.url, created.id);
+    let response = http
+        .put(&result)
+        .bearer_auth(bearer(&b))
+        .body("forged")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 404, "ResourceNotFound").await;
+    let bad_index = format!(
+        "{}/agent/v1/commands/{}/zero/payload",
+        server.url, created.id
+    );
+    let response = http
+        .get(&bad_index)
+        .bearer_auth(bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "InvalidInput").await;
+    // Machine a itself may not fetch it before the command was handed to it.
+    let response = http
+        .get(&payload)
+        .bearer_auth(bearer(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "BadRequest").await;
+}

@@ -19,6 +19,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post, put};
+use reach_proto::agent::paths as agents_paths;
 use serde::de::DeserializeOwned;
 
 use crate::SharedState;
@@ -75,8 +76,6 @@ pub fn router(state: SharedState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .with_state(state)
 }
-
-use reach_proto::agent::paths as agents_paths;
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::NotFound(format!("No resource at {}", request.uri().path()))

@@ -46,12 +46,27 @@ impl From<reach_client::ClientError> for Failure {
     }
 }
 
+/// What a command produced: how it ended, and for RunScript the transcript
+/// to upload (GetFile streams its file during the command).
+pub struct Done {
+    pub outcome: Outcome,
+    pub result: Option<Vec<u8>>,
+}
+
+/// What a command returns on success: the collected file's hash (GetFile)
+/// and the result bytes still to upload (RunScript).
+#[derive(Default)]
+pub struct Success {
+    pub sha256: Option<String>,
+    pub result: Option<Vec<u8>>,
+}
+
 /// Runs one assignment to its outcome, honouring its timeout and `cancel`.
 pub async fn execute(
     context: &Context,
     assignment: &Assignment,
     cancel: CancellationToken,
-) -> Outcome {
+) -> Done {
     let timeout = Duration::from_secs(assignment.timeout_secs.max(1));
     let command = &assignment.command;
     let result = match &assignment.work {
@@ -85,10 +100,18 @@ pub async fn execute(
         }
     };
     match result {
-        Ok(sha256) => Outcome::Completed { sha256 },
-        Err(failure) => Outcome::Failed {
-            errors: vec![failure.message],
-            timed_out: failure.timed_out,
+        Ok(success) => Done {
+            outcome: Outcome::Completed {
+                sha256: success.sha256,
+            },
+            result: success.result,
+        },
+        Err(failure) => Done {
+            outcome: Outcome::Failed {
+                errors: vec![failure.message],
+                timed_out: failure.timed_out,
+            },
+            result: None,
         },
     }
 }

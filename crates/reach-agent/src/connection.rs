@@ -1,36 +1,58 @@
 //! The agent's one WebSocket to the server: connect with the machine
 //! credential, say Hello (with the commands still held), then pass Run and
-//! Cancel to the executor, send its outbox, and heartbeat. On any failure it
-//! reconnects after a jittered, doubling delay; it stops only on shutdown.
+//! Cancel to the executor, deliver the outbox one entry at a time (upload
+//! the result, send Finished, wait for the server's Ack), and heartbeat. On
+//! any failure it reconnects after a jittered, doubling delay; it stops only
+//! on shutdown.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use reach_proto::agent::{AgentMessage, ServerMessage};
+use reach_client::{AgentClient, ClientError};
+use reach_proto::agent::{AgentMessage, CommandRef, ServerMessage};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executor;
+use crate::outbox::{Entry, Outbox};
 use crate::{Config, State, system};
 
 /// A connection that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 
+/// What a session needs besides its socket.
+pub struct Parts<'a> {
+    pub state: &'a State,
+    pub client: &'a AgentClient,
+    pub executor: &'a Executor,
+    pub outbox: &'a Outbox,
+    pub shutdown: &'a CancellationToken,
+}
+
 pub async fn run(
     config: &Config,
     state: &State,
+    client: &AgentClient,
     executor: &Executor,
+    outbox: &Outbox,
     shutdown: &CancellationToken,
 ) {
+    let parts = Parts {
+        state,
+        client,
+        executor,
+        outbox,
+        shutdown,
+    };
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
     let mut delay = min;
     loop {
         let started = Instant::now();
-        match session(state, executor, shutdown).await {
+        match session(&parts).await {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => tracing::info!("connection closed by the server"),
             Err(err) => tracing::warn!(
@@ -63,30 +85,52 @@ fn websocket_url(server: &str) -> String {
     format!("{ws}{}", reach_proto::agent::paths::CONNECT)
 }
 
-async fn session(
-    state: &State,
-    executor: &Executor,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut request = websocket_url(&state.server).into_client_request()?;
+/// Uploads an entry's result file if it still needs it. A server that no
+/// longer wants it (the command ended meanwhile) is not an error.
+async fn upload(parts: &Parts<'_>, entry: &Entry) -> anyhow::Result<()> {
+    if !entry.has_result || entry.uploaded {
+        return Ok(());
+    }
+    let bytes = tokio::fs::read(parts.outbox.result_path(entry.seq)).await?;
+    let command = &entry.command;
+    match parts
+        .client
+        .upload_result(&command.action_id, command.index, bytes.into())
+        .await
+    {
+        Ok(()) => {}
+        Err(ClientError::Api {
+            status, message, ..
+        }) if status.is_client_error() => {
+            tracing::warn!(action.id = %command.action_id, command.index = command.index, %status, message, "the server refused the result; sending the outcome anyway");
+        }
+        Err(err) => return Err(err.into()),
+    }
+    parts.outbox.mark_uploaded(entry.seq)
+}
+
+async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
+    let mut request = websocket_url(&parts.state.server).into_client_request()?;
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", state.bearer()).parse()?,
+        format!("Bearer {}", parts.state.bearer()).parse()?,
     );
     let (mut socket, _) = tokio::select! {
         connected = tokio_tungstenite::connect_async(request) => connected?,
-        _ = shutdown.cancelled() => return Ok(()),
+        _ = parts.shutdown.cancelled() => return Ok(()),
     };
     let hello = AgentMessage::Hello {
         info: system::machine_info(),
-        running: executor.held(),
+        running: parts.executor.held(),
     };
     socket
         .send(Message::text(serde_json::to_string(&hello)?))
         .await?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
     heartbeat.tick().await;
-    tracing::info!(server = %state.server, "connected");
+    tracing::info!(server = %parts.state.server, "connected");
+    // The outbox entry sent and not yet acknowledged on this connection.
+    let mut awaiting: Option<CommandRef> = None;
     loop {
         tokio::select! {
             incoming = socket.next() => {
@@ -104,20 +148,28 @@ async fn session(
                         heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
                         heartbeat.tick().await;
                     }
-                    ServerMessage::Run(assignment) => executor.submit(assignment),
-                    ServerMessage::Cancel { action_id } => executor.cancel(&action_id),
+                    ServerMessage::Run(assignment) => parts.executor.submit(assignment),
+                    ServerMessage::Cancel { action_id } => parts.executor.cancel(&action_id),
+                    ServerMessage::Ack(command) => {
+                        parts.outbox.acknowledge(&command);
+                        if awaiting.as_ref() == Some(&command) {
+                            awaiting = None;
+                        }
+                    }
                 }
             }
-            _ = executor.message_ready() => {
-                while let Some(message) = executor.next_message() {
-                    socket.send(Message::text(serde_json::to_string(&message)?)).await?;
-                    executor.delivered();
+            _ = parts.outbox.ready(), if awaiting.is_none() => {
+                if let Some(entry) = parts.outbox.front() {
+                    upload(parts, &entry).await?;
+                    let finished = AgentMessage::Finished { command: entry.command.clone(), outcome: entry.outcome.clone() };
+                    socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
+                    awaiting = Some(entry.command);
                 }
             }
             _ = heartbeat.tick() => {
                 socket.send(Message::text(serde_json::to_string(&AgentMessage::Heartbeat)?)).await?;
             }
-            _ = shutdown.cancelled() => {
+            _ = parts.shutdown.cancelled() => {
                 let _ = socket.close(None).await;
                 return Ok(());
             }

@@ -1,46 +1,79 @@
-//! Runs assignments one at a time, in the order they arrive, and keeps the
-//! messages for the server (Started, Finished) in an outbox until the
-//! connection has sent them. A command is identified by (action id, index):
-//! an assignment seen before is ignored, so a repeated delivery never runs a
-//! command twice. Cancel stops the running command of an action (killing its
-//! process tree) or drops it from the queue.
+//! Runs assignments one at a time, in the order they arrive, and puts how
+//! each ended into the durable outbox. A command is identified by (action
+//! id, index): an assignment seen before is ignored, so a repeated delivery
+//! never runs a command twice. Cancel stops the running command of an action
+//! (killing its process tree) or drops it from the queue.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use reach_proto::agent::{AgentMessage, Assignment, CommandRef, Outcome};
-use tokio::sync::{Notify, mpsc};
+use reach_proto::agent::{Assignment, CommandRef, Outcome};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands;
+use crate::outbox::Outbox;
 
-/// Most command ids remembered for de-duplication.
+/// Most command and action ids remembered for de-duplication and cancels.
 const REMEMBERED: usize = 4096;
+
+/// A set that forgets its oldest members beyond `REMEMBERED`.
+struct Recent<T: std::hash::Hash + Eq + Clone> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Default for Recent<T> {
+    fn default() -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Recent<T> {
+    /// Adds `item`; false when it was already there.
+    fn insert(&mut self, item: T) -> bool {
+        if !self.set.insert(item.clone()) {
+            return false;
+        }
+        self.order.push_back(item);
+        if self.order.len() > REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    fn contains(&self, item: &T) -> bool {
+        self.set.contains(item)
+    }
+}
 
 #[derive(Default)]
 struct Shared {
-    outbox: VecDeque<AgentMessage>,
     queued: Vec<CommandRef>,
     running: Option<(CommandRef, CancellationToken)>,
-    cancelled: HashSet<String>,
-    seen: HashSet<CommandRef>,
-    seen_order: VecDeque<CommandRef>,
+    cancelled: Recent<String>,
+    seen: Recent<CommandRef>,
 }
 
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Mutex<Shared>>,
-    outbox_ready: Arc<Notify>,
+    outbox: Arc<Outbox>,
     queue: mpsc::UnboundedSender<Assignment>,
     stop: CancellationToken,
 }
 
 impl Executor {
-    pub fn start(context: commands::Context) -> Self {
+    pub fn start(context: commands::Context, outbox: Arc<Outbox>) -> Self {
         let (queue, mut assignments) = mpsc::unbounded_channel::<Assignment>();
         let executor = Self {
             shared: Arc::default(),
-            outbox_ready: Arc::new(Notify::new()),
+            outbox,
             queue,
             stop: CancellationToken::new(),
         };
@@ -61,11 +94,6 @@ impl Executor {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn post(&self, message: AgentMessage) {
-        self.lock().outbox.push_back(message);
-        self.outbox_ready.notify_one();
-    }
-
     async fn execute(&self, context: &commands::Context, assignment: Assignment) {
         let command = assignment.command.clone();
         let token = CancellationToken::new();
@@ -78,24 +106,32 @@ impl Executor {
             }
             cancelled
         };
-        let outcome = if cancelled {
-            Outcome::Failed {
-                errors: vec!["Cancelled".into()],
-                timed_out: false,
+        let done = if cancelled {
+            commands::Done {
+                outcome: Outcome::Failed {
+                    errors: vec!["Cancelled".into()],
+                    timed_out: false,
+                },
+                result: None,
             }
         } else {
-            self.post(AgentMessage::Started(command.clone()));
             tracing::info!(action.id = %command.action_id, command.index = command.index, "command started");
             commands::execute(context, &assignment, token).await
         };
-        tracing::info!(action.id = %command.action_id, command.index = command.index, outcome = ?outcome, "command finished");
-        let mut shared = self.lock();
-        shared.running = None;
-        shared
+        if self.stop.is_cancelled() && !cancelled {
+            // The agent is stopping: the command was cut short, not finished.
+            // Leaving it out of the outbox lets the server see the restart.
+            self.lock().running = None;
+            return;
+        }
+        tracing::info!(action.id = %command.action_id, command.index = command.index, outcome = ?done.outcome, "command finished");
+        if let Err(err) = self
             .outbox
-            .push_back(AgentMessage::Finished { command, outcome });
-        drop(shared);
-        self.outbox_ready.notify_one();
+            .push(command.clone(), done.outcome, done.result.as_deref())
+        {
+            tracing::error!(action.id = %command.action_id, command.index = command.index, error = format!("{err:#}"), "saving the command's outcome failed");
+        }
+        self.lock().running = None;
     }
 
     /// Queues an assignment unless it was seen before.
@@ -104,12 +140,6 @@ impl Executor {
         if !shared.seen.insert(assignment.command.clone()) {
             tracing::info!(action.id = %assignment.command.action_id, command.index = assignment.command.index, "repeated assignment ignored");
             return;
-        }
-        shared.seen_order.push_back(assignment.command.clone());
-        if shared.seen_order.len() > REMEMBERED
-            && let Some(old) = shared.seen_order.pop_front()
-        {
-            shared.seen.remove(&old);
         }
         shared.queued.push(assignment.command.clone());
         drop(shared);
@@ -128,40 +158,21 @@ impl Executor {
         }
     }
 
-    /// Commands this agent holds: running, queued, or finished but undelivered.
+    /// Commands this agent holds: running, queued, or finished but not acknowledged.
     pub fn held(&self) -> Vec<CommandRef> {
         let shared = self.lock();
         let mut held: Vec<CommandRef> = shared.running.iter().map(|(c, _)| c.clone()).collect();
         held.extend(shared.queued.iter().cloned());
-        for message in &shared.outbox {
-            if let AgentMessage::Finished { command, .. } = message {
-                held.push(command.clone());
-            }
-        }
+        drop(shared);
+        held.extend(self.outbox.held());
         held
     }
 
-    /// The oldest undelivered message, if any.
-    pub fn next_message(&self) -> Option<AgentMessage> {
-        self.lock().outbox.front().cloned()
-    }
-
-    /// Marks the oldest message delivered.
-    pub fn delivered(&self) {
-        self.lock().outbox.pop_front();
-    }
-
-    /// Resolves when a message may be waiting in the outbox.
-    pub async fn message_ready(&self) {
-        if self.lock().outbox.is_empty() {
-            self.outbox_ready.notified().await;
-        }
-    }
-
+    /// Stops taking work and kills the running command.
     pub fn stop(&self) {
+        self.stop.cancel();
         if let Some((_, token)) = &self.lock().running {
             token.cancel();
         }
-        self.stop.cancel();
     }
 }

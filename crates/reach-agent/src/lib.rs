@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod connection;
 pub mod executor;
+pub mod outbox;
 pub mod system;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,14 @@ fn default_state_path() -> PathBuf {
 }
 
 impl Config {
+    /// Results waiting for the server: `outbox/` beside the state file.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.state_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("outbox")
+    }
+
     pub fn work_dir(&self) -> PathBuf {
         self.work_dir.clone().unwrap_or_else(|| {
             self.state_path
@@ -140,13 +149,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let work_dir =
         std::path::absolute(config.work_dir()).context("resolving the working folder")?;
     empty_dir(&work_dir)?;
+    let outbox = std::sync::Arc::new(outbox::Outbox::open(&config.outbox_dir())?);
     let client = AgentClient::new(&state.server, &state.bearer());
-    let executor = executor::Executor::start(commands::Context {
-        client,
-        work_dir,
-        output_cap_bytes: config.output_cap_bytes,
-    });
-    connection::run(&config, &state, &executor, &shutdown).await;
+    let executor = executor::Executor::start(
+        commands::Context {
+            client: client.clone(),
+            work_dir,
+            output_cap_bytes: config.output_cap_bytes,
+        },
+        outbox.clone(),
+    );
+    connection::run(&config, &state, &client, &executor, &outbox, &shutdown).await;
     executor.stop();
     Ok(())
 }

@@ -80,6 +80,9 @@ pub enum ServerMessage {
     Cancel {
         action_id: String,
     },
+    /// The server recorded this command's `Finished` (or had already): the
+    /// agent may forget it.
+    Ack(CommandRef),
 }
 
 /// How a command ended on the device.
@@ -113,7 +116,8 @@ pub enum AgentMessage {
         running: Vec<CommandRef>,
     },
     Heartbeat,
-    Started(CommandRef),
+    /// `Finished` below is sent until the server answers `Ack`; repeating it
+    /// is harmless.
     Finished {
         #[serde(flatten)]
         command: CommandRef,

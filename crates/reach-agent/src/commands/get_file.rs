@@ -11,7 +11,7 @@ use reach_proto::agent::CommandRef;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{Context, Failure};
+use super::{Context, Failure, Success};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -81,11 +81,7 @@ fn compress(
     result.map(|()| hex::encode(hasher.finalize()))
 }
 
-pub async fn run(
-    context: &Context,
-    command: &CommandRef,
-    path: &str,
-) -> Result<Option<String>, Failure> {
+pub async fn run(context: &Context, command: &CommandRef, path: &str) -> Result<Success, Failure> {
     let opened = {
         let path = path.to_string();
         tokio::task::spawn_blocking(move || -> Result<std::fs::File, Failure> {
@@ -118,5 +114,8 @@ pub async fn run(
         .map_err(|e| Failure::new(format!("{path}: {e}")))?;
     uploaded?;
     tracing::info!(sha256 = %sha256, "file collected");
-    Ok(Some(sha256))
+    Ok(Success {
+        sha256: Some(sha256),
+        result: None,
+    })
 }

@@ -3,15 +3,15 @@
 
 use reach_proto::agent::CommandRef;
 
-use super::{Context, Failure, download_payload};
+use super::{Context, Failure, Success, download_payload};
 
 pub async fn run(
     context: &Context,
     command: &CommandRef,
     file_name: &str,
     sha256: &str,
-) -> Result<Option<String>, Failure> {
+) -> Result<Success, Failure> {
     let path = download_payload(context, command, file_name, sha256).await?;
     tracing::info!(path = %path.display(), "library file put");
-    Ok(None)
+    Ok(Success::default())
 }

@@ -2,8 +2,8 @@
 //! interpreter its extension names, in the working folder, in a process
 //! group of its own, with the arguments split as a shell would but never
 //! passed through one. stdout and stderr are kept up to a cap each; on
-//! timeout or cancel the whole group is killed. The transcript is uploaded
-//! as the command's result.
+//! timeout or cancel the whole group is killed. The transcript is returned
+//! for the durable outbox, which uploads it as the command's result.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,7 +14,7 @@ use reach_proto::api::ScriptTranscript;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Failure, download_payload};
+use super::{Context, Failure, Success, download_payload};
 use crate::system;
 
 /// The program (and leading arguments) that runs a script with this extension.
@@ -92,7 +92,7 @@ pub async fn run(
     args: Option<&str>,
     timeout: Duration,
     cancel: &CancellationToken,
-) -> Result<Option<String>, Failure> {
+) -> Result<Success, Failure> {
     let script = tokio::select! {
         script = download_payload(context, command, script_name, sha256) => script?,
         _ = cancel.cancelled() => return Err(Failure::new("Cancelled")),
@@ -149,12 +149,13 @@ pub async fn run(
         script_errors,
     };
     let body = serde_json::to_vec(&transcript).map_err(|e| Failure::new(e.to_string()))?;
-    context
-        .client
-        .upload_result(&command.action_id, command.index, body.into())
-        .await?;
     tracing::info!(exit_code, "script finished");
-    Ok(None)
+    // The transcript goes through the durable outbox, so it survives an
+    // unreachable server and an agent restart.
+    Ok(Success {
+        sha256: None,
+        result: Some(body),
+    })
 }
 
 fn exit_code(status: &std::process::ExitStatus) -> i32 {

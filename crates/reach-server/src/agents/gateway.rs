@@ -288,7 +288,7 @@ impl Session {
         let machine_id = self.identity.machine_id.clone();
         match message {
             AgentMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
-            AgentMessage::Heartbeat | AgentMessage::Started(_) => Ok(()),
+            AgentMessage::Heartbeat => Ok(()),
             AgentMessage::Finished { command, outcome } => {
                 let finish = match outcome {
                     Outcome::Completed { sha256 } => Finish::Completed {
@@ -314,6 +314,7 @@ impl Session {
                 if self.in_flight.as_ref() == Some(&command) {
                     self.in_flight = None;
                 }
+                self.send(&ServerMessage::Ack(command)).await?;
                 self.dispatch().await
             }
         }

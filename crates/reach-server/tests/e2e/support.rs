@@ -18,8 +18,27 @@ pub struct TestServer {
     pub enrollment_token: String,
     /// Logged in with every role.
     pub client: Client,
-    shutdown: CancellationToken,
+    serving: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
     pub dir: tempfile::TempDir,
+}
+
+/// Serves `state` on `listener` until the returned token is cancelled.
+fn serve(
+    state: SharedState,
+    listener: tokio::net::TcpListener,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(reach_server::serve(state, listener, async move {
+        stop.cancelled().await
+    }));
+    (shutdown, handle)
 }
 
 impl TestServer {
@@ -41,11 +60,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = reach_server::open(config).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(reach_server::serve(state.clone(), listener, async move {
-            stop.cancelled().await
-        }));
+        let serving = Some(serve(state.clone(), listener));
         let tenant = admin::create_tenant(state.store.as_ref(), "test")
             .await
             .unwrap();
@@ -58,7 +73,7 @@ impl TestServer {
             tenant_id: tenant.id,
             enrollment_token,
             client: Client::new(&url),
-            shutdown,
+            serving,
             dir,
         };
         server.client = server.app("everything", reach_proto::api::roles::ALL).await;
@@ -190,9 +205,30 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Stops serving (agents lose their connection) and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some((shutdown, handle)) = self.serving.take() {
+            shutdown.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Starts a new server process-equivalent on the same address and data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        self.state = reach_server::open(self.state.config.clone()).await.unwrap();
+        self.serving = Some(serve(self.state.clone(), listener));
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        if let Some((shutdown, _)) = &self.serving {
+            shutdown.cancel();
+        }
     }
 }
 

@@ -1,0 +1,80 @@
+//! Nothing lost: results that finish while the server is away wait on the
+//! agent's disk and arrive when it is back, also across an agent restart;
+//! repeated deliveries are recorded once.
+
+use std::time::Duration;
+
+use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
+
+use crate::support::*;
+
+fn outbox_entries(device: &Device) -> usize {
+    std::fs::read_dir(device.dir.path().join("outbox"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_result_finished_while_the_server_is_down_arrives_after_it_returns() {
+    let mut server = TestServer::start().await;
+    let mut device = server.agent().await;
+    server
+        .upload(
+            "wait.sh",
+            b"touch started\nwhile [ ! -f go ]; do sleep 0.02; done\necho finished offline\n",
+        )
+        .await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("wait.sh", None)], "offline"),
+        )
+        .await
+        .unwrap();
+    server
+        .wait_until(&created.id, |a| {
+            a.commands[0].command_status == CommandStatus::InProgress
+        })
+        .await;
+
+    let started = device.work_dir().join("started");
+    eventually("the script starting", || started.exists()).await;
+    server.stop().await;
+    std::fs::write(device.work_dir().join("go"), "").unwrap();
+    eventually("the transcript reaching the outbox", || {
+        outbox_entries(&device) == 1
+    })
+    .await;
+    // The agent restarts too: the result must come from its disk.
+    device.stop().await;
+    server.restart().await;
+    server.connect(&mut device).await;
+
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::Succeeded);
+    let transcript: ScriptTranscript =
+        serde_json::from_slice(&server.result(&created.id, 0).await).unwrap();
+    assert_eq!(transcript.script_output, "finished offline\n");
+    eventually("the outbox emptying after the server's Ack", || {
+        outbox_entries(&device) == 0
+    })
+    .await;
+}

@@ -115,9 +115,18 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
         "authorization",
         format!("Bearer {}", parts.state.bearer()).parse()?,
     );
-    let (mut socket, _) = tokio::select! {
-        connected = tokio_tungstenite::connect_async(request) => connected?,
+    let connected = tokio::select! {
+        connected = tokio_tungstenite::connect_async(request) => connected,
         _ = parts.shutdown.cancelled() => return Ok(()),
+    };
+    let (mut socket, _) = match connected {
+        Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => {
+            anyhow::bail!(
+                "the server refused this agent's credential: the machine may have been revoked; enroll it again"
+            )
+        }
+        Err(err) => return Err(err.into()),
     };
     let hello = AgentMessage::Hello {
         info: system::machine_info(),

@@ -211,6 +211,8 @@ pub trait Store: Send + Sync + 'static {
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential>;
     /// Marks a machine revoked; its credential stops working.
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()>;
+    /// Revoked machines still recorded as connected (to any node).
+    async fn revoked_connected(&self) -> StoreResult<Vec<String>>;
 
     /// Records a connection: device facts, address, connected = true, last seen = now.
     async fn machine_connected(

@@ -1,6 +1,8 @@
 //! The sweeper: a background task that ends actions queued past the queue
 //! TTL (TimeOut) and commands whose lease ran out without a result (Failed),
-//! then tells the machines' connections so they move on. All decisions are
+//! then tells the machines' connections so they move on; and closes the
+//! connections of machines revoked meanwhile (`reach-server machines
+//! revoke` writes to the database from another process). All decisions are
 //! made in the store, atomically; the sweeper only calls it on a timer.
 
 use std::time::Duration;
@@ -42,6 +44,18 @@ pub async fn run(state: SharedState) {
                 }
             }
             Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),
+        }
+        match state.store.revoked_connected().await {
+            Ok(revoked) => {
+                for machine_id in revoked.iter().filter(|id| state.hub.is_connected(id)) {
+                    tracing::warn!(machine.id = %machine_id, "disconnecting a revoked machine");
+                    state.hub.send(machine_id, HubEvent::Close);
+                }
+            }
+            Err(err) => tracing::error!(
+                error = format!("{err:#}"),
+                "checking for revoked machines failed"
+            ),
         }
     }
 }

@@ -417,7 +417,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE machines SET revoked = 1, connected = 0 WHERE id = ?")
+        let done = sqlx::query("UPDATE machines SET revoked = 1 WHERE id = ?")
             .bind(machine_id)
             .execute(&self.pool)
             .await?;
@@ -425,6 +425,14 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(format!("Machine {machine_id}")));
         }
         Ok(())
+    }
+
+    async fn revoked_connected(&self) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM machines WHERE revoked = 1 AND connected = 1")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn machine_connected(

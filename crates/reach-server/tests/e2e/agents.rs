@@ -96,3 +96,46 @@ async fn a_machine_cannot_reach_another_machines_commands() {
         .unwrap();
     assert_error(response, 400, "BadRequest").await;
 }
+
+#[tokio::test]
+async fn a_revoked_machine_is_disconnected_and_cannot_return() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server
+        .state
+        .store
+        .revoke_machine(&device.machine_id)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while server.state.hub.is_connected(&device.machine_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked agent is still connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let machine = server.client.machine(&device.machine_id).await.unwrap();
+    assert_eq!(machine.health_status, "Inactive");
+    let refused = reqwest::Client::new()
+        .get(format!("{}/agent/v1/connect", server.url))
+        .bearer_auth(bearer(&device))
+        .send()
+        .await
+        .unwrap();
+    assert_error(refused, 401, "Unauthorized").await;
+    // Its queued work stays queued, never handed to the revoked agent.
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![get_file("/etc/hostname")], "after revoke"),
+        )
+        .await
+        .unwrap();
+    assert!(!server.state.hub.is_connected(&device.machine_id));
+    assert_status(
+        &server.client.action(&created.id).await.unwrap(),
+        reach_proto::api::ActionStatus::Pending,
+    );
+}

@@ -5,6 +5,7 @@
 //! any failure it reconnects after a jittered, doubling delay; it stops only
 //! on shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -29,30 +30,19 @@ pub struct Parts<'a> {
     pub client: &'a AgentClient,
     pub executor: &'a Executor,
     pub outbox: &'a Outbox,
+    /// Which servers to trust on `wss://`.
+    pub tls: Arc<rustls::ClientConfig>,
     pub shutdown: &'a CancellationToken,
 }
 
-pub async fn run(
-    config: &Config,
-    state: &State,
-    client: &AgentClient,
-    executor: &Executor,
-    outbox: &Outbox,
-    shutdown: &CancellationToken,
-) {
-    let parts = Parts {
-        state,
-        client,
-        executor,
-        outbox,
-        shutdown,
-    };
+pub async fn run(config: &Config, parts: &Parts<'_>) {
+    let shutdown = parts.shutdown;
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
     let mut delay = min;
     loop {
         let started = Instant::now();
-        match session(&parts).await {
+        match session(parts).await {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => tracing::info!("connection closed by the server"),
             Err(err) => tracing::warn!(
@@ -116,7 +106,12 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
         format!("Bearer {}", parts.state.bearer()).parse()?,
     );
     let connected = tokio::select! {
-        connected = tokio_tungstenite::connect_async(request) => connected,
+        connected = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(parts.tls.clone())),
+        ) => connected,
         _ = parts.shutdown.cancelled() => return Ok(()),
     };
     let (mut socket, _) = match connected {

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod executor;
 pub mod outbox;
 pub mod system;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,11 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// Server URL, overriding the one recorded at enrolment.
     pub server: Option<String>,
+    /// Trust only this CA (PEM) for the server's certificate. Default: the
+    /// platform's root certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain http to a server that is not on loopback.
+    pub insecure_http: bool,
     /// Most bytes of stdout and of stderr kept per script.
     pub output_cap_bytes: usize,
     /// First reconnect delay, in milliseconds; doubles up to `reconnect_max_ms`.
@@ -47,6 +53,8 @@ impl Default for Config {
             state_path: default_state_path(),
             work_dir: None,
             server: None,
+            ca_file: None,
+            insecure_http: false,
             output_cap_bytes: 10 * 1024 * 1024,
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
@@ -123,9 +131,13 @@ impl State {
     }
 }
 
-/// Enrolls this device with `server` and writes the state file.
-pub async fn enroll(server: &str, token: &str, state_path: &Path) -> anyhow::Result<State> {
-    let response = AgentClient::enroll(server, token, system::machine_info())
+/// Enrolls this device with `server` and writes the state file named by
+/// `config` (whose TLS settings apply).
+pub async fn enroll(server: &str, token: &str, config: &Config) -> anyhow::Result<State> {
+    tls::check_server_url(server, config.insecure_http)?;
+    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let state_path = &config.state_path;
+    let response = AgentClient::enroll(server, token, system::machine_info(), Some(tls))
         .await
         .context("enrolling with the server")?;
     let state = State {
@@ -144,13 +156,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(server) = &config.server {
         state.server = server.trim_end_matches('/').to_string();
     }
+    tls::check_server_url(&state.server, config.insecure_http)?;
+    let tls = tls::client_config(config.ca_file.as_deref())?;
     // Absolute, so that scripts and their working directory agree whatever
     // the agent's own current directory is.
     let work_dir =
         std::path::absolute(config.work_dir()).context("resolving the working folder")?;
     empty_dir(&work_dir)?;
     let outbox = std::sync::Arc::new(outbox::Outbox::open(&config.outbox_dir())?);
-    let client = AgentClient::new(&state.server, &state.bearer());
+    let client = AgentClient::new(&state.server, &state.bearer(), Some(tls.clone()));
     let executor = executor::Executor::start(
         commands::Context {
             client: client.clone(),
@@ -159,7 +173,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         outbox.clone(),
     );
-    connection::run(&config, &state, &client, &executor, &outbox, &shutdown).await;
+    let parts = connection::Parts {
+        state: &state,
+        client: &client,
+        executor: &executor,
+        outbox: &outbox,
+        tls: std::sync::Arc::new(tls),
+        shutdown: &shutdown,
+    };
+    connection::run(&config, &parts).await;
     executor.stop();
     Ok(())
 }

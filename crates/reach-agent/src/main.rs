@@ -16,6 +16,12 @@ struct Cli {
     /// State file with this device's identity.
     #[arg(long, global = true, env = "REACH_AGENT_STATE")]
     state: Option<PathBuf>,
+    /// Trust only this CA (PEM) for the server's certificate.
+    #[arg(long, global = true, env = "REACH_AGENT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Allow plain http to a server that is not on loopback.
+    #[arg(long, global = true)]
+    insecure_http: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,9 +69,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(state) = cli.state {
         config.state_path = state;
     }
+    if cli.ca_file.is_some() {
+        config.ca_file = cli.ca_file;
+    }
+    config.insecure_http |= cli.insecure_http;
     match cli.command {
         Command::Enroll { server, token } => {
-            let state = reach_agent::enroll(&server, &token, &config.state_path).await?;
+            let state = reach_agent::enroll(&server, &token, &config).await?;
             println!(
                 "enrolled as machine {} (state in {})",
                 state.machine_id,

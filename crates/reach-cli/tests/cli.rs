@@ -44,14 +44,13 @@ async fn start() -> Env {
     let token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
         .await
         .unwrap();
-    let state_path = dir.path().join("agent/state.json");
-    let agent = reach_agent::enroll(&url, &token, &state_path)
-        .await
-        .unwrap();
     let agent_config = reach_agent::Config {
-        state_path,
+        state_path: dir.path().join("agent/state.json"),
         ..reach_agent::Config::default()
     };
+    let agent = reach_agent::enroll(&url, &token, &agent_config)
+        .await
+        .unwrap();
     tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
     tokio::time::timeout(
         std::time::Duration::from_secs(30),

@@ -13,21 +13,33 @@ pub struct AgentClient {
     credential: String,
 }
 
+/// An HTTP client that trusts what `tls` trusts (or the platform's roots).
+pub(crate) fn http_client(tls: Option<rustls::ClientConfig>) -> reqwest::Client {
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build().expect("HTTP client builds")
+}
+
 impl AgentClient {
-    /// `credential` is `<machine_id>.<secret>`.
-    pub fn new(base: &str, credential: &str) -> Self {
+    /// `credential` is `<machine_id>.<secret>`; `tls` sets which servers to trust.
+    pub fn new(base: &str, credential: &str, tls: Option<rustls::ClientConfig>) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .expect("HTTP client builds"),
+            http: http_client(tls),
             base: base.trim_end_matches('/').to_string(),
             credential: credential.to_string(),
         }
     }
 
-    pub async fn enroll(base: &str, token: &str, info: MachineInfo) -> Result<EnrollResponse> {
-        let response = reqwest::Client::new()
+    pub async fn enroll(
+        base: &str,
+        token: &str,
+        info: MachineInfo,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<EnrollResponse> {
+        let response = http_client(tls)
             .post(format!("{}{}", base.trim_end_matches('/'), paths::ENROLL))
             .json(&EnrollRequest {
                 enrollment_token: token.to_string(),

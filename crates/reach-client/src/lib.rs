@@ -8,8 +8,6 @@
 pub mod agent;
 pub mod private_file;
 
-use std::time::Duration;
-
 use reach_proto::api::{
     CancelRequest, Collection, ErrorEnvelope, LibraryFile, Machine, MachineAction,
     RunLiveResponseRequest, StringValue, TokenResponse,
@@ -110,12 +108,19 @@ pub fn segment(text: &str) -> String {
 }
 
 impl Client {
+    /// A client trusting the platform's root certificates.
     pub fn new(base: &str) -> Self {
+        Self::with_http(base, agent::http_client(None))
+    }
+
+    /// A client trusting what `tls` trusts (for example a pinned CA).
+    pub fn with_tls(base: &str, tls: rustls::ClientConfig) -> Self {
+        Self::with_http(base, agent::http_client(Some(tls)))
+    }
+
+    fn with_http(base: &str, http: reqwest::Client) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .expect("HTTP client builds"),
+            http,
             base: base.trim_end_matches('/').to_string(),
             token: None,
         }

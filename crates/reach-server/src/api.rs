@@ -241,7 +241,12 @@ pub fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
         })
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
-    format!("http://{host}")
+    let scheme = if state.config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }
 
 /// `https://host/api/$metadata#<entity>`.

@@ -28,6 +28,23 @@ pub struct Config {
     pub live_response: LiveResponse,
     pub agents: Agents,
     pub auth: Auth,
+    pub tls: Tls,
+}
+
+/// HTTPS. Both paths empty: plain HTTP (put a TLS-terminating proxy in front).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, server certificate first.
+    pub cert_path: String,
+    /// PEM private key of that certificate.
+    pub key_path: String,
+}
+
+impl Tls {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() || !self.key_path.is_empty()
+    }
 }
 
 /// Request limits. Defaults are Defender's.
@@ -117,6 +134,7 @@ impl Default for Config {
             live_response: LiveResponse::default(),
             agents: Agents::default(),
             auth: Auth::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -177,6 +195,7 @@ impl std::fmt::Debug for Config {
             .field("live_response", &self.live_response)
             .field("agents", &self.agents)
             .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .finish()
     }
 }

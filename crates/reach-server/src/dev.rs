@@ -77,34 +77,37 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
 }
 
 /// Prepares dev mode and starts the local agent against `server` (the URL
-/// the server listens on). Returns once the agent is connected.
+/// the server listens on), trusting `ca_file` when the server uses dev TLS.
+/// Returns once the agent is connected.
 pub async fn start(
     state: &SharedState,
     server: &str,
+    ca_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(DevCredentials, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let seed = seed(state).await?;
     let agent_dir = state.config.data_dir.join("agent");
-    let state_path = agent_dir.join("state.json");
-    let agent_state = match reach_agent::State::load(&state_path) {
-        Ok(existing)
-            if state
-                .store
-                .machine_credential(&existing.machine_id)
-                .await
-                .is_ok() =>
-        {
-            existing
-        }
-        _ => reach_agent::enroll(server, &seed.enrollment_token, &state_path)
-            .await
-            .context("enrolling the local agent")?,
-    };
     let config = reach_agent::Config {
-        state_path,
+        state_path: agent_dir.join("state.json"),
         work_dir: Some(agent_dir.join("work")),
         server: Some(server.to_string()),
+        ca_file,
         ..reach_agent::Config::default()
+    };
+    let existing = reach_agent::State::load(&config.state_path).ok();
+    let known = match &existing {
+        Some(existing) => state
+            .store
+            .machine_credential(&existing.machine_id)
+            .await
+            .is_ok(),
+        None => false,
+    };
+    let agent_state = match existing {
+        Some(existing) if known => existing,
+        _ => reach_agent::enroll(server, &seed.enrollment_token, &config)
+            .await
+            .context("enrolling the local agent")?,
     };
     let agent = tokio::spawn(reach_agent::run(config, shutdown));
     tokio::time::timeout(
@@ -128,8 +131,23 @@ pub async fn start(
     Ok((credentials, agent))
 }
 
-/// The ready-to-paste instructions printed at start.
-pub fn instructions(c: &DevCredentials, data_dir: &Path) -> String {
+/// The ready-to-paste instructions printed at start; `tls` is the dev PKI when serving HTTPS.
+pub fn instructions(
+    c: &DevCredentials,
+    data_dir: &Path,
+    tls: Option<&crate::tls::DevPki>,
+) -> String {
+    let (cacert, tls_note) = match tls {
+        Some(pki) => (
+            format!(" --cacert {}", pki.ca_path.display()),
+            format!(
+                "\n  HTTPS with a dev CA: {}\n  CA SHA-256 fingerprint: {}\n  (agents pin it with --ca-file)\n",
+                pki.ca_path.display(),
+                pki.ca_fingerprint
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"
 Reach is running in dev mode.
@@ -140,17 +158,17 @@ Reach is running in dev mode.
   enrollment token:  {token}
   local machine id:  {machine}
   (saved in {creds})
-
+{tls_note}
 Run a command on this machine with the CLI:
   export REACH_SERVER={server} REACH_TENANT_ID={tenant} REACH_CLIENT_ID={client} REACH_CLIENT_SECRET={secret}
   cargo run -p reach-cli -- library upload examples/hello.sh
   cargo run -p reach-cli -- run {machine} --script hello.sh --args "'from reach'" --get-file /etc/hostname --out ./collected
 
 Or with curl:
-  TOKEN=$(curl -s -X POST {server}/{tenant}/oauth2/v2.0/token \
+  TOKEN=$(curl -s{cacert} -X POST {server}/{tenant}/oauth2/v2.0/token \
     -d grant_type=client_credentials -d client_id={client} -d client_secret={secret} \
     -d scope=https://api.securitycenter.microsoft.com/.default | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  curl -s -H "Authorization: Bearer $TOKEN" {server}/api/machines
+  curl -s{cacert} -H "Authorization: Bearer $TOKEN" {server}/api/machines
 "#,
         server = c.server,
         tenant = c.tenant_id,

@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod store;
 pub mod sweeper;
 pub mod time;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -76,6 +77,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = if state.config.tls.enabled() {
+        let tls = &state.config.tls;
+        Some(tls::server_config(
+            std::path::Path::new(&tls.cert_path),
+            std::path::Path::new(&tls.key_path),
+        )?)
+    } else {
+        None
+    };
     let sweeper = tokio::spawn(sweeper::run(state.clone()));
     let router = api::router(state.clone());
     // Paths are rewritten (case, API version, OData call syntax) before routing.
@@ -84,18 +94,29 @@ pub async fn serve(
         router,
     );
     let stop = state.shutdown.clone();
-    tracing::info!(listen = %listener.local_addr()?, "reach-server listening");
-    let result = axum::serve(
-        listener,
+    tracing::info!(listen = %listener.local_addr()?, https = tls.is_some(), "reach-server listening");
+    let make_service =
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
             std::net::SocketAddr,
-        >(app),
-    )
-    .with_graceful_shutdown(async move {
+        >(app);
+    let graceful = async move {
         shutdown.await;
         stop.cancel();
-    })
-    .await;
+    };
+    let result = match tls {
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+        None => {
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(graceful)
+                .await
+        }
+    };
     state.shutdown.cancel();
     sweeper.abort();
     result.context("serving HTTP")

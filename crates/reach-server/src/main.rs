@@ -24,6 +24,9 @@ struct Cli {
     /// Zero-setup mode: create a tenant, an app and a local agent, and print how to use them.
     #[arg(long)]
     dev: bool,
+    /// With --dev: serve HTTPS with a CA and certificate made for this data directory.
+    #[arg(long, requires = "dev")]
+    tls: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -113,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     match cli.command {
-        None => serve(config, cli.dev).await,
+        None => serve(config, cli.dev, cli.tls).await,
         Some(Command::PrintConfig) => {
             print!("{}", config::EXAMPLE);
             Ok(())
@@ -191,11 +194,27 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, dev_mode: bool) -> anyhow::Result<()> {
+async fn serve(mut config: Config, dev_mode: bool, dev_tls: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let pki = if dev_tls {
+        let mut hosts = vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            "::1".to_string(),
+        ];
+        if !addr.ip().is_unspecified() {
+            hosts.push(addr.ip().to_string());
+        }
+        let pki = reach_server::tls::dev_pki(&config.data_dir.join("tls"), &hosts)?;
+        config.tls.cert_path = pki.cert_path.display().to_string();
+        config.tls.key_path = pki.key_path.display().to_string();
+        Some(pki)
+    } else {
+        None
+    };
     let state = reach_server::open(config).await?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -208,11 +227,14 @@ async fn serve(config: Config, dev_mode: bool) -> anyhow::Result<()> {
         server_stop.cancelled().await
     }));
     let agent = if dev_mode {
-        let url = format!("http://{addr}");
-        let (credentials, agent) = dev::start(&state, &url, shutdown.child_token()).await?;
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
+        let ca_file = pki.as_ref().map(|p| p.ca_path.clone());
+        let (credentials, agent) =
+            dev::start(&state, &url, ca_file, shutdown.child_token()).await?;
         println!(
             "{}",
-            dev::instructions(&credentials, &state.config.data_dir)
+            dev::instructions(&credentials, &state.config.data_dir, pki.as_ref())
         );
         Some(agent)
     } else {

@@ -29,12 +29,15 @@ fn server(dir: &Path, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn start_dev(dir: &Path) -> (tokio::process::Child, DevCredentials) {
+    start_dev_with(dir, &[]).await
+}
+
+async fn start_dev_with(dir: &Path, extra: &[&str]) -> (tokio::process::Child, DevCredentials) {
     let credentials = reach_server::dev::credentials_path(&dir.join("data"));
     let _ = std::fs::remove_file(&credentials);
-    let child = server(dir, &["--dev", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut args = vec!["--dev", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let child = server(dir, &args).stdout(Stdio::null()).spawn().unwrap();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Ok(text) = std::fs::read_to_string(&credentials)
@@ -185,4 +188,31 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     let parsed =
         reach_server::Config::from_toml(&String::from_utf8_lossy(&example.stdout)).unwrap();
     assert_eq!(parsed, reach_server::Config::default());
+}
+
+#[tokio::test]
+async fn dev_mode_can_serve_https_with_its_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, creds) = start_dev_with(dir.path(), &["--tls"]).await;
+    assert!(
+        creds.server.starts_with("https://127.0.0.1:"),
+        "{}",
+        creds.server
+    );
+    let ca = dir.path().join("data/tls/ca.pem");
+    let tls = reach_agent::tls::client_config(Some(&ca)).unwrap();
+    let client = Client::with_tls(&creds.server, tls)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .unwrap();
+    let machine = client.machine(&creds.machine_id).await.unwrap();
+    assert_eq!(
+        machine.health_status, "Active",
+        "the local agent connected over TLS"
+    );
+    let untrusting = Client::new(&creds.server)
+        .request_token(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await;
+    assert!(untrusting.is_err(), "the dev CA is not a public one");
+    child.kill().await.unwrap();
 }

@@ -13,3 +13,4 @@ mod live_response;
 mod odata;
 mod oidc;
 mod queueing;
+mod tls;

@@ -18,6 +18,8 @@ pub struct TestServer {
     pub enrollment_token: String,
     /// Logged in with every role.
     pub client: Client,
+    /// The CA agents and clients must trust when the server speaks HTTPS.
+    pub ca_file: Option<std::path::PathBuf>,
     serving: Option<(
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -47,6 +49,15 @@ impl TestServer {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_inner(configure, false).await
+    }
+
+    /// A server speaking HTTPS with a certificate from its own dev CA.
+    pub async fn start_tls() -> Self {
+        Self::start_inner(|_| {}, true).await
+    }
+
+    async fn start_inner(configure: impl FnOnce(&mut Config), tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("server"),
@@ -57,8 +68,17 @@ impl TestServer {
         config.limits.api_per_minute = 10_000;
         config.limits.api_per_hour = 100_000;
         configure(&mut config);
+        let ca_file = tls.then(|| {
+            let pki =
+                reach_server::tls::dev_pki(&dir.path().join("tls"), &["127.0.0.1".to_string()])
+                    .unwrap();
+            config.tls.cert_path = pki.cert_path.display().to_string();
+            config.tls.key_path = pki.key_path.display().to_string();
+            pki.ca_path
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = reach_server::open(config).await.unwrap();
         let serving = Some(serve(state.clone(), listener));
         let tenant = admin::create_tenant(state.store.as_ref(), "test")
@@ -72,7 +92,13 @@ impl TestServer {
             state,
             tenant_id: tenant.id,
             enrollment_token,
-            client: Client::new(&url),
+            client: match &ca_file {
+                Some(ca) => {
+                    Client::with_tls(&url, reach_agent::tls::client_config(Some(ca)).unwrap())
+                }
+                None => Client::new(&url),
+            },
+            ca_file,
             serving,
             dir,
         };
@@ -90,7 +116,14 @@ impl TestServer {
         )
         .await
         .unwrap();
-        Client::new(&self.url)
+        let client = match &self.ca_file {
+            Some(ca) => Client::with_tls(
+                &self.url,
+                reach_agent::tls::client_config(Some(ca)).unwrap(),
+            ),
+            None => Client::new(&self.url),
+        };
+        client
             .login(&self.tenant_id, &app.client_id, &app.client_secret)
             .await
             .unwrap()
@@ -99,8 +132,8 @@ impl TestServer {
     /// Enrolls a device without running its agent (an offline machine).
     pub async fn enroll(&self, _label: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
-        let state_path = dir.path().join("state.json");
-        let state = reach_agent::enroll(&self.url, &self.enrollment_token, &state_path)
+        let config = self.agent_config(dir.path());
+        let state = reach_agent::enroll(&self.url, &self.enrollment_token, &config)
             .await
             .unwrap();
         Device {
@@ -117,15 +150,21 @@ impl TestServer {
         device
     }
 
-    /// Starts the device's agent and waits until the server sees it.
-    pub async fn connect(&self, device: &mut Device) {
-        let config = reach_agent::Config {
-            state_path: device.dir.path().join("state.json"),
-            work_dir: Some(device.work_dir()),
+    /// The agent config of a device kept in `dir`, trusting this server.
+    pub fn agent_config(&self, dir: &std::path::Path) -> reach_agent::Config {
+        reach_agent::Config {
+            state_path: dir.join("state.json"),
+            work_dir: Some(dir.join("work")),
+            ca_file: self.ca_file.clone(),
             reconnect_min_ms: 50,
             reconnect_max_ms: 500,
             ..reach_agent::Config::default()
-        };
+        }
+    }
+
+    /// Starts the device's agent and waits until the server sees it.
+    pub async fn connect(&self, device: &mut Device) {
+        let config = self.agent_config(device.dir.path());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(reach_agent::run(config, shutdown.clone()));
         device.agent = Some((shutdown, handle));

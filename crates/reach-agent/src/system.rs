@@ -2,10 +2,37 @@
 //! running processes: starting a script in its own process group (Unix) and
 //! killing the whole group. Windows and macOS compile through cfg-gated code.
 
-use reach_proto::agent::MachineInfo;
+use reach_proto::agent::{IpAddress, MachineInfo};
+
+/// The device's non-loopback addresses, with MAC addresses where Linux tells them.
+fn ip_addresses() -> Vec<IpAddress> {
+    let Ok(interfaces) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .take(64)
+        .map(|i| IpAddress {
+            ip_address: i.ip().to_string(),
+            mac_address: mac_address(&i.name),
+            interface: Some(i.name.clone()),
+        })
+        .collect()
+}
+
+fn mac_address(interface: &str) -> Option<String> {
+    if interface.contains('/') || interface.contains("..") {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    let mac = text.trim();
+    (mac.len() == 17 && mac != "00:00:00:00:00:00").then(|| mac.to_string())
+}
 
 pub fn machine_info() -> MachineInfo {
     MachineInfo {
+        ip_addresses: ip_addresses(),
         hostname: hostname(),
         os_platform: os_platform().to_string(),
         os_version: os_version(),

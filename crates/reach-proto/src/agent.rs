@@ -14,6 +14,21 @@ pub struct MachineInfo {
     /// `64-bit` or `32-bit`.
     pub os_architecture: String,
     pub agent_version: String,
+    /// The device's own addresses (loopback excluded), as it sees them.
+    #[serde(default)]
+    pub ip_addresses: Vec<IpAddress>,
+}
+
+/// One address of a device's network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpAddress {
+    pub ip_address: String,
+    /// `aa:bb:cc:dd:ee:ff` where the OS tells it.
+    #[serde(default)]
+    pub mac_address: Option<String>,
+    /// Interface name (`eth0`).
+    #[serde(default)]
+    pub interface: Option<String>,
 }
 
 /// `POST /agent/v1/enroll`.

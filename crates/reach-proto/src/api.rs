@@ -285,9 +285,23 @@ pub struct Machine {
     pub os_architecture: String,
     pub version: String,
     pub last_ip_address: Option<String>,
+    /// The device's own addresses, as its agent last reported them.
+    #[serde(default)]
+    pub ip_addresses: Vec<MachineIpAddress>,
     pub health_status: String,
     pub onboarding_status: String,
     pub machine_tags: Vec<String>,
+}
+
+/// One entry of a machine's `ipAddresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineIpAddress {
+    pub ip_address: String,
+    pub mac_address: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub operational_status: String,
 }
 
 /// An OData collection: `{"@odata.context", "@odata.count"?, "value": [...]}`.

@@ -29,6 +29,8 @@ use crate::time::Micros;
 
 /// Longest field of `MachineInfo` accepted.
 const MAX_INFO_FIELD: usize = 256;
+/// Most addresses a device may report.
+const MAX_IP_ADDRESSES: usize = 64;
 
 fn check_info(info: &MachineInfo) -> ApiResult<()> {
     for (name, value) in [
@@ -46,6 +48,27 @@ fn check_info(info: &MachineInfo) -> ApiResult<()> {
     }
     if info.hostname.is_empty() {
         return Err(ApiError::MissingParameter("hostname".into()));
+    }
+    if info.ip_addresses.len() > MAX_IP_ADDRESSES {
+        return Err(ApiError::InvalidInput(format!(
+            "at most {MAX_IP_ADDRESSES} ip_addresses are accepted"
+        )));
+    }
+    for ip in &info.ip_addresses {
+        let fields = [
+            Some(&ip.ip_address),
+            ip.mac_address.as_ref(),
+            ip.interface.as_ref(),
+        ];
+        if fields
+            .into_iter()
+            .flatten()
+            .any(|f| f.len() > 64 || f.chars().any(char::is_control))
+        {
+            return Err(ApiError::InvalidInput(
+                "ip_addresses entries must be at most 64 printable characters".into(),
+            ));
+        }
     }
     Ok(())
 }

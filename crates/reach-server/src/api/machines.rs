@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use reach_proto::api::{Collection, Machine, roles};
+use reach_proto::api::{Collection, Machine, MachineIpAddress, roles};
 
 use super::{Api, authorize, odata_context};
 use crate::SharedState;
@@ -40,6 +40,17 @@ pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
         os_architecture: row.info.os_architecture,
         version: row.info.agent_version,
         last_ip_address: row.last_ip,
+        ip_addresses: row
+            .info
+            .ip_addresses
+            .into_iter()
+            .map(|ip| MachineIpAddress {
+                ip_address: ip.ip_address,
+                mac_address: ip.mac_address,
+                kind: None,
+                operational_status: "Up".into(),
+            })
+            .collect(),
         health_status: if active { "Active" } else { "Inactive" }.into(),
         onboarding_status: "onboarded".into(),
         machine_tags: row.tags,

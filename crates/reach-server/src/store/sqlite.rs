@@ -161,6 +161,7 @@ fn machine_from_row(row: &SqliteRow) -> StoreResult<MachineRow> {
             os_version: row.try_get("os_version")?,
             os_architecture: row.try_get("os_architecture")?,
             agent_version: row.try_get("agent_version")?,
+            ip_addresses: from_json(row.try_get::<&str, _>("ip_addresses")?)?,
         },
         last_ip: row.try_get("last_ip")?,
         tags: from_json(row.try_get::<&str, _>("tags")?)?,
@@ -378,8 +379,8 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound("Enrollment token".into()))?;
         sqlx::query(
             "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
-                os_architecture, agent_version, last_ip, first_seen_us, last_seen_us)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                os_architecture, agent_version, last_ip, first_seen_us, last_seen_us, ip_addresses)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(machine_id)
         .bind(&tenant_id)
@@ -392,6 +393,7 @@ impl Store for SqliteStore {
         .bind(ip)
         .bind(now.0)
         .bind(now.0)
+        .bind(json(&info.ip_addresses))
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query("SELECT * FROM machines WHERE id = ?")
@@ -444,7 +446,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?,
-                agent_version = ?, last_ip = COALESCE(?, last_ip), last_seen_us = ?, connected = 1
+                agent_version = ?, last_ip = COALESCE(?, last_ip), last_seen_us = ?, connected = 1,
+                ip_addresses = ?
              WHERE id = ?",
         )
         .bind(&info.hostname)
@@ -454,6 +457,7 @@ impl Store for SqliteStore {
         .bind(&info.agent_version)
         .bind(ip)
         .bind(now.0)
+        .bind(json(&info.ip_addresses))
         .bind(machine_id)
         .execute(&self.pool)
         .await?;

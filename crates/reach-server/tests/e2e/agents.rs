@@ -23,6 +23,20 @@ async fn enrolment_needs_a_valid_token_and_credentials_are_checked() {
         .await
         .unwrap();
     assert_error(bad, 401, "Unauthorized").await;
+    let addresses: Vec<_> = (0..65)
+        .map(|i| serde_json::json!({"ip_address": format!("10.0.0.{i}")}))
+        .collect();
+    let flood = http
+        .post(format!("{}/agent/v1/enroll", server.url))
+        .json(&serde_json::json!({
+            "enrollment_token": server.enrollment_token,
+            "info": {"hostname": "h", "os_platform": "Linux", "os_version": "1", "os_architecture": "64-bit",
+                     "agent_version": "0", "ip_addresses": addresses}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(flood, 400, "InvalidInput").await;
     let device = server.enroll("d").await;
     let connect = format!("{}/agent/v1/connect", server.url);
     assert_error(

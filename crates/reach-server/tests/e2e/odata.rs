@@ -215,6 +215,23 @@ async fn machines_filter_on_their_fields() {
     assert_eq!(machine.os_architecture, "64-bit");
     assert_eq!(machine.last_ip_address.as_deref(), Some("127.0.0.1"));
     assert_eq!(machine.id.len(), 40);
+    let reported: Vec<String> = machine
+        .ip_addresses
+        .iter()
+        .map(|a| a.ip_address.clone())
+        .collect();
+    let local: Vec<String> = reach_agent::system::machine_info()
+        .ip_addresses
+        .into_iter()
+        .map(|a| a.ip_address)
+        .collect();
+    assert_eq!(reported, local);
+    assert!(
+        machine
+            .ip_addresses
+            .iter()
+            .all(|a| a.operational_status == "Up")
+    );
     let prefix = &machine.computer_dns_name[..1];
     let (_, body) = server
         .get_raw(&format!(

@@ -216,3 +216,79 @@ async fn dev_mode_can_serve_https_with_its_own_ca() {
     assert!(untrusting.is_err(), "the dev CA is not a public one");
     child.kill().await.unwrap();
 }
+
+/// Polls `check` until it holds, failing after the deadline.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_during_a_script_ends_the_command_failed_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, creds) = start_dev(dir.path()).await;
+    let client = Client::new(&creds.server)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .unwrap();
+    let script = b"echo $$ > script.pid\nexec sleep 300\n".to_vec();
+    client
+        .upload_library_file(LibraryUpload::bytes("long.sh", script))
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::RunScript,
+            &[("ScriptName", "long.sh")],
+        )]),
+        comment: Some("kill -9".into()),
+    };
+    let created = client
+        .run_live_response(&creds.machine_id, &request)
+        .await
+        .unwrap();
+    let pid_file = dir.path().join("data/agent/work/script.pid");
+    eventually("the script starting", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    })
+    .await;
+    let script_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    first.start_kill().unwrap(); // SIGKILL: server and its in-process agent die at once
+    first.wait().await.unwrap();
+
+    let (mut second, again) = start_dev(dir.path()).await;
+    let client = Client::new(&again.server)
+        .login(&again.tenant_id, &again.client_id, &again.client_secret)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let done = loop {
+        let action = client.action(&created.id).await.unwrap();
+        if action.status.is_final() {
+            break action;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, ActionStatus::Failed, "{done:#?}");
+    assert_eq!(
+        done.commands[0].errors,
+        ["The agent restarted while the command was running"]
+    );
+    second.kill().await.unwrap();
+    // The orphaned script outlived its agent (under systemd the unit's
+    // cgroup is cleaned up on restart); end it here.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &script_pid.to_string()])
+        .status();
+}

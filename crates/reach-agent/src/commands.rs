@@ -42,7 +42,11 @@ impl Failure {
 
 impl From<reach_client::ClientError> for Failure {
     fn from(err: reach_client::ClientError) -> Self {
-        Failure::new(format!("Talking to the server failed: {err}"))
+        match err {
+            // The server's own words say why (a size limit, a cancelled command).
+            reach_client::ClientError::Api { message, .. } => Failure::new(message),
+            other => Failure::new(format!("Talking to the server failed: {other}")),
+        }
     }
 }
 

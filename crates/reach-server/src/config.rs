@@ -65,6 +65,9 @@ pub struct Limits {
     pub json_body_max_bytes: usize,
     /// Most commands in one live response action.
     pub commands_per_action: usize,
+    /// Largest command result (a collected file, gzip-compressed, or a
+    /// transcript) accepted, in bytes. 0: no limit.
+    pub result_max_bytes: u64,
 }
 
 /// Live response timings.
@@ -149,6 +152,7 @@ impl Default for Limits {
             library_file_max_bytes: 250 * 1024 * 1024,
             json_body_max_bytes: 1024 * 1024,
             commands_per_action: 100,
+            result_max_bytes: 0,
         }
     }
 }

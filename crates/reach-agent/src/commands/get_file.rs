@@ -109,10 +109,12 @@ pub async fn run(context: &Context, command: &CommandRef, path: &str) -> Result<
         reach_client::reqwest::Body::wrap_stream(stream),
     );
     let (uploaded, read) = tokio::join!(upload, reader);
+    // The server's answer first: when it refuses the upload, reading stops
+    // with a broken pipe, which says less than the server's reason.
+    uploaded?;
     let sha256 = read
         .map_err(|e| Failure::new(e.to_string()))?
         .map_err(|e| Failure::new(format!("{path}: {e}")))?;
-    uploaded?;
     tracing::info!(sha256 = %sha256, "file collected");
     Ok(Success {
         sha256: Some(sha256),

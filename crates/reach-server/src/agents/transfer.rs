@@ -119,14 +119,18 @@ pub async fn result(
         )));
     }
     let key = Files::result_key(&action_id, index);
+    let max = Some(state.config.limits.result_max_bytes).filter(|max| *max > 0);
     let stored = state
         .files
-        .put_stream(&key, body.into_data_stream(), None)
+        .put_stream(&key, body.into_data_stream(), max)
         .await
         .map_err(|err| match err {
             FileError::Body(why) => {
                 ApiError::BadRequest(format!("The upload was interrupted: {why}"))
             }
+            FileError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
+                "The result is larger than this server accepts ({max} bytes, gzip-compressed)"
+            )),
             other => ApiError::internal(other),
         })?;
     let reference = CommandRef { action_id, index };

@@ -402,3 +402,42 @@ async fn the_working_folder_is_emptied_when_the_agent_starts() {
     let left: Vec<_> = std::fs::read_dir(device.work_dir()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_result_over_the_servers_limit_fails_clearly_and_stores_nothing() {
+    let server = TestServer::start_with(|c| c.limits.result_max_bytes = 64 * 1024).await;
+    let device = server.agent().await;
+    // Random bytes do not compress: about 1 MiB reaches the server.
+    let big = device.dir.path().join("big.bin");
+    let mut noise = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), 1024 * 1024),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::write(&big, noise).unwrap();
+    let done = server
+        .run(&device.machine_id, vec![get_file(big.to_str().unwrap())])
+        .await;
+    assert_status(&done, ActionStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        ["The result is larger than this server accepts (65536 bytes, gzip-compressed)"]
+    );
+    let results = server.dir.path().join("server/blobs/results");
+    let kept = walk(&results);
+    assert!(kept.is_empty(), "nothing partial is kept: {kept:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -100,7 +100,12 @@ pub async fn execute(
             .await
         }
         Work::GetFile { path } => {
-            guarded(timeout, &cancel, get_file::run(context, command, path)).await
+            guarded(
+                timeout,
+                &cancel,
+                get_file::run(context, command, path, assignment.chunk_bytes),
+            )
+            .await
         }
     };
     match result {

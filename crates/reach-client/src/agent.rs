@@ -2,7 +2,9 @@
 //! and uploading a command's result as a streamed body. The WebSocket lives
 //! in reach-agent.
 
-use reach_proto::agent::{EnrollRequest, EnrollResponse, MachineInfo, paths};
+use reach_proto::agent::{
+    ChunkInfo, CompleteChunks, EnrollRequest, EnrollResponse, MachineInfo, paths,
+};
 
 use crate::{Result, check};
 
@@ -73,6 +75,60 @@ impl AgentClient {
             .put(format!("{}{}", self.base, paths::result(action_id, index)))
             .bearer_auth(&self.credential)
             .body(body)
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(())
+    }
+
+    /// The chunks of a GetFile result the server already holds.
+    pub async fn chunks(&self, action_id: &str, index: u32) -> Result<Vec<ChunkInfo>> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, paths::chunks(action_id, index)))
+            .bearer_auth(&self.credential)
+            .send()
+            .await?;
+        Ok(check(response).await?.json().await?)
+    }
+
+    /// Uploads chunk `n`: a gzip member of `raw_size` bytes of the file.
+    pub async fn put_chunk(
+        &self,
+        action_id: &str,
+        index: u32,
+        chunk: &ChunkInfo,
+        member: bytes::Bytes,
+    ) -> Result<()> {
+        let response = self
+            .http
+            .put(format!(
+                "{}{}",
+                self.base,
+                paths::chunk(action_id, index, chunk.n)
+            ))
+            .bearer_auth(&self.credential)
+            .header(paths::RAW_SHA256, &chunk.raw_sha256)
+            .header(paths::RAW_SIZE, chunk.raw_size)
+            .header(paths::SHA256, &chunk.stored_sha256)
+            .body(member)
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(())
+    }
+
+    /// Asks the server to check the whole file and publish the result.
+    pub async fn complete(&self, action_id: &str, index: u32, body: &CompleteChunks) -> Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.base,
+                paths::complete(action_id, index)
+            ))
+            .bearer_auth(&self.credential)
+            .json(body)
             .send()
             .await?;
         check(response).await?;

@@ -59,7 +59,38 @@ pub struct Assignment {
     pub command: CommandRef,
     /// The agent kills the command after this many seconds.
     pub timeout_secs: u64,
+    /// GetFile uploads the file in chunks of this many (uncompressed) bytes.
+    #[serde(default = "default_chunk_bytes")]
+    pub chunk_bytes: u64,
     pub work: Work,
+}
+
+/// 8 MiB.
+pub fn default_chunk_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+/// One stored chunk of a GetFile result: a gzip member of `raw_size` bytes
+/// of the file. Concatenated in order, the members are the gzip result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    pub n: u32,
+    pub raw_size: u64,
+    /// Hex SHA-256 of the chunk's bytes in the file.
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    /// Hex SHA-256 of the stored gzip member.
+    pub stored_sha256: String,
+}
+
+/// `POST .../chunks/complete`: the whole file, for the server to check
+/// before the result becomes visible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteChunks {
+    pub chunks: u32,
+    pub raw_size: u64,
+    /// Hex SHA-256 of the whole file.
+    pub raw_sha256: String,
 }
 
 /// What to do. Library files are identified by name and the sha256 recorded
@@ -151,8 +182,29 @@ pub mod paths {
         format!("/agent/v1/commands/{action_id}/{index}/payload")
     }
 
-    /// `PUT`: the result of a RunScript (JSON transcript) or GetFile (gzip) command.
+    /// `PUT`: the result of a RunScript command (the JSON transcript).
     pub fn result(action_id: &str, index: u32) -> String {
         format!("/agent/v1/commands/{action_id}/{index}/result")
     }
+
+    /// `GET`: the chunks of a GetFile result the server already holds.
+    pub fn chunks(action_id: &str, index: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/chunks")
+    }
+
+    /// `PUT`: one chunk (a gzip member), with the `RAW_SHA256`, `RAW_SIZE`
+    /// and `SHA256` headers.
+    pub fn chunk(action_id: &str, index: u32, n: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/chunks/{n}")
+    }
+
+    /// `POST`: all chunks are there; check the whole file and publish it.
+    pub fn complete(action_id: &str, index: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/complete")
+    }
+
+    /// Headers of a chunk upload.
+    pub const RAW_SHA256: &str = "x-reach-raw-sha256";
+    pub const RAW_SIZE: &str = "x-reach-raw-size";
+    pub const SHA256: &str = "x-reach-sha256";
 }

@@ -70,6 +70,18 @@ pub fn router(state: SharedState) -> Router {
             "/agent/v1/commands/{action}/{index}/result",
             put(agents::transfer::result).layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/agent/v1/commands/{action}/{index}/chunks",
+            get(agents::transfer::list_chunks),
+        )
+        .route(
+            "/agent/v1/commands/{action}/{index}/chunks/{n}",
+            put(agents::transfer::put_chunk).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/agent/v1/commands/{action}/{index}/complete",
+            post(agents::transfer::complete),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

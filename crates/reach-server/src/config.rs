@@ -87,6 +87,9 @@ pub struct LiveResponse {
     pub download_link_ttl_secs: u64,
     /// How often expired actions and leases are swept, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// GetFile uploads files in chunks of this many bytes (before
+    /// compression); a transfer resumes from the last chunk stored.
+    pub chunk_bytes: u64,
 }
 
 /// Agent connections.
@@ -166,6 +169,7 @@ impl Default for LiveResponse {
             lease_grace_secs: 120,
             download_link_ttl_secs: 1800,
             sweep_interval_ms: 1000,
+            chunk_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -67,6 +67,16 @@ impl Files {
         format!("results/{action_id}/{index}")
     }
 
+    /// Prefix of a chunked result's objects.
+    pub fn chunks_prefix(action_id: &str, index: u32) -> String {
+        format!("results/{action_id}/{index}/chunks")
+    }
+
+    /// Chunk `n` under a chunked result's prefix.
+    pub fn chunk_key(prefix: &str, n: u32) -> String {
+        format!("{prefix}/{n:08}")
+    }
+
     /// Streams `body` into `key`, hashing it; fails with `TooLarge` (and
     /// stores nothing) once more than `max_bytes` arrive. The object appears
     /// only when complete.
@@ -119,6 +129,15 @@ impl Files {
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), FileError> {
         match self.store.get(&ObjectPath::from(key)).await {
             Ok(result) => Ok((result.meta.size, result.into_stream())),
+            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Fails with `NotFound` unless `key` exists.
+    pub async fn check_exists(&self, key: &str) -> Result<(), FileError> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(_) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
             Err(err) => Err(err.into()),
         }

@@ -148,10 +148,25 @@ pub struct ActionRow {
 /// A stored command result: where its bytes are and what they hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultBlob {
+    /// The object, or with `chunks` the prefix of the chunk objects.
     pub key: String,
     pub size: u64,
-    /// Hex SHA-256 of the stored bytes.
+    /// Hex SHA-256 of the stored bytes (all chunks in order).
     pub sha256: String,
+    /// Set when the result is `chunks` objects to serve one after another.
+    pub chunks: Option<u32>,
+}
+
+/// One stored chunk of a result, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub n: u32,
+    pub raw_size: u64,
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+    /// Completed uploads of this chunk (more than 1: it was sent again).
+    pub attempts: u32,
 }
 
 /// A command handed to an agent.
@@ -285,6 +300,15 @@ pub trait Store: Send + Sync + 'static {
         command: &CommandRef,
         blob: &ResultBlob,
     ) -> StoreResult<()>;
+    /// Records (or replaces) a stored chunk of an InProgress command of this machine.
+    async fn put_chunk(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        chunk: &ChunkRow,
+    ) -> StoreResult<()>;
+    /// The chunks recorded for a command, by number.
+    async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>>;
     /// Ends an InProgress command on this machine and moves its action on.
     /// A RunScript or GetFile reported Completed without a recorded result
     /// fails instead. Returns None if the command was not InProgress (a

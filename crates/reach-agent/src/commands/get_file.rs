@@ -1,123 +1,292 @@
-//! GetFile: streams a file from the device to the server, gzip-compressed on
-//! the way, hashing the original bytes. The file is read in chunks on a
-//! blocking thread and never held whole in memory.
+//! GetFile: sends a file from the device to the server in chunks. Each chunk
+//! (8 MiB by default, set by the server) becomes its own gzip member, so
+//! chunks compress in parallel and the members concatenated are one gzip
+//! file; a chunk that does not shrink is stored uncompressed inside its
+//! member. Before sending, the agent asks which chunks the server already
+//! holds and sends only the others, one at a time: after a lost connection
+//! or a server restart at most one chunk is sent again. The whole file's
+//! SHA-256 goes to the server, which checks it before the result appears.
+//!
+//! The file is read once per attempt, sequentially, never held whole in
+//! memory: at most a few chunks are in flight.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use reach_proto::agent::CommandRef;
+use futures::StreamExt;
+use reach_client::ClientError;
+use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::{Context, Failure, Success};
 
-const CHUNK: usize = 256 * 1024;
+/// Waits between attempts while the server is unreachable.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// A `Write` that sends what it is given, in chunks, to an async receiver.
-struct ChannelWriter {
-    buffer: Vec<u8>,
-    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+/// Why an attempt stopped.
+enum Stop {
+    /// The command fails (the server refused, or the file is unreadable).
+    Fatal(Failure),
+    /// The server was unreachable; try again.
+    Retry(String),
 }
 
-impl ChannelWriter {
-    fn send_buffer(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
+fn classify(err: ClientError) -> Stop {
+    match err {
+        ClientError::Api { status, .. } if status.is_client_error() => Stop::Fatal(err.into()),
+        other => Stop::Retry(other.to_string()),
+    }
+}
+
+/// Opens the file, failing with the OS error.
+fn open(path: &str) -> Result<std::fs::File, Failure> {
+    let file = std::fs::File::open(path).map_err(|e| Failure::new(format!("{path}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Failure::new(format!("{path}: {e}")))?;
+    if meta.is_dir() {
+        return Err(Failure::new(format!("{path}: is a directory, not a file")));
+    }
+    Ok(file)
+}
+
+/// Reads the file chunk by chunk, feeding the whole-file hash in order.
+struct Reader {
+    file: std::fs::File,
+    next: u32,
+    chunk_bytes: usize,
+    whole: Arc<Mutex<(Sha256, u64)>>,
+}
+
+impl Reader {
+    fn read_chunk(&mut self) -> std::io::Result<Option<(u32, Vec<u8>)>> {
+        let mut raw = vec![0u8; self.chunk_bytes];
+        let mut filled = 0;
+        while filled < raw.len() {
+            match self.file.read(&mut raw[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(CHUNK),
-        ));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK {
-            self.send_buffer()?;
+        raw.truncate(filled);
+        // An empty file is one empty chunk, so the result is a valid gzip.
+        if filled == 0 && self.next > 0 {
+            return Ok(None);
         }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send_buffer()
+        let mut whole = self.whole.lock().unwrap_or_else(|e| e.into_inner());
+        whole.0.update(&raw);
+        whole.1 += filled as u64;
+        drop(whole);
+        let n = self.next;
+        self.next += 1;
+        Ok(Some((n, raw)))
     }
 }
 
-/// Reads `file`, gzips it into `sender`, and returns the original's SHA-256.
-fn compress(
-    mut file: std::fs::File,
-    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
-) -> std::io::Result<String> {
-    let writer = ChannelWriter {
-        buffer: Vec::with_capacity(CHUNK),
-        sender: sender.clone(),
+/// A chunk ready to go: its description, and the member to send unless the
+/// server already holds these very bytes.
+struct Prepared {
+    info: ChunkInfo,
+    member: Option<Bytes>,
+}
+
+fn gzip(raw: &[u8], level: Compression) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(raw.len() / 2 + 64), level);
+    encoder.write_all(raw).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
+    let raw_sha256 = hex::encode(Sha256::digest(&raw));
+    let raw_size = raw.len() as u64;
+    if let Some(stored) = stored
+        && stored.raw_sha256 == raw_sha256
+        && stored.raw_size == raw_size
+    {
+        return Prepared {
+            info: stored,
+            member: None,
+        };
+    }
+    let mut member = gzip(&raw, Compression::fast());
+    if member.len() >= raw.len() {
+        member = gzip(&raw, Compression::none());
+    }
+    Prepared {
+        info: ChunkInfo {
+            n,
+            raw_size,
+            raw_sha256,
+            stored_size: member.len() as u64,
+            stored_sha256: hex::encode(Sha256::digest(&member)),
+        },
+        member: Some(Bytes::from(member)),
+    }
+}
+
+async fn attempt(
+    context: &Context,
+    command: &CommandRef,
+    path: &str,
+    chunk_bytes: usize,
+) -> Result<String, Stop> {
+    let stored: HashMap<u32, ChunkInfo> = context
+        .client
+        .chunks(&command.action_id, command.index)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|c| (c.n, c))
+        .collect();
+    let file = open(path).map_err(Stop::Fatal)?;
+    let whole = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+    let reader = Reader {
+        file,
+        next: 0,
+        chunk_bytes,
+        whole: whole.clone(),
     };
-    let mut encoder = GzEncoder::new(writer, Compression::fast());
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let result = (|| {
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            encoder.write_all(&buf[..n])?;
-        }
-        let mut writer = encoder.finish()?;
-        writer.flush()
-    })();
-    if let Err(err) = &result {
-        // Fail the upload body so the server does not store a truncated file.
-        let _ = sender.blocking_send(Err(std::io::Error::new(err.kind(), err.to_string())));
-    }
-    result.map(|()| hex::encode(hasher.finalize()))
-}
-
-pub async fn run(context: &Context, command: &CommandRef, path: &str) -> Result<Success, Failure> {
-    let opened = {
-        let path = path.to_string();
-        tokio::task::spawn_blocking(move || -> Result<std::fs::File, Failure> {
-            let file =
-                std::fs::File::open(&path).map_err(|e| Failure::new(format!("{path}: {e}")))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| Failure::new(format!("{path}: {e}")))?;
-            if meta.is_dir() {
-                return Err(Failure::new(format!("{path}: is a directory, not a file")));
-            }
-            Ok(file)
+    let source = futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let (reader, read) = tokio::task::spawn_blocking(move || {
+            let read = reader.read_chunk();
+            (reader, read)
         })
         .await
-        .map_err(|e| Failure::new(e.to_string()))??
-    };
-    let (sender, receiver) = mpsc::channel(4);
-    let reader = tokio::task::spawn_blocking(move || compress(opened, sender));
-    let stream = futures::stream::unfold(receiver, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+        .ok()?;
+        match read {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(reader))),
+            Ok(None) => None,
+            Err(err) => Some((Err(err), None)),
+        }
     });
-    let upload = context.client.upload_result(
-        &command.action_id,
-        command.index,
-        reach_client::reqwest::Body::wrap_stream(stream),
-    );
-    let (uploaded, read) = tokio::join!(upload, reader);
-    // The server's answer first: when it refuses the upload, reading stops
-    // with a broken pipe, which says less than the server's reason.
-    uploaded?;
-    let sha256 = read
-        .map_err(|e| Failure::new(e.to_string()))?
-        .map_err(|e| Failure::new(format!("{path}: {e}")))?;
-    tracing::info!(sha256 = %sha256, "file collected");
-    Ok(Success {
-        sha256: Some(sha256),
-        result: None,
-    })
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let stored = Arc::new(stored);
+    let prepared = source
+        .map(|read| {
+            let stored = stored.clone();
+            async move {
+                let (n, raw) = read?;
+                let known = stored.get(&n).cloned();
+                tokio::task::spawn_blocking(move || prepare(n, raw, known))
+                    .await
+                    .map_err(std::io::Error::other)
+            }
+        })
+        .buffered(workers);
+    let mut prepared = std::pin::pin!(prepared);
+    let mut chunks = 0;
+    let mut sent = 0;
+    while let Some(next) = prepared.next().await {
+        let next = next.map_err(|e| Stop::Fatal(Failure::new(format!("{path}: {e}"))))?;
+        chunks = next.info.n + 1;
+        if let Some(member) = next.member {
+            context
+                .client
+                .put_chunk(&command.action_id, command.index, &next.info, member)
+                .await
+                .map_err(classify)?;
+            sent += 1;
+        }
+    }
+    let (hasher, raw_size) = std::mem::take(&mut *whole.lock().unwrap_or_else(|e| e.into_inner()));
+    let raw_sha256 = hex::encode(hasher.finalize());
+    let complete = CompleteChunks {
+        chunks,
+        raw_size,
+        raw_sha256: raw_sha256.clone(),
+    };
+    context
+        .client
+        .complete(&command.action_id, command.index, &complete)
+        .await
+        .map_err(classify)?;
+    tracing::info!(chunks, sent, bytes = raw_size, "file sent");
+    Ok(raw_sha256)
+}
+
+pub async fn run(
+    context: &Context,
+    command: &CommandRef,
+    path: &str,
+    chunk_bytes: u64,
+) -> Result<Success, Failure> {
+    // Fail at once, with the OS's words, when the file cannot be read.
+    let owned = path.to_string();
+    tokio::task::spawn_blocking(move || open(&owned).map(drop))
+        .await
+        .map_err(|e| Failure::new(e.to_string()))??;
+    let chunk_bytes =
+        usize::try_from(chunk_bytes.clamp(64 * 1024, 256 * 1024 * 1024)).unwrap_or(8 << 20);
+    let mut delay = RETRY_MIN;
+    loop {
+        match attempt(context, command, path, chunk_bytes).await {
+            Ok(sha256) => {
+                tracing::info!(sha256 = %sha256, "file collected");
+                return Ok(Success {
+                    sha256: Some(sha256),
+                    result: None,
+                });
+            }
+            Err(Stop::Fatal(failure)) => return Err(failure),
+            Err(Stop::Retry(why)) => {
+                tracing::warn!(error = %why, delay_ms = delay.as_millis() as u64, "sending the file paused; resuming");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gunzip(member: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(member)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_not_inflated() {
+        let noise: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ (i >> 3) as u8)
+            .collect();
+        let prepared = prepare(0, noise.clone(), None);
+        let member = prepared.member.unwrap();
+        assert!(member.len() <= noise.len() + noise.len() / 64 + 64);
+        assert_eq!(gunzip(&member), noise);
+        let text = b"log line\n".repeat(10_000);
+        let small = prepare(1, text.clone(), None).member.unwrap();
+        assert!(small.len() < text.len() / 10);
+    }
+
+    #[test]
+    fn a_chunk_the_server_holds_is_not_prepared_again() {
+        let first = prepare(3, b"same bytes".to_vec(), None);
+        let again = prepare(3, b"same bytes".to_vec(), Some(first.info.clone()));
+        assert!(again.member.is_none());
+        let changed = prepare(3, b"other bytes".to_vec(), Some(first.info));
+        assert!(changed.member.is_some());
+    }
+
+    #[test]
+    fn members_concatenate_into_one_gzip_file() {
+        let a = prepare(0, b"hello ".to_vec(), None).member.unwrap();
+        let b = prepare(1, b"world".to_vec(), None).member.unwrap();
+        assert_eq!(gunzip(&[a, b].concat()), b"hello world");
+    }
 }

@@ -302,6 +302,7 @@ impl Session {
         self.send(&ServerMessage::Run(reach_proto::agent::Assignment {
             command: claimed.command,
             timeout_secs: claimed.timeout_secs,
+            chunk_bytes: self.state.config.live_response.chunk_bytes,
             work: claimed.work,
         }))
         .await

@@ -1,26 +1,33 @@
 //! The agent's file transfers over HTTP: downloading the library file of a
-//! PutFile or RunScript command, and uploading a command's result (the
-//! RunScript transcript or the gzip of a collected file). Bytes stream
-//! between the connection and the object store; a machine can only reach
-//! the commands of its own actions.
+//! PutFile or RunScript command, uploading a RunScript transcript, and the
+//! chunked, resumable upload of a GetFile result: each chunk is a gzip
+//! member checked against its SHA-256 and stored as its own object; the
+//! agent asks which chunks are stored and sends only the rest; `complete`
+//! decompresses every chunk to check the whole file's SHA-256 before the
+//! result becomes visible. Bytes stream between the connection and the
+//! object store, at most one chunk at a time in memory; a machine can only
+//! reach the commands of its own actions.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use reach_proto::agent::{CommandRef, Work};
+use futures::StreamExt;
+use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks, Work, paths};
 use reach_proto::api::CommandStatus;
+use sha2::{Digest, Sha256};
 
 use super::{AgentIdentity, authenticate};
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
-use crate::store::{CommandRow, ResultBlob};
+use crate::store::{ChunkRow, CommandRow, ResultBlob};
 
-/// The command index of a transfer path.
+/// A command index or chunk number of a transfer path.
 fn parse_index(text: &str) -> ApiResult<u32> {
     text.parse()
-        .map_err(|_| ApiError::InvalidInput(format!("'{text}' is not a command index")))
+        .map_err(|_| ApiError::InvalidInput(format!("'{text}' is not a number")))
 }
 
 /// Finds a command of this machine's action, or 404 (also for other machines' actions).
@@ -143,9 +150,244 @@ pub async fn result(
                 key,
                 size: stored.size,
                 sha256: stored.sha256,
+                chunks: None,
             },
         )
         .await?;
     tracing::info!(machine.id = %identity.machine_id, action.id = %reference.action_id, command.index = index, bytes = stored.size, "result stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A running GetFile command of the calling machine.
+async fn running_get_file(
+    state: &SharedState,
+    identity: &AgentIdentity,
+    action_id: &str,
+    index: u32,
+) -> ApiResult<CommandRow> {
+    let command = own_command(state, identity, action_id, index).await?;
+    if !matches!(command.work, Work::GetFile { .. }) {
+        return Err(ApiError::BadRequest(format!(
+            "Command {index} is not a GetFile"
+        )));
+    }
+    if command.status != CommandStatus::InProgress {
+        return Err(ApiError::Conflict(format!(
+            "Command {index} is {}, not InProgress",
+            command.status
+        )));
+    }
+    Ok(command)
+}
+
+fn to_info(row: ChunkRow) -> ChunkInfo {
+    ChunkInfo {
+        n: row.n,
+        raw_size: row.raw_size,
+        raw_sha256: row.raw_sha256,
+        stored_size: row.stored_size,
+        stored_sha256: row.stored_sha256,
+    }
+}
+
+/// `GET /agent/v1/commands/{action}/{index}/chunks`: what is already stored.
+pub async fn list_chunks(
+    State(state): State<SharedState>,
+    Path((action_id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<ChunkInfo>>> {
+    let identity = authenticate(&state, &headers).await?;
+    let index = parse_index(&index)?;
+    running_get_file(&state, &identity, &action_id, index).await?;
+    let command = CommandRef { action_id, index };
+    let chunks = state.store.list_chunks(&command).await?;
+    Ok(Json(chunks.into_iter().map(to_info).collect()))
+}
+
+fn hex_header(headers: &HeaderMap, name: &str) -> ApiResult<String> {
+    let value = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::MissingParameter(format!("header {name}")))?;
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::InvalidInput(format!(
+            "{name} must be 64 hex characters"
+        )));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// `PUT /agent/v1/commands/{action}/{index}/chunks/{n}`: one gzip member.
+pub async fn put_chunk(
+    State(state): State<SharedState>,
+    Path((action_id, index, n)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let identity = authenticate(&state, &headers).await?;
+    let (index, n) = (parse_index(&index)?, parse_index(&n)?);
+    running_get_file(&state, &identity, &action_id, index).await?;
+    let raw_sha256 = hex_header(&headers, paths::RAW_SHA256)?;
+    let sha256 = hex_header(&headers, paths::SHA256)?;
+    let chunk_bytes = state.config.live_response.chunk_bytes;
+    let raw_size: u64 = headers
+        .get(paths::RAW_SIZE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|size| *size <= chunk_bytes)
+        .ok_or_else(|| {
+            ApiError::InvalidInput(format!(
+                "{} must be a size of at most {chunk_bytes} bytes",
+                paths::RAW_SIZE
+            ))
+        })?;
+    let command = CommandRef { action_id, index };
+    // A stored member is at most a little larger than its bytes (stored deflate blocks).
+    let mut limit = raw_size + raw_size / 64 + 64 * 1024;
+    let max_total = state.config.limits.result_max_bytes;
+    if max_total > 0 {
+        let others: u64 = state
+            .store
+            .list_chunks(&command)
+            .await?
+            .iter()
+            .filter(|c| c.n != n)
+            .map(|c| c.stored_size)
+            .sum();
+        limit = limit.min(max_total.saturating_sub(others));
+    }
+    let prefix = Files::chunks_prefix(&command.action_id, index);
+    let key = Files::chunk_key(&prefix, n);
+    let stored = state
+        .files
+        .put_stream(&key, body.into_data_stream(), Some(limit))
+        .await
+        .map_err(|err| match err {
+            FileError::Body(why) => {
+                ApiError::BadRequest(format!("The upload was interrupted: {why}"))
+            }
+            FileError::TooLarge(_) if max_total > 0 => ApiError::PayloadTooLarge(format!(
+                "The result is larger than this server accepts ({max_total} bytes, gzip-compressed)"
+            )),
+            FileError::TooLarge(limit) => ApiError::PayloadTooLarge(format!(
+                "Chunk {n} is larger than its {raw_size} bytes allow ({limit} bytes)"
+            )),
+            other => ApiError::internal(other),
+        })?;
+    if stored.sha256 != sha256 {
+        let _ = state.files.delete(&key).await;
+        return Err(ApiError::BadRequest(format!(
+            "Chunk {n} arrived with SHA-256 {} instead of {sha256}; send it again",
+            stored.sha256
+        )));
+    }
+    let row = ChunkRow {
+        n,
+        raw_size,
+        raw_sha256,
+        stored_size: stored.size,
+        stored_sha256: stored.sha256,
+        attempts: 1,
+    };
+    state
+        .store
+        .put_chunk(&identity.machine_id, &command, &row)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gunzips one member, feeding its bytes to `whole` too; returns the
+/// member's own SHA-256 (of its bytes) and size.
+fn gunzip_digest(member: &[u8], whole: &mut Sha256) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut decoder = flate2::read::MultiGzDecoder::new(member);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = decoder.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), size));
+        }
+        hasher.update(&buf[..n]);
+        whole.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// `POST /agent/v1/commands/{action}/{index}/complete`: checks every chunk
+/// and the whole file, then makes the result visible.
+pub async fn complete(
+    State(state): State<SharedState>,
+    Path((action_id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+    crate::api::JsonBody(body): crate::api::JsonBody<CompleteChunks>,
+) -> ApiResult<StatusCode> {
+    let identity = authenticate(&state, &headers).await?;
+    let index = parse_index(&index)?;
+    running_get_file(&state, &identity, &action_id, index).await?;
+    let command = CommandRef { action_id, index };
+    let chunks = state.store.list_chunks(&command).await?;
+    if let Some(missing) =
+        (0..body.chunks).find(|n| chunks.get(*n as usize).is_none_or(|c| c.n != *n))
+    {
+        return Err(ApiError::BadRequest(format!("Chunk {missing} is missing")));
+    }
+    if chunks.len() != body.chunks as usize {
+        return Err(ApiError::BadRequest(format!(
+            "{} chunks are stored, not {}",
+            chunks.len(),
+            body.chunks
+        )));
+    }
+    let prefix = Files::chunks_prefix(&command.action_id, index);
+    let mut whole = Sha256::new();
+    let mut stored_hash = Sha256::new();
+    let (mut raw_size, mut stored_size) = (0u64, 0u64);
+    for chunk in &chunks {
+        let (_, mut stream) = state
+            .files
+            .get_stream(&Files::chunk_key(&prefix, chunk.n))
+            .await
+            .map_err(ApiError::internal)?;
+        let mut member = Vec::with_capacity(chunk.stored_size as usize);
+        while let Some(part) = stream.next().await {
+            member.extend_from_slice(&part.map_err(ApiError::internal)?);
+        }
+        stored_hash.update(&member);
+        stored_size += member.len() as u64;
+        let (hashed, chunk_sha, size) = tokio::task::spawn_blocking(move || {
+            gunzip_digest(&member, &mut whole).map(|(sha, size)| (whole, sha, size))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::BadRequest(format!("Chunk {} is not valid gzip: {e}", chunk.n)))?;
+        whole = hashed;
+        if size != chunk.raw_size || chunk_sha != chunk.raw_sha256 {
+            return Err(ApiError::BadRequest(format!(
+                "Chunk {} does not hold the bytes it was sent for",
+                chunk.n
+            )));
+        }
+        raw_size += size;
+    }
+    let whole = hex::encode(whole.finalize());
+    if raw_size != body.raw_size || whole != body.raw_sha256.to_ascii_lowercase() {
+        return Err(ApiError::BadRequest(format!(
+            "The stored chunks make {raw_size} bytes with SHA-256 {whole}, not the file's {} bytes with {}",
+            body.raw_size, body.raw_sha256
+        )));
+    }
+    let blob = ResultBlob {
+        key: prefix,
+        size: stored_size,
+        sha256: hex::encode(stored_hash.finalize()),
+        chunks: Some(body.chunks),
+    };
+    state
+        .store
+        .record_result(&identity.machine_id, &command, &blob)
+        .await?;
+    tracing::info!(machine.id = %identity.machine_id, action.id = %command.action_id, command.index = index, bytes = raw_size, stored = stored_size, chunks = body.chunks, "chunked result stored");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,8 +19,11 @@ use super::{Api, authorize, base_url, odata_context};
 use crate::SharedState;
 use crate::auth::{Principal, constant_time_eq};
 use crate::error::{ApiError, ApiResult};
-use crate::files::FileError;
+use crate::files::{FileError, Files};
 use crate::time::Micros;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 const LINK_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::READ_ALL, roles::READ_WRITE_ALL];
 const SAS_VERSION: &str = "2019-07-07";
@@ -31,6 +34,39 @@ fn sign(key: &[u8], path: &str, expiry: &str) -> String {
     mac.update(b"\n");
     mac.update(expiry.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// `results/{a}/{i}/chunks/{n}/{size}` → (`results/{a}/{i}/chunks`, n, size).
+fn chunked(key: &str) -> Option<(&str, u32, u64)> {
+    let (rest, size) = key.rsplit_once('/')?;
+    let (prefix, chunks) = rest.rsplit_once('/')?;
+    if !prefix.ends_with("/chunks") {
+        return None;
+    }
+    Some((prefix, chunks.parse().ok()?, size.parse().ok()?))
+}
+
+/// The chunk objects of a result, one after another: their gzip members
+/// concatenated are one valid gzip stream.
+fn chunk_stream(
+    files: Files,
+    prefix: String,
+    chunks: u32,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    futures::stream::iter(0..chunks)
+        .then(move |n| {
+            let files = files.clone();
+            let key = Files::chunk_key(&prefix, n);
+            async move { files.get_stream(&key).await }
+        })
+        .map(|opened| match opened {
+            Ok((_, stream)) => stream.map_err(std::io::Error::other).boxed(),
+            Err(err) => {
+                futures::stream::once(async move { Err(std::io::Error::other(err)) }).boxed()
+            }
+        })
+        .flatten()
+        .boxed()
 }
 
 fn encode(text: &str) -> String {
@@ -101,7 +137,16 @@ pub async fn link(
     let blob = command.result.as_ref().ok_or_else(|| {
         ApiError::ResourceNotFound(format!("Command {index} has no stored result"))
     })?;
-    let path = format!("{}/{}", blob.key, result_file_name(&command.work));
+    // A chunked result's link names its chunk count and size, under the signature.
+    let path = match blob.chunks {
+        Some(chunks) => format!(
+            "{}/{chunks}/{}/{}",
+            blob.key,
+            blob.size,
+            result_file_name(&command.work)
+        ),
+        None => format!("{}/{}", blob.key, result_file_name(&command.work)),
+    };
     let expiry = Micros::now()
         .plus_secs(state.config.live_response.download_link_ttl_secs)
         .to_wire_seconds();
@@ -154,12 +199,30 @@ pub async fn download(
     if !key.starts_with("results/") {
         return Err(denied("the path is malformed"));
     }
-    let (size, stream) = state.files.get_stream(key).await.map_err(|err| match err {
+    let gone = |err: FileError| match err {
         FileError::NotFound(_) => {
             ApiError::ResourceNotFound("The result is no longer stored".into())
         }
         other => ApiError::internal(other),
-    })?;
+    };
+    let (size, stream) = match chunked(key) {
+        Some((prefix, chunks, size)) => {
+            // Fail now, not mid-body, if the result is gone.
+            state
+                .files
+                .check_exists(&Files::chunk_key(prefix, 0))
+                .await
+                .map_err(gone)?;
+            (
+                size,
+                chunk_stream(state.files.clone(), prefix.to_string(), chunks),
+            )
+        }
+        None => {
+            let (size, stream) = state.files.get_stream(key).await.map_err(gone)?;
+            (size, stream.map_err(std::io::Error::other).boxed())
+        }
+    };
     let content_type = if file_name.ends_with(".json") {
         "application/json"
     } else {

@@ -220,6 +220,9 @@ fn command_from_row(row: &SqliteRow) -> StoreResult<CommandRow> {
             sha256: row
                 .try_get::<Option<String>, _>("result_sha256")?
                 .unwrap_or_default(),
+            chunks: row
+                .try_get::<Option<i64>, _>("result_chunks")?
+                .map(|n| n as u32),
         }),
         None => None,
     };
@@ -908,13 +911,14 @@ impl Store for SqliteStore {
         blob: &ResultBlob,
     ) -> StoreResult<()> {
         let done = sqlx::query(
-            "UPDATE commands SET result_key = ?, result_size = ?, result_sha256 = ?
+            "UPDATE commands SET result_key = ?, result_size = ?, result_sha256 = ?, result_chunks = ?
              WHERE action_id = ? AND idx = ? AND status = 'InProgress'
                AND action_id IN (SELECT id FROM actions WHERE machine_id = ?)",
         )
         .bind(&blob.key)
         .bind(blob.size as i64)
         .bind(&blob.sha256)
+        .bind(blob.chunks.map(i64::from))
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
@@ -927,6 +931,60 @@ impl Store for SqliteStore {
             )));
         }
         Ok(())
+    }
+
+    async fn put_chunk(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        chunk: &ChunkRow,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256)
+             SELECT c.action_id, c.idx, ?, ?, ?, ?, ? FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = ? AND c.idx = ? AND c.status = 'InProgress' AND a.machine_id = ?
+             ON CONFLICT (action_id, idx, n) DO UPDATE SET raw_size = excluded.raw_size,
+                raw_sha256 = excluded.raw_sha256, stored_size = excluded.stored_size,
+                stored_sha256 = excluded.stored_sha256, attempts = result_chunks.attempts + 1",
+        )
+        .bind(i64::from(chunk.n))
+        .bind(chunk.raw_size as i64)
+        .bind(&chunk.raw_sha256)
+        .bind(chunk.stored_size as i64)
+        .bind(&chunk.stored_sha256)
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "Running command {} of action {} on this machine",
+                command.index, command.action_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM result_chunks WHERE action_id = ? AND idx = ? ORDER BY n")
+                .bind(&command.action_id)
+                .bind(i64::from(command.index))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChunkRow {
+                    n: row.try_get::<i64, _>("n")? as u32,
+                    raw_size: row.try_get::<i64, _>("raw_size")? as u64,
+                    raw_sha256: row.try_get("raw_sha256")?,
+                    stored_size: row.try_get::<i64, _>("stored_size")? as u64,
+                    stored_sha256: row.try_get("stored_sha256")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                })
+            })
+            .collect()
     }
 
     async fn finish_command(

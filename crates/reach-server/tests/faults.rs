@@ -1,0 +1,224 @@
+//! Fault tests with real processes: reach-server is killed with SIGKILL in
+//! the middle of a large GetFile and started again; the in-process agent
+//! resumes from the chunks the server had stored, sends at most one chunk
+//! again, and the result un-gzips to exactly the original bytes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reach_client::Client;
+use reach_proto::agent::CommandRef;
+use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const FILE_BYTES: usize = 256 * 1024 * 1024;
+const CHUNK_BYTES: &str = "8388608";
+
+fn admin(data: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reach-server"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("REACH_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn field(text: &str, label: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no '{label}' in {text}"))
+}
+
+async fn start_server(data: &Path, port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-server"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .env("REACH_LOG", "warn")
+        .env("REACH_LIVE_RESPONSE__CHUNK_BYTES", CHUNK_BYTES)
+        // The test polls faster than Defender's 100 calls a minute.
+        .env("REACH_LIMITS__API_PER_MINUTE", "100000")
+        .env("REACH_LIMITS__API_PER_HOUR", "1000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while reqwest::get(&url).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+fn stored_chunks(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().contains('#'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn random_file(path: &PathBuf) -> String {
+    let mut noise = Vec::with_capacity(FILE_BYTES);
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(FILE_BYTES as u64)
+        .read_to_end(&mut noise)
+        .unwrap();
+    std::fs::write(path, &noise).unwrap();
+    hex::encode(Sha256::digest(&noise))
+}
+
+#[tokio::test]
+async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tenant = field(
+        &admin(&data, &["tenants", "create", "--name", "faults"]),
+        "tenant id:",
+    );
+    let app = admin(
+        &data,
+        &[
+            "apps",
+            "create",
+            "--name",
+            "faults",
+            "--roles",
+            "Machine.LiveResponse,Machine.Read.All",
+        ],
+    );
+    let (client_id, secret) = (field(&app, "client id:"), field(&app, "client secret:"));
+    let token = admin(&data, &["enrollment-token", "create"])
+        .trim()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start_server(&data, port).await;
+
+    let agent_dir = dir.path().join("agent");
+    let agent_config = reach_agent::Config {
+        state_path: agent_dir.join("state.json"),
+        reconnect_min_ms: 50,
+        reconnect_max_ms: 500,
+        ..reach_agent::Config::default()
+    };
+    let machine = reach_agent::enroll(&url, &token, &agent_config)
+        .await
+        .unwrap()
+        .machine_id;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
+
+    let evidence = dir.path().join("evidence.bin");
+    let expected = random_file(&evidence);
+    let client = Client::new(&url)
+        .login(&tenant, &client_id, &secret)
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::GetFile,
+            &[("Path", evidence.to_str().unwrap())],
+        )]),
+        comment: Some("faults".into()),
+    };
+    let created = client.run_live_response(&machine, &request).await.unwrap();
+
+    let chunks_dir = data.join(format!("blobs/results/{}/0/chunks", created.id));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored_chunks(&chunks_dir) < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no chunks arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.start_kill().unwrap(); // SIGKILL, in the middle of the transfer
+    server.wait().await.unwrap();
+    let before = stored_chunks(&chunks_dir);
+    assert!(
+        before < FILE_BYTES / CHUNK_BYTES.parse::<usize>().unwrap(),
+        "the transfer was not cut"
+    );
+    let mut server = start_server(&data, port).await;
+
+    let client = Client::new(&url)
+        .login(&tenant, &client_id, &secret)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let done = loop {
+        let action = client.action(&created.id).await.unwrap();
+        if action.status.is_final() {
+            break action;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
+
+    // The result un-gzips to exactly the original bytes.
+    let link = client.download_link(&created.id, 0).await.unwrap();
+    let body = client.download(&link).await.unwrap().bytes().await.unwrap();
+    let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0usize;
+    loop {
+        let n = decoder.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n;
+    }
+    assert_eq!(size, FILE_BYTES);
+    assert_eq!(hex::encode(hasher.finalize()), expected);
+
+    // At most one chunk was sent again.
+    let state = reach_server::open(reach_server::Config {
+        data_dir: data.clone(),
+        ..reach_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let command = CommandRef {
+        action_id: created.id.clone(),
+        index: 0,
+    };
+    let chunks = state.store.list_chunks(&command).await.unwrap();
+    let resent: u32 = chunks.iter().map(|c| c.attempts - 1).sum();
+    eprintln!("chunks stored before the kill: {before}, sent again: {resent}");
+    assert!(resent <= 1, "chunks sent again: {resent}");
+    assert_eq!(
+        chunks.len(),
+        FILE_BYTES / CHUNK_BYTES.parse::<usize>().unwrap()
+    );
+
+    shutdown.cancel();
+    let _ = agent.await;
+    server.kill().await.unwrap();
+}

@@ -7,7 +7,7 @@ pub mod get_file;
 pub mod put_file;
 pub mod run_script;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -157,8 +157,30 @@ fn safe_name(name: &str) -> Result<&str, Failure> {
     }
 }
 
+/// Waits between attempts while the server is unreachable.
+pub const RETRY_MIN: Duration = Duration::from_millis(200);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a transfer attempt stopped.
+pub enum Stop {
+    /// The command fails (the server refused, or a local file failed).
+    Fatal(Failure),
+    /// The server was unreachable or the connection broke; try again.
+    Retry(String),
+}
+
+pub fn classify(err: reach_client::ClientError) -> Stop {
+    match err {
+        reach_client::ClientError::Api { status, .. } if status.is_client_error() => {
+            Stop::Fatal(err.into())
+        }
+        other => Stop::Retry(other.to_string()),
+    }
+}
+
 /// Downloads the command's library file into the working folder, checking
-/// its SHA-256 before it becomes visible under its name.
+/// its SHA-256 before it becomes visible under its name. A broken download
+/// resumes where it stopped (HTTP Range), so nothing is fetched twice.
 pub async fn download_payload(
     context: &Context,
     command: &reach_proto::agent::CommandRef,
@@ -168,14 +190,35 @@ pub async fn download_payload(
     let name = safe_name(name)?;
     let target = context.work_dir.join(name);
     let partial = context.work_dir.join(format!(".{name}.partial"));
-    let response = context
-        .client
-        .payload(&command.action_id, command.index)
-        .await?;
-    let result = write_checked(response, &partial, sha256).await;
-    if let Err(failure) = result {
+    let io = |e: std::io::Error| Failure::new(format!("Writing {} failed: {e}", partial.display()));
+    let mut download = Download {
+        file: tokio::fs::File::create(&partial).await.map_err(io)?,
+        hasher: Sha256::new(),
+        offset: 0,
+    };
+    let mut delay = RETRY_MIN;
+    loop {
+        match download.fetch(context, command).await {
+            Ok(()) => break,
+            Err(Stop::Fatal(failure)) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(failure);
+            }
+            Err(Stop::Retry(why)) => {
+                tracing::warn!(error = %why, offset = download.offset, delay_ms = delay.as_millis() as u64, "downloading the library file paused; resuming");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+    download.file.flush().await.map_err(io)?;
+    drop(download.file);
+    let actual = hex::encode(download.hasher.finalize());
+    if !actual.eq_ignore_ascii_case(sha256) {
         let _ = tokio::fs::remove_file(&partial).await;
-        return Err(failure);
+        return Err(Failure::new(format!(
+            "The downloaded file's SHA-256 {actual} does not match the library's {sha256}"
+        )));
     }
     tokio::fs::rename(&partial, &target)
         .await
@@ -183,27 +226,51 @@ pub async fn download_payload(
     Ok(target)
 }
 
-async fn write_checked(
-    response: reach_client::reqwest::Response,
-    path: &Path,
-    sha256: &str,
-) -> Result<(), Failure> {
-    let io = |e: std::io::Error| Failure::new(format!("Writing {} failed: {e}", path.display()));
-    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Failure::new(format!("Downloading the library file failed: {e}")))?;
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io)?;
+/// A library file download in progress: what is written and hashed so far.
+struct Download {
+    file: tokio::fs::File,
+    hasher: Sha256,
+    offset: u64,
+}
+
+impl Download {
+    async fn fetch(
+        &mut self,
+        context: &Context,
+        command: &reach_proto::agent::CommandRef,
+    ) -> Result<(), Stop> {
+        let response = context
+            .client
+            .payload(&command.action_id, command.index, self.offset)
+            .await
+            .map_err(classify)?;
+        if self.offset > 0
+            && response.status() != reach_client::reqwest::StatusCode::PARTIAL_CONTENT
+        {
+            // The server sent the whole file again: start over.
+            use tokio::io::AsyncSeekExt;
+            let restart = |e: std::io::Error| {
+                Stop::Fatal(Failure::new(format!("Restarting the download failed: {e}")))
+            };
+            self.file.set_len(0).await.map_err(restart)?;
+            self.file
+                .seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(restart)?;
+            self.hasher = Sha256::new();
+            self.offset = 0;
+        }
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Stop::Retry(format!("the download broke: {e}")))?;
+            self.file.write_all(&chunk).await.map_err(|e| {
+                Stop::Fatal(Failure::new(format!(
+                    "Writing the library file failed: {e}"
+                )))
+            })?;
+            self.hasher.update(&chunk);
+            self.offset += chunk.len() as u64;
+        }
+        Ok(())
     }
-    file.flush().await.map_err(io)?;
-    let actual = hex::encode(hasher.finalize());
-    if !actual.eq_ignore_ascii_case(sha256) {
-        return Err(Failure::new(format!(
-            "The downloaded file's SHA-256 {actual} does not match the library's {sha256}"
-        )));
-    }
-    Ok(())
 }

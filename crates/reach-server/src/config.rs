@@ -68,6 +68,10 @@ pub struct Limits {
     /// Largest command result (a collected file, gzip-compressed, or a
     /// transcript) accepted, in bytes. 0: no limit.
     pub result_max_bytes: u64,
+    /// File transfer rate per agent (both directions), bytes per second. 0: no cap.
+    pub agent_bytes_per_sec: u64,
+    /// File transfer rate of the whole server, bytes per second. 0: no cap.
+    pub total_bytes_per_sec: u64,
 }
 
 /// Live response timings.
@@ -156,6 +160,8 @@ impl Default for Limits {
             json_body_max_bytes: 1024 * 1024,
             commands_per_action: 100,
             result_max_bytes: 0,
+            agent_bytes_per_sec: 0,
+            total_bytes_per_sec: 0,
         }
     }
 }

@@ -44,6 +44,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -77,6 +79,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => ("RequestEntityTooLarge", StatusCode::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType(_) => {
                 ("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
+            Self::RangeNotSatisfiable(_) => {
+                ("RangeNotSatisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
             }
             Self::TooManyRequests { .. } => ("TooManyRequests", StatusCode::TOO_MANY_REQUESTS),
             Self::Internal(_) => ("InternalServerError", StatusCode::INTERNAL_SERVER_ERROR),

@@ -134,6 +134,26 @@ impl Files {
         }
     }
 
+    /// The total size of `key` and a stream of its bytes from `offset` on.
+    pub async fn get_stream_from(
+        &self,
+        key: &str,
+        offset: u64,
+    ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), FileError> {
+        if offset == 0 {
+            return self.get_stream(key).await;
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        match self.store.get_opts(&ObjectPath::from(key), options).await {
+            Ok(result) => Ok((result.meta.size, result.into_stream())),
+            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Fails with `NotFound` unless `key` exists.
     pub async fn check_exists(&self, key: &str) -> Result<(), FileError> {
         match self.store.head(&ObjectPath::from(key)).await {

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod bandwidth;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     pub limiter: ratelimit::RateLimiter,
     pub hub: agents::Hub,
+    /// Caps on file transfer rates.
+    pub bandwidth: Arc<bandwidth::Bandwidth>,
     /// Cancelled when the server shuts down; agent connections close on it.
     pub shutdown: CancellationToken,
 }
@@ -59,6 +62,10 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     };
     let oidc = config.auth.oidc.clone().map(auth::oidc::Oidc::new);
     let auth = auth::Authenticator::new(keys, issuer, config.auth.token_lifetime_secs, oidc);
+    let bandwidth = Arc::new(bandwidth::Bandwidth::new(
+        config.limits.agent_bytes_per_sec,
+        config.limits.total_bytes_per_sec,
+    ));
     Ok(Arc::new(AppState {
         config,
         store: Arc::new(store),
@@ -66,6 +73,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         auth,
         limiter: ratelimit::RateLimiter::default(),
         hub: agents::Hub::default(),
+        bandwidth,
         shutdown: CancellationToken::new(),
     }))
 }

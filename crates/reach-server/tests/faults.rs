@@ -42,6 +42,16 @@ fn field(text: &str, label: &str) -> String {
 }
 
 async fn start_server(data: &Path, port: u16) -> tokio::process::Child {
+    start_server_with(data, port, &[], Stdio::null()).await
+}
+
+/// Starts reach-server on `port` with extra `REACH_*` settings and its log to `log`.
+async fn start_server_with(
+    data: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    log: Stdio,
+) -> tokio::process::Child {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-server"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -52,6 +62,8 @@ async fn start_server(data: &Path, port: u16) -> tokio::process::Child {
         // The test polls faster than Defender's 100 calls a minute.
         .env("REACH_LIMITS__API_PER_MINUTE", "100000")
         .env("REACH_LIMITS__API_PER_HOUR", "1000000")
+        .envs(env.iter().copied())
+        .stderr(log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -90,29 +102,29 @@ fn random_file(path: &PathBuf) -> String {
     hex::encode(Sha256::digest(&noise))
 }
 
+/// A tenant, an app holding every role (tenant, client id, secret) and an enrollment token.
+fn seed(data: &Path) -> (String, String, String, String) {
+    let tenant = field(
+        &admin(data, &["tenants", "create", "--name", "faults"]),
+        "tenant id:",
+    );
+    let roles = "Machine.LiveResponse,Machine.Read.All,Library.Manage";
+    let app = admin(
+        data,
+        &["apps", "create", "--name", "faults", "--roles", roles],
+    );
+    let (client_id, secret) = (field(&app, "client id:"), field(&app, "client secret:"));
+    let token = admin(data, &["enrollment-token", "create"])
+        .trim()
+        .to_string();
+    (tenant, client_id, secret, token)
+}
+
 #[tokio::test]
 async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let tenant = field(
-        &admin(&data, &["tenants", "create", "--name", "faults"]),
-        "tenant id:",
-    );
-    let app = admin(
-        &data,
-        &[
-            "apps",
-            "create",
-            "--name",
-            "faults",
-            "--roles",
-            "Machine.LiveResponse,Machine.Read.All",
-        ],
-    );
-    let (client_id, secret) = (field(&app, "client id:"), field(&app, "client secret:"));
-    let token = admin(&data, &["enrollment-token", "create"])
-        .trim()
-        .to_string();
+    let (tenant, client_id, secret, token) = seed(&data);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -217,6 +229,118 @@ async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
         chunks.len(),
         FILE_BYTES / CHUNK_BYTES.parse::<usize>().unwrap()
     );
+
+    shutdown.cancel();
+    let _ = agent.await;
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (tenant, client_id, secret, token) = seed(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    // 32 MiB/s per agent, so the download is still running when the server dies.
+    let capped = [("REACH_LIMITS__AGENT_BYTES_PER_SEC", "33554432")];
+    let mut server = start_server_with(&data, port, &capped, Stdio::null()).await;
+
+    let agent_dir = dir.path().join("agent");
+    let agent_config = reach_agent::Config {
+        state_path: agent_dir.join("state.json"),
+        reconnect_min_ms: 50,
+        reconnect_max_ms: 500,
+        ..reach_agent::Config::default()
+    };
+    let machine = reach_agent::enroll(&url, &token, &agent_config)
+        .await
+        .unwrap()
+        .machine_id;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
+
+    let tool = dir.path().join("tool.bin");
+    let expected = {
+        let mut noise = Vec::new();
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .take(96 << 20)
+            .read_to_end(&mut noise)
+            .unwrap();
+        std::fs::write(&tool, &noise).unwrap();
+        hex::encode(Sha256::digest(&noise))
+    };
+    let client = Client::new(&url)
+        .login(&tenant, &client_id, &secret)
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&tool).unwrap();
+    client
+        .upload_library_file(reach_client::LibraryUpload::bytes("tool.bin", bytes))
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::PutFile,
+            &[("FileName", "tool.bin")],
+        )]),
+        comment: Some("putfile".into()),
+    };
+    let created = client.run_live_response(&machine, &request).await.unwrap();
+
+    let partial = agent_dir.join("work/.tool.bin.partial");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 16 << 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the download never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let got = std::fs::metadata(&partial).unwrap().len();
+    assert!(got < 96 << 20, "the download was not cut");
+
+    let log_path = dir.path().join("second.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let logged = [
+        ("REACH_LIMITS__AGENT_BYTES_PER_SEC", "33554432"),
+        ("REACH_LOG", "info"),
+    ];
+    let mut server = start_server_with(&data, port, &logged, Stdio::from(log)).await;
+    let client = Client::new(&url)
+        .login(&tenant, &client_id, &secret)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let done = loop {
+        let action = client.action(&created.id).await.unwrap();
+        if action.status.is_final() {
+            break action;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
+    let put = std::fs::read(agent_dir.join("work/tool.bin")).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&put)), expected);
+
+    // The agent asked for the rest of the file, from where it had stopped.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let offset: u64 = log
+        .lines()
+        .find(|l| l.contains("payload download resumed"))
+        .and_then(|l| l.split("offset=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no resumed download in the log:\n{log}"));
+    assert!(offset >= got, "resumed at {offset}, had {got}");
 
     shutdown.cancel();
     let _ = agent.await;

@@ -13,36 +13,15 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures::StreamExt;
-use reach_client::ClientError;
 use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks};
 use sha2::{Digest, Sha256};
 
-use super::{Context, Failure, Success};
-
-/// Waits between attempts while the server is unreachable.
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Why an attempt stopped.
-enum Stop {
-    /// The command fails (the server refused, or the file is unreadable).
-    Fatal(Failure),
-    /// The server was unreachable; try again.
-    Retry(String),
-}
-
-fn classify(err: ClientError) -> Stop {
-    match err {
-        ClientError::Api { status, .. } if status.is_client_error() => Stop::Fatal(err.into()),
-        other => Stop::Retry(other.to_string()),
-    }
-}
+use super::{Context, Failure, RETRY_MAX, RETRY_MIN, Stop, Success, classify};
 
 /// Opens the file, failing with the OS error.
 fn open(path: &str) -> Result<std::fs::File, Failure> {

@@ -81,27 +81,63 @@ pub async fn payload(
         )));
     }
     let key = Files::library_key(&identity.tenant_id, &sha256);
+    let offset = requested_offset(&headers)?;
+    let gone = |err: FileError| match err {
+        FileError::NotFound(_) => {
+            ApiError::ResourceNotFound("The library file's bytes are gone".into())
+        }
+        other => ApiError::internal(other),
+    };
+    if offset > 0 {
+        // Resuming: check the offset against the size before streaming.
+        let (size, _) = state.files.get_stream(&key).await.map_err(gone)?;
+        if offset >= size {
+            return Err(ApiError::RangeNotSatisfiable(format!(
+                "The payload has {size} bytes; a resume must start before the end"
+            )));
+        }
+    }
     let (size, stream) = state
         .files
-        .get_stream(&key)
+        .get_stream_from(&key, offset)
         .await
-        .map_err(|err| match err {
-            FileError::NotFound(_) => {
-                ApiError::ResourceNotFound("The library file's bytes are gone".into())
-            }
-            other => ApiError::internal(other),
-        })?;
+        .map_err(gone)?;
+    if offset > 0 {
+        tracing::info!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, offset, "payload download resumed");
+    }
+    let stream = state.bandwidth.throttle(&identity.machine_id, stream);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size - offset));
+    if offset > 0 {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let range = format!("bytes {offset}-{}/{size}", size - 1);
+        if let Ok(value) = HeaderValue::from_str(&range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&sha256) {
-        headers.insert("x-reach-sha256", value);
+        response.headers_mut().insert("x-reach-sha256", value);
     }
     Ok(response)
+}
+
+/// `Range: bytes=N-` → N; no header → 0. Other range forms are refused.
+fn requested_offset(headers: &HeaderMap) -> ApiResult<u64> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::RangeNotSatisfiable("Only 'Range: bytes=N-' is supported".into()))
 }
 
 /// `PUT /agent/v1/commands/{action}/{index}/result`.
@@ -129,7 +165,13 @@ pub async fn result(
     let max = Some(state.config.limits.result_max_bytes).filter(|max| *max > 0);
     let stored = state
         .files
-        .put_stream(&key, body.into_data_stream(), max)
+        .put_stream(
+            &key,
+            state
+                .bandwidth
+                .throttle(&identity.machine_id, body.into_data_stream()),
+            max,
+        )
         .await
         .map_err(|err| match err {
             FileError::Body(why) => {
@@ -260,7 +302,13 @@ pub async fn put_chunk(
     let key = Files::chunk_key(&prefix, n);
     let stored = state
         .files
-        .put_stream(&key, body.into_data_stream(), Some(limit))
+        .put_stream(
+            &key,
+            state
+                .bandwidth
+                .throttle(&identity.machine_id, body.into_data_stream()),
+            Some(limit),
+        )
         .await
         .map_err(|err| match err {
             FileError::Body(why) => {

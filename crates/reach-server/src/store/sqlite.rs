@@ -1128,3 +1128,148 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_action() -> (tempfile::TempDir, SqliteStore, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let now = Micros::now();
+        let tenant = Tenant {
+            id: "t".into(),
+            name: "t".into(),
+        };
+        store.create_tenant(&tenant, now).await.unwrap();
+        store
+            .create_enrollment_token("t", "token-hash", now)
+            .await
+            .unwrap();
+        let info = MachineInfo {
+            hostname: "h".into(),
+            os_platform: "Linux".into(),
+            os_version: "1".into(),
+            os_architecture: "64-bit".into(),
+            agent_version: "0".into(),
+            ip_addresses: vec![],
+        };
+        let machine = "a".repeat(40);
+        store
+            .enroll_machine("token-hash", &machine, "cred", &info, None, now)
+            .await
+            .unwrap();
+        let action = NewAction {
+            id: "action-1".into(),
+            tenant_id: "t".into(),
+            machine_id: machine.clone(),
+            requestor: "me".into(),
+            requestor_comment: None,
+            commands: vec![NewCommand {
+                command: Command {
+                    kind: "PutFile".into(),
+                    params: vec![],
+                },
+                work: Work::PutFile {
+                    file_name: "x".into(),
+                    sha256: "s".into(),
+                },
+                timeout_secs: 60,
+            }],
+            now,
+        };
+        store.create_action(&action, 25).await.unwrap();
+        (dir, store, machine, "action-1".into())
+    }
+
+    #[tokio::test]
+    async fn a_command_is_claimed_once_and_recorded_once() {
+        let (_dir, store, machine, action) = store_with_action().await;
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(&machine, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            claimed.command,
+            CommandRef {
+                action_id: action.clone(),
+                index: 0
+            }
+        );
+        assert!(
+            store
+                .claim_next_command(&machine, now)
+                .await
+                .unwrap()
+                .is_none(),
+            "never handed out twice"
+        );
+        let finish = Finish::Completed { file_sha256: None };
+        let first = store
+            .finish_command(&machine, &claimed.command, &finish, now)
+            .await
+            .unwrap();
+        assert_eq!(first.unwrap().status, ActionStatus::Succeeded);
+        let again = store
+            .finish_command(&machine, &claimed.command, &finish, now)
+            .await
+            .unwrap();
+        assert!(again.is_none(), "a repeated delivery changes nothing");
+        let failed = Finish::Failed {
+            errors: vec!["late".into()],
+            timed_out: false,
+        };
+        assert!(
+            store
+                .finish_command(&machine, &claimed.command, &failed, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stored = store.get_action("t", &action).await.unwrap();
+        assert_eq!(stored.status, ActionStatus::Succeeded);
+        assert!(stored.commands[0].errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_machine_cannot_finish_or_claim_the_command() {
+        let (_dir, store, machine, _action) = store_with_action().await;
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(&machine, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let other = "b".repeat(40);
+        assert!(
+            store
+                .claim_next_command(&other, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let finish = Finish::Failed {
+            errors: vec!["forged".into()],
+            timed_out: false,
+        };
+        assert!(
+            store
+                .finish_command(&other, &claimed.command, &finish, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let blob = ResultBlob {
+            key: "k".into(),
+            size: 1,
+            sha256: "s".into(),
+            chunks: None,
+        };
+        assert!(matches!(
+            store.record_result(&other, &claimed.command, &blob).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}

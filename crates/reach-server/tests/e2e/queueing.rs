@@ -144,3 +144,37 @@ async fn an_agent_restart_fails_the_command_it_was_running() {
         ["The agent restarted while the command was running"]
     );
 }
+
+#[tokio::test]
+async fn a_command_whose_agent_never_returns_fails_when_its_lease_runs_out() {
+    let server = TestServer::start_with(|c| {
+        c.live_response.script_timeout_secs = 1;
+        c.live_response.lease_grace_secs = 1;
+    })
+    .await;
+    let mut device = server.agent().await;
+    server
+        .upload("sleeper.sh", b"echo started > started.txt\nsleep 300\n")
+        .await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("sleeper.sh", None)], "lease"),
+        )
+        .await
+        .unwrap();
+    let started = device.work_dir().join("started.txt");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !started.exists() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    device.stop().await; // and it never comes back
+    let done = server.wait_final(&created.id).await;
+    assert_status(&done, ActionStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        ["The agent did not report a result within the command's timeout plus 1 s"]
+    );
+}

@@ -10,7 +10,6 @@ pub mod run_script;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
 use reach_client::AgentClient;
 use reach_proto::agent::{Assignment, Outcome, Work};
 use sha2::{Digest, Sha256};
@@ -179,8 +178,9 @@ pub fn classify(err: reach_client::ClientError) -> Stop {
 }
 
 /// Downloads the command's library file into the working folder, checking
-/// its SHA-256 before it becomes visible under its name. A broken download
-/// resumes where it stopped (HTTP Range), so nothing is fetched twice.
+/// every chunk's SHA-256 as it arrives and the whole file's before it
+/// becomes visible under its name. A broken download resumes from the next
+/// chunk, so at most one chunk is fetched twice.
 pub async fn download_payload(
     context: &Context,
     command: &reach_proto::agent::CommandRef,
@@ -194,7 +194,7 @@ pub async fn download_payload(
     let mut download = Download {
         file: tokio::fs::File::create(&partial).await.map_err(io)?,
         hasher: Sha256::new(),
-        offset: 0,
+        next_chunk: 0,
     };
     let mut delay = RETRY_MIN;
     loop {
@@ -205,7 +205,7 @@ pub async fn download_payload(
                 return Err(failure);
             }
             Err(Stop::Retry(why)) => {
-                tracing::warn!(error = %why, offset = download.offset, delay_ms = delay.as_millis() as u64, "downloading the library file paused; resuming");
+                tracing::warn!(error = %why, chunk = download.next_chunk, delay_ms = delay.as_millis() as u64, "downloading the library file paused; resuming");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(RETRY_MAX);
             }
@@ -226,51 +226,67 @@ pub async fn download_payload(
     Ok(target)
 }
 
-/// A library file download in progress: what is written and hashed so far.
+/// A library file download in progress: the verified chunks written and
+/// hashed so far.
 struct Download {
     file: tokio::fs::File,
     hasher: Sha256,
-    offset: u64,
+    next_chunk: u32,
+}
+
+fn header<T: std::str::FromStr>(
+    response: &reach_client::reqwest::Response,
+    name: &str,
+) -> Option<T> {
+    response.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
 impl Download {
+    /// Fetches the remaining chunks, each checked against its SHA-256
+    /// before it is written; a broken chunk is fetched again, nothing else.
     async fn fetch(
         &mut self,
         context: &Context,
         command: &reach_proto::agent::CommandRef,
     ) -> Result<(), Stop> {
-        let response = context
-            .client
-            .payload(&command.action_id, command.index, self.offset)
-            .await
-            .map_err(classify)?;
-        if self.offset > 0
-            && response.status() != reach_client::reqwest::StatusCode::PARTIAL_CONTENT
-        {
-            // The server sent the whole file again: start over.
-            use tokio::io::AsyncSeekExt;
-            let restart = |e: std::io::Error| {
-                Stop::Fatal(Failure::new(format!("Restarting the download failed: {e}")))
-            };
-            self.file.set_len(0).await.map_err(restart)?;
-            self.file
-                .seek(std::io::SeekFrom::Start(0))
+        use reach_proto::agent::paths;
+        loop {
+            let response = context
+                .client
+                .payload(&command.action_id, command.index, self.next_chunk)
                 .await
-                .map_err(restart)?;
-            self.hasher = Sha256::new();
-            self.offset = 0;
-        }
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Stop::Retry(format!("the download broke: {e}")))?;
-            self.file.write_all(&chunk).await.map_err(|e| {
+                .map_err(classify)?;
+            let chunks: u32 = header(&response, paths::CHUNKS).ok_or_else(|| {
+                Stop::Fatal(Failure::new(
+                    "The server sent a payload chunk without its count",
+                ))
+            })?;
+            let expected: String = header(&response, paths::SHA256).ok_or_else(|| {
+                Stop::Fatal(Failure::new(
+                    "The server sent a payload chunk without its SHA-256",
+                ))
+            })?;
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| Stop::Retry(format!("the download broke: {e}")))?;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != expected {
+                return Err(Stop::Retry(format!(
+                    "chunk {} arrived with SHA-256 {actual} instead of {expected}",
+                    self.next_chunk
+                )));
+            }
+            self.file.write_all(&bytes).await.map_err(|e| {
                 Stop::Fatal(Failure::new(format!(
                     "Writing the library file failed: {e}"
                 )))
             })?;
-            self.hasher.update(&chunk);
-            self.offset += chunk.len() as u64;
+            self.hasher.update(&bytes);
+            self.next_chunk += 1;
+            if self.next_chunk >= chunks {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }

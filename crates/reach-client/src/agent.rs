@@ -52,22 +52,24 @@ impl AgentClient {
         Ok(check(response).await?.json().await?)
     }
 
-    /// The library file of a PutFile or RunScript command from byte `offset`
-    /// on, as a streaming response (206 Partial Content when resuming).
+    /// Chunk `chunk` of the library file of a PutFile or RunScript command.
     pub async fn payload(
         &self,
         action_id: &str,
         index: u32,
-        offset: u64,
+        chunk: u32,
     ) -> Result<reqwest::Response> {
-        let mut request = self
+        let response = self
             .http
-            .get(format!("{}{}", self.base, paths::payload(action_id, index)))
-            .bearer_auth(&self.credential);
-        if offset > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        check(request.send().await?).await
+            .get(format!(
+                "{}{}",
+                self.base,
+                paths::payload(action_id, index, chunk)
+            ))
+            .bearer_auth(&self.credential)
+            .send()
+            .await?;
+        check(response).await
     }
 
     /// Uploads a command's result.

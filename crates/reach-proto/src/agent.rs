@@ -177,9 +177,9 @@ pub mod paths {
     pub const ENROLL: &str = "/agent/v1/enroll";
     pub const CONNECT: &str = "/agent/v1/connect";
 
-    /// `GET`: the library file of a PutFile or RunScript command.
-    pub fn payload(action_id: &str, index: u32) -> String {
-        format!("/agent/v1/commands/{action_id}/{index}/payload")
+    /// `GET`: chunk `chunk` of the library file of a PutFile or RunScript command.
+    pub fn payload(action_id: &str, index: u32, chunk: u32) -> String {
+        format!("/agent/v1/commands/{action_id}/{index}/payload?chunk={chunk}")
     }
 
     /// `PUT`: the result of a RunScript command (the JSON transcript).
@@ -203,8 +203,11 @@ pub mod paths {
         format!("/agent/v1/commands/{action_id}/{index}/complete")
     }
 
-    /// Headers of a chunk upload.
+    /// Headers of a chunk upload (and `SHA256` of a payload chunk).
     pub const RAW_SHA256: &str = "x-reach-raw-sha256";
     pub const RAW_SIZE: &str = "x-reach-raw-size";
     pub const SHA256: &str = "x-reach-sha256";
+    /// Headers of a payload chunk: the whole file's size and chunk count.
+    pub const SIZE: &str = "x-reach-size";
+    pub const CHUNKS: &str = "x-reach-chunks";
 }

@@ -134,21 +134,23 @@ impl Files {
         }
     }
 
-    /// The total size of `key` and a stream of its bytes from `offset` on.
-    pub async fn get_stream_from(
+    /// The size of `key`.
+    pub async fn size(&self, key: &str) -> Result<u64, FileError> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The bytes of `key` in `range` (for one chunk; never a whole file).
+    pub async fn get_range(
         &self,
         key: &str,
-        offset: u64,
-    ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), FileError> {
-        if offset == 0 {
-            return self.get_stream(key).await;
-        }
-        let options = object_store::GetOptions {
-            range: Some(object_store::GetRange::Offset(offset)),
-            ..Default::default()
-        };
-        match self.store.get_opts(&ObjectPath::from(key), options).await {
-            Ok(result) => Ok((result.meta.size, result.into_stream())),
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, FileError> {
+        match self.store.get_range(&ObjectPath::from(key), range).await {
+            Ok(bytes) => Ok(bytes),
             Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
             Err(err) => Err(err.into()),
         }
@@ -156,11 +158,7 @@ impl Files {
 
     /// Fails with `NotFound` unless `key` exists.
     pub async fn check_exists(&self, key: &str) -> Result<(), FileError> {
-        match self.store.head(&ObjectPath::from(key)).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
-            Err(err) => Err(err.into()),
-        }
+        self.size(key).await.map(drop)
     }
 
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FileError> {

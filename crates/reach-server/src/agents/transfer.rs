@@ -10,7 +10,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -57,14 +57,23 @@ async fn own_command(
         .ok_or_else(not_found)
 }
 
-/// `GET /agent/v1/commands/{action}/{index}/payload`.
+/// `GET /agent/v1/commands/{action}/{index}/payload?chunk=K`: chunk K of the
+/// library file (`chunk_bytes` each), with its SHA-256 and the file's size
+/// and chunk count in headers, so the agent checks every chunk and resumes
+/// from the next one. At most one chunk is in memory.
 pub async fn payload(
     State(state): State<SharedState>,
     Path((action_id, index)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let identity = authenticate(&state, &headers).await?;
     let index = parse_index(&index)?;
+    let chunk = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "chunk")
+        .map(|(_, v)| parse_index(&v))
+        .transpose()?
+        .unwrap_or(0);
     let command = own_command(&state, &identity, &action_id, index).await?;
     let sha256 = match &command.work {
         Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256.clone(),
@@ -81,63 +90,45 @@ pub async fn payload(
         )));
     }
     let key = Files::library_key(&identity.tenant_id, &sha256);
-    let offset = requested_offset(&headers)?;
     let gone = |err: FileError| match err {
         FileError::NotFound(_) => {
             ApiError::ResourceNotFound("The library file's bytes are gone".into())
         }
         other => ApiError::internal(other),
     };
-    if offset > 0 {
-        // Resuming: check the offset against the size before streaming.
-        let (size, _) = state.files.get_stream(&key).await.map_err(gone)?;
-        if offset >= size {
-            return Err(ApiError::RangeNotSatisfiable(format!(
-                "The payload has {size} bytes; a resume must start before the end"
-            )));
-        }
+    let size = state.files.size(&key).await.map_err(gone)?;
+    let chunk_bytes = state.config.live_response.chunk_bytes.max(1);
+    let chunks = size.div_ceil(chunk_bytes).max(1);
+    if u64::from(chunk) >= chunks {
+        return Err(ApiError::RangeNotSatisfiable(format!(
+            "The payload has {chunks} chunks; there is no chunk {chunk}"
+        )));
     }
-    let (size, stream) = state
+    let start = u64::from(chunk) * chunk_bytes;
+    let end = (start + chunk_bytes).min(size);
+    let bytes = state
         .files
-        .get_stream_from(&key, offset)
+        .get_range(&key, start..end)
         .await
         .map_err(gone)?;
-    if offset > 0 {
-        tracing::info!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, offset, "payload download resumed");
-    }
-    let stream = state.bandwidth.throttle(&identity.machine_id, stream);
+    let chunk_sha256 = hex::encode(Sha256::digest(&bytes));
+    tracing::debug!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, chunk, "payload chunk served");
+    let len = bytes.len();
+    let once = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let stream = state.bandwidth.throttle(&identity.machine_id, once);
     let mut response = Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
+    let out = response.headers_mut();
+    out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size - offset));
-    if offset > 0 {
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let range = format!("bytes {offset}-{}/{size}", size - 1);
-        if let Ok(value) = HeaderValue::from_str(&range) {
-            response.headers_mut().insert(header::CONTENT_RANGE, value);
-        }
-    }
-    if let Ok(value) = HeaderValue::from_str(&sha256) {
-        response.headers_mut().insert("x-reach-sha256", value);
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    out.insert(paths::CHUNKS, HeaderValue::from(chunks));
+    out.insert(paths::SIZE, HeaderValue::from(size));
+    if let Ok(value) = HeaderValue::from_str(&chunk_sha256) {
+        out.insert(paths::SHA256, value);
     }
     Ok(response)
-}
-
-/// `Range: bytes=N-` → N; no header → 0. Other range forms are refused.
-fn requested_offset(headers: &HeaderMap) -> ApiResult<u64> {
-    let Some(value) = headers.get(header::RANGE) else {
-        return Ok(0);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::RangeNotSatisfiable("Only 'Range: bytes=N-' is supported".into()))
 }
 
 /// `PUT /agent/v1/commands/{action}/{index}/result`.

@@ -1,6 +1,7 @@
-//! Facts about this device (name, OS, architecture) and the platform parts of
-//! running processes: starting a script in its own process group (Unix) and
-//! killing the whole group. Windows and macOS compile through cfg-gated code.
+//! Facts about this device (name, OS, architecture, addresses) and the
+//! platform parts of running processes: starting a script in a process
+//! group of its own and killing its whole tree (the group on Unix, a Job
+//! object on Windows). Windows and macOS compile through cfg-gated code.
 
 use reach_proto::agent::{IpAddress, MachineInfo};
 
@@ -103,14 +104,50 @@ pub fn own_process_group(command: &mut tokio::process::Command) {
     }
 }
 
-/// Kills the child's whole process group (Unix) or the child (elsewhere).
-pub fn kill_tree(child: &mut tokio::process::Child) {
+/// What it takes to kill a script's whole process tree: its process group
+/// on Unix, a Job object on Windows (which also ends every process left in
+/// it when the tree is dropped).
+pub struct ProcessTree {
     #[cfg(unix)]
-    if let Some(pid) = child.id() {
-        kill_group(pid);
-        return;
+    pgid: Option<u32>,
+    #[cfg(windows)]
+    job: Option<job::Job>,
+}
+
+impl ProcessTree {
+    /// Takes hold of the tree of a child started with `own_process_group`.
+    pub fn attach(child: &tokio::process::Child) -> Self {
+        #[cfg(unix)]
+        {
+            Self { pgid: child.id() }
+        }
+        #[cfg(windows)]
+        {
+            let job = child.raw_handle().and_then(job::Job::for_process);
+            if job.is_none() {
+                tracing::warn!("could not put the script in a Job object; cancel stops the script only");
+            }
+            Self { job }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = child;
+            Self {}
+        }
     }
-    let _ = child.start_kill();
+
+    /// Kills every process of the tree (the child itself at least).
+    pub fn kill(&self, child: &mut tokio::process::Child) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.pgid {
+            kill_group(pgid);
+        }
+        #[cfg(windows)]
+        if let Some(job) = &self.job {
+            job.terminate();
+        }
+        let _ = child.start_kill();
+    }
 }
 
 #[cfg(unix)]
@@ -123,5 +160,67 @@ fn kill_group(pid: u32) {
     // no memory of ours. The group id is the child's pid (process_group(0)).
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Windows Job objects, the Windows way to hold a process tree.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod job {
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+        JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
+        SetInformationJobObject, TerminateJobObject,
+    };
+
+    /// A Job object that kills its processes when closed.
+    pub struct Job(HANDLE);
+
+    // SAFETY: a job handle is a kernel object reference, usable from any thread.
+    unsafe impl Send for Job {}
+    unsafe impl Sync for Job {}
+
+    impl Job {
+        /// A new job holding `process` (and, from then on, its children).
+        pub fn for_process(process: std::os::windows::io::RawHandle) -> Option<Self> {
+            // SAFETY: plain Win32 calls on handles we own or were given; the
+            // info struct lives across the call and its size is passed.
+            unsafe {
+                let job = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+                if job.is_null() {
+                    return None;
+                }
+                let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
+                info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+                let set = SetInformationJobObject(
+                    job,
+                    JobObjectExtendedLimitInformation,
+                    &info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION as *const core::ffi::c_void,
+                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                );
+                if set == 0 || AssignProcessToJobObject(job, process as HANDLE) == 0 {
+                    CloseHandle(job);
+                    return None;
+                }
+                Some(Self(job))
+            }
+        }
+
+        pub fn terminate(&self) {
+            // SAFETY: the handle is open until drop.
+            unsafe {
+                TerminateJobObject(self.0, 1);
+            }
+        }
+    }
+
+    impl Drop for Job {
+        fn drop(&mut self) {
+            // SAFETY: closing our own handle once; KILL_ON_JOB_CLOSE ends what is left.
+            unsafe {
+                CloseHandle(self.0);
+            }
+        }
     }
 }

@@ -117,13 +117,14 @@ pub async fn run(
     let mut child = process
         .spawn()
         .map_err(|e| Failure::new(format!("Starting {} failed: {e}", program.display())))?;
+    let tree = system::ProcessTree::attach(&child);
     let cap = context.output_cap_bytes;
     let stdout = tokio::spawn(capture(child.stdout.take().expect("piped stdout"), cap));
     let stderr = tokio::spawn(capture(child.stderr.take().expect("piped stderr"), cap));
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| Failure::new(format!("Waiting for the script failed: {e}")))?,
         _ = tokio::time::sleep(timeout) => {
-            system::kill_tree(&mut child);
+            tree.kill(&mut child);
             let _ = child.wait().await;
             return Err(Failure {
                 message: format!("The script timed out after {} s and was killed", timeout.as_secs()),
@@ -131,14 +132,14 @@ pub async fn run(
             });
         }
         _ = cancel.cancelled() => {
-            system::kill_tree(&mut child);
+            tree.kill(&mut child);
             let _ = child.wait().await;
             return Err(Failure::new("Cancelled; the script's process group was killed"));
         }
     };
     // The script is done; anything it left running in its group goes too, so
     // the output pipes close.
-    system::kill_tree(&mut child);
+    tree.kill(&mut child);
     let script_output = stdout.await.unwrap_or_default();
     let script_errors = stderr.await.unwrap_or_default();
     let exit_code = exit_code(&status);

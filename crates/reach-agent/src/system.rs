@@ -125,7 +125,9 @@ impl ProcessTree {
         {
             let job = child.raw_handle().and_then(job::Job::for_process);
             if job.is_none() {
-                tracing::warn!("could not put the script in a Job object; cancel stops the script only");
+                tracing::warn!(
+                    "could not put the script in a Job object; cancel stops the script only"
+                );
             }
             Self { job }
         }
@@ -196,7 +198,8 @@ mod job {
                 let set = SetInformationJobObject(
                     job,
                     JobObjectExtendedLimitInformation,
-                    &info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION as *const core::ffi::c_void,
+                    &info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+                        as *const core::ffi::c_void,
                     std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
                 );
                 if set == 0 || AssignProcessToJobObject(job, process as HANDLE) == 0 {

@@ -5,16 +5,11 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use reach_client::{Client, LibraryUpload};
-use reach_proto::api::{
-    ActionStatus, Command, CommandStatus, CommandType, RunLiveResponseRequest, roles,
-};
-use reach_server::{Config, admin};
-use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use reach_client::LibraryUpload;
+use reach_proto::api::{ActionStatus, Command, CommandStatus, CommandType, RunLiveResponseRequest};
+use reach_server::Config;
+use reach_server::testing::{DEADLINE, InProcess, eventually, wait_final};
 
 fn agent(state: &Path, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-agent"));
@@ -28,46 +23,15 @@ fn agent(state: &Path, args: &[&str]) -> tokio::process::Command {
     command
 }
 
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never happened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
+    let server = InProcess::start(Config {
         data_dir: dir.path().join("server"),
         ..Config::default()
-    };
-    config.limits.api_per_minute = 100_000; // the test polls faster than Defender allows
-    config.limits.api_per_hour = 1_000_000;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = reach_server::open(config).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(reach_server::serve(state.clone(), listener, async move {
-        stop.cancelled().await
-    }));
-    let _stop = shutdown.drop_guard();
-    let tenant = admin::create_tenant(state.store.as_ref(), "t")
-        .await
-        .unwrap();
-    let all = roles::ALL.iter().map(|r| r.to_string()).collect();
-    let app = admin::create_app(state.store.as_ref(), &tenant.id, "app", all)
-        .await
-        .unwrap();
-    let token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
-        .await
-        .unwrap();
-
+    })
+    .await;
+    let (url, token) = (server.url.clone(), server.enrollment_token.clone());
     let state_path = dir.path().join("agent/state.json");
     let enrolled = agent(
         &state_path,
@@ -83,14 +47,11 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     );
     let machine = reach_agent::State::load(&state_path).unwrap().machine_id;
     let mut first = agent(&state_path, &["run"]).spawn().unwrap();
-    tokio::time::timeout(DEADLINE, state.hub.wait_connected(&machine))
+    tokio::time::timeout(DEADLINE, server.state.hub.wait_connected(&machine))
         .await
         .unwrap();
 
-    let client = Client::new(&url)
-        .login(&tenant.id, &app.client_id, &app.client_secret)
-        .await
-        .unwrap();
+    let client = server.client().await;
     client
         .upload_library_file(LibraryUpload::bytes(
             "long.sh",
@@ -126,15 +87,7 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     );
 
     let mut second = agent(&state_path, &["run"]).spawn().unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let done = loop {
-        let action = client.action(&created.id).await.unwrap();
-        if action.status.is_final() {
-            break action;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Failed, "{done:#?}");
     assert_eq!(
         done.commands[0].errors,

@@ -5,65 +5,43 @@
 
 use std::process::Output;
 
-use reach_proto::api::roles;
-use reach_server::{Config, admin};
+use reach_server::Config;
+use reach_server::testing::{DEADLINE, InProcess};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
     vars: Vec<(&'static str, String)>,
     machine_id: String,
     dir: tempfile::TempDir,
-    _shutdown: tokio_util::sync::DropGuard,
+    _server: InProcess,
+    _agent: tokio_util::sync::DropGuard,
 }
 
 async fn start() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let server = InProcess::start(Config {
         data_dir: dir.path().join("server"),
         ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = reach_server::open(config).await.unwrap();
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(reach_server::serve(state.clone(), listener, async move {
-        stop.cancelled().await
-    }));
-    let tenant = admin::create_tenant(state.store.as_ref(), "cli")
-        .await
-        .unwrap();
-    let app = admin::create_app(
-        state.store.as_ref(),
-        &tenant.id,
-        "cli-app",
-        roles::ALL.iter().map(|r| r.to_string()).collect(),
-    )
-    .await
-    .unwrap();
-    let token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
-        .await
-        .unwrap();
+    })
+    .await;
     let agent_config = reach_agent::Config {
         state_path: dir.path().join("agent/state.json"),
         ..reach_agent::Config::default()
     };
-    let agent = reach_agent::enroll(&url, &token, &agent_config)
+    let agent = reach_agent::enroll(&server.url, &server.enrollment_token, &agent_config)
         .await
         .unwrap();
+    let shutdown = CancellationToken::new();
     tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        state.hub.wait_connected(&agent.machine_id),
-    )
-    .await
-    .unwrap();
+    tokio::time::timeout(DEADLINE, server.state.hub.wait_connected(&agent.machine_id))
+        .await
+        .unwrap();
     Env {
         vars: vec![
-            ("REACH_SERVER", url),
-            ("REACH_TENANT_ID", tenant.id),
-            ("REACH_CLIENT_ID", app.client_id),
-            ("REACH_CLIENT_SECRET", app.client_secret),
+            ("REACH_SERVER", server.url.clone()),
+            ("REACH_TENANT_ID", server.tenant_id.clone()),
+            ("REACH_CLIENT_ID", server.app.client_id.clone()),
+            ("REACH_CLIENT_SECRET", server.app.client_secret.clone()),
             (
                 "REACH_CONFIG_DIR",
                 dir.path().join("cli").display().to_string(),
@@ -71,7 +49,8 @@ async fn start() -> Env {
         ],
         machine_id: agent.machine_id,
         dir,
-        _shutdown: shutdown.drop_guard(),
+        _server: server,
+        _agent: shutdown.drop_guard(),
     }
 }
 

@@ -23,6 +23,8 @@ pub mod odata;
 pub mod ratelimit;
 pub mod store;
 pub mod sweeper;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod tls;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reach_client::{Client, LibraryUpload};
 use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
 use reach_server::dev::DevCredentials;
+use reach_server::testing::{eventually, wait_final};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -217,18 +218,6 @@ async fn dev_mode_can_serve_https_with_its_own_ca() {
     child.kill().await.unwrap();
 }
 
-/// Polls `check` until it holds, failing after the deadline.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never happened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn kill_9_during_a_script_ends_the_command_failed_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,15 +260,7 @@ async fn kill_9_during_a_script_ends_the_command_failed_after_restart() {
         .login(&again.tenant_id, &again.client_id, &again.client_secret)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let done = loop {
-        let action = client.action(&created.id).await.unwrap();
-        if action.status.is_final() {
-            break action;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Failed, "{done:#?}");
     assert_eq!(
         done.commands[0].errors,

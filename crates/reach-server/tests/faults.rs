@@ -11,6 +11,7 @@ use std::time::Duration;
 use reach_client::Client;
 use reach_proto::agent::CommandRef;
 use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
+use reach_server::testing::{eventually, wait_final};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +103,31 @@ fn random_file(path: &PathBuf) -> String {
     hex::encode(Sha256::digest(&noise))
 }
 
+/// Enrolls and runs an in-process agent kept in `dir`: (machine id, its stop, its task).
+async fn start_agent(
+    dir: &Path,
+    url: &str,
+    token: &str,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let config = reach_agent::Config {
+        state_path: dir.join("state.json"),
+        reconnect_min_ms: 50,
+        reconnect_max_ms: 500,
+        ..reach_agent::Config::default()
+    };
+    let machine = reach_agent::enroll(url, token, &config)
+        .await
+        .unwrap()
+        .machine_id;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(reach_agent::run(config, shutdown.clone()));
+    (machine, shutdown, agent)
+}
+
 /// A tenant, an app holding every role (tenant, client id, secret) and an enrollment token.
 fn seed(data: &Path) -> (String, String, String, String) {
     let tenant = field(
@@ -134,18 +160,7 @@ async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
     let mut server = start_server(&data, port).await;
 
     let agent_dir = dir.path().join("agent");
-    let agent_config = reach_agent::Config {
-        state_path: agent_dir.join("state.json"),
-        reconnect_min_ms: 50,
-        reconnect_max_ms: 500,
-        ..reach_agent::Config::default()
-    };
-    let machine = reach_agent::enroll(&url, &token, &agent_config)
-        .await
-        .unwrap()
-        .machine_id;
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
+    let (machine, shutdown, agent) = start_agent(&agent_dir, &url, &token).await;
 
     let evidence = dir.path().join("evidence.bin");
     let expected = random_file(&evidence);
@@ -163,11 +178,7 @@ async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
     let created = client.run_live_response(&machine, &request).await.unwrap();
 
     let chunks_dir = data.join(format!("blobs/results/{}/0/chunks", created.id));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while stored_chunks(&chunks_dir) < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "no chunks arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("chunks arriving", || stored_chunks(&chunks_dir) >= 4).await;
     server.start_kill().unwrap(); // SIGKILL, in the middle of the transfer
     server.wait().await.unwrap();
     let before = stored_chunks(&chunks_dir);
@@ -181,15 +192,7 @@ async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
         .login(&tenant, &client_id, &secret)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let done = loop {
-        let action = client.action(&created.id).await.unwrap();
-        if action.status.is_final() {
-            break action;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
 
     // The result un-gzips to exactly the original bytes.
@@ -251,18 +254,7 @@ async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
     let mut server = start_server_with(&data, port, &capped, Stdio::null()).await;
 
     let agent_dir = dir.path().join("agent");
-    let agent_config = reach_agent::Config {
-        state_path: agent_dir.join("state.json"),
-        reconnect_min_ms: 50,
-        reconnect_max_ms: 500,
-        ..reach_agent::Config::default()
-    };
-    let machine = reach_agent::enroll(&url, &token, &agent_config)
-        .await
-        .unwrap()
-        .machine_id;
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(reach_agent::run(agent_config, shutdown.clone()));
+    let (machine, shutdown, agent) = start_agent(&agent_dir, &url, &token).await;
 
     let tool = dir.path().join("tool.bin");
     let expected = {
@@ -294,14 +286,10 @@ async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
     let created = client.run_live_response(&machine, &request).await.unwrap();
 
     let partial = agent_dir.join("work/.tool.bin.partial");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 16 << 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the download never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the download getting going", || {
+        std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 16 << 20
+    })
+    .await;
     server.start_kill().unwrap();
     server.wait().await.unwrap();
     let got = std::fs::metadata(&partial).unwrap().len();
@@ -318,15 +306,7 @@ async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
         .login(&tenant, &client_id, &secret)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let done = loop {
-        let action = client.action(&created.id).await.unwrap();
-        if action.status.is_final() {
-            break action;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{action:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
     let put = std::fs::read(agent_dir.join("work/tool.bin")).unwrap();
     assert_eq!(hex::encode(Sha256::digest(&put)), expected);

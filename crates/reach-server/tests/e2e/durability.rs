@@ -2,9 +2,9 @@
 //! agent's disk and arrive when it is back, also across an agent restart;
 //! repeated deliveries are recorded once.
 
-use std::time::Duration;
-
 use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
+
+use reach_server::testing::eventually;
 
 use crate::support::*;
 
@@ -18,17 +18,6 @@ fn outbox_entries(device: &Device) -> usize {
             .count()
         })
         .unwrap_or(0)
-}
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} never happened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -1,0 +1,101 @@
+//! Helpers for tests of Reach's own crates (feature `testing`, never in a
+//! release build): a real server in-process on 127.0.0.1:0 with a tenant,
+//! an app holding every role and an enrollment token; and waiting for
+//! things with a deadline instead of sleeping blindly.
+
+use std::time::Duration;
+
+use reach_client::Client;
+use reach_proto::api::{MachineAction, roles};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::{Config, SharedState, admin};
+
+/// How long a test waits for anything before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` every 20 ms until it holds; panics after `DEADLINE`.
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls an action until it is final; panics after `DEADLINE`.
+pub async fn wait_final(client: &Client, id: &str) -> MachineAction {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let action = client.action(id).await.expect("reading the action");
+        if action.status.is_final() {
+            return action;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the action never ended: {action:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A server running in this process, stopped when dropped.
+pub struct InProcess {
+    pub url: String,
+    pub state: SharedState,
+    pub tenant_id: String,
+    pub app: admin::NewApp,
+    pub enrollment_token: String,
+    _stop: DropGuard,
+}
+
+impl InProcess {
+    /// Starts `config` on 127.0.0.1:0, with API rate limits raised so that
+    /// tests may poll.
+    pub async fn start(mut config: Config) -> Self {
+        config.limits.api_per_minute = config.limits.api_per_minute.max(100_000);
+        config.limits.api_per_hour = config.limits.api_per_hour.max(1_000_000);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let state = crate::open(config).await.expect("opening the server");
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(crate::serve(state.clone(), listener, async move {
+            stop.cancelled().await
+        }));
+        let store = state.store.as_ref();
+        let tenant = admin::create_tenant(store, "test").await.expect("tenant");
+        let all = roles::ALL.iter().map(|r| r.to_string()).collect();
+        let app = admin::create_app(store, &tenant.id, "test-app", all)
+            .await
+            .expect("app");
+        let enrollment_token = admin::create_enrollment_token(store, &tenant.id)
+            .await
+            .expect("token");
+        Self {
+            url,
+            state,
+            tenant_id: tenant.id,
+            app,
+            enrollment_token,
+            _stop: shutdown.drop_guard(),
+        }
+    }
+
+    /// A client logged in as the app holding every role.
+    pub async fn client(&self) -> Client {
+        Client::new(&self.url)
+            .login(
+                &self.tenant_id,
+                &self.app.client_id,
+                &self.app.client_secret,
+            )
+            .await
+            .expect("logging in")
+    }
+}

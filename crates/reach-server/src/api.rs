@@ -83,10 +83,29 @@ pub fn router(state: SharedState) -> Router {
             post(agents::transfer::complete),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 when the database and the object store answer, else 503.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+) -> ApiResult<&'static str> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("The database does not answer: {err}")))?;
+    state
+        .files
+        .probe()
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("The object store does not answer: {err}")))?;
+    Ok("ready")
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -139,6 +158,7 @@ pub fn authorize(
     state
         .limiter
         .check(&principal.rate_key(), name, &windows)
+        .inspect_err(|_| crate::metrics::Metrics::add(&state.metrics.rate_limited, 1))
         .map_err(|retry_after_secs| ApiError::TooManyRequests {
             message: format!("Rate limit reached for {name}; retry in {retry_after_secs} s"),
             retry_after_secs,

@@ -46,6 +46,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     RangeNotSatisfiable(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{message}")]
     TooManyRequests {
         message: String,
@@ -80,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => {
                 ("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
+            Self::Unavailable(_) => ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::RangeNotSatisfiable(_) => {
                 ("RangeNotSatisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
             }

@@ -156,6 +156,14 @@ impl Files {
         }
     }
 
+    /// Answers when the object store is reachable (a missing probe object is fine).
+    pub async fn probe(&self) -> Result<(), FileError> {
+        match self.size("readyz-probe").await {
+            Ok(_) | Err(FileError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Fails with `NotFound` unless `key` exists.
     pub async fn check_exists(&self, key: &str) -> Result<(), FileError> {
         self.size(key).await.map(drop)

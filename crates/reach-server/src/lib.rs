@@ -19,6 +19,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod files;
+pub mod metrics;
 pub mod odata;
 pub mod ratelimit;
 pub mod store;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub hub: agents::Hub,
     /// Caps on file transfer rates.
     pub bandwidth: Arc<bandwidth::Bandwidth>,
+    pub metrics: metrics::Metrics,
     /// Cancelled when the server shuts down; agent connections close on it.
     pub shutdown: CancellationToken,
 }
@@ -76,6 +78,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         limiter: ratelimit::RateLimiter::default(),
         hub: agents::Hub::default(),
         bandwidth,
+        metrics: metrics::Metrics::default(),
         shutdown: CancellationToken::new(),
     }))
 }

@@ -175,6 +175,8 @@ pub struct Claimed {
     pub command: CommandRef,
     pub work: Work,
     pub timeout_secs: u64,
+    /// When its action was submitted.
+    pub action_created: Micros,
 }
 
 /// How a command ended, as the store records it.
@@ -199,6 +201,11 @@ pub struct Swept {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Live response actions of all tenants by status (every status listed).
+    async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>>;
+
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()>;
     async fn get_tenant(&self, id: &str) -> StoreResult<Tenant>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;

@@ -298,6 +298,10 @@ impl Session {
             return Ok(());
         };
         tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
+        if claimed.command.index == 0 {
+            let waited = Micros::now().0 - claimed.action_created.0;
+            self.state.metrics.dispatch_latency.observe_micros(waited);
+        }
         self.in_flight = Some(claimed.command.clone());
         self.send(&ServerMessage::Run(reach_proto::agent::Assignment {
             command: claimed.command,
@@ -332,6 +336,15 @@ impl Session {
                     .store
                     .finish_command(&machine_id, &command, &finish, Micros::now())
                     .await?;
+                if let Some(action) = &action
+                    && let Some(done) = action.commands.iter().find(|c| c.index == command.index)
+                    && let (Some(start), Some(end)) = (done.start_time, done.end_time)
+                {
+                    self.state
+                        .metrics
+                        .command_duration
+                        .observe_micros(end.0 - start.0);
+                }
                 if let Some(action) = action {
                     tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %action.status, "command finished");
                 }

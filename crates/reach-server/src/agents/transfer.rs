@@ -22,6 +22,7 @@ use super::{AgentIdentity, authenticate};
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
+use crate::metrics::Metrics;
 use crate::store::{ChunkRow, CommandRow, ResultBlob};
 
 /// A command index or chunk number of a transfer path.
@@ -114,6 +115,7 @@ pub async fn payload(
     let chunk_sha256 = hex::encode(Sha256::digest(&bytes));
     tracing::debug!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, chunk, "payload chunk served");
     let len = bytes.len();
+    Metrics::add(&state.metrics.bytes_sent, len as u64);
     let once = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
     let stream = state.bandwidth.throttle(&identity.machine_id, once);
     let mut response = Body::from_stream(stream).into_response();
@@ -173,6 +175,7 @@ pub async fn result(
             )),
             other => ApiError::internal(other),
         })?;
+    Metrics::add(&state.metrics.bytes_received, stored.size);
     let reference = CommandRef { action_id, index };
     state
         .store
@@ -320,6 +323,7 @@ pub async fn put_chunk(
             stored.sha256
         )));
     }
+    Metrics::add(&state.metrics.bytes_received, stored.size);
     let row = ChunkRow {
         n,
         raw_size,

@@ -281,6 +281,27 @@ fn odata(err: crate::odata::ODataError) -> StoreError {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM actions GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(ActionStatus, u64)> =
+            ActionStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in &rows {
+            let status: ActionStatus = parse_status(row.try_get::<&str, _>("status")?)?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
+                entry.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()> {
         sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES (?, ?, ?)")
             .bind(&tenant.id)
@@ -837,14 +858,18 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
-        let sql = format!("SELECT id FROM actions WHERE machine_id = ? AND status IN {ACTIVE}");
-        let Some(action_id): Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        let sql = format!(
+            "SELECT id, created_us FROM actions WHERE machine_id = ? AND status IN {ACTIVE}"
+        );
+        let Some(active) = sqlx::query(AssertSqlSafe(sql))
             .bind(machine_id)
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
         };
+        let action_id: String = active.try_get("id")?;
+        let action_created = Micros(active.try_get("created_us")?);
         let running: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM commands WHERE action_id = ? AND status = 'InProgress'",
         )
@@ -883,6 +908,7 @@ impl Store for SqliteStore {
             },
             work: from_json(row.try_get::<&str, _>("work")?)?,
             timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+            action_created,
         }))
     }
 

@@ -12,5 +12,6 @@ mod library;
 mod live_response;
 mod odata;
 mod oidc;
+mod operations;
 mod queueing;
 mod tls;

@@ -67,7 +67,9 @@ struct Claims {
     idtyp: String,
 }
 
-/// Signing keys, created once in `<data_dir>/keys` and reused after restarts.
+/// Signing keys, created once in the database and shared by every node
+/// that uses it, so tokens and download links issued by one node are valid
+/// on all of them.
 pub struct Keys {
     jwt: Vec<u8>,
     /// HMAC key of result download links.
@@ -75,24 +77,22 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
-        let dir = data_dir.join("keys");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    pub async fn load_or_create(store: &dyn crate::store::Store) -> anyhow::Result<Self> {
         Ok(Self {
-            jwt: key_file(&dir.join("jwt-signing.key"))?,
-            link: key_file(&dir.join("download-link.key"))?,
+            jwt: shared_key(store, "jwt-signing").await?,
+            link: shared_key(store, "download-link").await?,
         })
     }
 }
 
-fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return hex::decode(text.trim()).with_context(|| format!("reading key {}", path.display()));
-    }
-    let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    write_private(path, hex::encode(&key).as_bytes())?;
-    Ok(key)
+async fn shared_key(store: &dyn crate::store::Store, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut fresh = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    let stored = store
+        .secret(name, &hex::encode(&fresh), crate::time::Micros::now())
+        .await
+        .with_context(|| format!("loading the {name} key"))?;
+    hex::decode(stored.trim()).with_context(|| format!("the stored {name} key is not hex"))
 }
 
 /// Writes a file only its owner can read (0600 on Unix).
@@ -267,13 +267,16 @@ mod tests {
     use super::*;
 
     fn authenticator() -> Authenticator {
-        let dir = tempfile::tempdir().unwrap();
-        Authenticator::new(
-            Keys::load_or_create(dir.path()).unwrap(),
-            "reach".into(),
-            3599,
-            None,
-        )
+        let key = || {
+            let mut key = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            key
+        };
+        let keys = Keys {
+            jwt: key(),
+            link: key(),
+        };
+        Authenticator::new(keys, "reach".into(), 3599, None)
     }
 
     fn app() -> App {

@@ -58,7 +58,9 @@ pub type SharedState = Arc<AppState>;
 pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     let store = store::sqlite::SqliteStore::open(&config.data_dir).await?;
     let files = files::Files::local(&config.data_dir)?;
-    let keys = auth::Keys::load_or_create(&config.data_dir).context("loading signing keys")?;
+    let keys = auth::Keys::load_or_create(&store)
+        .await
+        .context("loading signing keys")?;
     let issuer = if config.auth.issuer.is_empty() {
         "reach".to_string()
     } else {

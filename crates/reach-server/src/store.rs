@@ -203,6 +203,9 @@ pub struct Swept {
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
+    /// The secret stored under `name`, storing `fresh` first if there is none.
+    /// Concurrent callers all get the one value that won.
+    async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String>;
     /// Live response actions of all tenants by status (every status listed).
     async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>>;
 

@@ -286,6 +286,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String> {
+        sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(fresh)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
         let rows = sqlx::query("SELECT status, count(*) AS n FROM actions GROUP BY status")
             .fetch_all(&self.pool)
@@ -1257,6 +1272,17 @@ mod tests {
         let stored = store.get_action("t", &action).await.unwrap();
         assert_eq!(stored.status, ActionStatus::Succeeded);
         assert!(stored.commands[0].errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_first_secret_stored_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let now = Micros::now();
+        assert_eq!(store.secret("k", "first", now).await.unwrap(), "first");
+        assert_eq!(store.secret("k", "second", now).await.unwrap(), "first");
+        let again = SqliteStore::open(dir.path()).await.unwrap();
+        assert_eq!(again.secret("k", "third", now).await.unwrap(), "first");
     }
 
     #[tokio::test]

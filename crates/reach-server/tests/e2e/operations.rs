@@ -65,3 +65,39 @@ async fn health_readiness_and_metrics_reflect_the_work_done() {
     );
     assert_eq!(metric(&text, "reach_rate_limited_total"), 1.0);
 }
+
+#[tokio::test]
+async fn a_second_node_on_the_same_database_accepts_what_the_first_issued() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("hi.sh", b"echo hi\n").await;
+    let done = server
+        .run(&device.machine_id, vec![run_script("hi.sh", None)])
+        .await;
+    let link = server.client.download_link(&done.id, 0).await.unwrap();
+
+    // Node B: the same configuration and database, another address.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url_b = format!("http://{}", listener.local_addr().unwrap());
+    let state_b = reach_server::open(server.state.config.clone())
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(reach_server::serve(state_b, listener, async move {
+        stopped.cancelled().await
+    }));
+    let _stop = stop.drop_guard();
+
+    let token = server.client.token().unwrap();
+    let client_b = reach_client::Client::new(&url_b).with_token(token);
+    let seen = client_b.action(&done.id).await.unwrap();
+    assert_eq!(seen.status, reach_proto::api::ActionStatus::Succeeded);
+    let on_b = link.replacen(&server.url, &url_b, 1);
+    let response = reqwest::get(&on_b).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let transcript: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(transcript["script_output"], "hi\n");
+    // The keys live in the database, not in files a node keeps for itself.
+    assert!(!server.state.config.data_dir.join("keys").exists());
+}

@@ -4,43 +4,13 @@
 //! would travel in clear.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use rustls::ClientConfig;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls_platform_verifier::BuilderVerifierExt;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
 
 /// A client config trusting only `ca_file` when given, else the platform's roots.
 pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
-    let builder =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let config = match ca_file {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading the CA file {}", path.display()))?;
-            for cert in certs {
-                roots
-                    .add(cert.with_context(|| format!("parsing {}", path.display()))?)
-                    .with_context(|| format!("using {} as a CA", path.display()))?;
-            }
-            if roots.is_empty() {
-                anyhow::bail!("{} holds no CA certificate", path.display());
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => builder
-            .with_platform_verifier()
-            .context("loading the platform's root certificates")?
-            .with_no_client_auth(),
-    };
-    Ok(config)
+    Ok(reach_client::tls::client_config(ca_file)?)
 }
 
 /// Refuses `http://` to a host that is not loopback, unless `insecure_http`.

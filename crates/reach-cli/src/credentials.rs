@@ -13,6 +13,9 @@ pub struct Credentials {
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Trust only this CA (PEM) for the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 fn path() -> anyhow::Result<PathBuf> {
@@ -41,6 +44,7 @@ impl Credentials {
                 tenant_id,
                 client_id,
                 client_secret,
+                ca_file: env("REACH_CA_FILE"),
             });
         }
         let path = path()?;
@@ -50,7 +54,23 @@ impl Credentials {
                 path.display()
             )
         })?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let mut creds: Self =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(ca) = env("REACH_CA_FILE") {
+            creds.ca_file = Some(ca);
+        }
+        Ok(creds)
+    }
+
+    /// A client for the server, trusting `ca_file` when set.
+    pub fn client(&self) -> anyhow::Result<reach_client::Client> {
+        Ok(match &self.ca_file {
+            Some(ca) => {
+                let tls = reach_client::tls::client_config(Some(std::path::Path::new(ca)))?;
+                reach_client::Client::with_tls(&self.server, tls)
+            }
+            None => reach_client::Client::new(&self.server),
+        })
     }
 
     pub fn save(&self) -> anyhow::Result<PathBuf> {

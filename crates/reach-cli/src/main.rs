@@ -41,6 +41,9 @@ enum Command {
         /// The client secret; read from standard input when not given.
         #[arg(long, env = "REACH_CLIENT_SECRET", hide_env_values = true)]
         client_secret: Option<String>,
+        /// Trust only this CA (PEM) for the server's certificate.
+        #[arg(long, env = "REACH_CA_FILE")]
+        ca_file: Option<String>,
     },
     /// List machines.
     Machines,
@@ -124,7 +127,8 @@ async fn main() -> ExitCode {
 
 async fn client() -> anyhow::Result<Client> {
     let creds = credentials::Credentials::load()?;
-    let client = Client::new(&creds.server)
+    let client = creds
+        .client()?
         .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
         .await
         .with_context(|| format!("signing in to {}", creds.server))?;
@@ -139,6 +143,7 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
             tenant_id,
             client_id,
             client_secret,
+            ca_file,
         } => {
             let client_secret = match client_secret {
                 Some(secret) => secret,
@@ -149,16 +154,18 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
                     line.trim().to_string()
                 }
             };
-            Client::new(&server)
-                .request_token(&tenant_id, &client_id, &client_secret)
-                .await
-                .context("the server refused these credentials")?;
             let creds = credentials::Credentials {
                 server,
                 tenant_id,
                 client_id,
                 client_secret,
+                ca_file,
             };
+            creds
+                .client()?
+                .request_token(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+                .await
+                .context("the server refused these credentials")?;
             let path = creds.save()?;
             println!("Signed in; credentials saved in {}", path.display());
         }

@@ -225,3 +225,40 @@ async fn login_saves_private_credentials() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_server_with_a_private_ca_is_reached_with_reach_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start_tls(Config {
+        data_dir: dir.path().join("server"),
+        ..Config::default()
+    })
+    .await;
+    let ca = server.ca_file.clone().unwrap();
+    let run = |with_ca: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"));
+        command
+            .args(["machines", "--json"])
+            .env("REACH_SERVER", &server.url)
+            .env("REACH_TENANT_ID", &server.tenant_id)
+            .env("REACH_CLIENT_ID", &server.app.client_id)
+            .env("REACH_CLIENT_SECRET", &server.app.client_secret)
+            .env("REACH_CONFIG_DIR", dir.path().join("cli"));
+        if with_ca {
+            command.env("REACH_CA_FILE", &ca);
+        } else {
+            command.env_remove("REACH_CA_FILE");
+        }
+        command.output()
+    };
+    let trusted = run(true).await.unwrap();
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert_eq!(text(&trusted.stdout).trim(), "[]");
+    let untrusted = run(false).await.unwrap();
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        text(&untrusted.stderr).contains("signing in"),
+        "{}",
+        text(&untrusted.stderr)
+    );
+}

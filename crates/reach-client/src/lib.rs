@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod private_file;
+pub mod tls;
 
 use reach_proto::api::{
     CancelRequest, Collection, ErrorEnvelope, LibraryFile, Machine, MachineAction,

@@ -141,7 +141,7 @@ pub fn instructions(
         Some(pki) => (
             format!(" --cacert {}", pki.ca_path.display()),
             format!(
-                "\n  HTTPS with a dev CA: {}\n  CA SHA-256 fingerprint: {}\n  (agents pin it with --ca-file)\n",
+                "\n  HTTPS with a dev CA: {}\n  CA SHA-256 fingerprint: {}\n  (agents pin it with --ca-file; the reach CLI trusts it with REACH_CA_FILE)\n",
                 pki.ca_path.display(),
                 pki.ca_fingerprint
             ),

@@ -49,19 +49,40 @@ pub struct InProcess {
     pub tenant_id: String,
     pub app: admin::NewApp,
     pub enrollment_token: String,
+    /// The CA to trust when the server speaks HTTPS (see `start_tls`).
+    pub ca_file: Option<std::path::PathBuf>,
     _stop: DropGuard,
 }
 
 impl InProcess {
     /// Starts `config` on 127.0.0.1:0, with API rate limits raised so that
     /// tests may poll.
+    /// Like `start`, speaking HTTPS with a dev CA made under the data directory.
+    pub async fn start_tls(mut config: Config) -> Self {
+        let pki = crate::tls::dev_pki(&config.data_dir.join("tls"), &["127.0.0.1".to_string()])
+            .expect("making a dev CA");
+        config.tls.cert_path = pki.cert_path.display().to_string();
+        config.tls.key_path = pki.key_path.display().to_string();
+        let mut server = Self::start(config).await;
+        server.ca_file = Some(pki.ca_path);
+        server
+    }
+
     pub async fn start(mut config: Config) -> Self {
         config.limits.api_per_minute = config.limits.api_per_minute.max(100_000);
         config.limits.api_per_hour = config.limits.api_per_hour.max(1_000_000);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!(
+            "{scheme}://{}",
+            listener.local_addr().expect("local address")
+        );
         let state = crate::open(config).await.expect("opening the server");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -83,13 +104,21 @@ impl InProcess {
             tenant_id: tenant.id,
             app,
             enrollment_token,
+            ca_file: None,
             _stop: shutdown.drop_guard(),
         }
     }
 
     /// A client logged in as the app holding every role.
     pub async fn client(&self) -> Client {
-        Client::new(&self.url)
+        let client = match &self.ca_file {
+            Some(ca) => Client::with_tls(
+                &self.url,
+                reach_client::tls::client_config(Some(ca)).expect("trusting the dev CA"),
+            ),
+            None => Client::new(&self.url),
+        };
+        client
             .login(
                 &self.tenant_id,
                 &self.app.client_id,

@@ -3,6 +3,8 @@
 
 use reach_proto::api::{ActionStatus, CommandStatus};
 
+use reach_server::testing::eventually;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -130,11 +132,7 @@ async fn an_agent_restart_fails_the_command_it_was_running() {
         })
         .await;
     let started = device.work_dir().join("started.txt");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !started.exists() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the script starting", || started.exists()).await;
     device.stop().await;
     server.connect(&mut device).await;
     let done = server.wait_final(&created.id).await;
@@ -165,11 +163,7 @@ async fn a_command_whose_agent_never_returns_fails_when_its_lease_runs_out() {
         .await
         .unwrap();
     let started = device.work_dir().join("started.txt");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !started.exists() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the script starting", || started.exists()).await;
     device.stop().await; // and it never comes back
     let done = server.wait_final(&created.id).await;
     assert_status(&done, ActionStatus::Failed);

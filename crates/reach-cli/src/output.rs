@@ -1,11 +1,20 @@
 //! How `reach` prints: aligned tables for people, JSON with `--json`.
 
-use reach_proto::api::{LibraryFile, Machine, MachineAction};
+use reach_proto::api::{CommandEntry, LibraryFile, Machine, MachineAction};
 use serde::Serialize;
 
 fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// What a command acts on: its library file name or device path.
+pub fn target(entry: &CommandEntry) -> &str {
+    entry
+        .command
+        .params
+        .first()
+        .map_or("", |p| p.value.as_str())
 }
 
 /// Prints rows under headers, each column as wide as its widest cell.
@@ -128,16 +137,10 @@ pub fn action(action: &MachineAction, json: bool) -> anyhow::Result<()> {
         .commands
         .iter()
         .map(|c| {
-            let target = c
-                .command
-                .params
-                .first()
-                .map(|p| p.value.clone())
-                .unwrap_or_default();
             vec![
                 c.index.to_string(),
                 c.command.kind.clone(),
-                target,
+                target(c).to_string(),
                 c.command_status.to_string(),
                 c.errors.join("; "),
             ]

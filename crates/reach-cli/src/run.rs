@@ -167,12 +167,7 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<MachineAction> {
 async fn report(client: &Client, action: &MachineAction, out: Option<&Path>) -> anyhow::Result<()> {
     println!("action {}: {}", action.id, action.status);
     for command in &action.commands {
-        let target = command
-            .command
-            .params
-            .first()
-            .map(|p| p.value.as_str())
-            .unwrap_or("");
+        let target = crate::output::target(command);
         println!(
             "[{}] {} {target}: {}",
             command.index, command.command.kind, command.command_status
@@ -221,12 +216,7 @@ fn print_block(label: &str, text: &str) {
 async fn save_collected(client: &Client, action: &MachineAction, out: &Path) -> anyhow::Result<()> {
     for command in &action.commands {
         if command.command.kind == "GetFile" && command.command_status == CommandStatus::Completed {
-            let target = command
-                .command
-                .params
-                .first()
-                .map(|p| p.value.as_str())
-                .unwrap_or("");
+            let target = crate::output::target(command);
             save_one(client, action, command.index, target, out).await?;
         }
     }

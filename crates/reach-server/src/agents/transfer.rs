@@ -25,6 +25,15 @@ use crate::files::{FileError, Files};
 use crate::metrics::Metrics;
 use crate::store::{ChunkRow, CommandRow, ResultBlob};
 
+/// The answer to an upload that could not be stored; `too_large` words the size limit.
+fn upload_failed(err: FileError, too_large: impl FnOnce(u64) -> ApiError) -> ApiError {
+    match err {
+        FileError::Body(why) => ApiError::BadRequest(format!("The upload was interrupted: {why}")),
+        FileError::TooLarge(max) => too_large(max),
+        other => ApiError::internal(other),
+    }
+}
+
 /// A command index or chunk number of a transfer path.
 fn parse_index(text: &str) -> ApiResult<u32> {
     text.parse()
@@ -166,14 +175,12 @@ pub async fn result(
             max,
         )
         .await
-        .map_err(|err| match err {
-            FileError::Body(why) => {
-                ApiError::BadRequest(format!("The upload was interrupted: {why}"))
-            }
-            FileError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
-                "The result is larger than this server accepts ({max} bytes, gzip-compressed)"
-            )),
-            other => ApiError::internal(other),
+        .map_err(|err| {
+            upload_failed(err, |max| {
+                ApiError::PayloadTooLarge(format!(
+                    "The result is larger than this server accepts ({max} bytes, gzip-compressed)"
+                ))
+            })
         })?;
     Metrics::add(&state.metrics.bytes_received, stored.size);
     let reference = CommandRef { action_id, index };
@@ -304,17 +311,18 @@ pub async fn put_chunk(
             Some(limit),
         )
         .await
-        .map_err(|err| match err {
-            FileError::Body(why) => {
-                ApiError::BadRequest(format!("The upload was interrupted: {why}"))
-            }
-            FileError::TooLarge(_) if max_total > 0 => ApiError::PayloadTooLarge(format!(
-                "The result is larger than this server accepts ({max_total} bytes, gzip-compressed)"
-            )),
-            FileError::TooLarge(limit) => ApiError::PayloadTooLarge(format!(
-                "Chunk {n} is larger than its {raw_size} bytes allow ({limit} bytes)"
-            )),
-            other => ApiError::internal(other),
+        .map_err(|err| {
+            upload_failed(err, |limit| {
+                if max_total > 0 {
+                    ApiError::PayloadTooLarge(format!(
+                        "The result is larger than this server accepts ({max_total} bytes, gzip-compressed)"
+                    ))
+                } else {
+                    ApiError::PayloadTooLarge(format!(
+                        "Chunk {n} is larger than its {raw_size} bytes allow ({limit} bytes)"
+                    ))
+                }
+            })
         })?;
     if stored.sha256 != sha256 {
         let _ = state.files.delete(&key).await;

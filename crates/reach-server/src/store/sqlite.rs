@@ -275,6 +275,14 @@ async fn fetch_action(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResul
     Ok(actions.remove(0))
 }
 
+/// The command is not InProgress on the calling machine.
+fn not_running(command: &CommandRef) -> StoreError {
+    StoreError::NotFound(format!(
+        "Running command {} of action {} on this machine",
+        command.index, command.action_id
+    ))
+}
+
 fn odata(err: crate::odata::ODataError) -> StoreError {
     StoreError::InvalidQuery(err.0)
 }
@@ -966,10 +974,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "Running command {} of action {} on this machine",
-                command.index, command.action_id
-            )));
+            return Err(not_running(command));
         }
         Ok(())
     }
@@ -999,10 +1004,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "Running command {} of action {} on this machine",
-                command.index, command.action_id
-            )));
+            return Err(not_running(command));
         }
         Ok(())
     }

@@ -76,6 +76,13 @@ impl Hub {
         }
     }
 
+    /// Wakes every connection here (after wake-ups may have been missed).
+    pub fn wake_all(&self) {
+        for connection in self.lock().values() {
+            let _ = connection.events.try_send(HubEvent::Wake);
+        }
+    }
+
     pub fn is_connected(&self, machine_id: &str) -> bool {
         self.lock().contains_key(machine_id)
     }

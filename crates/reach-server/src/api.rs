@@ -129,7 +129,7 @@ pub enum Api {
 
 /// Checks the caller holds one of `roles` (403) and is within the API's rate
 /// limit (429).
-pub fn authorize(
+pub async fn authorize(
     state: &SharedState,
     principal: &Principal,
     roles: &[&str],
@@ -155,9 +155,11 @@ pub fn authorize(
             ],
         ),
     };
+    let key = format!("{}/{name}", principal.rate_key());
     state
-        .limiter
-        .check(&principal.rate_key(), name, &windows)
+        .store
+        .rate_limit(&key, &windows, crate::time::Micros::now())
+        .await?
         .inspect_err(|_| crate::metrics::Metrics::add(&state.metrics.rate_limited, 1))
         .map_err(|retry_after_secs| ApiError::TooManyRequests {
             message: format!("Rate limit reached for {name}; retry in {retry_after_secs} s"),

@@ -19,8 +19,16 @@ pub const EXAMPLE: &str = include_str!("../reach-server.example.toml");
 pub struct Config {
     /// Address the HTTP server listens on. `127.0.0.1:0` picks a free port.
     pub listen: SocketAddr,
-    /// Directory for the SQLite database, signing keys and stored files.
+    /// Directory for the SQLite database and stored files (when the URLs
+    /// below leave them local), and dev-mode files.
     pub data_dir: PathBuf,
+    /// The database: empty for SQLite in `data_dir` (one node), or
+    /// `postgres://user:password@host/db` for several nodes sharing one.
+    pub database_url: String,
+    /// Where library files and results live: empty for `data_dir/blobs`,
+    /// `file:///path`, or `s3://bucket/prefix` (credentials and endpoint from
+    /// the usual AWS_* variables).
+    pub object_store_url: String,
     /// Base URL clients use to reach this server, for `@odata.context` and
     /// download links. Empty: derived from each request's Host header.
     pub public_url: String,
@@ -139,6 +147,8 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             data_dir: PathBuf::from("reach-data"),
+            database_url: String::new(),
+            object_store_url: String::new(),
             public_url: String::new(),
             limits: Limits::default(),
             live_response: LiveResponse::default(),
@@ -204,6 +214,11 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &crate::store::sql_store::redact_url(&self.database_url),
+            )
+            .field("object_store_url", &self.object_store_url)
             .field("public_url", &self.public_url)
             .field("limits", &self.limits)
             .field("live_response", &self.live_response)

@@ -1,8 +1,10 @@
 //! File bytes: library files and command results, kept in an object store
-//! through `object_store` (`LocalFileSystem` under the data directory by
-//! default). Bytes always stream in and out in chunks, hashed on the way;
-//! nothing here ever holds a whole file in memory, and nothing here knows
-//! about the database.
+//! through `object_store`: `LocalFileSystem` under the data directory by
+//! default, or S3-compatible storage (`s3://bucket/prefix`) shared by every
+//! node. Bytes always stream in and out in chunks (multipart uploads),
+//! hashed on the way; nothing here ever holds a whole file in memory, and
+//! nothing here knows about the database. With S3, results are handed out
+//! as presigned GET URLs, so their bytes never pass through a node.
 //!
 //! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
 //! changes bytes an action already refers to), `results/{action}/{index}`,
@@ -14,8 +16,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream::BoxStream};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
@@ -41,22 +45,119 @@ pub struct Stored {
 #[derive(Clone)]
 pub struct Files {
     store: Arc<dyn ObjectStore>,
+    /// Set for S3: signs result download URLs.
+    signer: Option<Arc<AmazonS3>>,
+    /// Prepended to every key (`s3://bucket/prefix`), empty or ending in `/`.
+    prefix: String,
+    /// Where the files are, for logs (no credentials).
+    location: String,
 }
 
 /// Upload part size: large enough for S3's 5 MiB minimum.
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
 impl Files {
+    /// The object store named by `url`: empty for `<data_dir>/blobs`,
+    /// `file:///path`, or `s3://bucket[/prefix]` (credentials, region and
+    /// endpoint from the AWS_* environment variables).
+    pub fn open(url: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        if url.is_empty() {
+            return Self::local_at(&data_dir.join("blobs"));
+        }
+        let parsed = url::Url::parse(url)
+            .with_context(|| format!("parsing the object store URL '{url}'"))?;
+        match parsed.scheme() {
+            "file" => {
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| anyhow::anyhow!("'{url}' is not a local path"))?;
+                Self::local_at(&path)
+            }
+            "s3" => {
+                let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+                    anyhow::anyhow!("'{url}' names no bucket: use s3://bucket/prefix")
+                })?;
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .with_context(|| {
+                        format!("configuring S3 for {url} from the AWS_* variables")
+                    })?;
+                let prefix = parsed.path().trim_matches('/');
+                let s3 = Arc::new(s3);
+                Ok(Self {
+                    store: s3.clone(),
+                    signer: Some(s3),
+                    prefix: if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{prefix}/")
+                    },
+                    location: format!("s3://{bucket}/{prefix}"),
+                })
+            }
+            other => anyhow::bail!(
+                "unsupported object store URL scheme '{other}:': use file:///path or s3://bucket/prefix"
+            ),
+        }
+    }
+
     /// Files under `<dir>/blobs` on the local disk.
     pub fn local(dir: &Path) -> anyhow::Result<Self> {
-        let root = dir.join("blobs");
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        let store = LocalFileSystem::new_with_prefix(&root)
+        Self::local_at(&dir.join("blobs"))
+    }
+
+    fn local_at(root: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let store = LocalFileSystem::new_with_prefix(root)
             .with_context(|| format!("opening {}", root.display()))?
             .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(store),
+            signer: None,
+            prefix: String::new(),
+            location: root.display().to_string(),
         })
+    }
+
+    /// Where the files are (a directory or `s3://bucket/prefix`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// True when results are served by presigned URLs straight from the
+    /// object store (S3), which needs each result as one object.
+    pub fn presigns(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// A presigned GET URL for `key`, valid for `ttl`, that makes the store
+    /// answer with `file_name` and `content_type`. None for local files.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        file_name: &str,
+        content_type: &str,
+    ) -> Result<Option<url::Url>, FileError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let options = SignedUrlOptions::new().with_query([
+            (
+                "response-content-disposition",
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+            ("response-content-type", content_type.to_string()),
+        ]);
+        let url = signer
+            .signed_url_opts(Method::GET, &self.path(key), ttl, &options)
+            .await?;
+        Ok(Some(url))
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{key}", self.prefix))
     }
 
     pub fn library_key(tenant_id: &str, sha256: &str) -> String {
@@ -90,7 +191,7 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
+        let upload = self.store.put_multipart(&self.path(key)).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -127,7 +228,7 @@ impl Files {
         &self,
         key: &str,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, object_store::Error>>), FileError> {
-        match self.store.get(&ObjectPath::from(key)).await {
+        match self.store.get(&self.path(key)).await {
             Ok(result) => Ok((result.meta.size, result.into_stream())),
             Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
             Err(err) => Err(err.into()),
@@ -136,7 +237,7 @@ impl Files {
 
     /// The size of `key`.
     pub async fn size(&self, key: &str) -> Result<u64, FileError> {
-        match self.store.head(&ObjectPath::from(key)).await {
+        match self.store.head(&self.path(key)).await {
             Ok(meta) => Ok(meta.size),
             Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
             Err(err) => Err(err.into()),
@@ -149,7 +250,7 @@ impl Files {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, FileError> {
-        match self.store.get_range(&ObjectPath::from(key), range).await {
+        match self.store.get_range(&self.path(key), range).await {
             Ok(bytes) => Ok(bytes),
             Err(object_store::Error::NotFound { .. }) => Err(FileError::NotFound(key.to_string())),
             Err(err) => Err(err.into()),
@@ -170,15 +271,31 @@ impl Files {
     }
 
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FileError> {
-        self.store
-            .rename(&ObjectPath::from(from), &ObjectPath::from(to))
-            .await?;
+        self.store.rename(&self.path(from), &self.path(to)).await?;
         Ok(())
+    }
+
+    /// Streams the objects `parts`, in order, into the one object `key`
+    /// (a multipart upload; one part in memory at a time).
+    pub async fn compose(&self, parts: &[String], key: &str) -> Result<Stored, FileError> {
+        let files = self.clone();
+        let parts = parts.to_vec();
+        let body = futures::stream::iter(parts)
+            .then(move |part| {
+                let files = files.clone();
+                async move { files.get_stream(&part).await }
+            })
+            .map(|opened| match opened {
+                Ok((_, stream)) => stream.map(|r| r.map_err(|e| e.to_string())).boxed(),
+                Err(err) => futures::stream::once(async move { Err(err.to_string()) }).boxed(),
+            })
+            .flatten();
+        self.put_stream(key, body, None).await
     }
 
     /// Deletes `key`; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), FileError> {
-        match self.store.delete(&ObjectPath::from(key)).await {
+        match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }

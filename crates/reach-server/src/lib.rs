@@ -1,9 +1,10 @@
 //! reach-server: the Defender-compatible live response API under `/api`,
 //! the OAuth2 token endpoints, result download links, and the agent gateway,
-//! on top of a `Store` (SQLite by default) and `Files` (an object store).
+//! on top of a `Store` (SQLite by default, or PostgreSQL shared by several
+//! nodes) and `Files` (local disk by default, or S3-compatible storage).
 //!
 //! The database is the single source of truth: this crate keeps only agent
-//! connections, caches and rate-limit counters in memory. It never runs
+//! connections and caches in memory. It never runs
 //! commands itself; agents do.
 //!
 //! Entry points: `open` builds the shared state from a `Config`, `serve` runs
@@ -15,6 +16,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod bandwidth;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -43,8 +45,9 @@ pub struct AppState {
     pub store: Arc<dyn store::Store>,
     pub files: files::Files,
     pub auth: auth::Authenticator,
-    pub limiter: ratelimit::RateLimiter,
     pub hub: agents::Hub,
+    /// How hub events reach connections held by other nodes.
+    pub cluster: cluster::Cluster,
     /// Caps on file transfer rates.
     pub bandwidth: Arc<bandwidth::Bandwidth>,
     pub metrics: metrics::Metrics,
@@ -56,8 +59,23 @@ pub type SharedState = Arc<AppState>;
 
 /// Opens the store, the file store and the signing keys named by `config`.
 pub async fn open(config: Config) -> anyhow::Result<SharedState> {
-    let store = store::sqlite::SqliteStore::open(&config.data_dir).await?;
-    let files = files::Files::local(&config.data_dir)?;
+    let store = if config.database_url.is_empty() {
+        store::sql_store::SqlStore::open_sqlite(&config.data_dir).await?
+    } else {
+        store::sql_store::SqlStore::connect(&config.database_url).await?
+    };
+    let cluster = match store.engine() {
+        store::sql_store::Engine::Sqlite => cluster::Cluster::Single,
+        store::sql_store::Engine::Postgres => {
+            cluster::Cluster::postgres(store.pool().clone(), config.database_url.clone())
+        }
+    };
+    let files = files::Files::open(&config.object_store_url, &config.data_dir)?;
+    tracing::info!(
+        database = %store::sql_store::redact_url(&config.database_url),
+        files = %files.location(),
+        "storage opened"
+    );
     let keys = auth::Keys::load_or_create(&store)
         .await
         .context("loading signing keys")?;
@@ -77,8 +95,8 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         store: Arc::new(store),
         files,
         auth,
-        limiter: ratelimit::RateLimiter::default(),
         hub: agents::Hub::default(),
+        cluster,
         bandwidth,
         metrics: metrics::Metrics::default(),
         shutdown: CancellationToken::new(),
@@ -102,6 +120,7 @@ pub async fn serve(
         None
     };
     let sweeper = tokio::spawn(sweeper::run(state.clone()));
+    let listener_task = tokio::spawn(cluster::listen(state.clone()));
     let router = api::router(state.clone());
     // Paths are rewritten (case, API version, OData call syntax) before routing.
     let app = tower::Layer::layer(
@@ -134,5 +153,6 @@ pub async fn serve(
     };
     state.shutdown.cancel();
     sweeper.abort();
+    listener_task.abort();
     result.context("serving HTTP")
 }

@@ -21,6 +21,12 @@ struct Cli {
     /// Data directory (overrides the config).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Database URL (overrides the config): sqlite://PATH or postgres://...
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Object store URL (overrides the config): file:///PATH or s3://BUCKET/PREFIX.
+    #[arg(long, global = true)]
+    object_store_url: Option<String>,
     /// Zero-setup mode: create a tenant, an app and a local agent, and print how to use them.
     #[arg(long)]
     dev: bool,
@@ -114,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(url) = cli.database_url {
+        config.database_url = url;
+    }
+    if let Some(url) = cli.object_store_url {
+        config.object_store_url = url;
     }
     match cli.command {
         None => serve(config, cli.dev, cli.tls).await,

@@ -1,14 +1,14 @@
 //! Per-caller rate limits, as Defender applies them: each API has its own
 //! budget per client app (runliveresponse 10 calls a minute; every other API
-//! 100 a minute and 1,500 an hour). A sliding log per (caller, API) gives an
-//! exact `Retry-After`.
+//! 100 a minute and 1,500 an hour).
 //!
-//! State is in this process's memory: with several nodes each enforces its
-//! own budget. It never blocks a request; it only answers yes or how long.
+//! Calls are counted in the database, per caller, API and second (the
+//! store's `rate_limit`), so the budget holds for the whole cluster, not
+//! per node. This module is the pure decision over those counts: whether
+//! one more call fits every window, and if not, the exact whole seconds
+//! until it would (`Retry-After`). It never blocks a request.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One window of a limit: at most `calls` within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,117 +33,93 @@ impl Window {
     }
 }
 
-#[derive(Default)]
-pub struct RateLimiter {
-    log: Mutex<HashMap<(String, &'static str), VecDeque<Instant>>>,
+/// The calls a caller made to an API within one Unix second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub second: i64,
+    pub calls: u64,
 }
 
-impl RateLimiter {
-    /// Records a call of `caller` to `api` if every window allows it;
-    /// otherwise returns the whole seconds until it would be allowed.
-    pub fn check(&self, caller: &str, api: &'static str, windows: &[Window]) -> Result<(), u64> {
-        self.check_at(caller, api, windows, Instant::now())
-    }
-
-    fn check_at(
-        &self,
-        caller: &str,
-        api: &'static str,
-        windows: &[Window],
-        now: Instant,
-    ) -> Result<(), u64> {
-        let longest = windows.iter().map(|w| w.window).max().unwrap_or_default();
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.len() > 10_000 {
-            log.retain(|_, calls| {
-                calls
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < longest)
-            });
+/// Whether one more call at Unix second `now` fits every window, given the
+/// caller's earlier calls (`buckets`, oldest first). A call made in second
+/// `s` counts against a window of `w` seconds until second `s + w`.
+/// `Err` holds the seconds to wait (at least 1).
+pub fn decide(buckets: &[Bucket], windows: &[Window], now: i64) -> Result<(), u64> {
+    let mut wait = 0i64;
+    for window in windows {
+        let span = window.window.as_secs() as i64;
+        if window.calls == 0 {
+            return Err(span.max(1) as u64);
         }
-        let calls = log.entry((caller.to_string(), api)).or_default();
-        while calls
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= longest)
-        {
-            calls.pop_front();
-        }
-        if let Some(closed) = windows.iter().find(|w| w.calls == 0) {
-            return Err(closed.window.as_secs().max(1));
-        }
-        let mut wait = Duration::ZERO;
-        for w in windows {
-            let in_window: Vec<&Instant> = calls
-                .iter()
-                .rev()
-                .take_while(|t| now.duration_since(**t) < w.window)
-                .collect();
-            if in_window.len() >= w.calls as usize {
-                // The call that must age out first is the `calls`-th newest.
-                let oldest_needed = in_window[w.calls as usize - 1];
-                let free_at = *oldest_needed + w.window;
-                wait = wait.max(free_at.saturating_duration_since(now));
+        let in_window: Vec<&Bucket> = buckets.iter().filter(|b| b.second > now - span).collect();
+        let mut total: u64 = in_window.iter().map(|b| b.calls).sum();
+        // Let the oldest calls age out until one more call fits.
+        for bucket in &in_window {
+            if total < u64::from(window.calls) {
+                break;
             }
+            total -= bucket.calls;
+            wait = wait.max(bucket.second + span - now);
         }
-        if wait > Duration::ZERO {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(secs.max(1));
-        }
-        calls.push_back(now);
-        Ok(())
     }
+    if wait > 0 {
+        return Err(wait as u64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Applies `decide` call by call, recording the allowed ones.
+    fn call(log: &mut Vec<Bucket>, windows: &[Window], now: i64) -> Result<(), u64> {
+        decide(log, windows, now)?;
+        match log.last_mut() {
+            Some(last) if last.second == now => last.calls += 1,
+            _ => log.push(Bucket {
+                second: now,
+                calls: 1,
+            }),
+        }
+        Ok(())
+    }
+
     #[test]
     fn eleventh_call_in_a_minute_waits_for_the_first_to_age_out() {
-        let limiter = RateLimiter::default();
-        let start = Instant::now();
         let windows = [Window::per_minute(10)];
+        let mut log = Vec::new();
         for i in 0..10 {
-            let at = start + Duration::from_secs(i);
-            assert!(limiter.check_at("app", "run", &windows, at).is_ok());
+            assert!(call(&mut log, &windows, 1000 + i).is_ok());
         }
-        let retry = limiter
-            .check_at("app", "run", &windows, start + Duration::from_secs(10))
-            .unwrap_err();
-        assert_eq!(retry, 50);
-        assert!(limiter.check_at("other", "run", &windows, start).is_ok());
-        assert!(limiter.check_at("app", "list", &windows, start).is_ok());
-        assert!(
-            limiter
-                .check_at("app", "run", &windows, start + Duration::from_secs(60))
-                .is_ok()
-        );
+        assert_eq!(call(&mut log, &windows, 1010), Err(50));
+        assert_eq!(call(&mut log, &windows, 1059), Err(1));
+        assert!(call(&mut log, &windows, 1060).is_ok());
+    }
+
+    #[test]
+    fn a_burst_in_one_second_ages_out_together() {
+        let windows = [Window::per_minute(3)];
+        let mut log = Vec::new();
+        for _ in 0..3 {
+            assert!(call(&mut log, &windows, 500).is_ok());
+        }
+        assert_eq!(call(&mut log, &windows, 530), Err(30));
+        assert!(call(&mut log, &windows, 560).is_ok());
     }
 
     #[test]
     fn a_zero_limit_refuses_every_call() {
-        let limiter = RateLimiter::default();
-        let retry = limiter
-            .check("a", "x", &[Window::per_minute(0)])
-            .unwrap_err();
-        assert_eq!(retry, 60);
+        assert_eq!(decide(&[], &[Window::per_minute(0)], 0), Err(60));
     }
 
     #[test]
     fn hourly_window_applies_too() {
-        let limiter = RateLimiter::default();
-        let start = Instant::now();
         let windows = [Window::per_minute(100), Window::per_hour(3)];
+        let mut log = Vec::new();
         for i in 0..3 {
-            assert!(
-                limiter
-                    .check_at("a", "x", &windows, start + Duration::from_secs(i * 120))
-                    .is_ok()
-            );
+            assert!(call(&mut log, &windows, i * 120).is_ok());
         }
-        let retry = limiter
-            .check_at("a", "x", &windows, start + Duration::from_secs(400))
-            .unwrap_err();
-        assert_eq!(retry, 3200);
+        assert_eq!(call(&mut log, &windows, 400), Err(3200));
     }
 }

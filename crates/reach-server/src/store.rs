@@ -3,18 +3,22 @@
 //! The database behind it is the single source of truth; callers keep nothing
 //! in memory that a restart would need.
 //!
-//! Implementations: `sqlite` (the embedded default). Row types here are
-//! internal and never serialised; the API converts them to reach-proto types.
-//! A store must never touch file bytes; those live in `files`.
+//! One implementation, `sql_store::SqlStore`, runs on SQLite (the embedded
+//! default) and PostgreSQL (several nodes), chosen by the database URL; the
+//! conformance suite (tests/store.rs) runs the same tests on both. Row types
+//! here are internal and never serialised; the API converts them to
+//! reach-proto types. A store must never touch file bytes; those live in
+//! `files`.
 
 pub mod sql;
-pub mod sqlite;
+pub mod sql_store;
 
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, MachineInfo, Work};
 use reach_proto::api::{ActionStatus, Command, CommandStatus};
 
 use crate::odata::Query;
+use crate::ratelimit::Window;
 use crate::time::Micros;
 
 #[derive(Debug, thiserror::Error)]
@@ -339,4 +343,14 @@ pub trait Store: Send + Sync + 'static {
         lease_grace_secs: u64,
         now: Micros,
     ) -> StoreResult<Swept>;
+
+    /// Records a call under `key` (a caller and an API) if every window
+    /// allows it, or answers the whole seconds until one would be allowed.
+    /// Atomic across nodes: the budget is the cluster's, not a node's.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        windows: &[Window],
+        now: Micros,
+    ) -> StoreResult<Result<(), u64>>;
 }

@@ -38,9 +38,12 @@ pub async fn run(state: SharedState) {
                         machine.id = %machine_id,
                         "command lease expired without a result from the agent"
                     );
-                    state
-                        .hub
-                        .send(machine_id, HubEvent::Cancel(command.action_id.clone()));
+                    crate::cluster::send(
+                        &state,
+                        machine_id,
+                        HubEvent::Cancel(command.action_id.clone()),
+                    )
+                    .await;
                 }
             }
             Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),

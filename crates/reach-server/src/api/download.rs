@@ -104,7 +104,7 @@ pub async fn link(
     headers: HeaderMap,
     Path((id, args)): Path<(String, String)>,
 ) -> ApiResult<Json<StringValue>> {
-    authorize(&state, &principal, LINK_ROLES, Api::Other("downloadlink"))?;
+    authorize(&state, &principal, LINK_ROLES, Api::Other("downloadlink")).await?;
     let index: u32 = args
         .strip_prefix("index=")
         .and_then(|n| n.trim().parse().ok())

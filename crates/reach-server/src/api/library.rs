@@ -154,7 +154,7 @@ pub async fn upload(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
     let multipart = Multipart::from_request(request, &state)
         .await
         .map_err(|_| {
@@ -252,7 +252,7 @@ pub async fn list(
     principal: Principal,
     headers: HeaderMap,
 ) -> ApiResult<Json<Collection<LibraryFile>>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
     let rows = state.store.list_library_files(&principal.tenant_id).await?;
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "LibraryFiles"),
@@ -267,7 +267,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
     check_name(&name)?;
     let row = state
         .store
@@ -283,7 +283,7 @@ pub async fn delete(
     principal: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles"))?;
+    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
     check_name(&name)?;
     let row = state
         .store

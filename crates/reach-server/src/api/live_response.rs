@@ -105,7 +105,8 @@ pub async fn run(
         &principal,
         &[roles::LIVE_RESPONSE],
         Api::RunLiveResponse,
-    )?;
+    )
+    .await?;
     let limits = &state.config.limits;
     let commands = request
         .commands
@@ -213,7 +214,7 @@ pub async fn run(
         .create_action(&action, limits.active_actions_per_tenant)
         .await?;
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %row.requestor, commands = row.commands.len(), "live response action created");
-    state.hub.send(&row.machine_id, HubEvent::Wake);
+    crate::cluster::send(&state, &row.machine_id, HubEvent::Wake).await;
     let mut body = super::machine_actions::to_wire(row);
     body.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
     Ok((StatusCode::CREATED, Json(body)))

@@ -75,7 +75,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<MachineAction>>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions"))?;
+    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
     let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let (rows, count) = state
         .store
@@ -94,7 +94,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MachineAction>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions"))?;
+    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
     let row = state.store.get_action(&principal.tenant_id, &id).await?;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
@@ -108,7 +108,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Json<MachineAction>> {
-    authorize(&state, &principal, CANCEL_ROLES, Api::Other("cancel"))?;
+    authorize(&state, &principal, CANCEL_ROLES, Api::Other("cancel")).await?;
     let comment = body.and_then(|b| b.comment);
     if comment
         .as_ref()
@@ -134,9 +134,7 @@ pub async fn cancel(
             other => other.into(),
         })?;
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %principal.name, "action cancelled");
-    state
-        .hub
-        .send(&row.machine_id, HubEvent::Cancel(row.id.clone()));
+    crate::cluster::send(&state, &row.machine_id, HubEvent::Cancel(row.id.clone())).await;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
     Ok(Json(action))

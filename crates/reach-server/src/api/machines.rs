@@ -63,7 +63,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machines"))?;
+    authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
     let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let since = active_since(&state);
     let (rows, count) = state
@@ -83,7 +83,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Machine>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machines"))?;
+    authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
     let row = state.store.get_machine(&principal.tenant_id, &id).await?;
     let mut machine = to_wire(row, active_since(&state));
     machine.odata_context = Some(odata_context(&state, &headers, "Machines/$entity"));

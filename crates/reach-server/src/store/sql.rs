@@ -45,7 +45,7 @@ pub enum Bind {
     Int(i64),
 }
 
-/// Placeholder style and collection membership differ between engines.
+/// Collection membership differs between engines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -83,10 +83,8 @@ impl Builder<'_> {
 
     fn bind(&mut self, value: Bind) -> String {
         self.binds.push(value);
-        match self.dialect {
-            Dialect::Sqlite => "?".to_string(),
-            Dialect::Postgres => format!("${}", self.first_param + self.binds.len() - 1),
-        }
+        // `$n` placeholders: PostgreSQL's, and SQLite reads them the same way.
+        format!("${}", self.first_param + self.binds.len() - 1)
     }
 
     fn value(&mut self, field: &Field, literal: &Literal) -> Result<String, ODataError> {
@@ -222,7 +220,7 @@ impl Builder<'_> {
 }
 
 /// Compiles `query` for the entity described by `fields`. `first_param` is the
-/// number of the first Postgres placeholder (`$1` when the filter comes first).
+/// number of the first placeholder (`$1` when the filter comes first).
 pub fn compile(
     query: &Query,
     fields: &[Field],
@@ -279,7 +277,7 @@ mod tests {
     #[test]
     fn client_text_is_always_bound() {
         let (sql, binds) = where_of("Status eq 'x'' OR 1=1 --'", Dialect::Sqlite);
-        assert_eq!(sql, "(lower(a.status) = lower(?))");
+        assert_eq!(sql, "(lower(a.status) = lower($3))");
         assert_eq!(binds, vec![Bind::Text("x' OR 1=1 --".into())]);
         let (sql, _) = where_of(
             "status in ('a','b') and creationDateTimeUtc ge 2024-01-01Z",

@@ -1,7 +1,15 @@
-//! The embedded `Store`: SQLite through sqlx, in WAL mode, in the data
-//! directory. Every write that checks before it changes runs in a
-//! `BEGIN IMMEDIATE` transaction, so concurrent requests cannot both pass a
-//! check (one active action per machine, actions per tenant, claiming).
+//! The SQL `Store`: one implementation for both engines Reach runs on,
+//! SQLite (the embedded default, a file in the data directory, WAL mode) and
+//! PostgreSQL (several nodes sharing one database), through sqlx's `Any`
+//! driver. The SQL is portable (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`); `Engine` holds the few places where the engines differ.
+//!
+//! Every write that checks before it changes runs in one transaction that
+//! excludes concurrent writers of the same thing: on SQLite `BEGIN IMMEDIATE`
+//! (one writer at a time), on PostgreSQL row locks (`FOR UPDATE` on the
+//! tenant, machine or action row) and advisory locks, so two nodes racing
+//! cannot both pass a check (one active action per machine, actions per
+//! tenant, claiming a command, rate limits).
 //!
 //! This file holds SQL only; it never touches file bytes or the network.
 
@@ -13,18 +21,60 @@ use anyhow::Context;
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, MachineInfo, Work};
 use reach_proto::api::{ActionStatus, Command, CommandStatus};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use super::sql::{self, Bind, Dialect, Field, Kind};
 use super::*;
 use crate::odata::Query;
+use crate::ratelimit::{self, Window};
 use crate::time::Micros;
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+/// The database engine behind a `SqlStore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// How a checking write transaction starts.
+    fn begin(self) -> &'static str {
+        match self {
+            // Takes the write lock now, so a check and its write see one state.
+            Engine::Sqlite => "BEGIN IMMEDIATE",
+            Engine::Postgres => "BEGIN",
+        }
+    }
+
+    /// Appended to a SELECT in a write transaction to lock the rows it reads.
+    /// SQLite needs none: its write transaction already excludes other writers.
+    fn for_update(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Like `for_update`, locking only the rows of table alias `alias`.
+    fn for_update_of(self, alias: &str) -> String {
+        match self {
+            Engine::Sqlite => String::new(),
+            Engine::Postgres => format!(" FOR UPDATE OF {alias}"),
+        }
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Engine::Sqlite => Dialect::Sqlite,
+            Engine::Postgres => Dialect::Postgres,
+        }
+    }
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    engine: Engine,
 }
 
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
@@ -47,31 +97,154 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
 
 const ACTIVE: &str = "('Pending', 'InProgress')";
 
-impl SqliteStore {
-    /// Opens (creating if needed) `reach.db` in `dir` and runs migrations.
-    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join("reach.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .context("opening the SQLite database")?;
-        sqlx::migrate!("./migrations/sqlite")
+/// Advisory lock key held (per transaction) by the node that sweeps, so
+/// that one node at a time sweeps on PostgreSQL.
+const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1
+
+type Tx = Transaction<'static, Any>;
+
+impl SqlStore {
+    /// Opens the database named by `url` (`sqlite://...` or `postgres://...`)
+    /// and brings its schema up to date. Migrations hold a lock in the
+    /// database, so nodes starting at once migrate one after another.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            anyhow::bail!(
+                "unsupported database URL '{}': use sqlite://PATH or postgres://...",
+                redact_url(url)
+            );
+        };
+        let options: AnyConnectOptions = url
+            .parse()
+            .with_context(|| format!("parsing the database URL {}", redact_url(url)))?;
+        let pool = match engine {
+            Engine::Sqlite => {
+                // WAL is a property of the database file: set it once, before the pool.
+                let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
+                    .await
+                    .with_context(|| format!("opening {}", redact_url(url)))?;
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&mut first).await?;
+                sqlx::Connection::close(first).await?;
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+            }
+            Engine::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+            }
+        }
+        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+        let migrations = match engine {
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        // PostgreSQL migrations hold an advisory lock; SQLite's hold none, so
+        // processes opening one file at once take turns on a lock file.
+        let _turn = match engine {
+            Engine::Sqlite => Some(sqlite_migration_lock(url).await?),
+            Engine::Postgres => None,
+        };
+        migrations
             .run(&pool)
             .await
-            .context("running SQLite migrations")?;
-        Ok(Self { pool })
+            .with_context(|| format!("migrating {}", redact_url(url)))?;
+        Ok(Self { pool, engine })
     }
 
-    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Opens (creating if needed) `reach.db` in `dir`: the embedded default.
+    pub async fn open_sqlite(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Self::connect(&sqlite_url(&dir.join("reach.db"))).await
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool, for LISTEN/NOTIFY (`cluster`) and tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn write(&self) -> StoreResult<Tx> {
+        Ok(self.pool.begin_with(self.engine.begin()).await?)
+    }
+
+    /// Locks an action's row until the transaction ends.
+    async fn lock_action(&self, tx: &mut Tx, action_id: &str) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT id FROM actions WHERE id = $1 FOR UPDATE")
+                .bind(action_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Serialises checking writes within a tenant across nodes.
+    async fn lock_tenant(&self, tx: &mut Tx, tenant_id: &str) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for and holds `<database>.migrate-lock` until dropped.
+async fn sqlite_migration_lock(url: &str) -> anyhow::Result<std::fs::File> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let mut path = options.get_filename().as_os_str().to_owned();
+    path.push(".migrate-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await?
+        .context("waiting for another process's SQLite migration")
+}
+
+/// A `sqlite://` URL for a database file, created when missing.
+pub fn sqlite_url(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut url = url::Url::parse("sqlite://").expect("a valid base URL");
+    url.set_path(&path.to_string_lossy());
+    url.set_query(Some("mode=rwc"));
+    url.to_string()
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) if url.is_empty() => String::new(),
+        Err(_) => "(an invalid URL)".to_string(),
     }
 }
 
@@ -116,15 +289,15 @@ pub(crate) fn machine_fields(active_since: Micros) -> Vec<Field> {
         "riskScore",
         "rbacGroupId",
     ] {
-        fields.push(Field::new(name, "NULL", Kind::Text));
+        fields.push(Field::new(name, "CAST(NULL AS TEXT)", Kind::Text));
     }
     fields
 }
 
 fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     binds: &'q [Bind],
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     for bind in binds {
         query = match bind {
             Bind::Text(t) => query.bind(t.as_str()),
@@ -134,9 +307,9 @@ fn bind_all<'q>(
     query
 }
 
-/// Runs a `SELECT count(*) ... WHERE tenant_id = ? <filter>` with the filter's binds.
+/// Runs a `SELECT count(*) ... WHERE tenant_id = $1 <filter>` with the filter's binds.
 async fn count(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     sql: String,
     tenant_id: &str,
     binds: &[Bind],
@@ -151,7 +324,13 @@ async fn count(
     Ok(query.fetch_one(conn).await? as u64)
 }
 
-fn machine_from_row(row: &SqliteRow) -> StoreResult<MachineRow> {
+/// `LIMIT $n OFFSET $n+1` after `$1` (the tenant) and the filter's binds.
+fn page_sql(binds: &[Bind]) -> String {
+    let limit = binds.len() + 2;
+    format!("LIMIT ${limit} OFFSET ${}", limit + 1)
+}
+
+fn machine_from_row(row: &AnyRow) -> StoreResult<MachineRow> {
     Ok(MachineRow {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -171,7 +350,7 @@ fn machine_from_row(row: &SqliteRow) -> StoreResult<MachineRow> {
     })
 }
 
-fn library_from_row(row: &SqliteRow) -> StoreResult<LibraryRow> {
+fn library_from_row(row: &AnyRow) -> StoreResult<LibraryRow> {
     Ok(LibraryRow {
         tenant_id: row.try_get("tenant_id")?,
         file_name: row.try_get("file_name")?,
@@ -194,7 +373,7 @@ where
     text.parse().map_err(other)
 }
 
-fn action_from_row(row: &SqliteRow) -> StoreResult<ActionRow> {
+fn action_from_row(row: &AnyRow) -> StoreResult<ActionRow> {
     Ok(ActionRow {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -212,7 +391,7 @@ fn action_from_row(row: &SqliteRow) -> StoreResult<ActionRow> {
     })
 }
 
-fn command_from_row(row: &SqliteRow) -> StoreResult<CommandRow> {
+fn command_from_row(row: &AnyRow) -> StoreResult<CommandRow> {
     let result = match row.try_get::<Option<String>, _>("result_key")? {
         Some(key) => Some(ResultBlob {
             key,
@@ -241,11 +420,14 @@ fn command_from_row(row: &SqliteRow) -> StoreResult<CommandRow> {
 }
 
 async fn load_commands(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     actions: &mut [ActionRow],
 ) -> StoreResult<()> {
     for chunk in actions.chunks_mut(500) {
-        let placeholders = vec!["?"; chunk.len()].join(", ");
+        let placeholders = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT * FROM commands WHERE action_id IN ({placeholders}) ORDER BY action_id, idx"
         );
@@ -264,8 +446,8 @@ async fn load_commands(
     Ok(())
 }
 
-async fn fetch_action(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult<ActionRow> {
-    let row = sqlx::query("SELECT * FROM actions WHERE id = ?")
+async fn fetch_action(conn: &mut sqlx::AnyConnection, id: &str) -> StoreResult<ActionRow> {
+    let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -288,21 +470,21 @@ fn odata(err: crate::odata::ODataError) -> StoreError {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String> {
-        sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(fresh)
             .bind(now.0)
             .execute(&self.pool)
             .await?;
         Ok(
-            sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await?,
@@ -326,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES ($1, $2, $3)")
             .bind(&tenant.id)
             .bind(&tenant.name)
             .bind(now.0)
@@ -336,7 +518,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_tenant(&self, id: &str) -> StoreResult<Tenant> {
-        let row = sqlx::query("SELECT id, name FROM tenants WHERE id = ?")
+        let row = sqlx::query("SELECT id, name FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -363,7 +545,7 @@ impl Store for SqliteStore {
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&app.client_id)
         .bind(&app.tenant_id)
@@ -377,7 +559,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_app(&self, client_id: &str) -> StoreResult<App> {
-        let row = sqlx::query("SELECT * FROM apps WHERE client_id = ?")
+        let row = sqlx::query("SELECT * FROM apps WHERE client_id = $1")
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?
@@ -398,7 +580,7 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us) VALUES (?, ?, ?)",
+            "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us) VALUES ($1, $2, $3)",
         )
         .bind(token_hash)
         .bind(tenant_id)
@@ -419,7 +601,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<MachineRow> {
         let mut tx = self.write().await?;
         let tenant_id: String =
-            sqlx::query_scalar("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = ?")
+            sqlx::query_scalar("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -427,7 +609,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
                 os_architecture, agent_version, last_ip, first_seen_us, last_seen_us, ip_addresses)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(machine_id)
         .bind(&tenant_id)
@@ -443,7 +625,7 @@ impl Store for SqliteStore {
         .bind(json(&info.ip_addresses))
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM machines WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM machines WHERE id = $1")
             .bind(machine_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -453,7 +635,7 @@ impl Store for SqliteStore {
 
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
         let row =
-            sqlx::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = ?")
+            sqlx::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = $1")
                 .bind(machine_id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -466,7 +648,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE machines SET revoked = 1 WHERE id = ?")
+        let done = sqlx::query("UPDATE machines SET revoked = 1 WHERE id = $1")
             .bind(machine_id)
             .execute(&self.pool)
             .await?;
@@ -492,10 +674,10 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?,
-                agent_version = ?, last_ip = COALESCE(?, last_ip), last_seen_us = ?, connected = 1,
-                ip_addresses = ?
-             WHERE id = ?",
+            "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
+                agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
+                ip_addresses = $8
+             WHERE id = $9",
         )
         .bind(&info.hostname)
         .bind(&info.os_platform)
@@ -512,7 +694,7 @@ impl Store for SqliteStore {
     }
 
     async fn machine_seen(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
-        sqlx::query("UPDATE machines SET last_seen_us = ?, connected = 1 WHERE id = ?")
+        sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id = $2")
             .bind(now.0)
             .bind(machine_id)
             .execute(&self.pool)
@@ -521,7 +703,7 @@ impl Store for SqliteStore {
     }
 
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
-        sqlx::query("UPDATE machines SET last_seen_us = ?, connected = 0 WHERE id = ?")
+        sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
             .bind(now.0)
             .bind(machine_id)
             .execute(&self.pool)
@@ -531,12 +713,10 @@ impl Store for SqliteStore {
 
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
         let row = sqlx::query(
-            "SELECT * FROM machines m WHERE tenant_id = ? AND (lower(id) = lower(?) OR computer_dns_name = ? COLLATE NOCASE)
-             ORDER BY (lower(id) = lower(?)) DESC, last_seen_us DESC LIMIT 1",
+            "SELECT * FROM machines m WHERE tenant_id = $1 AND (lower(id) = lower($2) OR lower(computer_dns_name) = lower($2))
+             ORDER BY (CASE WHEN lower(id) = lower($2) THEN 0 ELSE 1 END), last_seen_us DESC LIMIT 1",
         )
         .bind(tenant_id)
-        .bind(id_or_name)
-        .bind(id_or_name)
         .bind(id_or_name)
         .fetch_optional(&self.pool)
         .await?
@@ -555,8 +735,8 @@ impl Store for SqliteStore {
             query,
             &fields,
             "m.computer_dns_name ASC, m.id ASC",
-            Dialect::Sqlite,
-            1,
+            self.engine.dialect(),
+            2,
         )
         .map_err(odata)?;
         let filter = if compiled.where_sql.is_empty() {
@@ -565,8 +745,9 @@ impl Store for SqliteStore {
             format!("AND {}", compiled.where_sql)
         };
         let sql = format!(
-            "SELECT * FROM machines m WHERE m.tenant_id = ? {filter} {} LIMIT ? OFFSET ?",
-            compiled.order_sql
+            "SELECT * FROM machines m WHERE m.tenant_id = $1 {filter} {} {}",
+            compiled.order_sql,
+            page_sql(&compiled.binds)
         );
         let q = bind_all(
             sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
@@ -580,7 +761,7 @@ impl Store for SqliteStore {
             .map(machine_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         let count = if query.count {
-            let sql = format!("SELECT count(*) FROM machines m WHERE m.tenant_id = ? {filter}");
+            let sql = format!("SELECT count(*) FROM machines m WHERE m.tenant_id = $1 {filter}");
             Some(
                 count(
                     &mut *self.pool.acquire().await?,
@@ -602,14 +783,16 @@ impl Store for SqliteStore {
         replace: bool,
     ) -> StoreResult<Option<LibraryRow>> {
         let mut tx = self.write().await?;
-        let existing =
-            sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
-                .bind(&row.tenant_id)
-                .bind(&row.file_name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| library_from_row(&r))
-                .transpose()?;
+        self.lock_tenant(&mut tx, &row.tenant_id).await?;
+        let existing = sqlx::query(
+            "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
+        )
+        .bind(&row.tenant_id)
+        .bind(&row.file_name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| library_from_row(&r))
+        .transpose()?;
         match &existing {
             Some(old) if !replace => {
                 return Err(StoreError::Conflict(format!(
@@ -619,9 +802,9 @@ impl Store for SqliteStore {
             }
             Some(old) => {
                 sqlx::query(
-                    "UPDATE library_files SET sha256 = ?, size = ?, description = ?, has_parameters = ?,
-                        parameters_description = ?, last_updated_by = ?, last_updated_us = ?
-                     WHERE tenant_id = ? AND file_name = ?",
+                    "UPDATE library_files SET sha256 = $1, size = $2, description = $3, has_parameters = $4,
+                        parameters_description = $5, last_updated_by = $6, last_updated_us = $7
+                     WHERE tenant_id = $8 AND file_name = $9",
                 )
                 .bind(&row.sha256)
                 .bind(row.size as i64)
@@ -639,7 +822,7 @@ impl Store for SqliteStore {
                 sqlx::query(
                     "INSERT INTO library_files (tenant_id, file_name, sha256, size, description, has_parameters,
                         parameters_description, created_by, last_updated_by, creation_us, last_updated_us)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&row.tenant_id)
                 .bind(&row.file_name)
@@ -661,18 +844,20 @@ impl Store for SqliteStore {
     }
 
     async fn get_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
-        let row = sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
+        let row = sqlx::query(
+            "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
         library_from_row(&row)
     }
 
     async fn list_library_files(&self, tenant_id: &str) -> StoreResult<Vec<LibraryRow>> {
         let rows =
-            sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? ORDER BY file_name")
+            sqlx::query("SELECT * FROM library_files WHERE tenant_id = $1 ORDER BY file_name")
                 .bind(tenant_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -681,27 +866,32 @@ impl Store for SqliteStore {
 
     async fn delete_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
         let mut tx = self.write().await?;
-        let row = sqlx::query("SELECT * FROM library_files WHERE tenant_id = ? AND file_name = ?")
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
+        self.lock_tenant(&mut tx, tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
         let row = library_from_row(&row)?;
-        sqlx::query("DELETE FROM library_files WHERE tenant_id = ? AND file_name = ?")
-            .bind(tenant_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(row)
     }
 
     async fn library_blob_in_use(&self, tenant_id: &str, sha256: &str) -> StoreResult<bool> {
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM library_files WHERE tenant_id = ?1 AND sha256 = ?2)
-                 OR EXISTS (SELECT 1 FROM commands c JOIN actions a ON a.id = c.action_id
-                            WHERE a.tenant_id = ?1 AND c.payload_sha256 = ?2 AND a.status IN {ACTIVE})"
+            "SELECT (SELECT count(*) FROM library_files WHERE tenant_id = $1 AND sha256 = $2)
+                  + (SELECT count(*) FROM commands c JOIN actions a ON a.id = c.action_id
+                     WHERE a.tenant_id = $1 AND c.payload_sha256 = $2 AND a.status IN {ACTIVE})"
         );
         let used: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(tenant_id)
@@ -713,8 +903,10 @@ impl Store for SqliteStore {
 
     async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow> {
         let mut tx = self.write().await?;
+        // One creator at a time per tenant: the counts below stay true until commit.
+        self.lock_tenant(&mut tx, &action.tenant_id).await?;
         let dns: String = sqlx::query_scalar(
-            "SELECT computer_dns_name FROM machines WHERE id = ? AND tenant_id = ?",
+            "SELECT computer_dns_name FROM machines WHERE id = $1 AND tenant_id = $2",
         )
         .bind(&action.machine_id)
         .bind(&action.tenant_id)
@@ -722,7 +914,7 @@ impl Store for SqliteStore {
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
         let sql =
-            format!("SELECT count(*) FROM actions WHERE machine_id = ? AND status IN {ACTIVE}");
+            format!("SELECT count(*) FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}");
         let on_machine: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(&action.machine_id)
             .fetch_one(&mut *tx)
@@ -731,7 +923,7 @@ impl Store for SqliteStore {
             return Err(StoreError::ActiveActionExists);
         }
         let sql =
-            format!("SELECT count(*) FROM actions WHERE tenant_id = ? AND status IN {ACTIVE}");
+            format!("SELECT count(*) FROM actions WHERE tenant_id = $1 AND status IN {ACTIVE}");
         let in_tenant: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(&action.tenant_id)
             .fetch_one(&mut *tx)
@@ -741,7 +933,7 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
-                status, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, 'Pending', ?, ?)",
+                status, created_us, updated_us) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8)",
         )
         .bind(&action.id)
         .bind(&action.tenant_id)
@@ -752,7 +944,12 @@ impl Store for SqliteStore {
         .bind(action.now.0)
         .bind(action.now.0)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|err| match err.as_database_error() {
+            // The engine's own guard (a unique index) behind the check above.
+            Some(db) if db.is_unique_violation() => StoreError::ActiveActionExists,
+            _ => err.into(),
+        })?;
         for (index, command) in action.commands.iter().enumerate() {
             let payload_sha = match &command.work {
                 Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
@@ -762,7 +959,7 @@ impl Store for SqliteStore {
             };
             sqlx::query(
                 "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs)
-                 VALUES (?, ?, ?, ?, ?, 'Created', ?)",
+                 VALUES ($1, $2, $3, $4, $5, 'Created', $6)",
             )
             .bind(&action.id)
             .bind(index as i64)
@@ -796,8 +993,8 @@ impl Store for SqliteStore {
             query,
             &action_fields(),
             "a.created_us DESC, a.seq DESC",
-            Dialect::Sqlite,
-            1,
+            self.engine.dialect(),
+            2,
         )
         .map_err(odata)?;
         let filter = if compiled.where_sql.is_empty() {
@@ -807,8 +1004,9 @@ impl Store for SqliteStore {
         };
         let mut conn = self.pool.acquire().await?;
         let sql = format!(
-            "SELECT * FROM actions a WHERE a.tenant_id = ? {filter} {} LIMIT ? OFFSET ?",
-            compiled.order_sql
+            "SELECT * FROM actions a WHERE a.tenant_id = $1 {filter} {} {}",
+            compiled.order_sql,
+            page_sql(&compiled.binds)
         );
         let rows = bind_all(
             sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
@@ -824,7 +1022,7 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         load_commands(&mut conn, &mut actions).await?;
         let count = if query.count {
-            let sql = format!("SELECT count(*) FROM actions a WHERE a.tenant_id = ? {filter}");
+            let sql = format!("SELECT count(*) FROM actions a WHERE a.tenant_id = $1 {filter}");
             Some(count(&mut conn, sql, tenant_id, &compiled.binds).await?)
         } else {
             None
@@ -841,6 +1039,7 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<ActionRow> {
         let mut tx = self.write().await?;
+        self.lock_action(&mut tx, id).await?;
         let action = fetch_action(&mut tx, id).await?;
         if action.tenant_id != tenant_id {
             return Err(StoreError::NotFound(format!("Machine action {id}")));
@@ -852,8 +1051,8 @@ impl Store for SqliteStore {
             )));
         }
         sqlx::query(
-            "UPDATE actions SET status = 'Cancelled', cancellation_requestor = ?, cancellation_comment = ?,
-                cancelled_us = ?, updated_us = ? WHERE id = ?",
+            "UPDATE actions SET status = 'Cancelled', cancellation_requestor = $1, cancellation_comment = $2,
+                cancelled_us = $3, updated_us = $4 WHERE id = $5",
         )
         .bind(requestor)
         .bind(comment)
@@ -863,7 +1062,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE commands SET status = 'Failed', end_us = ?, errors = ? WHERE action_id = ? AND status = 'InProgress'",
+            "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2 WHERE action_id = $3 AND status = 'InProgress'",
         )
         .bind(now.0)
         .bind(json(&vec![format!("Cancelled by {requestor}")]))
@@ -882,7 +1081,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
         let sql = format!(
-            "SELECT id, created_us FROM actions WHERE machine_id = ? AND status IN {ACTIVE}"
+            "SELECT id, created_us FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}{}",
+            self.engine.for_update()
         );
         let Some(active) = sqlx::query(AssertSqlSafe(sql))
             .bind(machine_id)
@@ -894,7 +1094,7 @@ impl Store for SqliteStore {
         let action_id: String = active.try_get("id")?;
         let action_created = Micros(active.try_get("created_us")?);
         let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM commands WHERE action_id = ? AND status = 'InProgress'",
+            "SELECT count(*) FROM commands WHERE action_id = $1 AND status = 'InProgress'",
         )
         .bind(&action_id)
         .fetch_one(&mut *tx)
@@ -903,7 +1103,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let Some(row) = sqlx::query(
-            "SELECT idx, work, timeout_secs FROM commands WHERE action_id = ? AND status = 'Created' ORDER BY idx LIMIT 1",
+            "SELECT idx, work, timeout_secs FROM commands WHERE action_id = $1 AND status = 'Created' ORDER BY idx LIMIT 1",
         )
         .bind(&action_id)
         .fetch_optional(&mut *tx)
@@ -912,13 +1112,13 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let index = row.try_get::<i64, _>("idx")?;
-        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = ? WHERE action_id = ? AND idx = ?")
+        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1 WHERE action_id = $2 AND idx = $3")
             .bind(now.0)
             .bind(&action_id)
             .bind(index)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = ? WHERE id = ?")
+        sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = $1 WHERE id = $2")
             .bind(now.0)
             .bind(&action_id)
             .execute(&mut *tx)
@@ -938,7 +1138,7 @@ impl Store for SqliteStore {
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<CommandRef>> {
         let rows = sqlx::query(
             "SELECT c.action_id, c.idx FROM commands c JOIN actions a ON a.id = c.action_id
-             WHERE a.machine_id = ? AND c.status = 'InProgress'",
+             WHERE a.machine_id = $1 AND c.status = 'InProgress'",
         )
         .bind(machine_id)
         .fetch_all(&self.pool)
@@ -960,9 +1160,9 @@ impl Store for SqliteStore {
         blob: &ResultBlob,
     ) -> StoreResult<()> {
         let done = sqlx::query(
-            "UPDATE commands SET result_key = ?, result_size = ?, result_sha256 = ?, result_chunks = ?
-             WHERE action_id = ? AND idx = ? AND status = 'InProgress'
-               AND action_id IN (SELECT id FROM actions WHERE machine_id = ?)",
+            "UPDATE commands SET result_key = $1, result_size = $2, result_sha256 = $3, result_chunks = $4
+             WHERE action_id = $5 AND idx = $6 AND status = 'InProgress'
+               AND action_id IN (SELECT id FROM actions WHERE machine_id = $7)",
         )
         .bind(&blob.key)
         .bind(blob.size as i64)
@@ -987,8 +1187,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let done = sqlx::query(
             "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256)
-             SELECT c.action_id, c.idx, ?, ?, ?, ?, ? FROM commands c JOIN actions a ON a.id = c.action_id
-             WHERE c.action_id = ? AND c.idx = ? AND c.status = 'InProgress' AND a.machine_id = ?
+             SELECT c.action_id, c.idx, $1, $2, $3, $4, $5 FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = $6 AND c.idx = $7 AND c.status = 'InProgress' AND a.machine_id = $8
              ON CONFLICT (action_id, idx, n) DO UPDATE SET raw_size = excluded.raw_size,
                 raw_sha256 = excluded.raw_sha256, stored_size = excluded.stored_size,
                 stored_sha256 = excluded.stored_sha256, attempts = result_chunks.attempts + 1",
@@ -1011,7 +1211,7 @@ impl Store for SqliteStore {
 
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
         let rows =
-            sqlx::query("SELECT * FROM result_chunks WHERE action_id = ? AND idx = ? ORDER BY n")
+            sqlx::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
                 .bind(&command.action_id)
                 .bind(i64::from(command.index))
                 .fetch_all(&self.pool)
@@ -1038,9 +1238,10 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<Option<ActionRow>> {
         let mut tx = self.write().await?;
+        self.lock_action(&mut tx, &command.action_id).await?;
         let found = sqlx::query(
             "SELECT a.status, c.work, c.result_key FROM commands c JOIN actions a ON a.id = c.action_id
-             WHERE c.action_id = ? AND c.idx = ? AND c.status = 'InProgress' AND a.machine_id = ?",
+             WHERE c.action_id = $1 AND c.idx = $2 AND c.status = 'InProgress' AND a.machine_id = $3",
         )
         .bind(&command.action_id)
         .bind(i64::from(command.index))
@@ -1079,7 +1280,7 @@ impl Store for SqliteStore {
             ),
         };
         sqlx::query(
-            "UPDATE commands SET status = ?, end_us = ?, errors = ?, file_sha256 = ? WHERE action_id = ? AND idx = ?",
+            "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4 WHERE action_id = $5 AND idx = $6",
         )
             .bind(status.as_str())
             .bind(now.0)
@@ -1093,7 +1294,7 @@ impl Store for SqliteStore {
             Some(s) => Some(s),
             None => {
                 let remaining: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM commands WHERE action_id = ? AND status = 'Created'",
+                    "SELECT count(*) FROM commands WHERE action_id = $1 AND status = 'Created'",
                 )
                 .bind(&command.action_id)
                 .fetch_one(&mut *tx)
@@ -1103,7 +1304,7 @@ impl Store for SqliteStore {
         };
         if !action_status.is_final() {
             let status = next_action.unwrap_or(action_status);
-            sqlx::query("UPDATE actions SET status = ?, updated_us = ? WHERE id = ?")
+            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
                 .bind(status.as_str())
                 .bind(now.0)
                 .bind(&command.action_id)
@@ -1122,9 +1323,19 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> StoreResult<Swept> {
         let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            // One node sweeps at a time; the others skip this round.
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(SWEEP_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !mine {
+                return Ok(Swept::default());
+            }
+        }
         let sql = format!(
-            "UPDATE actions SET status = 'TimeOut', updated_us = ?
-             WHERE status IN {ACTIVE} AND updated_us < ?
+            "UPDATE actions SET status = 'TimeOut', updated_us = $1
+             WHERE status IN {ACTIVE} AND updated_us < $2
                AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
              RETURNING id"
         );
@@ -1133,34 +1344,48 @@ impl Store for SqliteStore {
             .bind(queue_deadline.0)
             .fetch_all(&mut *tx)
             .await?;
+        // Lock the actions first (as finish_command does), then their commands.
+        let sql = format!(
+            "SELECT a.id, a.machine_id, c.idx FROM actions a JOIN commands c ON c.action_id = a.id
+             WHERE c.status = 'InProgress' AND c.start_us + (c.timeout_secs + $1) * 1000000 < $2{}",
+            self.engine.for_update_of("a")
+        );
+        let expired = sqlx::query(AssertSqlSafe(sql))
+            .bind(lease_grace_secs as i64)
+            .bind(now.0)
+            .fetch_all(&mut *tx)
+            .await?;
         let message = format!(
             "The agent did not report a result within the command's timeout plus {lease_grace_secs} s"
         );
-        let rows = sqlx::query(
-            "UPDATE commands SET status = 'Failed', end_us = ?, errors = ?
-             WHERE status = 'InProgress' AND start_us + (timeout_secs + ?) * 1000000 < ?
-             RETURNING action_id, idx",
-        )
-        .bind(now.0)
-        .bind(json(&vec![message]))
-        .bind(lease_grace_secs as i64)
-        .bind(now.0)
-        .fetch_all(&mut *tx)
-        .await?;
         let mut lease_expired = Vec::new();
-        for row in &rows {
+        for row in &expired {
+            let machine_id: String = row.try_get("machine_id")?;
             let command = CommandRef {
-                action_id: row.try_get("action_id")?,
+                action_id: row.try_get("id")?,
                 index: row.try_get::<i64, _>("idx")? as u32,
             };
+            let failed = sqlx::query(
+                "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2
+                 WHERE action_id = $3 AND idx = $4 AND status = 'InProgress'",
+            )
+            .bind(now.0)
+            .bind(json(&vec![message.clone()]))
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut *tx)
+            .await?;
+            if failed.rows_affected() == 0 {
+                continue;
+            }
             let sql = format!(
                 "UPDATE actions SET status = CASE WHEN status IN {ACTIVE} THEN 'Failed' ELSE status END,
-                    updated_us = ? WHERE id = ? RETURNING machine_id"
+                    updated_us = $1 WHERE id = $2"
             );
-            let machine_id: String = sqlx::query_scalar(AssertSqlSafe(sql))
+            sqlx::query(AssertSqlSafe(sql))
                 .bind(now.0)
                 .bind(&command.action_id)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
             lease_expired.push((machine_id, command));
         }
@@ -1170,160 +1395,59 @@ impl Store for SqliteStore {
             lease_expired,
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store_with_action() -> (tempfile::TempDir, SqliteStore, String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let now = Micros::now();
-        let tenant = Tenant {
-            id: "t".into(),
-            name: "t".into(),
-        };
-        store.create_tenant(&tenant, now).await.unwrap();
-        store
-            .create_enrollment_token("t", "token-hash", now)
-            .await
-            .unwrap();
-        let info = MachineInfo {
-            hostname: "h".into(),
-            os_platform: "Linux".into(),
-            os_version: "1".into(),
-            os_architecture: "64-bit".into(),
-            agent_version: "0".into(),
-            ip_addresses: vec![],
-        };
-        let machine = "a".repeat(40);
-        store
-            .enroll_machine("token-hash", &machine, "cred", &info, None, now)
-            .await
-            .unwrap();
-        let action = NewAction {
-            id: "action-1".into(),
-            tenant_id: "t".into(),
-            machine_id: machine.clone(),
-            requestor: "me".into(),
-            requestor_comment: None,
-            commands: vec![NewCommand {
-                command: Command {
-                    kind: "PutFile".into(),
-                    params: vec![],
-                },
-                work: Work::PutFile {
-                    file_name: "x".into(),
-                    sha256: "s".into(),
-                },
-                timeout_secs: 60,
-            }],
-            now,
-        };
-        store.create_action(&action, 25).await.unwrap();
-        (dir, store, machine, "action-1".into())
-    }
-
-    #[tokio::test]
-    async fn a_command_is_claimed_once_and_recorded_once() {
-        let (_dir, store, machine, action) = store_with_action().await;
-        let now = Micros::now();
-        let claimed = store
-            .claim_next_command(&machine, now)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            claimed.command,
-            CommandRef {
-                action_id: action.clone(),
-                index: 0
-            }
-        );
-        assert!(
-            store
-                .claim_next_command(&machine, now)
-                .await
-                .unwrap()
-                .is_none(),
-            "never handed out twice"
-        );
-        let finish = Finish::Completed { file_sha256: None };
-        let first = store
-            .finish_command(&machine, &claimed.command, &finish, now)
-            .await
-            .unwrap();
-        assert_eq!(first.unwrap().status, ActionStatus::Succeeded);
-        let again = store
-            .finish_command(&machine, &claimed.command, &finish, now)
-            .await
-            .unwrap();
-        assert!(again.is_none(), "a repeated delivery changes nothing");
-        let failed = Finish::Failed {
-            errors: vec!["late".into()],
-            timed_out: false,
-        };
-        assert!(
-            store
-                .finish_command(&machine, &claimed.command, &failed, now)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let stored = store.get_action("t", &action).await.unwrap();
-        assert_eq!(stored.status, ActionStatus::Succeeded);
-        assert!(stored.commands[0].errors.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_first_secret_stored_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let now = Micros::now();
-        assert_eq!(store.secret("k", "first", now).await.unwrap(), "first");
-        assert_eq!(store.secret("k", "second", now).await.unwrap(), "first");
-        let again = SqliteStore::open(dir.path()).await.unwrap();
-        assert_eq!(again.secret("k", "third", now).await.unwrap(), "first");
-    }
-
-    #[tokio::test]
-    async fn another_machine_cannot_finish_or_claim_the_command() {
-        let (_dir, store, machine, _action) = store_with_action().await;
-        let now = Micros::now();
-        let claimed = store
-            .claim_next_command(&machine, now)
-            .await
-            .unwrap()
-            .unwrap();
-        let other = "b".repeat(40);
-        assert!(
-            store
-                .claim_next_command(&other, now)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let finish = Finish::Failed {
-            errors: vec!["forged".into()],
-            timed_out: false,
-        };
-        assert!(
-            store
-                .finish_command(&other, &claimed.command, &finish, now)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let blob = ResultBlob {
-            key: "k".into(),
-            size: 1,
-            sha256: "s".into(),
-            chunks: None,
-        };
-        assert!(matches!(
-            store.record_result(&other, &claimed.command, &blob).await,
-            Err(StoreError::NotFound(_))
-        ));
+    async fn rate_limit(
+        &self,
+        key: &str,
+        windows: &[Window],
+        now: Micros,
+    ) -> StoreResult<Result<(), u64>> {
+        let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            // Every node counts calls of this key one at a time.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let second = now.0.div_euclid(1_000_000);
+        let longest = windows
+            .iter()
+            .map(|w| w.window.as_secs())
+            .max()
+            .unwrap_or(0) as i64;
+        sqlx::query("DELETE FROM rate_limit_calls WHERE key = $1 AND second <= $2")
+            .bind(key)
+            .bind(second - longest)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT second, calls FROM rate_limit_calls WHERE key = $1 ORDER BY second",
+        )
+        .bind(key)
+        .fetch_all(&mut *tx)
+        .await?;
+        let buckets = rows
+            .iter()
+            .map(|row| {
+                Ok(ratelimit::Bucket {
+                    second: row.try_get("second")?,
+                    calls: row.try_get::<i64, _>("calls")? as u64,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let decision = ratelimit::decide(&buckets, windows, second);
+        if decision.is_ok() {
+            sqlx::query(
+                "INSERT INTO rate_limit_calls (key, second, calls) VALUES ($1, $2, 1)
+                 ON CONFLICT (key, second) DO UPDATE SET calls = rate_limit_calls.calls + 1",
+            )
+            .bind(key)
+            .bind(second)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(decision)
     }
 }

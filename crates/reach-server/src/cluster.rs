@@ -1,0 +1,185 @@
+//! Cluster-wide delivery of hub events. An agent holds one connection to one
+//! node, but any node may create, cancel or expire its commands. On a single
+//! node (SQLite) events go straight to the local `Hub`. On PostgreSQL a node
+//! that does not hold the machine's connection publishes the event with
+//! `pg_notify`, and every node LISTENs and hands events for its own
+//! connections to its hub.
+//!
+//! Events are only wake-ups: what to run is always read from the database,
+//! so a lost notification costs latency, never work. After its listening
+//! connection is lost and re-made, a node wakes all its connections once to
+//! cover what it may have missed. This module never reads or writes state.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
+use sqlx::postgres::PgListener;
+
+use crate::SharedState;
+use crate::agents::HubEvent;
+
+/// The PostgreSQL notification channel.
+const CHANNEL: &str = "reach_hub";
+
+pub enum Cluster {
+    /// One node: the local hub holds every connection.
+    Single,
+    /// Nodes sharing a PostgreSQL database.
+    Postgres {
+        /// This node's id, so that it skips its own notifications.
+        node_id: String,
+        pool: AnyPool,
+        url: String,
+    },
+}
+
+/// A notification's payload (well under PostgreSQL's 8,000-byte limit).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Notice {
+    node: String,
+    machine: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum Event {
+    Wake,
+    Cancel { action: String },
+    Close,
+}
+
+impl From<&HubEvent> for Event {
+    fn from(event: &HubEvent) -> Self {
+        match event {
+            HubEvent::Wake => Event::Wake,
+            HubEvent::Cancel(action) => Event::Cancel {
+                action: action.clone(),
+            },
+            HubEvent::Close => Event::Close,
+        }
+    }
+}
+
+impl From<Event> for HubEvent {
+    fn from(event: Event) -> Self {
+        match event {
+            Event::Wake => HubEvent::Wake,
+            Event::Cancel { action } => HubEvent::Cancel(action),
+            Event::Close => HubEvent::Close,
+        }
+    }
+}
+
+impl Cluster {
+    pub fn postgres(pool: AnyPool, url: String) -> Self {
+        Cluster::Postgres {
+            node_id: uuid::Uuid::new_v4().to_string(),
+            pool,
+            url,
+        }
+    }
+}
+
+/// Delivers `event` to `machine_id`'s connection, on whichever node holds it:
+/// here at once, and (on PostgreSQL) to the other nodes, in case the agent
+/// has moved and this node still holds a connection about to time out.
+pub async fn send(state: &SharedState, machine_id: &str, event: HubEvent) {
+    state.hub.send(machine_id, event.clone());
+    let Cluster::Postgres { node_id, pool, .. } = &state.cluster else {
+        return;
+    };
+    let notice = Notice {
+        node: node_id.clone(),
+        machine: machine_id.to_string(),
+        event: Event::from(&event),
+    };
+    let payload = serde_json::to_string(&notice).expect("notices serialise");
+    if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+    {
+        // The agent still gets its command on its next connect or heartbeat wake.
+        tracing::warn!(machine.id = %machine_id, error = %err, "publishing a wake-up failed");
+    }
+}
+
+/// Listens for other nodes' events until shutdown (PostgreSQL only).
+pub async fn listen(state: SharedState) {
+    let Cluster::Postgres { node_id, url, .. } = &state.cluster else {
+        return;
+    };
+    let mut first = true;
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect(url).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            listener = listener => match listener {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for cluster wake-ups; retrying");
+                    tokio::select! {
+                        _ = state.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        if !first {
+            tracing::info!("listening for cluster wake-ups again; waking every local agent once");
+            state.hub.wake_all();
+        }
+        first = false;
+        loop {
+            let received = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            let notification = match received {
+                Ok(Some(notification)) => notification,
+                Ok(None) => {
+                    tracing::warn!("lost the connection that listens for cluster wake-ups");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "listening for cluster wake-ups failed");
+                    break;
+                }
+            };
+            match serde_json::from_str::<Notice>(notification.payload()) {
+                Ok(notice) if notice.node == *node_id => {}
+                Ok(notice) => state.hub.send(&notice.machine, notice.event.into()),
+                Err(err) => tracing::warn!(error = %err, "ignoring a malformed cluster notice"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let notice = Notice {
+            node: "n".into(),
+            machine: "m".into(),
+            event: Event::from(&HubEvent::Cancel("a".into())),
+        };
+        let text = serde_json::to_string(&notice).unwrap();
+        assert_eq!(
+            text,
+            r#"{"node":"n","machine":"m","event":"cancel","action":"a"}"#
+        );
+        let back: Notice = serde_json::from_str(&text).unwrap();
+        assert_eq!(HubEvent::from(back.event), HubEvent::Cancel("a".into()));
+    }
+}

@@ -1,0 +1,713 @@
+//! The store conformance suite: every test runs the same steps on SQLite and
+//! on PostgreSQL (a fresh database on the server named by
+//! REACH_TEST_DATABASE_URL; without it the PostgreSQL half prints a skip
+//! notice). Races are real: several tasks on several connections (and, on
+//! PostgreSQL, two separately opened stores standing in for two nodes).
+
+use std::sync::Arc;
+
+use reach_proto::agent::{CommandRef, MachineInfo, Work};
+use reach_proto::api::{ActionStatus, Command, CommandStatus};
+use reach_server::odata::Query;
+use reach_server::ratelimit::Window;
+use reach_server::store::sql_store::SqlStore;
+use reach_server::store::*;
+use reach_server::testing;
+use reach_server::time::Micros;
+
+/// One backend under test: its name, a URL to open more stores on, and the
+/// temp dir that holds it (SQLite).
+struct Backend {
+    name: &'static str,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn open(&self) -> SqlStore {
+        SqlStore::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("opening {}: {e:#}", self.name))
+    }
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![Backend {
+        name: "sqlite",
+        url: reach_server::store::sql_store::sqlite_url(&dir.path().join("reach.db")),
+        _dir: Some(dir),
+    }];
+    if let Some(url) = testing::fresh_postgres().await {
+        all.push(Backend {
+            name: "postgres",
+            url,
+            _dir: None,
+        });
+    }
+    all
+}
+
+const TENANT: &str = "t";
+
+fn info(hostname: &str) -> MachineInfo {
+    MachineInfo {
+        hostname: hostname.into(),
+        os_platform: "Linux".into(),
+        os_version: "6.1".into(),
+        os_architecture: "64-bit".into(),
+        agent_version: "0.1.0".into(),
+        ip_addresses: vec![],
+    }
+}
+
+/// A tenant with an enrollment token and `machines` enrolled machines
+/// (ids `aaaa...`, `bbbb...`, hostnames `host-0`, `host-1`, ...).
+async fn seed(store: &SqlStore, machines: usize) -> Vec<String> {
+    let now = Micros::now();
+    let tenant = Tenant {
+        id: TENANT.into(),
+        name: "Tenant".into(),
+    };
+    store.create_tenant(&tenant, now).await.unwrap();
+    store
+        .create_enrollment_token(TENANT, "token-hash", now)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..machines {
+        let id = format!("{:040x}", i + 1);
+        store
+            .enroll_machine(
+                "token-hash",
+                &id,
+                "cred",
+                &info(&format!("host-{i}")),
+                Some("10.0.0.1"),
+                now,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+fn put_file(name: &str) -> NewCommand {
+    NewCommand {
+        command: Command {
+            kind: "PutFile".into(),
+            params: vec![],
+        },
+        work: Work::PutFile {
+            file_name: name.into(),
+            sha256: "abc".into(),
+        },
+        timeout_secs: 60,
+    }
+}
+
+fn get_file(path: &str) -> NewCommand {
+    NewCommand {
+        command: Command {
+            kind: "GetFile".into(),
+            params: vec![],
+        },
+        work: Work::GetFile { path: path.into() },
+        timeout_secs: 60,
+    }
+}
+
+fn action(id: &str, machine: &str, commands: Vec<NewCommand>) -> NewAction {
+    NewAction {
+        id: id.into(),
+        tenant_id: TENANT.into(),
+        machine_id: machine.into(),
+        requestor: "analyst".into(),
+        requestor_comment: Some("triage".into()),
+        commands,
+        now: Micros::now(),
+    }
+}
+
+fn query(raw: &str) -> Query {
+    Query::parse(Some(raw)).unwrap()
+}
+
+#[tokio::test]
+async fn a_command_is_claimed_once_and_recorded_once() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        store
+            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        let claimed = store.claim_next_command(machine, now).await.unwrap();
+        let claimed = claimed.expect("the command is claimed");
+        assert_eq!(
+            claimed.command,
+            CommandRef {
+                action_id: "a1".into(),
+                index: 0
+            }
+        );
+        assert!(
+            store
+                .claim_next_command(machine, now)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}: never handed out twice",
+            backend.name
+        );
+        let finish = Finish::Completed { file_sha256: None };
+        let first = store
+            .finish_command(machine, &claimed.command, &finish, now)
+            .await
+            .unwrap();
+        assert_eq!(first.unwrap().status, ActionStatus::Succeeded);
+        let again = store
+            .finish_command(machine, &claimed.command, &finish, now)
+            .await
+            .unwrap();
+        assert!(
+            again.is_none(),
+            "{}: a repeat changes nothing",
+            backend.name
+        );
+        let stored = store.get_action(TENANT, "a1").await.unwrap();
+        assert_eq!(stored.status, ActionStatus::Succeeded);
+        assert_eq!(stored.commands[0].status, CommandStatus::Completed);
+        assert_eq!(stored.requestor_comment.as_deref(), Some("triage"));
+    }
+}
+
+#[tokio::test]
+async fn nodes_racing_to_claim_hand_a_command_out_once() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        store
+            .create_action(&action("a1", &machines[0], vec![put_file("x")]), 25)
+            .await
+            .unwrap();
+        // Two stores: two nodes with their own connection pools.
+        let nodes = [Arc::new(store), Arc::new(backend.open().await)];
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let node = nodes[i % 2].clone();
+            let machine = machines[0].clone();
+            tasks.push(tokio::spawn(async move {
+                node.claim_next_command(&machine, Micros::now())
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut claimed = 0;
+        for task in tasks {
+            claimed += usize::from(task.await.unwrap().is_some());
+        }
+        assert_eq!(claimed, 1, "{}: claimed exactly once", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn racing_submissions_get_one_action_per_machine_and_the_tenant_limit() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 6).await;
+        let nodes = [Arc::new(store), Arc::new(backend.open().await)];
+        // Eight submissions for one machine at once: exactly one wins.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let node = nodes[i % 2].clone();
+            let new = action(&format!("same-{i}"), &machines[0], vec![put_file("x")]);
+            tasks.push(tokio::spawn(
+                async move { node.create_action(&new, 25).await },
+            ));
+        }
+        let mut won = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::ActiveActionExists) => {}
+                Err(other) => panic!("{}: unexpected {other:?}", backend.name),
+            }
+        }
+        assert_eq!(won, 1, "{}: one active action per machine", backend.name);
+        // Five machines racing against a limit of 3 active per tenant (1 is active).
+        let mut tasks = Vec::new();
+        for (i, machine) in machines[1..].iter().enumerate() {
+            let node = nodes[i % 2].clone();
+            let new = action(&format!("limit-{i}"), machine, vec![put_file("x")]);
+            tasks.push(tokio::spawn(
+                async move { node.create_action(&new, 3).await },
+            ));
+        }
+        let mut won = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::TenantActionLimit(3)) => {}
+                Err(other) => panic!("{}: unexpected {other:?}", backend.name),
+            }
+        }
+        assert_eq!(won, 2, "{}: the tenant limit holds", backend.name);
+        let counts = nodes[0].count_actions_by_status().await.unwrap();
+        let pending = counts
+            .iter()
+            .find(|(s, _)| *s == ActionStatus::Pending)
+            .unwrap();
+        assert_eq!(pending.1, 3);
+    }
+}
+
+#[tokio::test]
+async fn another_machine_cannot_claim_record_or_finish() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 2).await;
+        store
+            .create_action(&action("a1", &machines[0], vec![get_file("/x")]), 25)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(&machines[0], now)
+            .await
+            .unwrap()
+            .unwrap();
+        let other = &machines[1];
+        assert!(
+            store
+                .claim_next_command(other, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let failed = Finish::Failed {
+            errors: vec!["forged".into()],
+            timed_out: false,
+        };
+        assert!(
+            store
+                .finish_command(other, &claimed.command, &failed, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let blob = ResultBlob {
+            key: "k".into(),
+            size: 1,
+            sha256: "s".into(),
+            chunks: None,
+        };
+        assert!(matches!(
+            store.record_result(other, &claimed.command, &blob).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // The owner records a result in chunks, one of them sent twice.
+        let chunk = |n: u32| ChunkRow {
+            n,
+            raw_size: 10,
+            raw_sha256: format!("raw{n}"),
+            stored_size: 12,
+            stored_sha256: format!("stored{n}"),
+            attempts: 1,
+        };
+        for n in [0, 1, 1] {
+            store
+                .put_chunk(&machines[0], &claimed.command, &chunk(n))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .put_chunk(other, &claimed.command, &chunk(2))
+                .await
+                .is_err()
+        );
+        let chunks = store.list_chunks(&claimed.command).await.unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].attempts, 2, "{}", backend.name);
+        store
+            .record_result(&machines[0], &claimed.command, &blob)
+            .await
+            .unwrap();
+        let done = Finish::Completed {
+            file_sha256: Some("f".into()),
+        };
+        let action = store
+            .finish_command(&machines[0], &claimed.command, &done, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(action.status, ActionStatus::Succeeded);
+        assert_eq!(action.commands[0].result.as_ref(), Some(&blob));
+        assert_eq!(action.commands[0].file_sha256.as_deref(), Some("f"));
+    }
+}
+
+#[tokio::test]
+async fn a_result_is_required_and_failures_stop_the_action() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        let commands = vec![get_file("/a"), put_file("b")];
+        store
+            .create_action(&action("a1", machine, commands), 25)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(machine, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let done = Finish::Completed { file_sha256: None };
+        let action = store
+            .finish_command(machine, &claimed.command, &done, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(action.status, ActionStatus::Failed, "{}", backend.name);
+        assert_eq!(action.commands[0].status, CommandStatus::Failed);
+        assert!(action.commands[0].errors[0].contains("no result"));
+        assert_eq!(action.commands[1].status, CommandStatus::Created);
+        assert!(
+            store
+                .claim_next_command(machine, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancel_ends_an_active_action_once() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        store
+            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        store.claim_next_command(machine, now).await.unwrap();
+        let cancelled = store
+            .cancel_action(TENANT, "a1", "lead", Some("wrong host"), now)
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status, ActionStatus::Cancelled);
+        assert_eq!(cancelled.cancellation_requestor.as_deref(), Some("lead"));
+        assert_eq!(cancelled.commands[0].status, CommandStatus::Failed);
+        assert!(matches!(
+            store.cancel_action(TENANT, "a1", "lead", None, now).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.cancel_action("other", "a1", "x", None, now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // A new action may start on the machine.
+        store
+            .create_action(&action("a2", machine, vec![put_file("x")]), 25)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sweeps_expire_queued_actions_and_lapsed_leases_once() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 2).await;
+        let mut queued = action("queued", &machines[0], vec![put_file("x")]);
+        queued.now = Micros::now().minus_secs(100);
+        store.create_action(&queued, 25).await.unwrap();
+        let mut running = action("running", &machines[1], vec![put_file("x")]);
+        running.now = Micros::now().minus_secs(1000);
+        store.create_action(&running, 25).await.unwrap();
+        store
+            .claim_next_command(&machines[1], Micros::now().minus_secs(500))
+            .await
+            .unwrap()
+            .unwrap();
+        let nodes = [Arc::new(store), Arc::new(backend.open().await)];
+        let now = Micros::now();
+        let (a, b) = tokio::join!(
+            nodes[0].sweep(now.minus_secs(50), 120, now),
+            nodes[1].sweep(now.minus_secs(50), 120, now)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut expired: Vec<String> = a.queue_expired.into_iter().chain(b.queue_expired).collect();
+        expired.sort();
+        assert_eq!(expired, vec!["queued".to_string()], "{}", backend.name);
+        let leases: Vec<_> = a.lease_expired.into_iter().chain(b.lease_expired).collect();
+        assert_eq!(leases.len(), 1, "{}: a lease expires once", backend.name);
+        assert_eq!(leases[0].0, machines[1]);
+        let timed_out = nodes[0].get_action(TENANT, "queued").await.unwrap();
+        assert_eq!(timed_out.status, ActionStatus::TimeOut);
+        let failed = nodes[0].get_action(TENANT, "running").await.unwrap();
+        assert_eq!(failed.status, ActionStatus::Failed);
+        assert!(failed.commands[0].errors[0].contains("timeout plus 120 s"));
+        let again = nodes[0].sweep(now.minus_secs(50), 120, now).await.unwrap();
+        assert_eq!(again, Swept::default());
+    }
+}
+
+#[tokio::test]
+async fn actions_and_machines_are_listed_with_odata() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 3).await;
+        for (i, machine) in machines.iter().enumerate() {
+            let mut new = action(&format!("a{i}"), machine, vec![put_file("x")]);
+            new.now = Micros(1_700_000_000_000_000 + i as i64 * 1_000_000);
+            store.create_action(&new, 25).await.unwrap();
+        }
+        store
+            .cancel_action(TENANT, "a1", "lead", None, Micros::now())
+            .await
+            .unwrap();
+        let (all, count) = store
+            .list_actions(TENANT, &query("$count=true"))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a2", "a1", "a0"], "{}: newest first", backend.name);
+        assert_eq!(count, Some(3));
+        let filter = format!(
+            "$filter=status eq 'pending' and machineId in ('{}', '{}')&$orderby=creationDateTimeUtc asc&$top=1",
+            machines[0], machines[1]
+        );
+        let (some, _) = store.list_actions(TENANT, &query(&filter)).await.unwrap();
+        let ids: Vec<&str> = some.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a0"], "{}", backend.name);
+        let (late, _) = store
+            .list_actions(
+                TENANT,
+                &query("$filter=creationDateTimeUtc ge 2023-11-14T22:13:21Z"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(late.len(), 2, "{}", backend.name);
+        assert!(matches!(
+            store
+                .list_actions(TENANT, &query("$filter=colour eq 'red'"))
+                .await,
+            Err(StoreError::InvalidQuery(_))
+        ));
+
+        let (named, count) = store
+            .list_machines(
+                TENANT,
+                &query("$filter=startswith(computerDnsName,'HOST-') and computerDnsName ne 'host-1'&$count=true"),
+                Micros(0),
+            )
+            .await
+            .unwrap();
+        let names: Vec<&str> = named.iter().map(|m| m.info.hostname.as_str()).collect();
+        assert_eq!(names, ["host-0", "host-2"], "{}", backend.name);
+        assert_eq!(count, Some(2));
+        let (tagged, _) = store
+            .list_machines(
+                TENANT,
+                &query("$filter=machineTags/any(t: t eq 'x')"),
+                Micros(0),
+            )
+            .await
+            .unwrap();
+        assert!(tagged.is_empty());
+        let by_name = store.get_machine(TENANT, "HOST-2").await.unwrap();
+        assert_eq!(by_name.id, machines[2]);
+        let by_id = store
+            .get_machine(TENANT, &machines[1].to_uppercase())
+            .await
+            .unwrap();
+        assert_eq!(by_id.info.hostname, "host-1");
+        assert!(matches!(
+            store.get_machine("other", "host-1").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn library_names_are_unique_without_case_and_blobs_stay_while_used() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let now = Micros::now();
+        let row = |name: &str, sha: &str| LibraryRow {
+            tenant_id: TENANT.into(),
+            file_name: name.into(),
+            sha256: sha.into(),
+            size: 3,
+            description: Some("d".into()),
+            has_parameters: true,
+            parameters_description: Some("-v".into()),
+            created_by: "analyst".into(),
+            last_updated_by: None,
+            creation_time: now,
+            last_updated_time: now,
+        };
+        assert!(
+            store
+                .put_library_file(&row("Collect.sh", "abc"), false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            store
+                .put_library_file(&row("collect.SH", "def"), false)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let replaced = store
+            .put_library_file(&row("collect.SH", "def"), true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(replaced.sha256, "abc", "{}", backend.name);
+        let stored = store.get_library_file(TENANT, "COLLECT.sh").await.unwrap();
+        assert_eq!(stored.file_name, "Collect.sh");
+        assert_eq!(stored.sha256, "def");
+        assert_eq!(stored.last_updated_by.as_deref(), Some("analyst"));
+        // A queued action still needs the old bytes.
+        store
+            .create_action(
+                &action("a1", &machines[0], vec![put_file("Collect.sh")]),
+                25,
+            )
+            .await
+            .unwrap();
+        assert!(store.library_blob_in_use(TENANT, "abc").await.unwrap());
+        assert!(!store.library_blob_in_use(TENANT, "zzz").await.unwrap());
+        store
+            .delete_library_file(TENANT, "collect.sh")
+            .await
+            .unwrap();
+        assert!(store.list_library_files(TENANT).await.unwrap().is_empty());
+        assert!(!store.library_blob_in_use(TENANT, "def").await.unwrap());
+        assert!(matches!(
+            store.delete_library_file(TENANT, "collect.sh").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn machines_connect_disconnect_and_are_revoked() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        let mut moved = info("renamed");
+        moved.os_version = "6.2".into();
+        store
+            .machine_connected(machine, &moved, None, Micros::now())
+            .await
+            .unwrap();
+        let row = store.get_machine(TENANT, machine).await.unwrap();
+        assert!(row.connected);
+        assert_eq!(row.info.hostname, "renamed");
+        assert_eq!(
+            row.last_ip.as_deref(),
+            Some("10.0.0.1"),
+            "kept when unknown"
+        );
+        store.revoke_machine(machine).await.unwrap();
+        assert!(store.machine_credential(machine).await.unwrap().revoked);
+        assert_eq!(
+            store.revoked_connected().await.unwrap(),
+            vec![machine.clone()]
+        );
+        store
+            .machine_disconnected(machine, Micros::now())
+            .await
+            .unwrap();
+        assert!(store.revoked_connected().await.unwrap().is_empty());
+        assert!(matches!(
+            store
+                .enroll_machine(
+                    "unknown",
+                    "f".repeat(40).as_str(),
+                    "c",
+                    &info("x"),
+                    None,
+                    Micros::now()
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn secrets_and_rate_limits_are_shared_by_every_node() {
+    for backend in backends().await {
+        let nodes = [
+            Arc::new(backend.open().await),
+            Arc::new(backend.open().await),
+        ];
+        let now = Micros::now();
+        let (a, b) = tokio::join!(
+            nodes[0].secret("k", "first", now),
+            nodes[1].secret("k", "second", now)
+        );
+        assert_eq!(a.unwrap(), b.unwrap(), "{}: one secret wins", backend.name);
+        // Twelve calls at once from two nodes against 5 a minute: 5 pass.
+        let windows = [Window::per_minute(5)];
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let node = nodes[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                node.rate_limit("app/runliveresponse", &windows, now).await
+            }));
+        }
+        let mut allowed = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Ok(()) => allowed += 1,
+                Err(wait) => assert_eq!(wait, 60, "{}", backend.name),
+            }
+        }
+        assert_eq!(allowed, 5, "{}: the budget is the cluster's", backend.name);
+        let other = nodes[0]
+            .rate_limit("other/runliveresponse", &windows, now)
+            .await
+            .unwrap();
+        assert!(other.is_ok(), "budgets are per caller");
+        let later = nodes[1]
+            .rate_limit("app/runliveresponse", &windows, now.plus_secs(60))
+            .await
+            .unwrap();
+        assert!(later.is_ok(), "{}: calls age out", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn nodes_starting_at_once_migrate_once() {
+    for backend in backends().await {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = backend.url.clone();
+            tasks.push(tokio::spawn(async move { SqlStore::connect(&url).await }));
+        }
+        for task in tasks {
+            let store = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", backend.name));
+            store.ping().await.unwrap();
+        }
+    }
+}

@@ -27,6 +27,8 @@ const STABLE: Duration = Duration::from_secs(30);
 /// What a session needs besides its socket.
 pub struct Parts<'a> {
     pub state: &'a State,
+    /// The servers to use, in order; `client` points at the one in use.
+    pub servers: &'a [String],
     pub client: &'a AgentClient,
     pub executor: &'a Executor,
     pub outbox: &'a Outbox,
@@ -40,6 +42,7 @@ pub async fn run(config: &Config, parts: &Parts<'_>) {
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
     let mut delay = min;
+    let mut current = 0;
     loop {
         let started = Instant::now();
         match session(parts).await {
@@ -49,6 +52,12 @@ pub async fn run(config: &Config, parts: &Parts<'_>) {
                 error = format!("{err:#}"),
                 "connection to the server failed"
             ),
+        }
+        if parts.servers.len() > 1 {
+            // Another node carries on; the server's leases cover the one that failed.
+            current = (current + 1) % parts.servers.len();
+            parts.client.set_server(&parts.servers[current]);
+            tracing::info!(server = %parts.servers[current], "moving to the next server");
         }
         if started.elapsed() >= STABLE {
             delay = min;
@@ -100,7 +109,8 @@ async fn upload(parts: &Parts<'_>, entry: &Entry) -> anyhow::Result<()> {
 }
 
 async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
-    let mut request = websocket_url(&parts.state.server).into_client_request()?;
+    let server = parts.client.server();
+    let mut request = websocket_url(&server).into_client_request()?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {}", parts.state.bearer()).parse()?,
@@ -132,7 +142,7 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
         .await?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
     heartbeat.tick().await;
-    tracing::info!(server = %parts.state.server, "connected");
+    tracing::info!(server = %server, "connected");
     // The outbox entry sent and not yet acknowledged on this connection.
     let mut awaiting: Option<CommandRef> = None;
     loop {

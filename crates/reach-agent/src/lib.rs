@@ -35,6 +35,11 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// Server URL, overriding the one recorded at enrolment.
     pub server: Option<String>,
+    /// Several server URLs (the nodes of a cluster, in order of preference):
+    /// when the one in use fails, the agent moves to the next. Empty: only
+    /// `server` (or the URL recorded at enrolment). One load-balancer URL
+    /// needs no list.
+    pub servers: Vec<String>,
     /// Trust only this CA (PEM) for the server's certificate. Default: the
     /// platform's root certificates.
     pub ca_file: Option<PathBuf>,
@@ -53,6 +58,7 @@ impl Default for Config {
             state_path: default_state_path(),
             work_dir: None,
             server: None,
+            servers: Vec::new(),
             ca_file: None,
             insecure_http: false,
             output_cap_bytes: 10 * 1024 * 1024,
@@ -156,7 +162,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(server) = &config.server {
         state.server = server.trim_end_matches('/').to_string();
     }
-    tls::check_server_url(&state.server, config.insecure_http)?;
+    let servers: Vec<String> = if config.servers.is_empty() {
+        vec![state.server.clone()]
+    } else {
+        config
+            .servers
+            .iter()
+            .map(|s| s.trim_end_matches('/').to_string())
+            .collect()
+    };
+    for server in &servers {
+        tls::check_server_url(server, config.insecure_http)?;
+    }
     let tls = tls::client_config(config.ca_file.as_deref())?;
     // Absolute, so that scripts and their working directory agree whatever
     // the agent's own current directory is.
@@ -164,7 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         std::path::absolute(config.work_dir()).context("resolving the working folder")?;
     empty_dir(&work_dir)?;
     let outbox = std::sync::Arc::new(outbox::Outbox::open(&config.outbox_dir())?);
-    let client = AgentClient::new(&state.server, &state.bearer(), Some(tls.clone()));
+    let client = AgentClient::new(&servers[0], &state.bearer(), Some(tls.clone()));
     let executor = executor::Executor::start(
         commands::Context {
             client: client.clone(),
@@ -175,6 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let parts = connection::Parts {
         state: &state,
+        servers: &servers,
         client: &client,
         executor: &executor,
         outbox: &outbox,

@@ -37,9 +37,11 @@ enum Command {
     },
     /// Connect to the server and run live response commands until stopped.
     Run {
-        /// Server URL, overriding the one recorded at enrolment.
-        #[arg(long, env = "REACH_AGENT_SERVER")]
-        server: Option<String>,
+        /// Server URL, overriding the one recorded at enrolment. Repeat it
+        /// (or separate URLs by commas) for the nodes of a cluster: the agent
+        /// moves to the next when one fails.
+        #[arg(long = "server", env = "REACH_AGENT_SERVER", value_delimiter = ',')]
+        servers: Vec<String>,
     },
     /// Print the example agent config.
     PrintConfig,
@@ -82,9 +84,11 @@ async fn main() -> anyhow::Result<()> {
                 config.state_path.display()
             );
         }
-        Command::Run { server } => {
-            if server.is_some() {
-                config.server = server;
+        Command::Run { mut servers } => {
+            match servers.len() {
+                0 => {}
+                1 => config.server = servers.pop(),
+                _ => config.servers = servers,
             }
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();

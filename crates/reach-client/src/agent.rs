@@ -11,7 +11,8 @@ use crate::{Result, check};
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
-    base: String,
+    /// The server in use; the agent moves it to another node on failover.
+    base: std::sync::Arc<std::sync::RwLock<String>>,
     credential: String,
 }
 
@@ -30,9 +31,26 @@ impl AgentClient {
     pub fn new(base: &str, credential: &str, tls: Option<rustls::ClientConfig>) -> Self {
         Self {
             http: http_client(tls),
-            base: base.trim_end_matches('/').to_string(),
+            base: std::sync::Arc::new(std::sync::RwLock::new(
+                base.trim_end_matches('/').to_string(),
+            )),
             credential: credential.to_string(),
         }
+    }
+
+    /// The server this client (and every clone of it) talks to now.
+    pub fn server(&self) -> String {
+        self.base.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Moves this client and every clone of it to another server.
+    pub fn set_server(&self, base: &str) {
+        *self.base.write().unwrap_or_else(|e| e.into_inner()) =
+            base.trim_end_matches('/').to_string();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server())
     }
 
     pub async fn enroll(
@@ -61,11 +79,7 @@ impl AgentClient {
     ) -> Result<reqwest::Response> {
         let response = self
             .http
-            .get(format!(
-                "{}{}",
-                self.base,
-                paths::payload(action_id, index, chunk)
-            ))
+            .get(self.url(&paths::payload(action_id, index, chunk)))
             .bearer_auth(&self.credential)
             .send()
             .await?;
@@ -81,7 +95,7 @@ impl AgentClient {
     ) -> Result<()> {
         let response = self
             .http
-            .put(format!("{}{}", self.base, paths::result(action_id, index)))
+            .put(self.url(&paths::result(action_id, index)))
             .bearer_auth(&self.credential)
             .body(body)
             .send()
@@ -94,7 +108,7 @@ impl AgentClient {
     pub async fn chunks(&self, action_id: &str, index: u32) -> Result<Vec<ChunkInfo>> {
         let response = self
             .http
-            .get(format!("{}{}", self.base, paths::chunks(action_id, index)))
+            .get(self.url(&paths::chunks(action_id, index)))
             .bearer_auth(&self.credential)
             .send()
             .await?;
@@ -111,11 +125,7 @@ impl AgentClient {
     ) -> Result<()> {
         let response = self
             .http
-            .put(format!(
-                "{}{}",
-                self.base,
-                paths::chunk(action_id, index, chunk.n)
-            ))
+            .put(self.url(&paths::chunk(action_id, index, chunk.n)))
             .bearer_auth(&self.credential)
             .header(paths::RAW_SHA256, &chunk.raw_sha256)
             .header(paths::RAW_SIZE, chunk.raw_size)
@@ -131,11 +141,7 @@ impl AgentClient {
     pub async fn complete(&self, action_id: &str, index: u32, body: &CompleteChunks) -> Result<()> {
         let response = self
             .http
-            .post(format!(
-                "{}{}",
-                self.base,
-                paths::complete(action_id, index)
-            ))
+            .post(self.url(&paths::complete(action_id, index)))
             .bearer_auth(&self.credential)
             .json(body)
             .send()

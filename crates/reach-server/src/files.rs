@@ -7,8 +7,10 @@
 //! as presigned GET URLs, so their bytes never pass through a node.
 //!
 //! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
-//! changes bytes an action already refers to), `results/{action}/{index}`,
-//! and `tmp/{uuid}` while an upload is in flight.
+//! changes bytes an action already refers to), `results/{action}/{index}`
+//! (a transcript), `results/{action}/{index}/chunks/{n}` (a collected file,
+//! in chunks) or `.../collected.gz` (the chunks composed, on S3), and
+//! `tmp/{uuid}` while an upload is in flight.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -168,6 +170,13 @@ impl Files {
         format!("results/{action_id}/{index}")
     }
 
+    /// A chunked result composed into one object (S3, for one presigned URL).
+    /// Beside its chunks, never at their prefix: stores that keep keys as
+    /// paths (MinIO, s3s-fs) cannot hold `a/b` and `a/b/c` at once.
+    pub fn composed_key(action_id: &str, index: u32) -> String {
+        format!("results/{action_id}/{index}/collected.gz")
+    }
+
     /// Prefix of a chunked result's objects.
     pub fn chunks_prefix(action_id: &str, index: u32) -> String {
         format!("results/{action_id}/{index}/chunks")
@@ -289,7 +298,8 @@ impl Files {
                 Ok((_, stream)) => stream.map(|r| r.map_err(|e| e.to_string())).boxed(),
                 Err(err) => futures::stream::once(async move { Err(err.to_string()) }).boxed(),
             })
-            .flatten();
+            .flatten()
+            .boxed();
         self.put_stream(key, body, None).await
     }
 

@@ -429,11 +429,17 @@ pub async fn complete(
             body.raw_size, body.raw_sha256
         )));
     }
-    let blob = ResultBlob {
-        key: prefix,
-        size: stored_size,
-        sha256: hex::encode(stored_hash.finalize()),
-        chunks: Some(body.chunks),
+    let stored_sha256 = hex::encode(stored_hash.finalize());
+    let blob = if state.files.presigns() {
+        // One presigned URL serves one object: compose the chunks into it.
+        compose_chunks(&state, &command, &prefix, body.chunks, &stored_sha256).await?
+    } else {
+        ResultBlob {
+            key: prefix,
+            size: stored_size,
+            sha256: stored_sha256,
+            chunks: Some(body.chunks),
+        }
     };
     state
         .store
@@ -441,4 +447,42 @@ pub async fn complete(
         .await?;
     tracing::info!(machine.id = %identity.machine_id, action.id = %command.action_id, command.index = index, bytes = raw_size, stored = stored_size, chunks = body.chunks, "chunked result stored");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Streams a chunked result's objects into one object (its gzip members one
+/// after another are one gzip stream), checks it holds exactly the verified
+/// chunks, and deletes the chunk objects.
+async fn compose_chunks(
+    state: &SharedState,
+    command: &CommandRef,
+    prefix: &str,
+    chunks: u32,
+    stored_sha256: &str,
+) -> ApiResult<ResultBlob> {
+    let parts: Vec<String> = (0..chunks).map(|n| Files::chunk_key(prefix, n)).collect();
+    let key = Files::composed_key(&command.action_id, command.index);
+    let stored = state
+        .files
+        .compose(&parts, &key)
+        .await
+        .map_err(ApiError::internal)?;
+    if stored.sha256 != stored_sha256 {
+        let _ = state.files.delete(&key).await;
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "the composed result of {}/{} does not match its chunks",
+            command.action_id,
+            command.index
+        )));
+    }
+    for part in &parts {
+        if let Err(err) = state.files.delete(part).await {
+            tracing::warn!(key = %part, error = %err, "deleting a composed chunk failed; retention removes it");
+        }
+    }
+    Ok(ResultBlob {
+        key,
+        size: stored.size,
+        sha256: stored.sha256,
+        chunks: None,
+    })
 }

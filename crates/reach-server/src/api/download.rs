@@ -2,7 +2,9 @@
 //! mints a fresh link, shaped like Defender's Azure SAS URL: read-only, with
 //! its expiry in `se` and an HMAC-SHA256 `sig` over the blob path and expiry.
 //! `GET /download/...` serves the bytes to anyone holding a valid link (no
-//! Authorization header needed), streaming from the object store.
+//! Authorization header needed), streaming from the object store. With S3
+//! the link is instead a presigned S3 GET URL, as Defender's are presigned
+//! blob URLs, and the bytes go straight from the object store.
 
 use axum::Json;
 use axum::body::Body;
@@ -98,6 +100,14 @@ fn result_file_name(work: &Work) -> String {
     }
 }
 
+fn content_type(file_name: &str) -> &'static str {
+    if file_name.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/gzip"
+    }
+}
+
 pub async fn link(
     State(state): State<SharedState>,
     principal: Principal,
@@ -137,19 +147,31 @@ pub async fn link(
     let blob = command.result.as_ref().ok_or_else(|| {
         ApiError::ResourceNotFound(format!("Command {index} has no stored result"))
     })?;
+    let ttl = state.config.live_response.download_link_ttl_secs;
+    let file_name = result_file_name(&command.work);
+    let presigned = state
+        .files
+        .presigned_get(
+            &blob.key,
+            std::time::Duration::from_secs(ttl),
+            &file_name,
+            content_type(&file_name),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(url) = presigned {
+        // The object store serves the bytes; they never pass through a node.
+        return Ok(Json(StringValue {
+            odata_context: odata_context(&state, &headers, "Edm.String"),
+            value: url.to_string(),
+        }));
+    }
     // A chunked result's link names its chunk count and size, under the signature.
     let path = match blob.chunks {
-        Some(chunks) => format!(
-            "{}/{chunks}/{}/{}",
-            blob.key,
-            blob.size,
-            result_file_name(&command.work)
-        ),
-        None => format!("{}/{}", blob.key, result_file_name(&command.work)),
+        Some(chunks) => format!("{}/{chunks}/{}/{file_name}", blob.key, blob.size,),
+        None => format!("{}/{file_name}", blob.key),
     };
-    let expiry = Micros::now()
-        .plus_secs(state.config.live_response.download_link_ttl_secs)
-        .to_wire_seconds();
+    let expiry = Micros::now().plus_secs(ttl).to_wire_seconds();
     let sig = sign(state.auth.link_key(), &path, &expiry);
     let url = format!(
         "{}/download/{path}?se={}&sp=r&sv={SAS_VERSION}&sr=b&sig={}",
@@ -223,11 +245,7 @@ pub async fn download(
             (size, stream.map_err(std::io::Error::other).boxed())
         }
     };
-    let content_type = if file_name.ends_with(".json") {
-        "application/json"
-    } else {
-        "application/gzip"
-    };
+    let content_type = content_type(file_name);
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -1,21 +1,11 @@
 //! Live response end to end: the seed example, PutFile then RunScript,
 //! fail-fast, cancel, script timeout, and the downloadable results.
 
-use std::io::Read;
-
 use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
 
 use crate::support::*;
 
 const HELLO: &[u8] = b"#!/bin/sh\necho \"hello $1\"\necho \"warn: $2\" >&2\nprintf 'collected by %s' \"$1\" > out.txt\nexit 3\n";
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
-}
 
 #[tokio::test]
 async fn seed_example_runs_a_script_with_args_then_collects_a_file() {

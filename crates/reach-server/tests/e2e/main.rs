@@ -6,6 +6,7 @@ mod support;
 
 mod agents;
 mod auth;
+mod cluster;
 mod durability;
 mod errors;
 mod library;

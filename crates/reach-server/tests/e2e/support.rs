@@ -165,6 +165,11 @@ impl TestServer {
     /// Starts the device's agent and waits until the server sees it.
     pub async fn connect(&self, device: &mut Device) {
         let config = self.agent_config(device.dir.path());
+        self.connect_with(device, config).await;
+    }
+
+    /// Starts the device's agent with `config` and waits until this server sees it.
+    pub async fn connect_with(&self, device: &mut Device, config: reach_agent::Config) {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(reach_agent::run(config, shutdown.clone()));
         device.agent = Some((shutdown, handle));
@@ -245,6 +250,31 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Another node of the same cluster: this server's configuration (its
+    /// database and object store URLs) with its own data directory and
+    /// address, sharing its tenant, enrollment token and caller's token.
+    pub async fn another_node(&self) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("server"),
+            ..self.state.config.clone()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = reach_server::open(config).await.unwrap();
+        let serving = Some(serve(state.clone(), listener));
+        TestServer {
+            client: Client::new(&url).with_token(self.client.token().unwrap()),
+            url,
+            state,
+            tenant_id: self.tenant_id.clone(),
+            enrollment_token: self.enrollment_token.clone(),
+            ca_file: None,
+            serving,
+            dir,
+        }
+    }
+
     /// Stops serving (agents lose their connection) and waits until it has.
     pub async fn stop(&mut self) {
         if let Some((shutdown, handle)) = self.serving.take() {
@@ -356,4 +386,14 @@ pub async fn assert_error(
 
 fn uuid_like(text: &str) -> bool {
     text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4
+}
+
+/// Decompresses a collected file (one or more gzip members).
+pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
 }

@@ -273,3 +273,78 @@ async fn kill_9_during_a_script_ends_the_command_failed_after_restart() {
         .args(["-9", &script_pid.to_string()])
         .status();
 }
+
+/// `--dev` on PostgreSQL and S3, then a second node started without `--dev`
+/// on the same URLs: it knows the dev app and machine, and an action
+/// submitted through it runs on the dev agent connected to the first node.
+#[tokio::test]
+async fn dev_mode_on_postgres_and_s3_and_a_second_node_joining_it() {
+    let Some(database) = reach_server::testing::fresh_postgres().await else {
+        return;
+    };
+    let Some(objects) = reach_server::testing::fresh_s3_prefix() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [
+        "--database-url",
+        database.as_str(),
+        "--object-store-url",
+        objects.as_str(),
+    ];
+    let (mut first, creds) = start_dev_with(dir.path(), &urls).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(&urls);
+    let mut second = server(second_dir.path(), &args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ready = reqwest::get(format!("{url}/readyz")).await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 2 never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let client = Client::new(&url)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .unwrap();
+    let machines = client.machines(&[]).await.unwrap();
+    assert!(machines.value.iter().any(|m| m.id == creds.machine_id));
+    client
+        .upload_library_file(LibraryUpload::bytes("hi.sh", b"echo hi\n".to_vec()))
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::RunScript,
+            &[("ScriptName", "hi.sh")],
+        )]),
+        comment: Some("through node 2".into()),
+    };
+    let created = client
+        .run_live_response(&creds.machine_id, &request)
+        .await
+        .unwrap();
+    let done = wait_final(&client, &created.id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
+    let link = client.download_link(&created.id, 0).await.unwrap();
+    assert!(link.contains("X-Amz-Signature="), "a presigned S3 link: {link}");
+    let transcript: serde_json::Value = reqwest::get(&link).await.unwrap().json().await.unwrap();
+    assert_eq!(transcript["script_output"], "hi\n");
+    second.kill().await.unwrap();
+    first.kill().await.unwrap();
+}

@@ -27,6 +27,8 @@ const STABLE: Duration = Duration::from_secs(30);
 /// What a session needs besides its socket.
 pub struct Parts<'a> {
     pub state: &'a State,
+    /// This agent process's id (see `AgentMessage::Hello`).
+    pub instance: String,
     /// The servers to use, in order; `client` points at the one in use.
     pub servers: &'a [String],
     pub client: &'a AgentClient,
@@ -136,6 +138,7 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
     let hello = AgentMessage::Hello {
         info: system::machine_info(),
         running: parts.executor.held(),
+        instance: parts.instance.clone(),
     };
     socket
         .send(Message::text(serde_json::to_string(&hello)?))

@@ -192,6 +192,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let parts = connection::Parts {
         state: &state,
+        instance: format!("{:032x}", rand::random::<u128>()),
         servers: &servers,
         client: &client,
         executor: &executor,

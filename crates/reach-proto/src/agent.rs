@@ -156,10 +156,15 @@ pub enum AgentMessage {
     /// First message on every connection. `running` lists the commands the
     /// agent still holds from before the connection (re)started: executing,
     /// queued, or finished with a result not yet delivered. The server fails
-    /// any command it believes is running that is not in this list.
+    /// any command it believes is running that is not in this list, unless
+    /// it was handed to this same agent process (`instance`), which then
+    /// never received it: the server hands it out again.
     Hello {
         info: MachineInfo,
         running: Vec<CommandRef>,
+        /// Random id of this agent process, new at every start.
+        #[serde(default)]
+        instance: String,
     },
     Heartbeat,
     /// `Finished` below is sent until the server answers `Ack`; repeating it

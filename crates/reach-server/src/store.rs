@@ -183,6 +183,14 @@ pub struct Claimed {
     pub action_created: Micros,
 }
 
+/// A command InProgress on a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub command: CommandRef,
+    /// The agent process it was handed to (empty: unknown).
+    pub agent_instance: String,
+}
+
 /// How a command ended, as the store records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
@@ -298,14 +306,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims the next command for a machine: the first Created command of its
     /// active action, if no command of that action is InProgress. Marks the
-    /// command and action InProgress.
+    /// command and action InProgress and records the agent process
+    /// (`agent_instance`) it is handed to.
     async fn claim_next_command(
         &self,
         machine_id: &str,
+        agent_instance: &str,
         now: Micros,
     ) -> StoreResult<Option<Claimed>>;
-    /// The commands currently InProgress on a machine.
-    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<CommandRef>>;
+    /// The commands currently InProgress on a machine, with the agent
+    /// process each was handed to.
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>>;
+    /// Puts an InProgress command of this machine back to Created, for a
+    /// command its agent never received. False if it was not InProgress.
+    async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool>;
     /// Records the bytes of a command's result. The command must be InProgress
     /// on this machine.
     async fn record_result(

@@ -342,7 +342,10 @@ async fn dev_mode_on_postgres_and_s3_and_a_second_node_joining_it() {
     let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
     let link = client.download_link(&created.id, 0).await.unwrap();
-    assert!(link.contains("X-Amz-Signature="), "a presigned S3 link: {link}");
+    assert!(
+        link.contains("X-Amz-Signature="),
+        "a presigned S3 link: {link}"
+    );
     let transcript: serde_json::Value = reqwest::get(&link).await.unwrap().json().await.unwrap();
     assert_eq!(transcript["script_output"], "hi\n");
     second.kill().await.unwrap();

@@ -145,7 +145,10 @@ async fn a_command_is_claimed_once_and_recorded_once() {
             .await
             .unwrap();
         let now = Micros::now();
-        let claimed = store.claim_next_command(machine, now).await.unwrap();
+        let claimed = store
+            .claim_next_command(machine, "agent-1", now)
+            .await
+            .unwrap();
         let claimed = claimed.expect("the command is claimed");
         assert_eq!(
             claimed.command,
@@ -156,7 +159,7 @@ async fn a_command_is_claimed_once_and_recorded_once() {
         );
         assert!(
             store
-                .claim_next_command(machine, now)
+                .claim_next_command(machine, "agent-1", now)
                 .await
                 .unwrap()
                 .is_none(),
@@ -201,7 +204,7 @@ async fn nodes_racing_to_claim_hand_a_command_out_once() {
             let node = nodes[i % 2].clone();
             let machine = machines[0].clone();
             tasks.push(tokio::spawn(async move {
-                node.claim_next_command(&machine, Micros::now())
+                node.claim_next_command(&machine, "agent-1", Micros::now())
                     .await
                     .unwrap()
             }));
@@ -276,14 +279,14 @@ async fn another_machine_cannot_claim_record_or_finish() {
             .unwrap();
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(&machines[0], now)
+            .claim_next_command(&machines[0], "agent-1", now)
             .await
             .unwrap()
             .unwrap();
         let other = &machines[1];
         assert!(
             store
-                .claim_next_command(other, now)
+                .claim_next_command(other, "agent-1", now)
                 .await
                 .unwrap()
                 .is_none()
@@ -364,7 +367,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
             .unwrap();
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(machine, now)
+            .claim_next_command(machine, "agent-1", now)
             .await
             .unwrap()
             .unwrap();
@@ -380,7 +383,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
         assert_eq!(action.commands[1].status, CommandStatus::Created);
         assert!(
             store
-                .claim_next_command(machine, now)
+                .claim_next_command(machine, "agent-1", now)
                 .await
                 .unwrap()
                 .is_none()
@@ -399,7 +402,10 @@ async fn cancel_ends_an_active_action_once() {
             .await
             .unwrap();
         let now = Micros::now();
-        store.claim_next_command(machine, now).await.unwrap();
+        store
+            .claim_next_command(machine, "agent-1", now)
+            .await
+            .unwrap();
         let cancelled = store
             .cancel_action(TENANT, "a1", "lead", Some("wrong host"), now)
             .await
@@ -435,7 +441,7 @@ async fn sweeps_expire_queued_actions_and_lapsed_leases_once() {
         running.now = Micros::now().minus_secs(1000);
         store.create_action(&running, 25).await.unwrap();
         store
-            .claim_next_command(&machines[1], Micros::now().minus_secs(500))
+            .claim_next_command(&machines[1], "agent-1", Micros::now().minus_secs(500))
             .await
             .unwrap()
             .unwrap();
@@ -709,5 +715,54 @@ async fn nodes_starting_at_once_migrate_once() {
                 .unwrap_or_else(|e| panic!("{}: {e:#}", backend.name));
             store.ping().await.unwrap();
         }
+    }
+}
+
+#[tokio::test]
+async fn a_command_its_agent_never_received_is_handed_out_again() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        store
+            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        let first = store
+            .claim_next_command(machine, "agent-1", now)
+            .await
+            .unwrap()
+            .unwrap();
+        let running = store.running_commands(machine).await.unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].agent_instance, "agent-1", "{}", backend.name);
+        assert!(
+            store
+                .requeue_command(machine, &first.command)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .requeue_command(machine, &first.command)
+                .await
+                .unwrap(),
+            "only an InProgress command"
+        );
+        let again = store
+            .claim_next_command(machine, "agent-1", now)
+            .await
+            .unwrap()
+            .expect("handed out again");
+        assert_eq!(again.command, first.command);
+        assert!(
+            !store
+                .requeue_command(&"f".repeat(40), &again.command)
+                .await
+                .unwrap(),
+            "{}: only by its own machine",
+            backend.name
+        );
     }
 }

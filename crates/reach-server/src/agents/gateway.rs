@@ -139,6 +139,8 @@ struct Session {
     socket: WebSocket,
     /// The command this agent is running, if any.
     in_flight: Option<CommandRef>,
+    /// The agent process's id from its Hello (commands are handed to it).
+    instance: String,
 }
 
 impl Session {
@@ -150,10 +152,14 @@ impl Session {
     ) -> anyhow::Result<()> {
         let heartbeat = Duration::from_secs(state.config.agents.heartbeat_secs.max(1));
         let hello = tokio::time::timeout(heartbeat * 3, socket.recv()).await;
-        let (info, running) = match hello {
+        let (info, running, instance) = match hello {
             Ok(Some(Ok(Message::Text(text)))) => {
                 match serde_json::from_str::<AgentMessage>(&text) {
-                    Ok(AgentMessage::Hello { info, running }) => (info, running),
+                    Ok(AgentMessage::Hello {
+                        info,
+                        running,
+                        instance,
+                    }) => (info, running, instance),
                     _ => anyhow::bail!("the first message was not a valid Hello"),
                 }
             }
@@ -179,6 +185,7 @@ impl Session {
             identity,
             socket,
             in_flight: None,
+            instance,
         };
         let result = session.serve(running, events, heartbeat).await;
         state.hub.unregister(&machine_id, conn_id);
@@ -265,9 +272,23 @@ impl Session {
     /// report: the agent restarted in between, so they failed.
     async fn reconcile(&mut self, agent_running: Vec<CommandRef>) -> anyhow::Result<()> {
         let machine_id = self.identity.machine_id.clone();
-        for command in self.state.store.running_commands(&machine_id).await? {
+        for running in self.state.store.running_commands(&machine_id).await? {
+            let command = running.command;
             if agent_running.contains(&command) {
                 self.in_flight = Some(command);
+                continue;
+            }
+            // Handed to this very process, which does not hold it: it never
+            // arrived (the connection or the node carrying it went away).
+            if !self.instance.is_empty()
+                && running.agent_instance == self.instance
+                && self
+                    .state
+                    .store
+                    .requeue_command(&machine_id, &command)
+                    .await?
+            {
+                tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, "command never reached the agent; handing it out again");
                 continue;
             }
             let finish = Finish::Failed {
@@ -292,7 +313,7 @@ impl Session {
         let Some(claimed) = self
             .state
             .store
-            .claim_next_command(&machine_id, Micros::now())
+            .claim_next_command(&machine_id, &self.instance, Micros::now())
             .await?
         else {
             return Ok(());

@@ -1077,6 +1077,7 @@ impl Store for SqlStore {
     async fn claim_next_command(
         &self,
         machine_id: &str,
+        agent_instance: &str,
         now: Micros,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
@@ -1112,10 +1113,11 @@ impl Store for SqlStore {
             return Ok(None);
         };
         let index = row.try_get::<i64, _>("idx")?;
-        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1 WHERE action_id = $2 AND idx = $3")
+        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1, agent_instance = $4 WHERE action_id = $2 AND idx = $3")
             .bind(now.0)
             .bind(&action_id)
             .bind(index)
+            .bind(agent_instance)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = $1 WHERE id = $2")
@@ -1135,9 +1137,9 @@ impl Store for SqlStore {
         }))
     }
 
-    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<CommandRef>> {
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>> {
         let rows = sqlx::query(
-            "SELECT c.action_id, c.idx FROM commands c JOIN actions a ON a.id = c.action_id
+            "SELECT c.action_id, c.idx, c.agent_instance FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE a.machine_id = $1 AND c.status = 'InProgress'",
         )
         .bind(machine_id)
@@ -1145,12 +1147,34 @@ impl Store for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(CommandRef {
-                    action_id: r.try_get("action_id")?,
-                    index: r.try_get::<i64, _>("idx")? as u32,
+                Ok(Running {
+                    command: CommandRef {
+                        action_id: r.try_get("action_id")?,
+                        index: r.try_get::<i64, _>("idx")? as u32,
+                    },
+                    agent_instance: r
+                        .try_get::<Option<String>, _>("agent_instance")?
+                        .unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        self.lock_action(&mut tx, &command.action_id).await?;
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'Created', start_us = NULL, agent_instance = NULL
+             WHERE action_id = $1 AND idx = $2 AND status = 'InProgress'
+               AND action_id IN (SELECT id FROM actions WHERE machine_id = $3 AND status = 'InProgress')",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn record_result(

@@ -153,3 +153,89 @@ async fn a_revoked_machine_is_disconnected_and_cannot_return() {
         reach_proto::api::ActionStatus::Pending,
     );
 }
+
+/// A raw protocol peer: the agent's WebSocket, driven by hand.
+mod raw {
+    use futures::{SinkExt, StreamExt};
+    use reach_proto::agent::{AgentMessage, ServerMessage};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Connects as the device holding `bearer` and says Hello as `instance`.
+    pub async fn hello(server: &str, bearer: &str, instance: &str) -> Socket {
+        let url = format!("{}/agent/v1/connect", server.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let hello = AgentMessage::Hello {
+            info: reach_agent::system::machine_info(),
+            running: vec![],
+            instance: instance.to_string(),
+        };
+        socket
+            .send(Message::text(serde_json::to_string(&hello).unwrap()))
+            .await
+            .unwrap();
+        socket
+    }
+
+    /// The next message from the server that is not a Welcome.
+    pub async fn next(socket: &mut Socket) -> ServerMessage {
+        loop {
+            let message = tokio::time::timeout(super::DEADLINE, socket.next())
+                .await
+                .expect("a message from the server")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                let parsed: ServerMessage = serde_json::from_str(&text).unwrap();
+                if !matches!(parsed, ServerMessage::Welcome { .. }) {
+                    return parsed;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_command_lost_in_transit_is_handed_to_the_same_agent_again() {
+    let server = TestServer::start().await;
+    let device = server.enroll("raw").await;
+    server.upload("x.sh", b"true\n").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("x.sh", None)], "transit"),
+        )
+        .await
+        .unwrap();
+    // The Run arrives, and the connection drops before the agent takes it.
+    let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
+    let reach_proto::agent::ServerMessage::Run(first) = raw::next(&mut socket).await else {
+        panic!("expected Run");
+    };
+    drop(socket);
+    // The same process reconnects holding nothing: it gets the command again.
+    let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
+    let reach_proto::agent::ServerMessage::Run(again) = raw::next(&mut socket).await else {
+        panic!("expected Run again");
+    };
+    assert_eq!(again.command, first.command);
+    let action = server.client.action(&created.id).await.unwrap();
+    assert_eq!(action.status, reach_proto::api::ActionStatus::InProgress);
+    drop(socket);
+    // A restarted process (another instance) may have run part of it: it fails.
+    let _socket = raw::hello(&server.url, &bearer(&device), "process-2").await;
+    let done = server.wait_final(&created.id).await;
+    assert_eq!(done.status, reach_proto::api::ActionStatus::Failed);
+    assert_eq!(
+        done.commands[0].errors,
+        vec!["The agent restarted while the command was running".to_string()]
+    );
+}

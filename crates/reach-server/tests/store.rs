@@ -130,6 +130,17 @@ fn action(id: &str, machine: &str, commands: Vec<NewCommand>) -> NewAction {
     }
 }
 
+/// A store with one machine and one action "a1" of `commands` on it.
+async fn with_action(backend: &Backend, commands: Vec<NewCommand>) -> (SqlStore, String) {
+    let store = backend.open().await;
+    let machine = seed(&store, 1).await.remove(0);
+    store
+        .create_action(&action("a1", &machine, commands), 25)
+        .await
+        .unwrap();
+    (store, machine)
+}
+
 fn query(raw: &str) -> Query {
     Query::parse(Some(raw)).unwrap()
 }
@@ -137,13 +148,8 @@ fn query(raw: &str) -> Query {
 #[tokio::test]
 async fn a_command_is_claimed_once_and_recorded_once() {
     for backend in backends().await {
-        let store = backend.open().await;
-        let machines = seed(&store, 1).await;
-        let machine = &machines[0];
-        store
-            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
-            .await
-            .unwrap();
+        let (store, machine) = with_action(&backend, vec![put_file("x")]).await;
+        let machine = &machine;
         let now = Micros::now();
         let claimed = store
             .claim_next_command(machine, "agent-1", now)
@@ -394,13 +400,8 @@ async fn a_result_is_required_and_failures_stop_the_action() {
 #[tokio::test]
 async fn cancel_ends_an_active_action_once() {
     for backend in backends().await {
-        let store = backend.open().await;
-        let machines = seed(&store, 1).await;
-        let machine = &machines[0];
-        store
-            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
-            .await
-            .unwrap();
+        let (store, machine) = with_action(&backend, vec![put_file("x")]).await;
+        let machine = &machine;
         let now = Micros::now();
         store
             .claim_next_command(machine, "agent-1", now)
@@ -721,13 +722,8 @@ async fn nodes_starting_at_once_migrate_once() {
 #[tokio::test]
 async fn a_command_its_agent_never_received_is_handed_out_again() {
     for backend in backends().await {
-        let store = backend.open().await;
-        let machines = seed(&store, 1).await;
-        let machine = &machines[0];
-        store
-            .create_action(&action("a1", machine, vec![put_file("x")]), 25)
-            .await
-            .unwrap();
+        let (store, machine) = with_action(&backend, vec![put_file("x")]).await;
+        let machine = &machine;
         let now = Micros::now();
         let first = store
             .claim_next_command(machine, "agent-1", now)

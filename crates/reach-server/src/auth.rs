@@ -1,7 +1,7 @@
 //! Who is calling: issuing and checking access tokens, hashing secrets, and
 //! the signing keys behind them. Reach signs its own tokens (HS256 with a key
-//! kept in the data directory) and can also accept JWTs from one external
-//! OIDC issuer, checked against its JWKS.
+//! kept in the database, shared by every node) and can also accept JWTs from
+//! one external OIDC issuer, checked against its JWKS.
 //!
 //! This module never logs a token or a secret, and never trusts a token's
 //! algorithm header beyond the algorithms allowed for its issuer.

@@ -702,6 +702,25 @@ async fn secrets_and_rate_limits_are_shared_by_every_node() {
 }
 
 #[tokio::test]
+async fn a_sqlite_url_names_a_file_created_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    assert!(path.exists());
+    let err = SqlStore::connect("mysql://localhost/reach")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("unsupported database URL"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
 async fn nodes_starting_at_once_migrate_once() {
     for backend in backends().await {
         let mut tasks = Vec::new();

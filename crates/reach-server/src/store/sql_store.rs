@@ -119,6 +119,13 @@ impl SqlStore {
                 redact_url(url)
             );
         };
+        // A SQLite file is created when missing unless the URL says otherwise.
+        let url = &if engine == Engine::Sqlite && !url.contains("mode=") {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        } else {
+            url.to_string()
+        };
         let options: AnyConnectOptions = url
             .parse()
             .with_context(|| format!("parsing the database URL {}", redact_url(url)))?;

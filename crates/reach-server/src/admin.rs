@@ -1,12 +1,12 @@
 //! Administrative operations behind `reach-server apps create`,
-//! `enrollment-token create`, `machines revoke` and dev mode: creating
-//! tenants, client apps and enrollment tokens. Secrets are returned once to
+//! `users create`, `enrollment-token create`, `machines revoke` and dev
+//! mode: creating tenants, client apps, console users and enrollment tokens. Secrets are returned once to
 //! the caller and stored only as hashes.
 
 use reach_proto::api::roles;
 
 use crate::auth;
-use crate::store::{App, Store, Tenant};
+use crate::store::{App, Store, Tenant, User};
 use crate::time::Micros;
 
 /// A newly created client app, with its secret in clear (shown once).
@@ -81,6 +81,48 @@ pub async fn create_app_with_secret(
         client_id: app.client_id,
         client_secret,
         name: name.to_string(),
+        roles,
+    })
+}
+
+/// A newly created console user, with the password in clear (shown once).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub tenant_id: String,
+    pub name: String,
+    pub password: String,
+    pub roles: Vec<String>,
+}
+
+/// Creates a console user. Without `password`, a random one is made.
+pub async fn create_user(
+    store: &dyn Store,
+    tenant_id: &str,
+    name: &str,
+    roles: Vec<String>,
+    password: Option<String>,
+) -> anyhow::Result<NewUser> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        anyhow::bail!("a user name is 1 to 100 characters, without control characters");
+    }
+    let password = password.unwrap_or_else(|| auth::random_secret(15));
+    if password.chars().count() < 12 {
+        anyhow::bail!("a password has at least 12 characters");
+    }
+    store.get_tenant(tenant_id).await?;
+    let user = User {
+        name: name.to_string(),
+        tenant_id: tenant_id.to_string(),
+        password_hash: auth::hash_secret(&password)?,
+        roles: roles.clone(),
+        disabled: false,
+    };
+    store.create_user(&user, Micros::now()).await?;
+    Ok(NewUser {
+        tenant_id: tenant_id.to_string(),
+        name: user.name,
+        password,
         roles,
     })
 }

@@ -82,12 +82,23 @@ pub fn router(state: SharedState) -> Router {
             "/agent/v1/commands/{action}/{index}/complete",
             post(agents::transfer::complete),
         )
+        .route("/", get(crate::console::index))
+        .route("/console/{file}", get(crate::console::asset))
+        .route(
+            "/console/session",
+            get(crate::console::current)
+                .post(crate::console::sign_in)
+                .delete(crate::console::sign_out),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::map_response(
+            crate::console::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -174,14 +185,20 @@ impl FromRequestParts<SharedState> for Principal {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("The Authorization header is missing".into()))?
-            .to_str()
-            .map_err(|_| {
-                ApiError::Unauthorized("The Authorization header is not valid text".into())
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            // The web console's session cookie, when the request may use it.
+            let token = crate::console::session_token(&parts.headers)?.ok_or_else(|| {
+                ApiError::Unauthorized("The Authorization header is missing".into())
             })?;
+            return state
+                .auth
+                .verify(&token)
+                .await
+                .map_err(|err| ApiError::Unauthorized(err.0));
+        };
+        let value = value.to_str().map_err(|_| {
+            ApiError::Unauthorized("The Authorization header is not valid text".into())
+        })?;
         let (scheme, token) = value
             .split_once(' ')
             .ok_or_else(|| ApiError::Unauthorized("Use 'Authorization: Bearer <token>'".into()))?;

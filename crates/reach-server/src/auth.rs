@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::App;
+use crate::store::{App, User};
 
 /// Audience of the tokens Reach issues: Defender's resource identifier.
 pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
@@ -63,9 +63,19 @@ struct Claims {
     tid: String,
     appid: String,
     app_displayname: String,
+    #[serde(default)]
     roles: Vec<String>,
     idtyp: String,
+    /// Users: their roles as delegated scopes, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scp: Option<String>,
+    /// Users: the name shown as requestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
 }
+
+/// The app id user tokens name (the console signs users in).
+pub const CONSOLE_APP_ID: &str = "reach-console";
 
 /// Signing keys, created once in the database and shared by every node
 /// that uses it, so tokens and download links issued by one node are valid
@@ -146,10 +156,38 @@ impl Authenticator {
             app_displayname: app.name.clone(),
             roles: app.roles.clone(),
             idtyp: "app".to_string(),
+            scp: None,
+            name: None,
         };
+        self.sign(&claims)
+    }
+
+    /// Issues an access token for a console user: delegated scopes, the
+    /// user's name as requestor.
+    pub fn issue_user(&self, user: &User) -> anyhow::Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_string(),
+            sub: format!("user:{}", user.name),
+            iat: now,
+            nbf: now,
+            exp: now + self.lifetime_secs,
+            tid: user.tenant_id.clone(),
+            appid: CONSOLE_APP_ID.to_string(),
+            app_displayname: "Reach console".to_string(),
+            roles: Vec::new(),
+            idtyp: "user".to_string(),
+            scp: Some(user.roles.join(" ")),
+            name: Some(user.name.clone()),
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(&self.keys.jwt),
         )?)
     }
@@ -180,6 +218,22 @@ impl Authenticator {
         )
         .map_err(describe_jwt_error)?;
         let claims = data.claims;
+        if claims.idtyp == "user" {
+            let name = claims
+                .name
+                .ok_or_else(|| TokenError("The user token names no user".into()))?;
+            return Ok(Principal {
+                tenant_id: claims.tid,
+                app_id: None,
+                name,
+                roles: claims
+                    .scp
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            });
+        }
         Ok(Principal {
             tenant_id: claims.tid,
             app_id: Some(claims.appid),
@@ -308,6 +362,24 @@ mod tests {
             auth.verify(&other).await.unwrap_err().0,
             "The access token's signature is invalid"
         );
+    }
+
+    #[tokio::test]
+    async fn user_tokens_carry_scopes_and_the_users_name() {
+        let auth = authenticator();
+        let user = User {
+            name: "Dana Analyst".into(),
+            tenant_id: "t1".into(),
+            password_hash: String::new(),
+            roles: vec!["Machine.LiveResponse".into(), "Machine.Read".into()],
+            disabled: false,
+        };
+        let principal = auth.verify(&auth.issue_user(&user).unwrap()).await.unwrap();
+        assert_eq!(principal.name, "Dana Analyst");
+        assert_eq!(principal.app_id, None);
+        assert!(principal.has_any(&["Machine.Read"]));
+        assert!(!principal.has_any(&["Library.Manage"]));
+        assert_eq!(principal.rate_key(), "user:t1:Dana Analyst");
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub struct DevCredentials {
     pub client_secret: String,
     pub enrollment_token: String,
     pub machine_id: String,
+    /// The web console's user, with every role.
+    pub console_user: String,
+    pub console_password: String,
 }
 
 /// What dev mode keeps between restarts (the secrets are only stored hashed in the database).
@@ -35,7 +38,14 @@ struct DevSeed {
     client_id: String,
     client_secret: String,
     enrollment_token: String,
+    /// Absent in seeds written before the console existed: made then.
+    #[serde(default)]
+    console_user: Option<(String, String)>,
 }
+
+/// The console user dev mode creates (with a suffix when another dev
+/// tenant on the same database took the name).
+pub const CONSOLE_USER: &str = "analyst";
 
 fn seed_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dev-seed.json")
@@ -50,11 +60,16 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
     if let Ok(text) = std::fs::read_to_string(&path) {
         let seed: DevSeed =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut seed = seed;
         state
             .store
             .get_app(&seed.client_id)
             .await
             .with_context(|| format!("{} names an app the database does not have; remove the data directory to start over", path.display()))?;
+        if seed.console_user.is_none() {
+            seed.console_user = Some(console_user(state, &seed.tenant_id).await?);
+            auth::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
+        }
         return Ok(seed);
     }
     let tenant = admin::create_tenant(state.store.as_ref(), "dev").await?;
@@ -66,14 +81,32 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
     )
     .await?;
     let enrollment_token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id).await?;
+    let console = console_user(state, &tenant.id).await?;
     let seed = DevSeed {
         tenant_id: tenant.id,
         client_id: app.client_id,
         client_secret: app.client_secret,
         enrollment_token,
+        console_user: Some(console),
     };
     auth::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
     Ok(seed)
+}
+
+/// Creates the console user with every role; returns its name and password.
+async fn console_user(state: &SharedState, tenant_id: &str) -> anyhow::Result<(String, String)> {
+    let all: Vec<String> = roles::ALL.iter().map(|r| r.to_string()).collect();
+    let store = state.store.as_ref();
+    let user = match admin::create_user(store, tenant_id, CONSOLE_USER, all.clone(), None).await {
+        Ok(user) => user,
+        Err(_) => {
+            let name = format!("{CONSOLE_USER}-{}", &tenant_id[..8.min(tenant_id.len())]);
+            admin::create_user(store, tenant_id, &name, all, None)
+                .await
+                .context("creating the dev console user")?
+        }
+    };
+    Ok((user.name, user.password))
 }
 
 /// Prepares dev mode and starts the local agent against `server` (the URL
@@ -123,6 +156,8 @@ pub async fn start(
         client_secret: seed.client_secret,
         enrollment_token: seed.enrollment_token,
         machine_id: agent_state.machine_id,
+        console_user: seed.console_user.clone().unwrap_or_default().0,
+        console_password: seed.console_user.unwrap_or_default().1,
     };
     auth::write_private(
         &credentials_path(&state.config.data_dir),
@@ -151,6 +186,7 @@ pub fn instructions(
     format!(
         r#"
 Reach is running in dev mode.
+  web console:       {server}/   (user {user}, password {password})
   server:            {server}
   tenant id:         {tenant}
   client id:         {client}
@@ -176,6 +212,8 @@ Or with curl:
         secret = c.client_secret,
         token = c.enrollment_token,
         machine = c.machine_id,
+        user = c.console_user,
+        password = c.console_password,
         creds = credentials_path(data_dir).display(),
     )
 }

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod bandwidth;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod error;
 pub mod files;

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Manage the people who sign in to the web console.
+    Users {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage agent enrollment tokens.
     EnrollmentToken {
         #[command(subcommand)]
@@ -84,6 +89,24 @@ enum AppCommand {
         /// Tenant id (default: the only tenant there is).
         #[arg(long)]
         tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a console user; prints a generated password once (or reads one from stdin).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles, e.g. Machine.LiveResponse,Machine.Read,Library.Manage
+        #[arg(long)]
+        roles: String,
+        /// Tenant id (default: the only tenant there is).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -187,6 +210,35 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             println!("client secret: {}", app.client_secret);
             println!("roles:         {}", app.roles.join(","));
             println!("The secret is shown only now; it is stored hashed.");
+        }
+        Command::Users {
+            command:
+                UserCommand::Create {
+                    name,
+                    roles,
+                    tenant,
+                    password_stdin,
+                },
+        } => {
+            let roles = admin::parse_roles(&roles)?;
+            let tenant = tenant_or_only(&state, tenant).await?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from stdin")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let user = admin::create_user(store, &tenant, &name, roles, password).await?;
+            println!("tenant id: {}", user.tenant_id);
+            println!("user:      {}", user.name);
+            if !password_stdin {
+                println!("password:  {}", user.password);
+                println!("The password is shown only now; it is stored hashed.");
+            }
+            println!("roles:     {}", user.roles.join(","));
         }
         Command::EnrollmentToken {
             command: TokenCommand::Create { tenant },

@@ -61,6 +61,17 @@ pub struct App {
     pub roles: Vec<String>,
 }
 
+/// A person who signs in to the web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub tenant_id: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineRow {
     pub id: String,
@@ -227,6 +238,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()>;
     async fn get_app(&self, client_id: &str) -> StoreResult<App>;
+
+    /// Conflict when a user of that name (in any case) exists.
+    async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()>;
+    /// By name, compared without case.
+    async fn get_user(&self, name: &str) -> StoreResult<User>;
 
     /// Stores an enrollment token by its hash.
     async fn create_enrollment_token(

@@ -580,6 +580,42 @@ impl Store for SqlStore {
         })
     }
 
+    async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&user.name)
+        .bind(&user.tenant_id)
+        .bind(&user.password_hash)
+        .bind(json(&user.roles))
+        .bind(i64::from(user.disabled))
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| match err.as_database_error() {
+            Some(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("A user named '{}' already exists", user.name))
+            }
+            _ => err.into(),
+        })?;
+        Ok(())
+    }
+
+    async fn get_user(&self, name: &str) -> StoreResult<User> {
+        let row = sqlx::query("SELECT * FROM users WHERE lower(name) = lower($1)")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("User {name}")))?;
+        Ok(User {
+            name: row.try_get("name")?,
+            tenant_id: row.try_get("tenant_id")?,
+            password_hash: row.try_get("password_hash")?,
+            roles: from_json(row.try_get::<&str, _>("roles")?)?,
+            disabled: row.try_get::<i64, _>("disabled")? != 0,
+        })
+    }
+
     async fn create_enrollment_token(
         &self,
         tenant_id: &str,

@@ -7,6 +7,7 @@ mod support;
 mod agents;
 mod auth;
 mod cluster;
+mod console;
 mod durability;
 mod errors;
 mod library;

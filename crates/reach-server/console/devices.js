@@ -1,0 +1,95 @@
+// Devices: the searchable list, and one device's page with its recent
+// actions and the form to run live response on it.
+import { api, odata, literal, explain } from './api.js';
+import { h, time, ago, badge, errorBanner } from './ui.js';
+import { runForm } from './run.js';
+
+function osText(machine) {
+  return [machine.osPlatform, machine.osVersion, machine.osArchitecture].filter(Boolean).join(' ');
+}
+
+function matches(machine, words) {
+  const haystack = [machine.computerDnsName, machine.id, machine.osPlatform, machine.lastIpAddress,
+    ...(machine.machineTags || []), ...(machine.ipAddresses || []).map((a) => a.ipAddress)]
+    .filter(Boolean).join(' ').toLowerCase();
+  return words.every((word) => haystack.includes(word));
+}
+
+export async function list(main) {
+  const search = h('input', { type: 'search', id: 'device-search', placeholder: 'Name, IP address, OS or tag', 'aria-label': 'Search devices', class: 'grow' });
+  const body = h('tbody');
+  const count = h('span', { class: 'hint', role: 'status' });
+  main.append(
+    h('div', { class: 'row spread' }, h('div', {}, h('h1', {}, 'Devices'), h('p', { class: 'sub' }, 'Every enrolled device, online or not.'))),
+    h('div', { class: 'row', style: null }, search, count),
+    h('p'),
+    h('table', {}, h('thead', {}, h('tr', {}, ['Device', 'Health', 'Last seen', 'OS', 'Agent', 'IP address', 'Tags'].map((c) => h('th', { scope: 'col' }, c)))), body));
+  const machines = (await api(`/api/machines${odata({ $top: 10000 })}`)).value;
+  const draw = () => {
+    const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = machines.filter((m) => matches(m, words));
+    count.textContent = `${shown.length} of ${machines.length} devices`;
+    body.replaceChildren(...shown.map((m) => h('tr', {},
+      h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(m.id)}` }, m.computerDnsName)),
+      h('td', {}, badge(m.healthStatus)),
+      h('td', {}, time(m.lastSeen), h('div', { class: 'hint' }, ago(m.lastSeen))),
+      h('td', {}, osText(m)),
+      h('td', { class: 'mono' }, m.version),
+      h('td', { class: 'mono' }, m.lastIpAddress || ''),
+      h('td', {}, (m.machineTags || []).map((t) => h('span', { class: 'tag' }, t))))));
+    if (!shown.length) {
+      body.append(h('tr', {}, h('td', { colspan: 7, class: 'empty' },
+        machines.length ? 'No device matches the search.' : 'No device is enrolled yet. Enroll one with reach-agent enroll.')));
+    }
+  };
+  search.addEventListener('input', draw);
+  draw();
+  search.focus();
+}
+
+export async function detail(main, ctx, id) {
+  const machine = await api(`/api/machines/${encodeURIComponent(id)}`);
+  const recent = h('tbody');
+  const formSlot = h('div');
+  const runButton = h('button', { type: 'button', class: 'primary', id: 'run-live-response' }, 'Run live response');
+  if (!ctx.can('Machine.LiveResponse')) {
+    runButton.disabled = true;
+    runButton.title = 'Your account lacks the Machine.LiveResponse role';
+  }
+  runButton.addEventListener('click', async () => {
+    runButton.hidden = true;
+    try {
+      formSlot.replaceChildren(await runForm(machine, ctx, () => {
+        formSlot.replaceChildren();
+        runButton.hidden = false;
+        runButton.focus();
+      }));
+    } catch (error) {
+      formSlot.replaceChildren(errorBanner(explain(error)));
+    }
+  });
+  main.append(
+    h('p', {}, h('a', { href: '#/devices' }, '← Devices')),
+    h('div', { class: 'row spread' },
+      h('div', {}, h('h1', {}, machine.computerDnsName), h('p', { class: 'sub mono' }, machine.id)),
+      h('div', { class: 'row' }, badge(machine.healthStatus), runButton)),
+    formSlot,
+    h('div', { class: 'panel' }, h('dl', { class: 'facts' },
+      h('dt', {}, 'Operating system'), h('dd', {}, osText(machine)),
+      h('dt', {}, 'Agent version'), h('dd', { class: 'mono' }, machine.version),
+      h('dt', {}, 'Last seen'), h('dd', {}, time(machine.lastSeen), ' ', h('span', { class: 'hint' }, ago(machine.lastSeen))),
+      h('dt', {}, 'First seen'), h('dd', {}, time(machine.firstSeen)),
+      h('dt', {}, 'Connected from'), h('dd', { class: 'mono' }, machine.lastIpAddress || '—'),
+      h('dt', {}, 'Addresses'), h('dd', { class: 'mono' }, (machine.ipAddresses || []).map((a) => `${a.ipAddress}${a.macAddress ? ` (${a.macAddress})` : ''}`).join(', ') || '—'),
+      h('dt', {}, 'Tags'), h('dd', {}, (machine.machineTags || []).map((t) => h('span', { class: 'tag' }, t)), (machine.machineTags || []).length ? null : '—'))),
+    h('h2', {}, 'Recent actions'),
+    h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Status', 'Requestor', 'Commands', 'Comment'].map((c) => h('th', { scope: 'col' }, c)))), recent));
+  const actions = (await api(`/api/machineactions${odata({ $filter: `machineId eq ${literal(machine.id)}`, $top: 20 })}`)).value;
+  recent.replaceChildren(...actions.map((a) => h('tr', {},
+    h('td', {}, h('a', { href: `#/actions/${encodeURIComponent(a.id)}` }, time(a.creationDateTimeUtc))),
+    h('td', {}, badge(a.status)),
+    h('td', {}, a.requestor),
+    h('td', {}, a.commands.map((c) => c.command.type).join(' → ')),
+    h('td', {}, a.requestorComment || ''))));
+  if (!actions.length) recent.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No live response action on this device yet.')));
+}

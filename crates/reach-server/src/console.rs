@@ -1,0 +1,274 @@
+//! The web console's server side: the page and its assets (plain HTML, CSS
+//! and JavaScript modules from `console/`, embedded in the binary), signing
+//! users in and out, and the security headers every response carries.
+//!
+//! A signed-in user holds a user access token in an HttpOnly, SameSite=Strict
+//! cookie (Secure over HTTPS), so no page script can read it. The console
+//! then calls the same `/api` as every other client; the API accepts the
+//! cookie only on requests that also carry `X-Requested-With: reach-console`,
+//! a header no other site can make a browser send. Nothing here grants
+//! anything the token itself does not.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::SharedState;
+use crate::api::JsonBody;
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::ratelimit::Window;
+use crate::store::StoreError;
+use crate::time::Micros;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "reach_session";
+/// The header (and value) a console request must carry for its cookie to count.
+pub const REQUESTED_WITH: &str = "reach-console";
+
+/// The console's Content-Security-Policy: only this origin's own files, no
+/// inline scripts or styles, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The embedded files: name, content type, bytes.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/app.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/api.js"),
+    ),
+    (
+        "ui.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/ui.js"),
+    ),
+    (
+        "devices.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/devices.js"),
+    ),
+    (
+        "run.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/run.js"),
+    ),
+    (
+        "actions.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/actions.js"),
+    ),
+    (
+        "library.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/library.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../console/favicon.svg"),
+    ),
+];
+
+const INDEX: &str = include_str!("../console/index.html");
+
+/// Adds the security headers to every response.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    response
+}
+
+/// `GET /`: the console page.
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX,
+    )
+        .into_response()
+}
+
+/// `GET /console/{file}`: an embedded asset.
+pub async fn asset(Path(name): Path<String>) -> ApiResult<Response> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(file, _, _)| *file == name)
+        .ok_or_else(|| ApiError::NotFound(format!("No console file named {name}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        *body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignIn {
+    pub name: String,
+    pub password: String,
+}
+
+/// Who is signed in, for the console's header and its permission checks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub name: String,
+    pub tenant_id: String,
+    pub roles: Vec<String>,
+}
+
+impl From<&Principal> for Session {
+    fn from(principal: &Principal) -> Self {
+        Self {
+            name: principal.name.clone(),
+            tenant_id: principal.tenant_id.clone(),
+            roles: principal.roles.iter().cloned().collect(),
+        }
+    }
+}
+
+/// The session token from the cookie, when the request may use it.
+/// A cookie without `X-Requested-With: reach-console` is refused: it may
+/// come from another site's form.
+pub fn session_token(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(token) = cookie(headers, COOKIE) else {
+        return Ok(None);
+    };
+    let marked = headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == REQUESTED_WITH);
+    if !marked {
+        return Err(ApiError::Unauthorized(format!(
+            "A console session is only accepted with the header X-Requested-With: {REQUESTED_WITH}"
+        )));
+    }
+    Ok(Some(token))
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+fn set_cookie(state: &SharedState, value: &str, max_age: u64) -> HeaderValue {
+    let secure = state.config.tls.enabled() || state.config.public_url.starts_with("https://");
+    let text = format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&text).expect("tokens are valid header text")
+}
+
+/// A password hash to check against when the user does not exist, so that
+/// the answer takes as long either way.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| auth::hash_secret("not a real password").unwrap_or_default());
+
+/// `POST /console/session`: checks a user's name and password and sets the
+/// session cookie.
+pub async fn sign_in(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<SignIn>,
+) -> ApiResult<Response> {
+    let wrong = || ApiError::Unauthorized("Wrong user name or password".into());
+    if body.name.is_empty() || body.name.len() > 200 || body.password.len() > 1024 {
+        return Err(wrong());
+    }
+    // Guessing passwords is slow: 10 tries a minute per user name, cluster-wide.
+    let key = format!("signin:{}", body.name.to_lowercase());
+    if let Err(retry_after_secs) = state
+        .store
+        .rate_limit(&key, &[Window::per_minute(10)], Micros::now())
+        .await?
+    {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "Too many sign-in attempts for this user; retry in {retry_after_secs} s"
+            ),
+            retry_after_secs,
+        });
+    }
+    let user = match state.store.get_user(&body.name).await {
+        Ok(user) => Some(user),
+        Err(StoreError::NotFound(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
+    let hash = user
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    let password = body.password;
+    let matches = tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match user {
+        Some(user) if matches && !user.disabled => user,
+        _ => {
+            tracing::info!(user = %body.name, "console sign-in refused");
+            return Err(wrong());
+        }
+    };
+    let token = state.auth.issue_user(&user).map_err(ApiError::internal)?;
+    tracing::info!(user = %user.name, tenant.id = %user.tenant_id, "console sign-in");
+    let session = Session {
+        name: user.name,
+        tenant_id: user.tenant_id,
+        roles: user.roles,
+    };
+    let mut response = Json(session).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(&state, &token, state.auth.lifetime_secs()),
+    );
+    Ok(response)
+}
+
+/// `GET /console/session`: who the cookie belongs to (401 when signed out or expired).
+pub async fn current(principal: Principal) -> Json<Session> {
+    Json(Session::from(&principal))
+}
+
+/// `DELETE /console/session`: clears the cookie.
+pub async fn sign_out(State(state): State<SharedState>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&state, "", 0));
+    response
+}

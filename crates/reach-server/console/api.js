@@ -74,5 +74,6 @@ export function explain(error) {
     InternalServerError: 'The server hit a problem; the details are in its log.',
   };
   const hint = hints[error.code];
-  return hint ? `${error.message} ${hint}` : error.message;
+  const message = /[.!?]$/.test(error.message) ? error.message : `${error.message}.`;
+  return hint ? `${message} ${hint}` : message;
 }

@@ -1,0 +1,176 @@
+// The Reach web console in a real browser: Debian's chromium driven by
+// playwright-core (no browser download). Run by tests/console_browser.rs
+// against a `reach-server --dev` with its local agent; it passes
+// REACH_URL, REACH_USER, REACH_PASSWORD, REACH_MACHINE, REACH_CHROMIUM and
+// REACH_SCREENSHOTS. Exits non-zero on the first failed step.
+import { chromium } from 'playwright-core';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { join } from 'node:path';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const url = env('REACH_URL');
+const user = env('REACH_USER');
+const password = env('REACH_PASSWORD');
+const machine = env('REACH_MACHINE');
+const shots = env('REACH_SCREENSHOTS');
+mkdirSync(shots, { recursive: true });
+
+const step = (text) => console.log(`- ${text}`);
+const fail = (text) => { throw new Error(text); };
+const WAIT = 60_000;
+
+const browser = await chromium.launch({
+  executablePath: env('REACH_CHROMIUM'),
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+const page = await context.newPage();
+page.setDefaultTimeout(WAIT);
+const problems = [];
+page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+page.on('console', (message) => {
+  if (message.type() === 'error' && !message.text().includes('status of 4')) problems.push(`console error: ${message.text()}`);
+});
+const shot = async (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+const statusOf = () => page.locator('#action-status .badge').getAttribute('data-status');
+async function waitForStatus(wanted) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const status = await statusOf();
+    if (wanted.includes(status)) return status;
+    if (Date.now() > deadline) fail(`the action stayed ${status}, expected ${wanted.join(' or ')}`);
+    await page.waitForTimeout(200);
+  }
+}
+
+try {
+  step('the sign-in page, and a clear message on a wrong password');
+  await page.goto(url);
+  await page.getByLabel('User name').fill(user);
+  await page.getByLabel('Password').fill('certainly not the password');
+  await shot('signin');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Wrong user name or password').waitFor();
+
+  step('sign in; the device list shows the local device online');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Devices' }).waitFor();
+  const row = page.locator('tbody tr', { has: page.locator(`a[href="#/devices/${machine}"]`) });
+  await row.waitFor();
+  if (!(await row.getByText('Online').isVisible())) fail('the local device is not shown Online');
+  await page.locator('#device-search').fill('no-such-device-anywhere');
+  await page.getByText('No device matches the search.').waitFor();
+  await page.locator('#device-search').fill('');
+  await shot('devices');
+
+  step('upload two scripts to the library');
+  await page.locator('[data-nav="library"]').click();
+  await page.getByRole('heading', { name: 'Library' }).waitFor();
+  const upload = async (name, text, description, parameters) => {
+    await page.locator('#upload-file').setInputFiles({ name, mimeType: 'text/x-sh', buffer: Buffer.from(text) });
+    await page.locator('#upload-description').fill(description);
+    await page.locator('#upload-parameters').fill(parameters);
+    await page.locator('#upload-submit').click();
+    await page.getByText(`Uploaded ${name}`).waitFor();
+    await page.locator(`tr[data-file="${name}"]`).waitFor();
+  };
+  await upload('hello.sh', '#!/bin/sh\necho "hello $1"\necho "to stderr" >&2\n', 'Says hello', '<name>');
+  await upload('wait.sh', '#!/bin/sh\nsleep 300\n', 'Waits five minutes', '');
+  step('uploading a name again asks before replacing it');
+  await page.locator('#upload-file').setInputFiles({ name: 'hello.sh', mimeType: 'text/x-sh', buffer: Buffer.from('#!/bin/sh\necho "hello $1"\necho "to stderr" >&2\n') });
+  await page.locator('#upload-submit').click();
+  await page.getByRole('heading', { name: 'Replace the library file?' }).waitFor();
+  await page.getByRole('button', { name: 'Keep it' }).click();
+  await page.getByText('Nothing changed').waitFor();
+  await shot('library');
+
+  step('run a script and collect a file on the local device');
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator(`a[href="#/devices/${machine}"]`).click();
+  await page.locator('#run-live-response').click();
+  await page.locator('#cmd-0-file').selectOption('hello.sh');
+  await page.getByText('— <name>').waitFor();
+  await page.locator('#cmd-0-args').fill('"the browser"');
+  await page.locator('#add-command').click();
+  await page.locator('#cmd-1-type').selectOption('GetFile');
+  await page.locator('#cmd-1-path').fill('/etc/hostname');
+  step('the order rule is explained before anything is sent');
+  await page.getByRole('button', { name: 'Move command 2 up' }).click();
+  await page.locator('#run-submit').click();
+  await page.getByText('must come before').first().waitFor();
+  await page.getByRole('button', { name: 'Move command 2 up' }).click();
+  await page.locator('#run-comment').fill('browser test');
+  await shot('run');
+  await page.locator('#run-submit').click();
+  await page.locator('#action-status').waitFor();
+  await waitForStatus(['Succeeded']);
+  step('the transcript shows inline');
+  await page.locator('[data-transcript="0"]').click();
+  const stdout = await page.locator('pre[data-stream="stdout"]').textContent();
+  if (!stdout.includes('hello the browser')) fail(`unexpected stdout: ${stdout}`);
+  const stderr = await page.locator('pre[data-stream="stderr"]').textContent();
+  if (!stderr.includes('to stderr')) fail(`unexpected stderr: ${stderr}`);
+  await shot('action');
+  step('the collected file downloads gzip-compressed with the right bytes');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('[data-download="1"]').click()]);
+  const saved = await download.path();
+  const collected = gunzipSync(readFileSync(saved)).toString();
+  if (collected !== readFileSync('/etc/hostname').toString()) fail(`the download holds ${JSON.stringify(collected)}`);
+
+  step('a long script, a refused second action, and cancel');
+  await page.locator(`a[href="#/devices/${machine}"]`).first().click();
+  await page.locator('#run-live-response').click();
+  await page.locator('#cmd-0-file').selectOption('wait.sh');
+  await page.locator('#run-submit').click();
+  await page.locator('#action-status').waitFor();
+  await waitForStatus(['InProgress']);
+  const longAction = page.url();
+  await page.locator(`a[href="#/devices/${machine}"]`).first().click();
+  await page.locator('#run-live-response').click();
+  await page.locator('#cmd-0-file').selectOption('hello.sh');
+  await page.locator('#run-submit').click();
+  const refusal = page.locator('#run-status [role="alert"]');
+  await refusal.waitFor();
+  const refusalText = await refusal.textContent();
+  if (!/already|active/i.test(refusalText)) fail(`unexpected refusal: ${refusalText}`);
+  await shot('error');
+  await page.goto(longAction);
+  await page.locator('#cancel-action').click();
+  await page.locator('#confirm-comment').fill('wrong script');
+  await page.locator('#confirm-yes').click();
+  await waitForStatus(['Cancelled']);
+  await page.getByText('wrong script').waitFor();
+
+  step('the action center filters by status');
+  await page.locator('[data-nav="actions"]').click();
+  await page.getByRole('heading', { name: 'Action center' }).waitFor();
+  await page.locator('#filter-status').selectOption('Cancelled');
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('tbody tr')];
+    return rows.length === 1 && rows[0].querySelector('[data-status="Cancelled"]');
+  });
+  await page.locator('#filter-status').selectOption('');
+  await page.waitForFunction(() => document.querySelectorAll('tbody tr [data-status]').length >= 2);
+  await shot('action-center');
+
+  step('sign out');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByText('You are signed out.').waitFor();
+  if (problems.length) fail(problems.join('\n'));
+  console.log('console browser test passed');
+} catch (error) {
+  await shot('failure').catch(() => {});
+  console.error(`FAILED: ${error.message}`);
+  if (problems.length) console.error(problems.join('\n'));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -161,6 +161,14 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('tbody tr [data-status]').length >= 2);
   await shot('action-center');
 
+  step('delete a library file, after confirming');
+  await page.locator('[data-nav="library"]').click();
+  await page.locator('[data-delete="wait.sh"]').click();
+  await page.getByRole('heading', { name: 'Delete wait.sh?' }).waitFor();
+  await page.locator('#confirm-yes').click();
+  await page.locator('tr[data-file="wait.sh"]').waitFor({ state: 'detached' });
+  await page.locator('tr[data-file="hello.sh"]').waitFor();
+
   step('sign out');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByText('You are signed out.').waitFor();

@@ -5,6 +5,39 @@ import { api, odata, literal, explain } from './api.js';
 import { h, time, badge, errorBanner, infoBanner, confirm, params } from './ui.js';
 
 const STATUSES = ['Pending', 'InProgress', 'Succeeded', 'Failed', 'TimeOut', 'Cancelled'];
+
+/**
+ * Calls `tick` again and again: every second at first, then less often the
+ * longer it runs (API calls count against the user's rate limit), never
+ * while the tab is hidden. Returns a function that stops it. `tick`
+ * returns false to stop.
+ */
+function poll(tick, { fast = 1000, slow = 10000, after = 30000 } = {}) {
+  const started = Date.now();
+  let timer = null;
+  let stopped = false;
+  const next = () => {
+    if (stopped) return;
+    const age = Date.now() - started;
+    const delay = age < after ? fast : age < after * 4 ? Math.min(slow, fast * 3) : slow;
+    timer = setTimeout(run, delay);
+  };
+  const run = async () => {
+    if (stopped) return;
+    if (document.hidden) {
+      next();
+      return;
+    }
+    const goOn = await tick();
+    if (goOn === false) stopped = true;
+    else next();
+  };
+  next();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
 const FINAL = new Set(['Succeeded', 'Failed', 'TimeOut', 'Cancelled']);
 
 function filterOf(status, device, requestor) {
@@ -30,7 +63,6 @@ export async function list(main) {
       h('label', { for: 'filter-requestor', class: 'hint' }, 'Requestor'), requestor),
     h('p'), problem,
     h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Device', 'Status', 'Requestor', 'Commands', 'Comment'].map((c) => h('th', { scope: 'col' }, c)))), body));
-  let timer = null;
   let generation = 0;
   const load = async () => {
     const mine = ++generation;
@@ -55,8 +87,8 @@ export async function list(main) {
   let debounce = null;
   for (const input of [status, device, requestor]) input.addEventListener('input', reload);
   await load();
-  timer = setInterval(load, 5000);
-  return () => { clearInterval(timer); clearTimeout(debounce); };
+  const stop = poll(load, { fast: 5000, slow: 15000, after: 60000 });
+  return () => { stop(); clearTimeout(debounce); };
 }
 
 /** Fetches a fresh download link for a command's result. */
@@ -123,8 +155,8 @@ export async function detail(main, ctx, id) {
   const problem = h('div');
   main.append(h('p', {}, h('a', { href: '#/actions' }, '← Action center')), problem, header, facts, h('h2', {}, 'Commands'), commands);
   const opened = new Map(); // transcripts and downloads the reader opened stay open across refreshes
-  let timer = null;
   let last = '';
+  let stop = () => {};
 
   const draw = (action) => {
     const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-action' }, 'Cancel action');
@@ -135,6 +167,7 @@ export async function detail(main, ctx, id) {
       try {
         await api(`/api/machineactions/${encodeURIComponent(action.id)}/cancel`, { method: 'POST', json: { Comment: answer.comment || 'Cancelled from the console' } });
         await refresh();
+        stop();
       } catch (error) {
         problem.replaceChildren(errorBanner(explain(error)));
       }
@@ -178,17 +211,15 @@ export async function detail(main, ctx, id) {
         }
         draw(action);
       }
-      if (FINAL.has(action.status)) {
-        clearInterval(timer);
-        timer = null;
-      }
+      return !FINAL.has(action.status);
     } catch (error) {
       problem.replaceChildren(errorBanner(explain(error)));
+      return true;
     }
   };
   const action = await api(`/api/machineactions/${encodeURIComponent(id)}`);
   last = JSON.stringify(action);
   draw(action);
-  if (!FINAL.has(action.status)) timer = setInterval(refresh, 1000);
-  return () => { if (timer) clearInterval(timer); };
+  if (!FINAL.has(action.status)) stop = poll(refresh);
+  return () => stop();
 }

@@ -41,6 +41,8 @@ pub struct Hub {
     connections: Mutex<HashMap<String, Connection>>,
     next_id: AtomicU64,
     changed: Notify,
+    /// Machines heard from since the last flush to the store.
+    seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Hub {
@@ -74,6 +76,20 @@ impl Hub {
         if let Some(connection) = self.lock().get(machine_id) {
             let _ = connection.events.try_send(event);
         }
+    }
+
+    /// Notes that a machine was heard from; `flush_seen` writes it later.
+    pub fn seen(&self, machine_id: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(machine_id) {
+            seen.insert(machine_id.to_string());
+        }
+    }
+
+    /// Takes the machines heard from since the last call.
+    pub fn take_seen(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.drain().collect()
     }
 
     /// Wakes every connection here (after wake-ups may have been missed).

@@ -168,8 +168,13 @@ pub async fn authorize(
     };
     let key = format!("{}/{name}", principal.rate_key());
     state
-        .store
-        .rate_limit(&key, &windows, crate::time::Micros::now())
+        .limiter
+        .check(
+            state.store.as_ref(),
+            &key,
+            &windows,
+            crate::time::Micros::now(),
+        )
         .await?
         .inspect_err(|_| crate::metrics::Metrics::add(&state.metrics.rate_limited, 1))
         .map_err(|retry_after_secs| ApiError::TooManyRequests {

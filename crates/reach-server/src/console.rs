@@ -214,8 +214,13 @@ pub async fn sign_in(
     // Guessing passwords is slow: 10 tries a minute per user name, cluster-wide.
     let key = format!("signin:{}", body.name.to_lowercase());
     if let Err(retry_after_secs) = state
-        .store
-        .rate_limit(&key, &[Window::per_minute(10)], Micros::now())
+        .limiter
+        .check(
+            state.store.as_ref(),
+            &key,
+            &[Window::per_minute(10)],
+            Micros::now(),
+        )
         .await?
     {
         return Err(ApiError::TooManyRequests {

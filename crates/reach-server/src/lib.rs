@@ -46,6 +46,8 @@ pub struct AppState {
     pub store: Arc<dyn store::Store>,
     pub files: files::Files,
     pub auth: auth::Authenticator,
+    /// Where rate-limited calls are counted (this process, or the database).
+    pub limiter: ratelimit::Limiter,
     pub hub: agents::Hub,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
@@ -73,7 +75,11 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     };
     let files = files::Files::open(&config.object_store_url, &config.data_dir)?;
     tracing::info!(
-        database = %store::sql_store::redact_url(&config.database_url),
+        database = %if config.database_url.is_empty() {
+            format!("sqlite in {}", config.data_dir.display())
+        } else {
+            store::sql_store::redact_url(&config.database_url)
+        },
         files = %files.location(),
         "storage opened"
     );
@@ -96,6 +102,10 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         store: Arc::new(store),
         files,
         auth,
+        limiter: match &cluster {
+            cluster::Cluster::Single => ratelimit::Limiter::local(),
+            cluster::Cluster::Postgres { .. } => ratelimit::Limiter::Shared,
+        },
         hub: agents::Hub::default(),
         cluster,
         bandwidth,

@@ -2,13 +2,85 @@
 //! budget per client app (runliveresponse 10 calls a minute; every other API
 //! 100 a minute and 1,500 an hour).
 //!
-//! Calls are counted in the database, per caller, API and second (the
-//! store's `rate_limit`), so the budget holds for the whole cluster, not
-//! per node. This module is the pure decision over those counts: whether
-//! one more call fits every window, and if not, the exact whole seconds
-//! until it would (`Retry-After`). It never blocks a request.
+//! Calls are counted per caller, API and second: in this process's memory
+//! on a single node (SQLite: one process owns the database, and a write per
+//! API call would serialise every request behind SQLite's one writer), and
+//! in the database with several nodes (PostgreSQL: the store's
+//! `rate_limit`), so that the budget holds for the whole cluster. `decide`
+//! is the one decision over those counts: whether one more call fits every
+//! window, and if not, the exact whole seconds until it would
+//! (`Retry-After`). It never blocks a request.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::store::{Store, StoreResult};
+use crate::time::Micros;
+
+/// Where calls are counted.
+pub enum Limiter {
+    /// In this process (one node).
+    Local(Mutex<HashMap<String, Vec<Bucket>>>),
+    /// In the database, shared by every node.
+    Shared,
+}
+
+impl Limiter {
+    pub fn local() -> Self {
+        Limiter::Local(Mutex::new(HashMap::new()))
+    }
+
+    /// Records a call of `key` if every window allows it; otherwise the
+    /// whole seconds until one would be allowed.
+    pub async fn check(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        windows: &[Window],
+        now: Micros,
+    ) -> StoreResult<Result<(), u64>> {
+        match self {
+            Limiter::Shared => store.rate_limit(key, windows, now).await,
+            Limiter::Local(buckets) => Ok(count_locally(buckets, key, windows, now)),
+        }
+    }
+}
+
+/// The single-node count: like the store's, in memory.
+fn count_locally(
+    buckets: &Mutex<HashMap<String, Vec<Bucket>>>,
+    key: &str,
+    windows: &[Window],
+    now: Micros,
+) -> Result<(), u64> {
+    let (second, longest) = span(windows, now);
+    let mut all = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    if all.len() > 100_000 {
+        all.retain(|_, calls| calls.last().is_some_and(|b| b.second > second - longest));
+    }
+    let calls = all.entry(key.to_string()).or_default();
+    calls.retain(|b| b.second > second - longest);
+    let decision = decide(calls, windows, second);
+    if decision.is_ok() {
+        match calls.last_mut() {
+            Some(last) if last.second == second => last.calls += 1,
+            _ => calls.push(Bucket { second, calls: 1 }),
+        }
+    }
+    decision
+}
+
+/// The Unix second of `now`, and the longest window in seconds: calls in
+/// seconds at or before `second - longest` no longer count.
+pub fn span(windows: &[Window], now: Micros) -> (i64, i64) {
+    let longest = windows
+        .iter()
+        .map(|w| w.window.as_secs())
+        .max()
+        .unwrap_or(0);
+    (now.0.div_euclid(1_000_000), longest as i64)
+}
 
 /// One window of a limit: at most `calls` within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +178,19 @@ mod tests {
         }
         assert_eq!(call(&mut log, &windows, 530), Err(30));
         assert!(call(&mut log, &windows, 560).is_ok());
+    }
+
+    #[test]
+    fn the_local_count_keeps_callers_and_apis_apart_and_forgets_old_calls() {
+        let buckets = Mutex::new(HashMap::new());
+        let windows = [Window::per_minute(2)];
+        let at = |s: i64| Micros(s * 1_000_000);
+        assert!(count_locally(&buckets, "a/run", &windows, at(100)).is_ok());
+        assert!(count_locally(&buckets, "a/run", &windows, at(101)).is_ok());
+        assert_eq!(count_locally(&buckets, "a/run", &windows, at(102)), Err(58));
+        assert!(count_locally(&buckets, "b/run", &windows, at(102)).is_ok());
+        assert!(count_locally(&buckets, "a/list", &windows, at(102)).is_ok());
+        assert!(count_locally(&buckets, "a/run", &windows, at(160)).is_ok());
     }
 
     #[test]

@@ -275,7 +275,10 @@ pub trait Store: Send + Sync + 'static {
         ip: Option<&str>,
         now: Micros,
     ) -> StoreResult<()>;
-    async fn machine_seen(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
+    /// Records that all of `machine_ids` were heard from at `now`, in one
+    /// transaction (heartbeats are batched: one write per node per interval,
+    /// not one per agent).
+    async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()>;
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
     /// By id or (case-insensitively) computer name, within a tenant.
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow>;

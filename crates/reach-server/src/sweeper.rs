@@ -4,6 +4,9 @@
 //! connections of machines revoked meanwhile (`reach-server machines
 //! revoke` writes to the database from another process). All decisions are
 //! made in the store, atomically; the sweeper only calls it on a timer.
+//! It also writes when machines were last heard from, batched: one
+//! transaction per interval for all of this node's agents, not one write
+//! per heartbeat.
 
 use std::time::Duration;
 
@@ -15,8 +18,27 @@ pub async fn run(state: SharedState) {
     let cfg = &state.config.live_response;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.sweep_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A device is Active while heard from within three heartbeats; writing
+    // every half heartbeat (at most every 5 s) keeps that true.
+    let seen_every = Duration::from_secs(state.config.agents.heartbeat_secs.max(1))
+        .div_f64(2.0)
+        .min(Duration::from_secs(5));
+    let mut seen_flushed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if seen_flushed.elapsed() >= seen_every {
+            seen_flushed = tokio::time::Instant::now();
+            let seen = state.hub.take_seen();
+            if !seen.is_empty()
+                && let Err(err) = state.store.machines_seen(&seen, Micros::now()).await
+            {
+                tracing::warn!(
+                    machines = seen.len(),
+                    error = format!("{err:#}"),
+                    "recording heartbeats failed"
+                );
+            }
+        }
         let now = Micros::now();
         match state
             .store

@@ -631,6 +631,17 @@ async fn machines_connect_disconnect_and_are_revoked() {
             Some("10.0.0.1"),
             "kept when unknown"
         );
+        let later = Micros::now().plus_secs(60);
+        store
+            .machines_seen(&[machine.clone(), "f".repeat(40)], later)
+            .await
+            .unwrap();
+        let row = store.get_machine(TENANT, machine).await.unwrap();
+        assert_eq!(
+            row.last_seen, later,
+            "{}: heartbeats recorded in a batch",
+            backend.name
+        );
         store.revoke_machine(machine).await.unwrap();
         assert!(store.machine_credential(machine).await.unwrap().revoked);
         assert_eq!(

@@ -223,7 +223,6 @@ impl Session {
         self.dispatch().await?;
         let shutdown = self.state.shutdown.clone();
         let silence = heartbeat * 3;
-        let mut last_seen_write = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 message = tokio::time::timeout(silence, self.socket.recv()) => {
@@ -240,10 +239,7 @@ impl Session {
                     };
                     let message: AgentMessage = serde_json::from_str(&text)
                         .map_err(|err| anyhow::anyhow!("invalid message from the agent: {err}"))?;
-                    if last_seen_write.elapsed() >= heartbeat / 2 {
-                        self.state.store.machine_seen(&machine_id, Micros::now()).await?;
-                        last_seen_write = tokio::time::Instant::now();
-                    }
+                    self.state.hub.seen(&machine_id);
                     self.handle(message).await?;
                 }
                 event = events.recv() => match event {

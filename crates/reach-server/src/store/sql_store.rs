@@ -75,6 +75,34 @@ impl Engine {
 pub struct SqlStore {
     pool: AnyPool,
     engine: Engine,
+    /// SQLite: writers take turns here, in the async runtime, instead of in
+    /// SQLite's busy handler (which sleeps up to 100 ms between retries).
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the SQLite writer's turn until it ends.
+struct WriteTx {
+    tx: Tx,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> StoreResult<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
@@ -172,7 +200,11 @@ impl SqlStore {
             .run(&pool)
             .await
             .with_context(|| format!("migrating {}", redact_url(url)))?;
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Opens (creating if needed) `reach.db` in `dir`: the embedded default.
@@ -190,12 +222,32 @@ impl SqlStore {
         &self.pool
     }
 
-    async fn write(&self) -> StoreResult<Tx> {
-        Ok(self.pool.begin_with(self.engine.begin()).await?)
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Engine::Postgres => None,
+        }
+    }
+
+    async fn write(&self) -> StoreResult<WriteTx> {
+        let turn = self.turn().await;
+        Ok(WriteTx {
+            tx: self.pool.begin_with(self.engine.begin()).await?,
+            _turn: turn,
+        })
+    }
+
+    /// Runs one writing statement (SQLite: in the writers' turn).
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> StoreResult<sqlx::any::AnyQueryResult> {
+        let _turn = self.turn().await;
+        Ok(query.execute(&self.pool).await?)
     }
 
     /// Locks an action's row until the transaction ends.
-    async fn lock_action(&self, tx: &mut Tx, action_id: &str) -> StoreResult<()> {
+    async fn lock_action(&self, tx: &mut WriteTx, action_id: &str) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
             sqlx::query("SELECT id FROM actions WHERE id = $1 FOR UPDATE")
                 .bind(action_id)
@@ -206,7 +258,7 @@ impl SqlStore {
     }
 
     /// Serialises checking writes within a tenant across nodes.
-    async fn lock_tenant(&self, tx: &mut Tx, tenant_id: &str) -> StoreResult<()> {
+    async fn lock_tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
             sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
                 .bind(tenant_id)
@@ -484,11 +536,11 @@ impl Store for SqlStore {
     }
 
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String> {
-        sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        self.write_one(sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(fresh)
             .bind(now.0)
-            .execute(&self.pool)
+            )
             .await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
@@ -515,12 +567,13 @@ impl Store for SqlStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES ($1, $2, $3)")
-            .bind(&tenant.id)
-            .bind(&tenant.name)
-            .bind(now.0)
-            .execute(&self.pool)
-            .await?;
+        self.write_one(
+            sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES ($1, $2, $3)")
+                .bind(&tenant.id)
+                .bind(&tenant.name)
+                .bind(now.0),
+        )
+        .await?;
         Ok(())
     }
 
@@ -551,7 +604,7 @@ impl Store for SqlStore {
     }
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
-        sqlx::query(
+        self.write_one(sqlx::query(
             "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&app.client_id)
@@ -560,7 +613,7 @@ impl Store for SqlStore {
         .bind(&app.secret_hash)
         .bind(json(&app.roles))
         .bind(now.0)
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
@@ -581,6 +634,7 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -622,13 +676,13 @@ impl Store for SqlStore {
         token_hash: &str,
         now: Micros,
     ) -> StoreResult<()> {
-        sqlx::query(
+        self.write_one(sqlx::query(
             "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us) VALUES ($1, $2, $3)",
         )
         .bind(token_hash)
         .bind(tenant_id)
         .bind(now.0)
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
@@ -691,9 +745,10 @@ impl Store for SqlStore {
     }
 
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
-        let done = sqlx::query("UPDATE machines SET revoked = 1 WHERE id = $1")
-            .bind(machine_id)
-            .execute(&self.pool)
+        let done = self
+            .write_one(
+                sqlx::query("UPDATE machines SET revoked = 1 WHERE id = $1").bind(machine_id),
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("Machine {machine_id}")));
@@ -716,7 +771,7 @@ impl Store for SqlStore {
         ip: Option<&str>,
         now: Micros,
     ) -> StoreResult<()> {
-        sqlx::query(
+        self.write_one(sqlx::query(
             "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
                 agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
                 ip_addresses = $8
@@ -731,26 +786,38 @@ impl Store for SqlStore {
         .bind(now.0)
         .bind(json(&info.ip_addresses))
         .bind(machine_id)
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
 
-    async fn machine_seen(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
-        sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id = $2")
-            .bind(now.0)
-            .bind(machine_id)
-            .execute(&self.pool)
-            .await?;
+    async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for chunk in machine_ids.chunks(500) {
+            let placeholders = (2..chunk.len() + 2)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id IN ({placeholders})"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now.0);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
-        sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
-            .bind(now.0)
-            .bind(machine_id)
-            .execute(&self.pool)
-            .await?;
+        self.write_one(
+            sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
+                .bind(now.0)
+                .bind(machine_id),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1226,7 +1293,7 @@ impl Store for SqlStore {
         command: &CommandRef,
         blob: &ResultBlob,
     ) -> StoreResult<()> {
-        let done = sqlx::query(
+        let done = self.write_one(sqlx::query(
             "UPDATE commands SET result_key = $1, result_size = $2, result_sha256 = $3, result_chunks = $4
              WHERE action_id = $5 AND idx = $6 AND status = 'InProgress'
                AND action_id IN (SELECT id FROM actions WHERE machine_id = $7)",
@@ -1238,7 +1305,7 @@ impl Store for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
-        .execute(&self.pool)
+        )
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_running(command));
@@ -1252,7 +1319,7 @@ impl Store for SqlStore {
         command: &CommandRef,
         chunk: &ChunkRow,
     ) -> StoreResult<()> {
-        let done = sqlx::query(
+        let done = self.write_one(sqlx::query(
             "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256)
              SELECT c.action_id, c.idx, $1, $2, $3, $4, $5 FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE c.action_id = $6 AND c.idx = $7 AND c.status = 'InProgress' AND a.machine_id = $8
@@ -1268,7 +1335,7 @@ impl Store for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
-        .execute(&self.pool)
+        )
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_running(command));
@@ -1477,12 +1544,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let second = now.0.div_euclid(1_000_000);
-        let longest = windows
-            .iter()
-            .map(|w| w.window.as_secs())
-            .max()
-            .unwrap_or(0) as i64;
+        let (second, longest) = ratelimit::span(windows, now);
         sqlx::query("DELETE FROM rate_limit_calls WHERE key = $1 AND second <= $2")
             .bind(key)
             .bind(second - longest)

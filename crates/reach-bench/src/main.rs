@@ -1,0 +1,143 @@
+//! reach-bench: measures Reach at fleet scale on this machine. It starts the
+//! server itself (its own executable in `serve` mode, a separate process)
+//! or uses one given by URL, simulates agents over the real protocol in
+//! worker processes, and prints a readable report whose last line is one
+//! JSON object with the figures. It only ever targets loopback addresses
+//! and stops by itself. See BENCHMARKS.md for the commands and results.
+
+mod agents;
+mod scenarios;
+mod server;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "reach-bench", about = "Benchmarks for Reach (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N agents connect and stay connected: connect time, server RSS per agent, idle CPU.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Server nodes sharing one PostgreSQL database (needs --database-url).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// How long to measure idle CPU, in seconds.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
+    /// M actions (one RunScript each) over N connected agents: latency percentiles and throughput.
+    Dispatch {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 1000)]
+        actions: usize,
+        /// Actions in flight at once (each on its own machine).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
+    /// One action on every connected machine, as fast as the API takes them.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
+    /// One GetFile of a file of this size through a real agent, against the machine's own limits.
+    Getfile {
+        #[arg(long, default_value_t = 100 * 1024 * 1024)]
+        size: u64,
+        /// Log-like text instead of random bytes.
+        #[arg(long)]
+        compressible: bool,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
+    /// (internal) Run a server for the bench until stdin closes.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "")]
+        database_url: String,
+    },
+    /// (internal) Run simulated agents until stdin closes.
+    #[command(hide = true)]
+    Agents {
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        bind: IpAddr,
+        #[arg(long)]
+        label: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REACH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Scenario::Serve {
+                data_dir,
+                database_url,
+            } => server::serve(&data_dir, &database_url).await,
+            Scenario::Agents {
+                servers,
+                token,
+                count,
+                bind,
+                label,
+            } => agents::worker(servers, token, count, bind, label).await,
+            Scenario::Idle {
+                agents,
+                nodes,
+                idle_secs,
+                target,
+            } => scenarios::idle(&target, agents, nodes, idle_secs).await,
+            Scenario::Dispatch {
+                agents,
+                actions,
+                concurrency,
+                target,
+            } => scenarios::dispatch(&target, agents, actions, concurrency).await,
+            Scenario::Fanout {
+                agents,
+                concurrency,
+                target,
+            } => scenarios::fanout(&target, agents, concurrency).await,
+            Scenario::Getfile {
+                size,
+                compressible,
+                target,
+            } => scenarios::getfile(&target, size, compressible).await,
+        }
+    })
+}

@@ -83,6 +83,26 @@ fn gzip(raw: &[u8], level: Compression) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
+/// Bytes sampled from a chunk to see whether it compresses.
+const SAMPLE: usize = 32 * 1024;
+
+/// False when samples from four places of `raw` do not shrink by 3 %:
+/// random or already-compressed bytes (archives, images, memory dumps),
+/// which would cost a full compression pass for nothing.
+fn worth_compressing(raw: &[u8]) -> bool {
+    if raw.len() < 8 * SAMPLE {
+        return true;
+    }
+    let step = (raw.len() - SAMPLE) / 3;
+    let (mut sampled, mut compressed) = (0usize, 0usize);
+    for i in 0..4 {
+        let slice = &raw[i * step..i * step + SAMPLE];
+        sampled += slice.len();
+        compressed += gzip(slice, Compression::fast()).len();
+    }
+    compressed * 100 < sampled * 97
+}
+
 fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
     let raw_sha256 = hex::encode(Sha256::digest(&raw));
     let raw_size = raw.len() as u64;
@@ -95,8 +115,12 @@ fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
             member: None,
         };
     }
-    let mut member = gzip(&raw, Compression::fast());
-    if member.len() >= raw.len() {
+    let mut member = if worth_compressing(&raw) {
+        gzip(&raw, Compression::fast())
+    } else {
+        Vec::new()
+    };
+    if member.is_empty() || member.len() >= raw.len() {
         member = gzip(&raw, Compression::none());
     }
     Prepared {
@@ -260,6 +284,25 @@ mod tests {
         assert!(again.member.is_none());
         let changed = prepare(3, b"other bytes".to_vec(), Some(first.info));
         assert!(changed.member.is_some());
+    }
+
+    #[test]
+    fn random_bytes_skip_compression_and_text_does_not() {
+        let mut random = vec![0u8; 1 << 20];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+        assert!(!worth_compressing(&random));
+        let text: Vec<u8> = (0..40_000)
+            .flat_map(|i| format!("{i:08} sshd[42]: Accepted publickey\n").into_bytes())
+            .collect();
+        assert!(worth_compressing(&text));
+        assert!(worth_compressing(b"short"));
+        // Either way the member is gzip holding exactly the bytes.
+        let prepared = prepare(0, random.clone(), None);
+        let member = prepared.member.unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&member[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, random);
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub struct Agents {
     pub heartbeat_secs: u64,
     /// Largest message accepted from an agent on its WebSocket, in bytes.
     pub max_message_bytes: usize,
+    /// Most agent connections this node holds; past it, new ones are refused
+    /// with 503 (the agent retries, or moves to another node). 0: the
+    /// process's open-file limit less 1,000 kept for everything else.
+    pub max_connections: usize,
 }
 
 /// Token issuing and checking.
@@ -195,6 +199,7 @@ impl Default for Agents {
         Self {
             heartbeat_secs: 30,
             max_message_bytes: 1024 * 1024,
+            max_connections: 0,
         }
     }
 }

@@ -130,6 +130,11 @@ pub async fn serve(
     } else {
         None
     };
+    // Each agent holds a socket: take every file the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
     let sweeper = tokio::spawn(sweeper::run(state.clone()));
     let listener_task = tokio::spawn(cluster::listen(state.clone()));
     let router = api::router(state.clone());

@@ -106,6 +106,18 @@ pub async fn enroll(
     }))
 }
 
+/// The most agent connections to hold: the configured number, or the
+/// process's open-file limit less what the database, stored files and API
+/// clients need (a quarter, at most 1,000); None when the limit is unknown.
+fn connection_cap(configured: usize) -> Option<usize> {
+    if configured > 0 {
+        return Some(configured);
+    }
+    let (soft, _) = rlimit::Resource::NOFILE.get().ok()?;
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    Some(soft - (soft / 4).min(1000))
+}
+
 /// `GET /agent/v1/connect`: the agent's WebSocket.
 pub async fn connect(
     State(state): State<SharedState>,
@@ -114,6 +126,14 @@ pub async fn connect(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let identity = authenticate(&state, &headers).await?;
+    let cap = connection_cap(state.config.agents.max_connections);
+    let held = state.hub.connected_count();
+    if cap.is_some_and(|cap| held >= cap) && !state.hub.is_connected(&identity.machine_id) {
+        tracing::warn!(machine.id = %identity.machine_id, connections = held, "refusing an agent connection: this node holds its maximum");
+        return Err(ApiError::Unavailable(format!(
+            "This server holds its maximum of {held} agent connections; retry later or connect to another node"
+        )));
+    }
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::BadRequest(format!(
             "Agents connect with a WebSocket upgrade: {rejection}"

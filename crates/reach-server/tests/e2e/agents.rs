@@ -239,3 +239,35 @@ async fn a_command_lost_in_transit_is_handed_to_the_same_agent_again() {
         vec!["The agent restarted while the command was running".to_string()]
     );
 }
+
+#[tokio::test]
+async fn a_node_at_its_connection_limit_refuses_more_agents_clearly() {
+    let server = TestServer::start_with(|config| config.agents.max_connections = 1).await;
+    let first = server.agent().await;
+    let second = server.enroll("second").await;
+    let url = format!("{}/agent/v1/connect", server.url.replacen("http", "ws", 1));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", bearer(&second)).parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "ServiceUnavailable");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("maximum of 1 agent connections")
+            );
+        }
+        other => panic!("expected a 503 refusal, got {other:?}"),
+    }
+    // The connected agent is unaffected, and may reconnect in its own place.
+    assert!(server.state.hub.is_connected(&first.machine_id));
+}

@@ -287,20 +287,25 @@ impl Files {
     /// Streams the objects `parts`, in order, into the one object `key`
     /// (a multipart upload; one part in memory at a time).
     pub async fn compose(&self, parts: &[String], key: &str) -> Result<Stored, FileError> {
+        self.put_stream(key, self.concat(parts.to_vec()), None)
+            .await
+    }
+
+    /// The bytes of `keys`, one object after another, each opened only
+    /// when the one before it has been read.
+    pub fn concat(&self, keys: Vec<String>) -> BoxStream<'static, Result<Bytes, FileError>> {
         let files = self.clone();
-        let parts = parts.to_vec();
-        let body = futures::stream::iter(parts)
-            .then(move |part| {
+        futures::stream::iter(keys)
+            .then(move |key| {
                 let files = files.clone();
-                async move { files.get_stream(&part).await }
+                async move { files.get_stream(&key).await }
             })
             .map(|opened| match opened {
-                Ok((_, stream)) => stream.map(|r| r.map_err(|e| e.to_string())).boxed(),
-                Err(err) => futures::stream::once(async move { Err(err.to_string()) }).boxed(),
+                Ok((_, stream)) => stream.map(|r| r.map_err(FileError::from)).boxed(),
+                Err(err) => futures::stream::once(async move { Err(err) }).boxed(),
             })
             .flatten()
-            .boxed();
-        self.put_stream(key, body, None).await
+            .boxed()
     }
 
     /// Deletes `key`; deleting a missing object is not an error.

@@ -51,24 +51,12 @@ fn chunked(key: &str) -> Option<(&str, u32, u64)> {
 /// The chunk objects of a result, one after another: their gzip members
 /// concatenated are one valid gzip stream.
 fn chunk_stream(
-    files: Files,
-    prefix: String,
+    files: &Files,
+    prefix: &str,
     chunks: u32,
 ) -> BoxStream<'static, std::io::Result<Bytes>> {
-    futures::stream::iter(0..chunks)
-        .then(move |n| {
-            let files = files.clone();
-            let key = Files::chunk_key(&prefix, n);
-            async move { files.get_stream(&key).await }
-        })
-        .map(|opened| match opened {
-            Ok((_, stream)) => stream.map_err(std::io::Error::other).boxed(),
-            Err(err) => {
-                futures::stream::once(async move { Err(std::io::Error::other(err)) }).boxed()
-            }
-        })
-        .flatten()
-        .boxed()
+    let keys = (0..chunks).map(|n| Files::chunk_key(prefix, n)).collect();
+    files.concat(keys).map_err(std::io::Error::other).boxed()
 }
 
 fn encode(text: &str) -> String {
@@ -235,10 +223,7 @@ pub async fn download(
                 .check_exists(&Files::chunk_key(prefix, 0))
                 .await
                 .map_err(gone)?;
-            (
-                size,
-                chunk_stream(state.files.clone(), prefix.to_string(), chunks),
-            )
+            (size, chunk_stream(&state.files, prefix, chunks))
         }
         None => {
             let (size, stream) = state.files.get_stream(key).await.map_err(gone)?;

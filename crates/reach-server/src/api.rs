@@ -183,6 +183,22 @@ pub async fn authorize(
         })
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(value: &axum::http::HeaderValue) -> ApiResult<String> {
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("The Authorization header is not valid text".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("Use 'Authorization: Bearer <token>'".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(
+            "Use 'Authorization: Bearer <token>'".into(),
+        ));
+    }
+    Ok(token.trim().to_string())
+}
+
 impl FromRequestParts<SharedState> for Principal {
     type Rejection = ApiError;
 
@@ -190,31 +206,16 @@ impl FromRequestParts<SharedState> for Principal {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        let token = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => bearer_token(value)?,
             // The web console's session cookie, when the request may use it.
-            let token = crate::console::session_token(&parts.headers)?.ok_or_else(|| {
+            None => crate::console::session_token(&parts.headers)?.ok_or_else(|| {
                 ApiError::Unauthorized("The Authorization header is missing".into())
-            })?;
-            return state
-                .auth
-                .verify(&token)
-                .await
-                .map_err(|err| ApiError::Unauthorized(err.0));
+            })?,
         };
-        let value = value.to_str().map_err(|_| {
-            ApiError::Unauthorized("The Authorization header is not valid text".into())
-        })?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or_else(|| ApiError::Unauthorized("Use 'Authorization: Bearer <token>'".into()))?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::Unauthorized(
-                "Use 'Authorization: Bearer <token>'".into(),
-            ));
-        }
         state
             .auth
-            .verify(token.trim())
+            .verify(&token)
             .await
             .map_err(|err| ApiError::Unauthorized(err.0))
     }

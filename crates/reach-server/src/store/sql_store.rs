@@ -389,6 +389,13 @@ fn page_sql(binds: &[Bind]) -> String {
     format!("LIMIT ${limit} OFFSET ${}", limit + 1)
 }
 
+fn tenant_from_row(row: &AnyRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+    })
+}
+
 fn machine_from_row(row: &AnyRow) -> StoreResult<MachineRow> {
     Ok(MachineRow {
         id: row.try_get("id")?,
@@ -583,24 +590,14 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Tenant {id}")))?;
-        Ok(Tenant {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-        })
+        tenant_from_row(&row)
     }
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY created_us")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Tenant {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                })
-            })
-            .collect()
+        rows.iter().map(tenant_from_row).collect()
     }
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {

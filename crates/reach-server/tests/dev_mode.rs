@@ -54,6 +54,22 @@ async fn start_dev_with(dir: &Path, extra: &[&str]) -> (tokio::process::Child, D
     }
 }
 
+/// Uploads `hi.sh` (echo hi) and runs it on `machine`; returns the action.
+async fn run_hi(client: &Client, machine: &str, comment: &str) -> reach_proto::api::MachineAction {
+    client
+        .upload_library_file(LibraryUpload::bytes("hi.sh", b"echo hi\n".to_vec()))
+        .await
+        .unwrap();
+    let request = RunLiveResponseRequest {
+        commands: Some(vec![Command::new(
+            CommandType::RunScript,
+            &[("ScriptName", "hi.sh")],
+        )]),
+        comment: Some(comment.into()),
+    };
+    client.run_live_response(machine, &request).await.unwrap()
+}
+
 #[tokio::test]
 async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,21 +90,7 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
         .await
         .unwrap();
-    client
-        .upload_library_file(LibraryUpload::bytes("hi.sh", b"echo hi\n".to_vec()))
-        .await
-        .unwrap();
-    let request = RunLiveResponseRequest {
-        commands: Some(vec![Command::new(
-            CommandType::RunScript,
-            &[("ScriptName", "hi.sh")],
-        )]),
-        comment: Some("dev".into()),
-    };
-    let created = client
-        .run_live_response(&creds.machine_id, &request)
-        .await
-        .unwrap();
+    let created = run_hi(&client, &creds.machine_id, "dev").await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let action = client.action(&created.id).await.unwrap();
@@ -324,21 +326,7 @@ async fn dev_mode_on_postgres_and_s3_and_a_second_node_joining_it() {
         .unwrap();
     let machines = client.machines(&[]).await.unwrap();
     assert!(machines.value.iter().any(|m| m.id == creds.machine_id));
-    client
-        .upload_library_file(LibraryUpload::bytes("hi.sh", b"echo hi\n".to_vec()))
-        .await
-        .unwrap();
-    let request = RunLiveResponseRequest {
-        commands: Some(vec![Command::new(
-            CommandType::RunScript,
-            &[("ScriptName", "hi.sh")],
-        )]),
-        comment: Some("through node 2".into()),
-    };
-    let created = client
-        .run_live_response(&creds.machine_id, &request)
-        .await
-        .unwrap();
+    let created = run_hi(&client, &creds.machine_id, "through node 2").await;
     let done = wait_final(&client, &created.id).await;
     assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
     let link = client.download_link(&created.id, 0).await.unwrap();

@@ -39,6 +39,8 @@ pub enum Event {
     Connected { count: usize },
     /// An agent received a command, at this wall-clock time (µs since the epoch).
     Run { action: String, at_us: i64 },
+    /// An agent sent the command's outcome (`Finished`), at this time.
+    Finished { action: String, at_us: i64 },
     /// The worker gave up.
     Error { message: String },
 }
@@ -228,8 +230,10 @@ impl Agent {
                         ServerMessage::Run(assignment) => {
                             emit(&Event::Run { action: assignment.command.action_id.clone(), at_us: now_us() });
                             let outcome = self.run(&bearer, &assignment.command, &assignment.work).await;
+                            let action = assignment.command.action_id.clone();
                             let finished = AgentMessage::Finished { command: assignment.command, outcome };
                             socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
+                            emit(&Event::Finished { action, at_us: now_us() });
                         }
                         ServerMessage::Cancel { .. } | ServerMessage::Ack(_) => {}
                     }
@@ -342,7 +346,7 @@ impl Workers {
             match self.events.recv().await {
                 Some(Event::Connected { count }) => connected += count,
                 Some(Event::Error { message }) => bail!("an agent failed: {message}"),
-                Some(Event::Run { .. }) => {}
+                Some(Event::Run { .. } | Event::Finished { .. }) => {}
                 None => bail!("the workers stopped before all agents connected"),
             }
         }

@@ -256,20 +256,64 @@ fn script_request() -> RunLiveResponseRequest {
     }
 }
 
-/// Collects agents' Run events into a map of action id → receive time.
+/// Outcomes the agents have sent, so a lane polls the API only once its
+/// agent has answered (polling from submit on would flood the server it
+/// measures with reads).
+#[derive(Clone, Default)]
+struct Outcomes(Arc<std::sync::Mutex<HashMap<String, Outcome>>>);
+
+enum Outcome {
+    Sent,
+    Awaited(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Outcomes {
+    fn sent(&self, action: String) {
+        let mut map = self.0.lock().expect("outcomes lock");
+        match map.remove(&action) {
+            Some(Outcome::Awaited(waiter)) => {
+                let _ = waiter.send(());
+            }
+            _ => {
+                map.insert(action, Outcome::Sent);
+            }
+        }
+    }
+
+    /// Waits until the agent has sent `action`'s outcome (at most `limit`).
+    async fn wait(&self, action: &str, limit: Duration) {
+        let receiver = {
+            let mut map = self.0.lock().expect("outcomes lock");
+            if let Some(Outcome::Sent) = map.remove(action) {
+                return;
+            }
+            let (waiter, receiver) = tokio::sync::oneshot::channel();
+            map.insert(action.to_string(), Outcome::Awaited(waiter));
+            receiver
+        };
+        let _ = tokio::time::timeout(limit, receiver).await;
+    }
+}
+
+/// Follows the workers' events: when each command reached its agent (the
+/// handle's result) and which outcomes were sent (`Outcomes`).
 fn receive_times(
     mut workers: Workers,
 ) -> (
     tokio::task::JoinHandle<HashMap<String, i64>>,
     tokio::sync::oneshot::Sender<()>,
+    Outcomes,
 ) {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let outcomes = Outcomes::default();
+    let sent = outcomes.clone();
     let handle = tokio::spawn(async move {
         let mut seen = HashMap::new();
         loop {
             tokio::select! {
                 event = workers.events.recv() => match event {
                     Some(Event::Run { action, at_us }) => { seen.insert(action, at_us); }
+                    Some(Event::Finished { action, .. }) => sent.sent(action),
                     Some(_) => {}
                     None => break,
                 },
@@ -280,7 +324,7 @@ fn receive_times(
         drop(workers);
         seen
     });
-    (handle, stop)
+    (handle, stop, outcomes)
 }
 
 pub async fn dispatch(
@@ -289,14 +333,16 @@ pub async fn dispatch(
     actions: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let (_servers, workers, client, machines) = fleet(target, count).await?;
+    let (servers, workers, client, machines) = fleet(target, count).await?;
     let concurrency = concurrency.clamp(1, count.max(1));
-    let (receiver, stop) = receive_times(workers);
+    let (receiver, stop, outcomes) = receive_times(workers);
+    let cpu_before: f64 = servers.cpu()?.iter().sum();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
         let client = client.clone();
         let machines = machines.clone();
+        let outcomes = outcomes.clone();
         tasks.push(tokio::spawn(async move {
             let mut results = Vec::new();
             // Each lane has its own machines (every concurrency-th), so one is never busy twice.
@@ -307,12 +353,14 @@ pub async fn dispatch(
                 let machine = mine[turn % mine.len()];
                 let submitted = now_us();
                 let created = client.run_live_response(machine, &script_request()).await?;
+                // Poll once the agent has answered (or after 10 s without a word), then every ms.
+                outcomes.wait(&created.id, Duration::from_secs(10)).await;
                 let done = loop {
                     let action = client.action(&created.id).await?;
                     if action.status.is_final() {
                         break action;
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 };
                 if done.status != ActionStatus::Succeeded {
                     bail!("action {} ended {}", done.id, done.status);
@@ -329,6 +377,8 @@ pub async fn dispatch(
         results.extend(task.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_ms = (servers.cpu()?.iter().sum::<f64>() - cpu_before) * 1000.0;
+    let cpu_per_action = cpu_ms / results.len().max(1) as f64;
     let _ = stop.send(());
     let received = receiver.await?;
     let mut to_agent = Vec::new();
@@ -352,6 +402,7 @@ pub async fn dispatch(
             format!("  submit -> agent has the command (ms): {receive}"),
             format!("  submit -> Succeeded through the API (ms): {succeeded}"),
             format!("  {rate:.0} actions completed per second"),
+            format!("  server CPU per action: {cpu_per_action:.2} ms (all nodes; user + system)"),
         ],
         json!({
             "scenario": "dispatch",
@@ -362,6 +413,7 @@ pub async fn dispatch(
             "receive_ms": receive,
             "succeeded_ms": succeeded,
             "actions_per_sec": rate.round(),
+            "server_cpu_ms_per_action": (cpu_per_action * 100.0).round() / 100.0,
         }),
     );
     Ok(())
@@ -369,7 +421,7 @@ pub async fn dispatch(
 
 pub async fn fanout(target: &Target, count: usize, concurrency: usize) -> anyhow::Result<()> {
     let (_servers, workers, client, machines) = fleet(target, count).await?;
-    let (receiver, stop) = receive_times(workers);
+    let (receiver, stop, _) = receive_times(workers);
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();

@@ -7,8 +7,9 @@
 //! as presigned GET URLs, so their bytes never pass through a node.
 //!
 //! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
-//! changes bytes an action already refers to), `results/{action}/{index}`
-//! (a transcript), `results/{action}/{index}/chunks/{n}` (a collected file,
+//! changes bytes an action already refers to), `transcripts/{day}/{action}.{index}`
+//! (a transcript; earlier versions used `results/{action}/{index}`, and
+//! every result's key is recorded with it), `results/{action}/{index}/chunks/{n}` (a collected file,
 //! in chunks) or `.../collected.gz` (the chunks composed, on S3), and
 //! `tmp/{uuid}` while an upload is in flight.
 
@@ -166,8 +167,12 @@ impl Files {
         format!("library/{tenant_id}/{sha256}")
     }
 
-    pub fn result_key(action_id: &str, index: u32) -> String {
-        format!("results/{action_id}/{index}")
+    /// A RunScript transcript, under the day it arrived (UTC). One
+    /// directory a day rather than one per action: on the local disk a
+    /// directory per action cost more than writing the transcript.
+    pub fn transcript_key(action_id: &str, index: u32, now: crate::time::Micros) -> String {
+        let day = now.to_wire().get(..10).unwrap_or("undated").to_string();
+        format!("transcripts/{day}/{action_id}.{index}")
     }
 
     /// A chunked result composed into one object (S3, for one presigned URL).
@@ -200,11 +205,41 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let upload = self.store.put_multipart(&self.path(key)).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut body = std::pin::pin!(body);
+        // Up to one part is held in memory: a body that ends within it (a
+        // transcript, most scripts) is stored with one plain put.
+        let mut first_part = Vec::new();
+        let mut first_size = 0usize;
+        let mut whole = true;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| FileError::Body(err.to_string()))?;
+            size += chunk.len() as u64;
+            if max_bytes.is_some_and(|max| size > max) {
+                return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
+            }
+            hasher.update(&chunk);
+            first_size += chunk.len();
+            first_part.push(chunk);
+            if first_size > PART_SIZE {
+                whole = false;
+                break;
+            }
+        }
+        if whole {
+            let payload = object_store::PutPayload::from_iter(first_part);
+            self.store.put(&self.path(key), payload).await?;
+            return Ok(Stored {
+                size,
+                sha256: hex::encode(hasher.finalize()),
+            });
+        }
+        let upload = self.store.put_multipart(&self.path(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in first_part {
+            writer.put(chunk);
+        }
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,

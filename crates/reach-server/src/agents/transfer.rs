@@ -163,7 +163,7 @@ pub async fn result(
             command.status
         )));
     }
-    let key = Files::result_key(&action_id, index);
+    let key = Files::transcript_key(&action_id, index, crate::time::Micros::now());
     let max = Some(state.config.limits.result_max_bytes).filter(|max| *max > 0);
     let stored = state
         .files

@@ -206,7 +206,7 @@ pub async fn download(
     let (key, file_name) = path
         .rsplit_once('/')
         .ok_or_else(|| denied("the path is malformed"))?;
-    if !key.starts_with("results/") {
+    if !(key.starts_with("results/") || key.starts_with("transcripts/")) {
         return Err(denied("the path is malformed"));
     }
     let gone = |err: FileError| match err {

@@ -47,16 +47,9 @@ impl Engine {
         }
     }
 
-    /// Appended to a SELECT in a write transaction to lock the rows it reads.
-    /// SQLite needs none: its write transaction already excludes other writers.
-    fn for_update(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "",
-            Engine::Postgres => " FOR UPDATE",
-        }
-    }
-
-    /// Like `for_update`, locking only the rows of table alias `alias`.
+    /// Appended to a SELECT in a write transaction to lock the rows of table
+    /// alias `alias` it reads. SQLite needs none: its write transaction
+    /// already excludes other writers.
     fn for_update_of(self, alias: &str) -> String {
         match self {
             Engine::Sqlite => String::new(),
@@ -73,7 +66,13 @@ impl Engine {
 }
 
 pub struct SqlStore {
+    /// Reads (and, on PostgreSQL, writes).
     pool: AnyPool,
+    /// SQLite: the one connection that writes. Its page cache stays valid
+    /// across its own commits (a connection's cache is dropped whenever
+    /// another connection has written), and writers never meet in SQLite's
+    /// busy handler. On PostgreSQL, the same pool as `pool`.
+    writer_pool: AnyPool,
     engine: Engine,
     /// SQLite: writers take turns here, in the async runtime, instead of in
     /// SQLite's busy handler (which sleeps up to 100 ms between retries).
@@ -157,35 +156,48 @@ impl SqlStore {
         let options: AnyConnectOptions = url
             .parse()
             .with_context(|| format!("parsing the database URL {}", redact_url(url)))?;
-        let pool = match engine {
+        let (pool, writer_pool) = match engine {
             Engine::Sqlite => {
                 // WAL is a property of the database file: set it once, before the pool.
                 let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
                     .await
                     .with_context(|| format!("opening {}", redact_url(url)))?;
-                sqlx::query("PRAGMA journal_mode = WAL").execute(&mut first).await?;
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut first)
+                    .await?;
                 sqlx::Connection::close(first).await?;
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
-                                .await?;
-                            Ok(())
+                let sqlite_pool = |size: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(size)
+                        // Writers queue on `writer` first; readers never wait on the writer (WAL).
+                        .acquire_timeout(Duration::from_secs(600))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
+                                    .await?;
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect_with(options)
+                        .connect_with(options.clone())
+                };
+                let readers = sqlite_pool(8)
                     .await
+                    .with_context(|| format!("connecting to {}", redact_url(url)))?;
+                let writer = sqlite_pool(1)
+                    .await
+                    .with_context(|| format!("connecting to {}", redact_url(url)))?;
+                (readers, writer)
             }
             Engine::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(32)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await
+                    .with_context(|| format!("connecting to {}", redact_url(url)))?;
+                (pool.clone(), pool)
             }
-        }
-        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+        };
         let migrations = match engine {
             Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -197,11 +209,12 @@ impl SqlStore {
             Engine::Postgres => None,
         };
         migrations
-            .run(&pool)
+            .run(&writer_pool)
             .await
             .with_context(|| format!("migrating {}", redact_url(url)))?;
         Ok(Self {
             pool,
+            writer_pool,
             engine,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -232,7 +245,7 @@ impl SqlStore {
     async fn write(&self) -> StoreResult<WriteTx> {
         let turn = self.turn().await;
         Ok(WriteTx {
-            tx: self.pool.begin_with(self.engine.begin()).await?,
+            tx: self.writer_pool.begin_with(self.engine.begin()).await?,
             _turn: turn,
         })
     }
@@ -243,7 +256,7 @@ impl SqlStore {
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     ) -> StoreResult<sqlx::any::AnyQueryResult> {
         let _turn = self.turn().await;
-        Ok(query.execute(&self.pool).await?)
+        Ok(query.execute(&self.writer_pool).await?)
     }
 
     /// Locks an action's row until the transaction ends.
@@ -641,7 +654,7 @@ impl Store for SqlStore {
         .bind(json(&user.roles))
         .bind(i64::from(user.disabled))
         .bind(now.0)
-        .execute(&self.pool)
+        .execute(&self.writer_pool)
         .await
         .map_err(|err| match err.as_database_error() {
             Some(db) if db.is_unique_violation() => {
@@ -819,15 +832,26 @@ impl Store for SqlStore {
     }
 
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
-        let row = sqlx::query(
-            "SELECT * FROM machines m WHERE tenant_id = $1 AND (lower(id) = lower($2) OR lower(computer_dns_name) = lower($2))
-             ORDER BY (CASE WHEN lower(id) = lower($2) THEN 0 ELSE 1 END), last_seen_us DESC LIMIT 1",
-        )
-        .bind(tenant_id)
-        .bind(id_or_name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Machine {id_or_name}")))?;
+        // Machine ids are lowercase hex: the key answers most calls; then the
+        // name (case-insensitive, its index), the most recently seen first.
+        let mut conn = self.pool.acquire().await?;
+        let by_id = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
+            .bind(id_or_name.to_ascii_lowercase())
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let row = match by_id {
+            Some(row) => row,
+            None => sqlx::query(
+                "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
+                 ORDER BY last_seen_us DESC LIMIT 1",
+            )
+            .bind(tenant_id)
+            .bind(id_or_name)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Machine {id_or_name}")))?,
+        };
         machine_from_row(&row)
     }
 
@@ -1010,25 +1034,8 @@ impl Store for SqlStore {
 
     async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow> {
         let mut tx = self.write().await?;
-        // One creator at a time per tenant: the counts below stay true until commit.
+        // One creator at a time per tenant: the count below stays true until commit.
         self.lock_tenant(&mut tx, &action.tenant_id).await?;
-        let dns: String = sqlx::query_scalar(
-            "SELECT computer_dns_name FROM machines WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(&action.machine_id)
-        .bind(&action.tenant_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
-        let sql =
-            format!("SELECT count(*) FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}");
-        let on_machine: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(&action.machine_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if on_machine > 0 {
-            return Err(StoreError::ActiveActionExists);
-        }
         let sql =
             format!("SELECT count(*) FROM actions WHERE tenant_id = $1 AND status IN {ACTIVE}");
         let in_tenant: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
@@ -1038,48 +1045,97 @@ impl Store for SqlStore {
         if in_tenant >= i64::from(max_active) {
             return Err(StoreError::TenantActionLimit(max_active));
         }
-        sqlx::query(
+        // The machine must be the tenant's (no row: not found); a second
+        // active action on it breaks the unique index `actions_one_active_per_machine`.
+        let dns: String = sqlx::query_scalar(
             "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
-                status, created_us, updated_us) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8)",
+                status, created_us, updated_us)
+             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5 FROM machines
+             WHERE id = $6 AND tenant_id = $7
+             RETURNING computer_dns_name",
         )
         .bind(&action.id)
-        .bind(&action.tenant_id)
-        .bind(&action.machine_id)
-        .bind(&dns)
         .bind(&action.requestor)
         .bind(&action.requestor_comment)
         .bind(action.now.0)
         .bind(action.now.0)
-        .execute(&mut *tx)
+        .bind(&action.machine_id)
+        .bind(&action.tenant_id)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|err| match err.as_database_error() {
-            // The engine's own guard (a unique index) behind the check above.
             Some(db) if db.is_unique_violation() => StoreError::ActiveActionExists,
             _ => err.into(),
-        })?;
-        for (index, command) in action.commands.iter().enumerate() {
-            let payload_sha = match &command.work {
-                Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
-                    Some(sha256.as_str())
-                }
-                Work::GetFile { .. } => None,
-            };
-            sqlx::query(
-                "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs)
-                 VALUES ($1, $2, $3, $4, $5, 'Created', $6)",
-            )
-            .bind(&action.id)
-            .bind(index as i64)
-            .bind(json(&command.command))
-            .bind(json(&command.work))
-            .bind(payload_sha)
-            .bind(command.timeout_secs as i64)
-            .execute(&mut *tx)
-            .await?;
+        })?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
+        let mut commands = Vec::with_capacity(action.commands.len());
+        // Rows of 5 values after the shared action id, at most 100 rows a
+        // statement (well inside both engines' bind limits).
+        for (first, batch) in action.commands.chunks(100).enumerate() {
+            let rows = (0..batch.len())
+                .map(|r| {
+                    let n = r * 5;
+                    format!(
+                        "($1, ${}, ${}, ${}, ${}, 'Created', ${})",
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs) VALUES {rows}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&action.id);
+            for (offset, command) in batch.iter().enumerate() {
+                let index = first * 100 + offset;
+                let payload_sha = match &command.work {
+                    Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
+                        Some(sha256.clone())
+                    }
+                    Work::GetFile { .. } => None,
+                };
+                query = query
+                    .bind(index as i64)
+                    .bind(json(&command.command))
+                    .bind(json(&command.work))
+                    .bind(payload_sha)
+                    .bind(command.timeout_secs as i64);
+                commands.push(CommandRow {
+                    index: index as u32,
+                    command: command.command.clone(),
+                    work: command.work.clone(),
+                    status: CommandStatus::Created,
+                    start_time: None,
+                    end_time: None,
+                    errors: Vec::new(),
+                    timeout_secs: command.timeout_secs,
+                    result: None,
+                    file_sha256: None,
+                });
+            }
+            query.execute(&mut *tx).await?;
         }
-        let row = fetch_action(&mut tx, &action.id).await?;
         tx.commit().await?;
-        Ok(row)
+        // What the rows now hold, without reading them back.
+        Ok(ActionRow {
+            id: action.id.clone(),
+            tenant_id: action.tenant_id.clone(),
+            machine_id: action.machine_id.clone(),
+            computer_dns_name: dns,
+            requestor: action.requestor.clone(),
+            requestor_comment: action.requestor_comment.clone(),
+            status: ActionStatus::Pending,
+            created: action.now,
+            last_update: action.now,
+            cancellation_requestor: None,
+            cancellation_comment: None,
+            cancellation_time: None,
+            commands,
+        })
     }
 
     async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow> {
@@ -1188,38 +1244,33 @@ impl Store for SqlStore {
         now: Micros,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
+        // The machine's active action, whether one of its commands runs, and
+        // its first command not yet started: one read.
         let sql = format!(
-            "SELECT id, created_us FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}{}",
-            self.engine.for_update()
+            "SELECT a.id, a.created_us,
+                (SELECT count(*) FROM commands r WHERE r.action_id = a.id AND r.status = 'InProgress') AS running,
+                c.idx, c.work, c.timeout_secs
+             FROM actions a LEFT JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
+             WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
+             ORDER BY c.idx LIMIT 1{}",
+            self.engine.for_update_of("a")
         );
-        let Some(active) = sqlx::query(AssertSqlSafe(sql))
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
             .bind(machine_id)
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
         };
-        let action_id: String = active.try_get("id")?;
-        let action_created = Micros(active.try_get("created_us")?);
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM commands WHERE action_id = $1 AND status = 'InProgress'",
-        )
-        .bind(&action_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let action_id: String = row.try_get("id")?;
+        let action_created = Micros(row.try_get("created_us")?);
+        let running: i64 = row.try_get("running")?;
+        let Some(index) = row.try_get::<Option<i64>, _>("idx")? else {
+            return Ok(None);
+        };
         if running > 0 {
             return Ok(None);
         }
-        let Some(row) = sqlx::query(
-            "SELECT idx, work, timeout_secs FROM commands WHERE action_id = $1 AND status = 'Created' ORDER BY idx LIMIT 1",
-        )
-        .bind(&action_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let index = row.try_get::<i64, _>("idx")?;
         sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1, agent_instance = $4 WHERE action_id = $2 AND idx = $3")
             .bind(now.0)
             .bind(&action_id)
@@ -1371,7 +1422,9 @@ impl Store for SqlStore {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
         let found = sqlx::query(
-            "SELECT a.status, c.work, c.result_key FROM commands c JOIN actions a ON a.id = c.action_id
+            "SELECT a.status, c.work, c.result_key,
+                (SELECT count(*) FROM commands r WHERE r.action_id = c.action_id AND r.status = 'Created') AS remaining
+             FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE c.action_id = $1 AND c.idx = $2 AND c.status = 'InProgress' AND a.machine_id = $3",
         )
         .bind(&command.action_id)
@@ -1421,30 +1474,26 @@ impl Store for SqlStore {
             .bind(i64::from(command.index))
             .execute(&mut *tx)
             .await?;
-        let next_action = match next_action {
-            Some(s) => Some(s),
-            None => {
-                let remaining: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM commands WHERE action_id = $1 AND status = 'Created'",
-                )
+        let remaining: i64 = found.try_get("remaining")?;
+        let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));
+        let row = if action_status.is_final() {
+            sqlx::query("SELECT * FROM actions WHERE id = $1")
                 .bind(&command.action_id)
                 .fetch_one(&mut *tx)
-                .await?;
-                (remaining == 0).then_some(ActionStatus::Succeeded)
-            }
-        };
-        if !action_status.is_final() {
+                .await?
+        } else {
             let status = next_action.unwrap_or(action_status);
-            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
+            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3 RETURNING *")
                 .bind(status.as_str())
                 .bind(now.0)
                 .bind(&command.action_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let action = fetch_action(&mut tx, &command.action_id).await?;
+                .fetch_one(&mut *tx)
+                .await?
+        };
+        let mut actions = vec![action_from_row(&row)?];
+        load_commands(&mut tx, &mut actions).await?;
         tx.commit().await?;
-        Ok(Some(action))
+        Ok(actions.pop())
     }
 
     async fn sweep(

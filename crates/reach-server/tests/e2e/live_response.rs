@@ -325,9 +325,11 @@ async fn download_links_expire_and_refuse_tampering() {
         200
     );
 
-    let tampered = url.replace("/results/", "/results/x");
+    let tampered = url.replace("/transcripts/", "/transcripts/x");
+    assert_ne!(tampered, url);
     assert_error(reqwest::get(&tampered).await.unwrap(), 403, "Forbidden").await;
-    let other_index = url.replace("/0/transcript.json", "/1/transcript.json");
+    let other_index = url.replace(".0/transcript.json", ".1/transcript.json");
+    assert_ne!(other_index, url);
     assert_error(reqwest::get(&other_index).await.unwrap(), 403, "Forbidden").await;
     let (base, query) = url.split_once('?').unwrap();
     let later = query.replace("se=", "se=2099");

@@ -8,6 +8,7 @@
 
 pub mod gateway;
 pub mod transfer;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

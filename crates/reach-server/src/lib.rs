@@ -53,6 +53,8 @@ pub struct AppState {
     pub cluster: cluster::Cluster,
     /// Caps on file transfer rates.
     pub bandwidth: Arc<bandwidth::Bandwidth>,
+    /// Whole-file hashes of GetFiles whose chunks arrive here in order.
+    pub chunks_in_order: agents::verify::InOrder,
     pub metrics: metrics::Metrics,
     /// Cancelled when the server shuts down; agent connections close on it.
     pub shutdown: CancellationToken,
@@ -107,6 +109,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
             cluster::Cluster::Postgres { .. } => ratelimit::Limiter::Shared,
         },
         hub: agents::Hub::default(),
+        chunks_in_order: agents::verify::InOrder::default(),
         cluster,
         bandwidth,
         metrics: metrics::Metrics::default(),

@@ -83,6 +83,34 @@ fn gzip(raw: &[u8], level: Compression) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
+/// A gzip member holding `raw` in stored (uncompressed) deflate blocks, as
+/// `GzEncoder` at level 0 writes it but at the speed of a copy (miniz_oxide's
+/// stored mode spent more time than hashing the chunk three times).
+fn gzip_stored(raw: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = u16::MAX as usize;
+    let blocks = raw.len().div_ceil(BLOCK).max(1);
+    let mut out = Vec::with_capacity(raw.len() + blocks * 5 + 18);
+    // ID1 ID2, deflate, no flags, no mtime, no extra flags, OS unknown.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut pieces = raw.chunks(BLOCK).peekable();
+    if raw.is_empty() {
+        // One final, empty stored block.
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(piece) = pieces.next() {
+        // BFINAL on the last block, BTYPE 00 (stored), then LEN and its complement.
+        out.push(u8::from(pieces.peek().is_none()));
+        let len = piece.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(&crc32fast::hash(raw).to_le_bytes());
+    // ISIZE: the size modulo 2^32, as gzip defines it.
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    out
+}
+
 /// Bytes sampled from a chunk to see whether it compresses.
 const SAMPLE: usize = 32 * 1024;
 
@@ -121,7 +149,7 @@ fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
         Vec::new()
     };
     if member.is_empty() || member.len() >= raw.len() {
-        member = gzip(&raw, Compression::none());
+        member = gzip_stored(&raw);
     }
     Prepared {
         info: ChunkInfo {
@@ -303,6 +331,21 @@ mod tests {
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&member[..]), &mut out)
             .unwrap();
         assert_eq!(out, random);
+    }
+
+    #[test]
+    fn stored_members_are_gzip_that_any_decoder_reads() {
+        for size in [0usize, 1, 65_534, 65_535, 65_536, 200_000] {
+            let raw: Vec<u8> = (0..size).map(|i| (i * 7 + i / 13) as u8).collect();
+            let member = gzip_stored(&raw);
+            assert_eq!(gunzip(&member), raw, "size {size}");
+            assert_eq!(
+                member.len(),
+                raw.len() + raw.len().div_ceil(65_535).max(1) * 5 + 18
+            );
+        }
+        let two = [gzip_stored(b"ab"), gzip_stored(b"cd")].concat();
+        assert_eq!(gunzip(&two), b"abcd");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! PutFile or RunScript command, uploading a RunScript transcript, and the
 //! chunked, resumable upload of a GetFile result: each chunk is a gzip
 //! member checked against its SHA-256 and stored as its own object; the
-//! agent asks which chunks are stored and sends only the rest; `complete`
-//! decompresses every chunk to check the whole file's SHA-256 before the
-//! result becomes visible. Bytes stream between the connection and the
+//! agent asks which chunks are stored and sends only the rest. Each chunk
+//! is decompressed and checked as it arrives (`verify`), and `complete`
+//! checks the whole file's SHA-256 (carried over chunks that arrived in
+//! order, or read back from the stored chunks) before the result becomes
+//! visible. Bytes stream between the connection and the
 //! object store, at most one chunk at a time in memory; a machine can only
 //! reach the commands of its own actions.
 
@@ -18,7 +20,7 @@ use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks, Work, paths};
 use reach_proto::api::CommandStatus;
 use sha2::{Digest, Sha256};
 
-use super::{AgentIdentity, authenticate};
+use super::{AgentIdentity, authenticate, verify};
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
@@ -301,13 +303,17 @@ pub async fn put_chunk(
     }
     let prefix = Files::chunks_prefix(&command.action_id, index);
     let key = Files::chunk_key(&prefix, n);
+    // Decompressed and hashed as it streams in, beside the store's write.
+    let checker = verify::Checker::start(state.chunks_in_order.take(&command, n));
     let stored = state
         .files
         .put_stream(
             &key,
-            state
-                .bandwidth
-                .throttle(&identity.machine_id, body.into_data_stream()),
+            checker.tap(
+                state
+                    .bandwidth
+                    .throttle(&identity.machine_id, body.into_data_stream()),
+            ),
             Some(limit),
         )
         .await
@@ -324,6 +330,7 @@ pub async fn put_chunk(
                 }
             })
         })?;
+    let checked = checker.finish().await;
     if stored.sha256 != sha256 {
         let _ = state.files.delete(&key).await;
         return Err(ApiError::BadRequest(format!(
@@ -331,6 +338,21 @@ pub async fn put_chunk(
             stored.sha256
         )));
     }
+    let checked = match checked {
+        Ok(checked) if checked.raw_size == raw_size && checked.raw_sha256 == raw_sha256 => checked,
+        Ok(_) => {
+            let _ = state.files.delete(&key).await;
+            return Err(ApiError::BadRequest(format!(
+                "Chunk {n} does not hold the {raw_size} bytes with SHA-256 {raw_sha256} it was sent for"
+            )));
+        }
+        Err(err) => {
+            let _ = state.files.delete(&key).await;
+            return Err(ApiError::BadRequest(format!(
+                "Chunk {n} is not valid gzip: {err}"
+            )));
+        }
+    };
     Metrics::add(&state.metrics.bytes_received, stored.size);
     let row = ChunkRow {
         n,
@@ -344,6 +366,9 @@ pub async fn put_chunk(
         .store
         .put_chunk(&identity.machine_id, &command, &row)
         .await?;
+    if let Some(progress) = checked.progress {
+        state.chunks_in_order.put(command, progress, n);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -392,13 +417,57 @@ pub async fn complete(
         )));
     }
     let prefix = Files::chunks_prefix(&command.action_id, index);
+    let whole = match state.chunks_in_order.finish(&command, body.chunks) {
+        // Every chunk was checked as it arrived, in order, on this node.
+        Some(whole) => whole,
+        None => read_back(&state, &prefix, &chunks).await?,
+    };
+    let verify::Whole {
+        raw_size,
+        raw_sha256,
+        stored_size,
+        stored_sha256,
+    } = whole;
+    if raw_size != body.raw_size || raw_sha256 != body.raw_sha256.to_ascii_lowercase() {
+        return Err(ApiError::BadRequest(format!(
+            "The stored chunks make {raw_size} bytes with SHA-256 {raw_sha256}, not the file's {} bytes with {}",
+            body.raw_size, body.raw_sha256
+        )));
+    }
+    let blob = if state.files.presigns() {
+        // One presigned URL serves one object: compose the chunks into it.
+        compose_chunks(&state, &command, &prefix, body.chunks, &stored_sha256).await?
+    } else {
+        ResultBlob {
+            key: prefix,
+            size: stored_size,
+            sha256: stored_sha256,
+            chunks: Some(body.chunks),
+        }
+    };
+    state
+        .store
+        .record_result(&identity.machine_id, &command, &blob)
+        .await?;
+    tracing::info!(machine.id = %identity.machine_id, action.id = %command.action_id, command.index = index, bytes = raw_size, stored = stored_size, chunks = body.chunks, "chunked result stored");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads a command's stored chunks back, checking each against what it was
+/// sent for: the whole file's hashes when they were not carried while the
+/// chunks arrived (out of order, resumed, another node, a restart).
+async fn read_back(
+    state: &SharedState,
+    prefix: &str,
+    chunks: &[ChunkRow],
+) -> ApiResult<verify::Whole> {
     let mut whole = Sha256::new();
     let mut stored_hash = Sha256::new();
     let (mut raw_size, mut stored_size) = (0u64, 0u64);
-    for chunk in &chunks {
+    for chunk in chunks {
         let (_, mut stream) = state
             .files
-            .get_stream(&Files::chunk_key(&prefix, chunk.n))
+            .get_stream(&Files::chunk_key(prefix, chunk.n))
             .await
             .map_err(ApiError::internal)?;
         let mut member = Vec::with_capacity(chunk.stored_size as usize);
@@ -422,31 +491,12 @@ pub async fn complete(
         }
         raw_size += size;
     }
-    let whole = hex::encode(whole.finalize());
-    if raw_size != body.raw_size || whole != body.raw_sha256.to_ascii_lowercase() {
-        return Err(ApiError::BadRequest(format!(
-            "The stored chunks make {raw_size} bytes with SHA-256 {whole}, not the file's {} bytes with {}",
-            body.raw_size, body.raw_sha256
-        )));
-    }
-    let stored_sha256 = hex::encode(stored_hash.finalize());
-    let blob = if state.files.presigns() {
-        // One presigned URL serves one object: compose the chunks into it.
-        compose_chunks(&state, &command, &prefix, body.chunks, &stored_sha256).await?
-    } else {
-        ResultBlob {
-            key: prefix,
-            size: stored_size,
-            sha256: stored_sha256,
-            chunks: Some(body.chunks),
-        }
-    };
-    state
-        .store
-        .record_result(&identity.machine_id, &command, &blob)
-        .await?;
-    tracing::info!(machine.id = %identity.machine_id, action.id = %command.action_id, command.index = index, bytes = raw_size, stored = stored_size, chunks = body.chunks, "chunked result stored");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(verify::Whole {
+        raw_size,
+        raw_sha256: hex::encode(whole.finalize()),
+        stored_size,
+        stored_sha256: hex::encode(stored_hash.finalize()),
+    })
 }
 
 /// Streams a chunked result's objects into one object (its gzip members one

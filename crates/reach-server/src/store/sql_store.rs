@@ -1244,6 +1244,17 @@ impl Store for SqlStore {
         now: Micros,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            // Lock first, read after: a read that waits on a row lock sees
+            // the locked row anew, but not what its subqueries and joins saw.
+            let sql = format!(
+                "SELECT id FROM actions WHERE machine_id = $1 AND status IN {ACTIVE} FOR UPDATE"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         // The machine's active action, whether one of its commands runs, and
         // its first command not yet started: one read.
         let sql = format!(
@@ -1252,8 +1263,7 @@ impl Store for SqlStore {
                 c.idx, c.work, c.timeout_secs
              FROM actions a LEFT JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
              WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
-             ORDER BY c.idx LIMIT 1{}",
-            self.engine.for_update_of("a")
+             ORDER BY c.idx LIMIT 1"
         );
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
             .bind(machine_id)

@@ -1,0 +1,261 @@
+//! Checks a GetFile's chunks while they arrive, so that `complete` need not
+//! read them back: each gzip member is decompressed as it streams in, and
+//! its bytes must have the size and SHA-256 the agent announced. While a
+//! command's chunks arrive in order on this node, the whole file's SHA-256
+//! and the stored stream's SHA-256 are carried from one chunk to the next
+//! (`InOrder`), so at `complete` they are already known.
+//!
+//! Whatever breaks the order (a chunk sent again, a resumed transfer, chunks
+//! taken by another node, a restart) only drops the carried hashes, and
+//! `complete` reads the stored chunks again. This never holds more of a file
+//! than the piece in flight, and never touches the store or the database.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reach_proto::agent::CommandRef;
+use sha2::{Digest, Sha256};
+
+/// Commands whose carried hashes are kept at most; past it they are all
+/// dropped (their `complete` then reads the chunks again).
+const MAX_CARRIED: usize = 10_000;
+
+/// The hashes carried over chunks 0..next of one command.
+#[derive(Clone, Default)]
+pub struct Progress {
+    next: u32,
+    raw: Sha256,
+    raw_size: u64,
+    stored: Sha256,
+    stored_size: u64,
+}
+
+/// The whole file and stored stream of a command whose chunks all arrived in order.
+pub struct Whole {
+    pub raw_size: u64,
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+}
+
+/// Carried hashes of the GetFiles arriving at this node.
+#[derive(Default)]
+pub struct InOrder(Mutex<HashMap<CommandRef, Progress>>);
+
+impl InOrder {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<CommandRef, Progress>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hashes to carry through chunk `n`: fresh for chunk 0, those of
+    /// chunks 0..n when `n` comes next, otherwise none (and the command's
+    /// are dropped: the order is broken).
+    pub fn take(&self, command: &CommandRef, n: u32) -> Option<Progress> {
+        let carried = self.map().remove(command);
+        if n == 0 {
+            return Some(Progress::default());
+        }
+        carried.filter(|p| p.next == n)
+    }
+
+    /// Keeps the hashes after chunk `n` was stored and recorded.
+    pub fn put(&self, command: CommandRef, mut progress: Progress, n: u32) {
+        progress.next = n + 1;
+        let mut map = self.map();
+        if map.len() >= MAX_CARRIED {
+            tracing::debug!(
+                carried = map.len(),
+                "dropping carried GetFile hashes; complete reads those chunks again"
+            );
+            map.clear();
+        }
+        map.insert(command, progress);
+    }
+
+    /// The whole file's hashes when all `chunks` arrived in order here.
+    pub fn finish(&self, command: &CommandRef, chunks: u32) -> Option<Whole> {
+        let progress = self.map().remove(command)?;
+        (progress.next == chunks).then(|| Whole {
+            raw_size: progress.raw_size,
+            raw_sha256: hex::encode(progress.raw.finalize()),
+            stored_size: progress.stored_size,
+            stored_sha256: hex::encode(progress.stored.finalize()),
+        })
+    }
+}
+
+/// What one chunk held once decompressed.
+pub struct Checked {
+    pub raw_size: u64,
+    pub raw_sha256: String,
+    /// The carried hashes with this chunk added, if there were any.
+    pub progress: Option<Progress>,
+}
+
+/// Decompressed bytes go to the chunk's hash and the carried whole-file hash.
+struct RawSink {
+    chunk: Sha256,
+    size: u64,
+    whole: Option<Progress>,
+}
+
+impl Write for RawSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunk.update(buf);
+        self.size += buf.len() as u64;
+        if let Some(whole) = &mut self.whole {
+            whole.raw.update(buf);
+            whole.raw_size += buf.len() as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decompresses one member on a blocking thread while it streams in.
+pub struct Checker {
+    sender: tokio::sync::mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<std::io::Result<Checked>>,
+}
+
+impl Checker {
+    pub fn start(progress: Option<Progress>) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut decoder = flate2::write::MultiGzDecoder::new(RawSink {
+                chunk: Sha256::new(),
+                size: 0,
+                whole: progress,
+            });
+            while let Some(bytes) = receiver.blocking_recv() {
+                decoder.write_all(&bytes)?;
+                if let Some(whole) = &mut decoder.get_mut().whole {
+                    whole.stored.update(&bytes);
+                    whole.stored_size += bytes.len() as u64;
+                }
+            }
+            let sink = decoder.finish()?;
+            Ok(Checked {
+                raw_size: sink.size,
+                raw_sha256: hex::encode(sink.chunk.finalize()),
+                progress: sink.whole,
+            })
+        });
+        Self { sender, task }
+    }
+
+    /// `body`, with every piece also handed to the checker.
+    pub fn tap<S, E>(&self, body: S) -> impl Stream<Item = Result<Bytes, E>> + Send + use<S, E>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Send,
+    {
+        let sender = self.sender.clone();
+        body.then(move |item| {
+            let sender = sender.clone();
+            async move {
+                if let Ok(bytes) = &item {
+                    // A checker that stopped (bad gzip) is reported by `finish`.
+                    let _ = sender.send(bytes.clone()).await;
+                }
+                item
+            }
+        })
+    }
+
+    /// Waits for the checker to see the end of the member.
+    pub async fn finish(self) -> std::io::Result<Checked> {
+        drop(self.sender);
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    fn member(raw: &[u8]) -> Bytes {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(raw).unwrap();
+        Bytes::from(encoder.finish().unwrap())
+    }
+
+    fn command() -> CommandRef {
+        CommandRef {
+            action_id: "a".into(),
+            index: 0,
+        }
+    }
+
+    async fn check(member: &Bytes, progress: Option<Progress>) -> std::io::Result<Checked> {
+        let checker = Checker::start(progress);
+        let pieces: Vec<Result<Bytes, std::io::Error>> = member
+            .chunks(1000)
+            .map(|p| Ok(Bytes::copy_from_slice(p)))
+            .collect();
+        let tapped: Vec<_> = checker.tap(futures::stream::iter(pieces)).collect().await;
+        assert!(tapped.iter().all(|p| p.is_ok()));
+        checker.finish().await
+    }
+
+    #[tokio::test]
+    async fn chunks_in_order_carry_the_whole_files_hashes() {
+        let command = command();
+        let carried = InOrder::default();
+        let parts = [b"first part, ".repeat(500), b"second part".repeat(300)];
+        let members: Vec<Bytes> = parts.iter().map(|p| member(p)).collect();
+        for (n, m) in members.iter().enumerate() {
+            let n = n as u32;
+            let checked = check(m, carried.take(&command, n)).await.unwrap();
+            assert_eq!(checked.raw_size, parts[n as usize].len() as u64);
+            assert_eq!(
+                checked.raw_sha256,
+                hex::encode(Sha256::digest(&parts[n as usize]))
+            );
+            carried.put(command.clone(), checked.progress.unwrap(), n);
+        }
+        let whole = carried.finish(&command, 2).unwrap();
+        assert_eq!(
+            whole.raw_sha256,
+            hex::encode(Sha256::digest(parts.concat()))
+        );
+        assert_eq!(whole.raw_size, parts.concat().len() as u64);
+        assert_eq!(
+            whole.stored_sha256,
+            hex::encode(Sha256::digest(members.concat()))
+        );
+        assert_eq!(whole.stored_size, members.concat().len() as u64);
+        assert!(carried.finish(&command, 2).is_none(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_out_of_order_drops_the_carried_hashes() {
+        let command = command();
+        let carried = InOrder::default();
+        let m = member(b"bytes");
+        let first = check(&m, carried.take(&command, 0)).await.unwrap();
+        carried.put(command.clone(), first.progress.unwrap(), 0);
+        // Chunk 0 sent again after chunk 1 was expected: the chain restarts at 0.
+        assert!(carried.take(&command, 0).is_some());
+        // Chunk 2 before chunk 1: nothing to carry, and nothing kept.
+        assert!(carried.take(&command, 2).is_none());
+        assert!(carried.finish(&command, 3).is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_gzip_fail_the_check() {
+        let not_gzip = Bytes::from_static(b"this is not a gzip member at all");
+        assert!(check(&not_gzip, None).await.is_err());
+        let mut cut = member(&b"x".repeat(10_000)).to_vec();
+        cut.truncate(cut.len() - 4);
+        assert!(check(&Bytes::from(cut), None).await.is_err());
+    }
+}

@@ -271,3 +271,109 @@ async fn a_node_at_its_connection_limit_refuses_more_agents_clearly() {
     // The connected agent is unaffected, and may reconnect in its own place.
     assert!(server.state.hub.is_connected(&first.machine_id));
 }
+
+/// A gzip member of `raw` and its description as chunk `n`.
+fn chunk(n: u32, raw: &[u8]) -> (reach_proto::agent::ChunkInfo, bytes::Bytes) {
+    use sha2::Digest;
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(raw).unwrap();
+    let member = encoder.finish().unwrap();
+    let info = reach_proto::agent::ChunkInfo {
+        n,
+        raw_size: raw.len() as u64,
+        raw_sha256: hex::encode(sha2::Sha256::digest(raw)),
+        stored_size: member.len() as u64,
+        stored_sha256: hex::encode(sha2::Sha256::digest(&member)),
+    };
+    (info, bytes::Bytes::from(member))
+}
+
+#[tokio::test]
+async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
+    use futures::SinkExt;
+    use sha2::Digest;
+    let server = TestServer::start().await;
+    let device = server.enroll("raw").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![get_file("/var/log/evidence.log")], "chunks"),
+        )
+        .await
+        .unwrap();
+    let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
+    let reach_proto::agent::ServerMessage::Run(run) = raw::next(&mut socket).await else {
+        panic!("expected Run");
+    };
+    let agent = reach_client::AgentClient::new(&server.url, &bearer(&device), None);
+    let (action, index) = (run.command.action_id.clone(), run.command.index);
+    let parts = [
+        b"first chunk of the log\n".repeat(100),
+        b"the rest\n".repeat(50),
+    ];
+
+    // A member whose bytes are not the ones announced is refused on arrival.
+    let (mut lying, member) = chunk(0, &parts[0]);
+    lying.raw_sha256 = hex::encode(sha2::Sha256::digest(b"something else"));
+    let err = agent
+        .put_chunk(&action, index, &lying, member)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+    assert!(err.to_string().contains("does not hold"), "{err}");
+    // Bytes that are not gzip at all are refused too.
+    let mut garbage = chunk(0, &parts[0]).0;
+    garbage.stored_sha256 = hex::encode(sha2::Sha256::digest(b"not gzip"));
+    let err = agent
+        .put_chunk(
+            &action,
+            index,
+            &garbage,
+            bytes::Bytes::from_static(b"not gzip"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid gzip"), "{err}");
+    assert!(agent.chunks(&action, index).await.unwrap().is_empty());
+
+    // Chunks out of order: the whole file is checked by reading them back.
+    for n in [1u32, 0] {
+        let (info, member) = chunk(n, &parts[n as usize]);
+        agent
+            .put_chunk(&action, index, &info, member)
+            .await
+            .unwrap();
+    }
+    let whole = parts.concat();
+    let sha256 = hex::encode(sha2::Sha256::digest(&whole));
+    let wrong = reach_proto::agent::CompleteChunks {
+        chunks: 2,
+        raw_size: whole.len() as u64,
+        raw_sha256: hex::encode(sha2::Sha256::digest(b"another file")),
+    };
+    let err = agent.complete(&action, index, &wrong).await.unwrap_err();
+    assert!(err.to_string().contains("not the file's"), "{err}");
+    let complete = reach_proto::agent::CompleteChunks {
+        chunks: 2,
+        raw_size: whole.len() as u64,
+        raw_sha256: sha256.clone(),
+    };
+    agent.complete(&action, index, &complete).await.unwrap();
+    let finished = reach_proto::agent::AgentMessage::Finished {
+        command: run.command.clone(),
+        outcome: reach_proto::agent::Outcome::Completed {
+            sha256: Some(sha256),
+        },
+    };
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            serde_json::to_string(&finished).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let done = server.wait_final(&created.id).await;
+    assert_eq!(done.status, reach_proto::api::ActionStatus::Succeeded);
+    assert_eq!(gunzip(&server.result(&created.id, 0).await), whole);
+}

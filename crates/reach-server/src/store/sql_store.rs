@@ -169,8 +169,8 @@ impl SqlStore {
                 let sqlite_pool = |size: u32| {
                     AnyPoolOptions::new()
                         .max_connections(size)
-                        // Writers queue on `writer` first; readers never wait on the writer (WAL).
-                        .acquire_timeout(Duration::from_secs(600))
+                        // Readers never wait on the writer (WAL); writers queue on `writer` first.
+                        .acquire_timeout(Duration::from_secs(30))
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")

@@ -123,16 +123,16 @@ impl AgentClient {
         chunk: &ChunkInfo,
         member: bytes::Bytes,
     ) -> Result<()> {
-        let response = self
+        let mut request = self
             .http
             .put(self.url(&paths::chunk(action_id, index, chunk.n)))
             .bearer_auth(&self.credential)
             .header(paths::RAW_SHA256, &chunk.raw_sha256)
-            .header(paths::RAW_SIZE, chunk.raw_size)
-            .header(paths::SHA256, &chunk.stored_sha256)
-            .body(member)
-            .send()
-            .await?;
+            .header(paths::RAW_SIZE, chunk.raw_size);
+        if !chunk.stored_sha256.is_empty() {
+            request = request.header(paths::SHA256, &chunk.stored_sha256);
+        }
+        let response = request.body(member).send().await?;
         check(response).await?;
         Ok(())
     }

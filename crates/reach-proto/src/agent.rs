@@ -79,7 +79,10 @@ pub struct ChunkInfo {
     /// Hex SHA-256 of the chunk's bytes in the file.
     pub raw_sha256: String,
     pub stored_size: u64,
-    /// Hex SHA-256 of the stored gzip member.
+    /// Hex SHA-256 of the stored gzip member, or empty: the server checks a
+    /// member by its decompressed bytes (`raw_size`, `raw_sha256`), so the
+    /// agent need not hash it twice; a hash sent is checked too.
+    #[serde(default)]
     pub stored_sha256: String,
 }
 
@@ -197,8 +200,8 @@ pub mod paths {
         format!("/agent/v1/commands/{action_id}/{index}/chunks")
     }
 
-    /// `PUT`: one chunk (a gzip member), with the `RAW_SHA256`, `RAW_SIZE`
-    /// and `SHA256` headers.
+    /// `PUT`: one chunk (a gzip member), with the `RAW_SHA256` and `RAW_SIZE`
+    /// headers, and optionally `SHA256` (of the member itself).
     pub fn chunk(action_id: &str, index: u32, n: u32) -> String {
         format!("/agent/v1/commands/{action_id}/{index}/chunks/{n}")
     }

@@ -38,7 +38,7 @@ pub enum FileError {
     Store(#[from] object_store::Error),
 }
 
-/// Size and hex SHA-256 of stored bytes.
+/// Size and hex SHA-256 of stored bytes (the hash empty when not asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub size: u64,
@@ -205,7 +205,23 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let mut hasher = Sha256::new();
+        self.put_stream_hashing(key, body, max_bytes, true).await
+    }
+
+    /// `put_stream`, hashing only when `hash` (otherwise `Stored::sha256`
+    /// is empty): for bytes whose caller checks them another way.
+    pub async fn put_stream_hashing<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        max_bytes: Option<u64>,
+        hash: bool,
+    ) -> Result<Stored, FileError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut hasher = hash.then(Sha256::new);
         let mut size = 0u64;
         let mut body = std::pin::pin!(body);
         // Up to one part is held in memory: a body that ends within it (a
@@ -219,7 +235,9 @@ impl Files {
             if max_bytes.is_some_and(|max| size > max) {
                 return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
             }
-            hasher.update(&chunk);
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&chunk);
+            }
             first_size += chunk.len();
             first_part.push(chunk);
             if first_size > PART_SIZE {
@@ -232,7 +250,9 @@ impl Files {
             self.store.put(&self.path(key), payload).await?;
             return Ok(Stored {
                 size,
-                sha256: hex::encode(hasher.finalize()),
+                sha256: hasher
+                    .map(|h| hex::encode(h.finalize()))
+                    .unwrap_or_default(),
             });
         }
         let upload = self.store.put_multipart(&self.path(key)).await?;
@@ -253,7 +273,9 @@ impl Files {
                 let _ = writer.abort().await;
                 return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
             }
-            hasher.update(&chunk);
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&chunk);
+            }
             if let Err(err) = writer.wait_for_capacity(4).await {
                 let _ = writer.abort().await;
                 return Err(err.into());
@@ -263,7 +285,9 @@ impl Files {
         writer.finish().await?;
         Ok(Stored {
             size,
-            sha256: hex::encode(hasher.finalize()),
+            sha256: hasher
+                .map(|h| hex::encode(h.finalize()))
+                .unwrap_or_default(),
         })
     }
 

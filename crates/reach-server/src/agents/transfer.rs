@@ -273,7 +273,11 @@ pub async fn put_chunk(
     let (index, n) = (parse_index(&index)?, parse_index(&n)?);
     running_get_file(&state, &identity, &action_id, index).await?;
     let raw_sha256 = hex_header(&headers, paths::RAW_SHA256)?;
-    let sha256 = hex_header(&headers, paths::SHA256)?;
+    // The member's own hash is optional: its decompressed bytes are checked either way.
+    let sha256 = match headers.get(paths::SHA256) {
+        Some(_) => Some(hex_header(&headers, paths::SHA256)?),
+        None => None,
+    };
     let chunk_bytes = state.config.live_response.chunk_bytes;
     let raw_size: u64 = headers
         .get(paths::RAW_SIZE)
@@ -307,7 +311,7 @@ pub async fn put_chunk(
     let checker = verify::Checker::start(state.chunks_in_order.take(&command, n));
     let stored = state
         .files
-        .put_stream(
+        .put_stream_hashing(
             &key,
             checker.tap(
                 state
@@ -315,6 +319,7 @@ pub async fn put_chunk(
                     .throttle(&identity.machine_id, body.into_data_stream()),
             ),
             Some(limit),
+            sha256.is_some(),
         )
         .await
         .map_err(|err| {
@@ -331,7 +336,9 @@ pub async fn put_chunk(
             })
         })?;
     let checked = checker.finish().await;
-    if stored.sha256 != sha256 {
+    if let Some(sha256) = &sha256
+        && stored.sha256 != *sha256
+    {
         let _ = state.files.delete(&key).await;
         return Err(ApiError::BadRequest(format!(
             "Chunk {n} arrived with SHA-256 {} instead of {sha256}; send it again",

@@ -307,6 +307,13 @@ pub trait Store: Send + Sync + 'static {
     /// (`ActiveActionExists`) and `max_active` per tenant (`TenantActionLimit`).
     async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow>;
     async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow>;
+    /// One command of an action of `machine_id` (NotFound for any other
+    /// machine's): what the agent's transfer endpoints check, in one read.
+    async fn machine_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+    ) -> StoreResult<CommandRow>;
     async fn list_actions(
         &self,
         tenant_id: &str,

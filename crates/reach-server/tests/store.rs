@@ -290,6 +290,15 @@ async fn another_machine_cannot_claim_record_or_finish() {
             .unwrap()
             .unwrap();
         let other = &machines[1];
+        let own = store
+            .machine_command(&machines[0], &claimed.command)
+            .await
+            .unwrap();
+        assert_eq!(own.status, CommandStatus::InProgress);
+        assert!(matches!(
+            store.machine_command(other, &claimed.command).await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(
             store
                 .claim_next_command(other, "agent-1", now)

@@ -54,19 +54,19 @@ async fn own_command(
             "Command {index} of action {action_id} was not found"
         ))
     };
-    let action = state
+    let command = CommandRef {
+        action_id: action_id.to_string(),
+        index,
+    };
+    match state
         .store
-        .get_action(&identity.tenant_id, action_id)
+        .machine_command(&identity.machine_id, &command)
         .await
-        .map_err(|_| not_found())?;
-    if action.machine_id != identity.machine_id {
-        return Err(not_found());
+    {
+        Ok(row) => Ok(row),
+        Err(crate::store::StoreError::NotFound(_)) => Err(not_found()),
+        Err(err) => Err(err.into()),
     }
-    action
-        .commands
-        .into_iter()
-        .find(|c| c.index == index)
-        .ok_or_else(not_found)
 }
 
 /// `GET /agent/v1/commands/{action}/{index}/payload?chunk=K`: chunk K of the

@@ -1147,6 +1147,29 @@ impl Store for SqlStore {
         Ok(action)
     }
 
+    async fn machine_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+    ) -> StoreResult<CommandRow> {
+        let row = sqlx::query(
+            "SELECT c.* FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = $1 AND c.idx = $2 AND a.machine_id = $3",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "Command {} of action {}",
+                command.index, command.action_id
+            ))
+        })?;
+        command_from_row(&row)
+    }
+
     async fn list_actions(
         &self,
         tenant_id: &str,

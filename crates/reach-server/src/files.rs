@@ -224,71 +224,81 @@ impl Files {
         let mut hasher = hash.then(Sha256::new);
         let mut size = 0u64;
         let mut body = std::pin::pin!(body);
-        // Up to one part is held in memory: a body that ends within it (a
-        // transcript, most scripts) is stored with one plain put.
+        // The first part is held in memory: a body that ends within it (a
+        // transcript, most scripts) is stored with one plain put; a longer
+        // one becomes a multipart upload.
         let mut first_part = Vec::new();
-        let mut first_size = 0usize;
-        let mut whole = true;
+        let mut writer: Option<WriteMultipart> = None;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|err| FileError::Body(err.to_string()))?;
-            size += chunk.len() as u64;
-            if max_bytes.is_some_and(|max| size > max) {
-                return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
-            }
-            if let Some(hasher) = &mut hasher {
-                hasher.update(&chunk);
-            }
-            first_size += chunk.len();
-            first_part.push(chunk);
-            if first_size > PART_SIZE {
-                whole = false;
-                break;
-            }
-        }
-        if whole {
-            let payload = object_store::PutPayload::from_iter(first_part);
-            self.store.put(&self.path(key), payload).await?;
-            return Ok(Stored {
-                size,
-                sha256: hasher
-                    .map(|h| hex::encode(h.finalize()))
-                    .unwrap_or_default(),
-            });
-        }
-        let upload = self.store.put_multipart(&self.path(key)).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        for chunk in first_part {
-            writer.put(chunk);
-        }
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(err) => {
-                    let _ = writer.abort().await;
-                    return Err(FileError::Body(err.to_string()));
+            let failed = match chunk {
+                Err(err) => Some(FileError::Body(err.to_string())),
+                Ok(chunk) => {
+                    size += chunk.len() as u64;
+                    if max_bytes.is_some_and(|max| size > max) {
+                        Some(FileError::TooLarge(max_bytes.unwrap_or_default()))
+                    } else {
+                        if let Some(hasher) = &mut hasher {
+                            hasher.update(&chunk);
+                        }
+                        self.write_part(&mut writer, &mut first_part, size, chunk, key)
+                            .await
+                            .err()
+                    }
                 }
             };
-            size += chunk.len() as u64;
-            if max_bytes.is_some_and(|max| size > max) {
-                let _ = writer.abort().await;
-                return Err(FileError::TooLarge(max_bytes.unwrap_or_default()));
+            if let Some(err) = failed {
+                if let Some(writer) = writer {
+                    let _ = writer.abort().await;
+                }
+                return Err(err);
             }
-            if let Some(hasher) = &mut hasher {
-                hasher.update(&chunk);
-            }
-            if let Err(err) = writer.wait_for_capacity(4).await {
-                let _ = writer.abort().await;
-                return Err(err.into());
-            }
-            writer.put(chunk);
         }
-        writer.finish().await?;
+        match writer {
+            Some(writer) => {
+                writer.finish().await?;
+            }
+            None => {
+                let payload = object_store::PutPayload::from_iter(first_part);
+                self.store.put(&self.path(key), payload).await?;
+            }
+        }
         Ok(Stored {
             size,
             sha256: hasher
                 .map(|h| hex::encode(h.finalize()))
                 .unwrap_or_default(),
         })
+    }
+
+    /// Holds `chunk` in the first part while `size` (bytes so far) fits in
+    /// it; past it, starts the multipart upload with the first part and
+    /// sends it and everything after through `writer`.
+    async fn write_part(
+        &self,
+        writer: &mut Option<WriteMultipart>,
+        first_part: &mut Vec<Bytes>,
+        size: u64,
+        chunk: Bytes,
+        key: &str,
+    ) -> Result<(), FileError> {
+        match writer {
+            Some(writer) => {
+                writer.wait_for_capacity(4).await?;
+                writer.put(chunk);
+            }
+            None => {
+                first_part.push(chunk);
+                if size > PART_SIZE as u64 {
+                    let upload = self.store.put_multipart(&self.path(key)).await?;
+                    let mut started = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                    for held in first_part.drain(..) {
+                        started.put(held);
+                    }
+                    *writer = Some(started);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The size and a byte stream of `key`.

@@ -336,28 +336,24 @@ pub async fn put_chunk(
             })
         })?;
     let checked = checker.finish().await;
-    if let Some(sha256) = &sha256
-        && stored.sha256 != *sha256
-    {
-        let _ = state.files.delete(&key).await;
-        return Err(ApiError::BadRequest(format!(
+    let verdict = match (&sha256, checked) {
+        (Some(sha256), _) if stored.sha256 != *sha256 => Err(format!(
             "Chunk {n} arrived with SHA-256 {} instead of {sha256}; send it again",
             stored.sha256
-        )));
-    }
-    let checked = match checked {
-        Ok(checked) if checked.raw_size == raw_size && checked.raw_sha256 == raw_sha256 => checked,
-        Ok(_) => {
-            let _ = state.files.delete(&key).await;
-            return Err(ApiError::BadRequest(format!(
-                "Chunk {n} does not hold the {raw_size} bytes with SHA-256 {raw_sha256} it was sent for"
-            )));
+        )),
+        (_, Ok(checked)) if checked.raw_size == raw_size && checked.raw_sha256 == raw_sha256 => {
+            Ok(checked)
         }
-        Err(err) => {
+        (_, Ok(_)) => Err(format!(
+            "Chunk {n} does not hold the {raw_size} bytes with SHA-256 {raw_sha256} it was sent for"
+        )),
+        (_, Err(err)) => Err(format!("Chunk {n} is not valid gzip: {err}")),
+    };
+    let checked = match verdict {
+        Ok(checked) => checked,
+        Err(why) => {
             let _ = state.files.delete(&key).await;
-            return Err(ApiError::BadRequest(format!(
-                "Chunk {n} is not valid gzip: {err}"
-            )));
+            return Err(ApiError::BadRequest(why));
         }
     };
     Metrics::add(&state.metrics.bytes_received, stored.size);

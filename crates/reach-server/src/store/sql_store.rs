@@ -250,13 +250,14 @@ impl SqlStore {
         })
     }
 
-    /// Runs one writing statement (SQLite: in the writers' turn).
+    /// Runs one writing statement (SQLite: in the writers' turn). The
+    /// engine's error comes back as is, for callers that map a constraint.
     async fn write_one<'q>(
         &self,
         query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
-    ) -> StoreResult<sqlx::any::AnyQueryResult> {
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
         let _turn = self.turn().await;
-        Ok(query.execute(&self.writer_pool).await?)
+        query.execute(&self.writer_pool).await
     }
 
     /// Locks an action's row until the transaction ends.
@@ -397,6 +398,14 @@ async fn count(
 }
 
 /// `LIMIT $n OFFSET $n+1` after `$1` (the tenant) and the filter's binds.
+/// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn page_sql(binds: &[Bind]) -> String {
     let limit = binds.len() + 2;
     format!("LIMIT ${limit} OFFSET ${}", limit + 1)
@@ -503,13 +512,9 @@ async fn load_commands(
     actions: &mut [ActionRow],
 ) -> StoreResult<()> {
     for chunk in actions.chunks_mut(500) {
-        let placeholders = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT * FROM commands WHERE action_id IN ({placeholders}) ORDER BY action_id, idx"
-        );
+        let ids = placeholders(1, chunk.len());
+        let sql =
+            format!("SELECT * FROM commands WHERE action_id IN ({ids}) ORDER BY action_id, idx");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for action in chunk.iter() {
             query = query.bind(action.id.clone());
@@ -644,17 +649,17 @@ impl Store for SqlStore {
     }
 
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()> {
-        let _turn = self.turn().await;
-        sqlx::query(
-            "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&user.name)
+            .bind(&user.tenant_id)
+            .bind(&user.password_hash)
+            .bind(json(&user.roles))
+            .bind(i64::from(user.disabled))
+            .bind(now.0),
         )
-        .bind(&user.name)
-        .bind(&user.tenant_id)
-        .bind(&user.password_hash)
-        .bind(json(&user.roles))
-        .bind(i64::from(user.disabled))
-        .bind(now.0)
-        .execute(&self.writer_pool)
         .await
         .map_err(|err| match err.as_database_error() {
             Some(db) if db.is_unique_violation() => {
@@ -804,13 +809,9 @@ impl Store for SqlStore {
     async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()> {
         let mut tx = self.write().await?;
         for chunk in machine_ids.chunks(500) {
-            let placeholders = (2..chunk.len() + 2)
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id IN ({placeholders})"
-            );
+            let ids = placeholders(2, chunk.len());
+            let sql =
+                format!("UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id IN ({ids})");
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now.0);
             for id in chunk {
                 query = query.bind(id);

@@ -127,8 +127,13 @@ impl AgentClient {
             .http
             .put(self.url(&paths::chunk(action_id, index, chunk.n)))
             .bearer_auth(&self.credential)
-            .header(paths::RAW_SHA256, &chunk.raw_sha256)
             .header(paths::RAW_SIZE, chunk.raw_size);
+        if let Some(crc) = chunk.raw_crc32 {
+            request = request.header(paths::RAW_CRC32, format!("{crc:08x}"));
+        }
+        if !chunk.raw_sha256.is_empty() {
+            request = request.header(paths::RAW_SHA256, &chunk.raw_sha256);
+        }
         if !chunk.stored_sha256.is_empty() {
             request = request.header(paths::SHA256, &chunk.stored_sha256);
         }

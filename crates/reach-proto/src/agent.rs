@@ -76,12 +76,20 @@ pub fn default_chunk_bytes() -> u64 {
 pub struct ChunkInfo {
     pub n: u32,
     pub raw_size: u64,
-    /// Hex SHA-256 of the chunk's bytes in the file.
+    /// CRC-32 (gzip's) of the chunk's bytes in the file. The whole file's
+    /// SHA-256 at `complete` is what proves the bytes; per chunk, the size
+    /// and CRC-32 catch a broken member at once and tell an agent resuming
+    /// whether the server holds the bytes it has now.
+    #[serde(default)]
+    pub raw_crc32: Option<u32>,
+    /// Hex SHA-256 of the chunk's bytes, or empty. Optional (a third SHA-256
+    /// pass over every byte); checked when sent.
+    #[serde(default)]
     pub raw_sha256: String,
     pub stored_size: u64,
     /// Hex SHA-256 of the stored gzip member, or empty: the server checks a
-    /// member by its decompressed bytes (`raw_size`, `raw_sha256`), so the
-    /// agent need not hash it twice; a hash sent is checked too.
+    /// member by its decompressed bytes, so the agent need not hash it; a
+    /// hash sent is checked too.
     #[serde(default)]
     pub stored_sha256: String,
 }
@@ -200,8 +208,9 @@ pub mod paths {
         format!("/agent/v1/commands/{action_id}/{index}/chunks")
     }
 
-    /// `PUT`: one chunk (a gzip member), with the `RAW_SHA256` and `RAW_SIZE`
-    /// headers, and optionally `SHA256` (of the member itself).
+    /// `PUT`: one chunk (a gzip member), with the `RAW_SIZE` header, and
+    /// `RAW_CRC32` or `RAW_SHA256` or both (of its decompressed bytes), and
+    /// optionally `SHA256` (of the member itself).
     pub fn chunk(action_id: &str, index: u32, n: u32) -> String {
         format!("/agent/v1/commands/{action_id}/{index}/chunks/{n}")
     }
@@ -213,6 +222,8 @@ pub mod paths {
 
     /// Headers of a chunk upload (and `SHA256` of a payload chunk).
     pub const RAW_SHA256: &str = "x-reach-raw-sha256";
+    /// 8 hex digits.
+    pub const RAW_CRC32: &str = "x-reach-raw-crc32";
     pub const RAW_SIZE: &str = "x-reach-raw-size";
     pub const SHA256: &str = "x-reach-sha256";
     /// Headers of a payload chunk: the whole file's size and chunk count.

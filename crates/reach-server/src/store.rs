@@ -166,8 +166,10 @@ pub struct ResultBlob {
     /// The object, or with `chunks` the prefix of the chunk objects.
     pub key: String,
     pub size: u64,
-    /// Hex SHA-256 of the stored bytes (all chunks in order).
-    pub sha256: String,
+    /// Hex SHA-256 of the stored bytes; none for a result served as its
+    /// chunks (checked by their decompressed bytes and the whole file's
+    /// SHA-256 instead, which the command records).
+    pub sha256: Option<String>,
     /// Set when the result is `chunks` objects to serve one after another.
     pub chunks: Option<u32>,
 }
@@ -177,6 +179,8 @@ pub struct ResultBlob {
 pub struct ChunkRow {
     pub n: u32,
     pub raw_size: u64,
+    pub raw_crc32: Option<u32>,
+    /// Empty when the agent did not send it.
     pub raw_sha256: String,
     pub stored_size: u64,
     pub stored_sha256: String,

@@ -320,7 +320,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
         let blob = ResultBlob {
             key: "k".into(),
             size: 1,
-            sha256: "s".into(),
+            sha256: Some("s".into()),
             chunks: None,
         };
         assert!(matches!(
@@ -331,7 +331,10 @@ async fn another_machine_cannot_claim_record_or_finish() {
         let chunk = |n: u32| ChunkRow {
             n,
             raw_size: 10,
-            raw_sha256: format!("raw{n}"),
+            // Chunk 0 announced by its SHA-256 alone, the others by CRC-32
+            // (the largest one too, which must not wrap).
+            raw_crc32: (n > 0).then_some(u32::MAX - n),
+            raw_sha256: if n == 0 { "raw0".into() } else { String::new() },
             stored_size: 12,
             stored_sha256: format!("stored{n}"),
             attempts: 1,
@@ -351,6 +354,8 @@ async fn another_machine_cannot_claim_record_or_finish() {
         let chunks = store.list_chunks(&claimed.command).await.unwrap();
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1].attempts, 2, "{}", backend.name);
+        assert_eq!(chunks[0], chunk(0), "{}", backend.name);
+        assert_eq!(chunks[1].raw_crc32, Some(u32::MAX - 1), "{}", backend.name);
         store
             .record_result(&machines[0], &claimed.command, &blob)
             .await

@@ -194,7 +194,7 @@ pub async fn result(
             &ResultBlob {
                 key,
                 size: stored.size,
-                sha256: stored.sha256,
+                sha256: Some(stored.sha256),
                 chunks: None,
             },
         )
@@ -229,6 +229,7 @@ fn to_info(row: ChunkRow) -> ChunkInfo {
     ChunkInfo {
         n: row.n,
         raw_size: row.raw_size,
+        raw_crc32: row.raw_crc32,
         raw_sha256: row.raw_sha256,
         stored_size: row.stored_size,
         stored_sha256: row.stored_sha256,
@@ -262,6 +263,17 @@ fn hex_header(headers: &HeaderMap, name: &str) -> ApiResult<String> {
     Ok(value.to_ascii_lowercase())
 }
 
+fn crc_header(headers: &HeaderMap) -> ApiResult<u32> {
+    headers
+        .get(paths::RAW_CRC32)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 8)
+        .and_then(|v| u32::from_str_radix(v, 16).ok())
+        .ok_or_else(|| {
+            ApiError::InvalidInput(format!("{} must be 8 hex characters", paths::RAW_CRC32))
+        })
+}
+
 /// `PUT /agent/v1/commands/{action}/{index}/chunks/{n}`: one gzip member.
 pub async fn put_chunk(
     State(state): State<SharedState>,
@@ -272,8 +284,23 @@ pub async fn put_chunk(
     let identity = authenticate(&state, &headers).await?;
     let (index, n) = (parse_index(&index)?, parse_index(&n)?);
     running_get_file(&state, &identity, &action_id, index).await?;
-    let raw_sha256 = hex_header(&headers, paths::RAW_SHA256)?;
-    // The member's own hash is optional: its decompressed bytes are checked either way.
+    // The decompressed bytes' CRC-32 or SHA-256 (or both), and optionally the
+    // member's own hash: its decompressed bytes are checked either way.
+    let raw_crc32 = match headers.get(paths::RAW_CRC32) {
+        Some(_) => Some(crc_header(&headers)?),
+        None => None,
+    };
+    let raw_sha256 = match headers.get(paths::RAW_SHA256) {
+        Some(_) => hex_header(&headers, paths::RAW_SHA256)?,
+        None if raw_crc32.is_some() => String::new(),
+        None => {
+            return Err(ApiError::MissingParameter(format!(
+                "header {} or {}",
+                paths::RAW_CRC32,
+                paths::RAW_SHA256
+            )));
+        }
+    };
     let sha256 = match headers.get(paths::SHA256) {
         Some(_) => Some(hex_header(&headers, paths::SHA256)?),
         None => None,
@@ -307,8 +334,11 @@ pub async fn put_chunk(
     }
     let prefix = Files::chunks_prefix(&command.action_id, index);
     let key = Files::chunk_key(&prefix, n);
-    // Decompressed and hashed as it streams in, beside the store's write.
-    let checker = verify::Checker::start(state.chunks_in_order.take(&command, n));
+    // Decompressed and checked as it streams in, beside the store's write.
+    let carried = state
+        .chunks_in_order
+        .take(&command, n, state.files.presigns());
+    let checker = verify::Checker::start(carried, !raw_sha256.is_empty());
     let stored = state
         .files
         .put_stream_hashing(
@@ -341,11 +371,9 @@ pub async fn put_chunk(
             "Chunk {n} arrived with SHA-256 {} instead of {sha256}; send it again",
             stored.sha256
         )),
-        (_, Ok(checked)) if checked.raw_size == raw_size && checked.raw_sha256 == raw_sha256 => {
-            Ok(checked)
-        }
+        (_, Ok(checked)) if checked.matches(raw_size, raw_crc32, &raw_sha256) => Ok(checked),
         (_, Ok(_)) => Err(format!(
-            "Chunk {n} does not hold the {raw_size} bytes with SHA-256 {raw_sha256} it was sent for"
+            "Chunk {n} does not hold the {raw_size} bytes (with the CRC-32 or SHA-256) it was sent for"
         )),
         (_, Err(err)) => Err(format!("Chunk {n} is not valid gzip: {err}")),
     };
@@ -360,6 +388,7 @@ pub async fn put_chunk(
     let row = ChunkRow {
         n,
         raw_size,
+        raw_crc32,
         raw_sha256,
         stored_size: stored.size,
         stored_sha256: stored.sha256,
@@ -373,25 +402,6 @@ pub async fn put_chunk(
         state.chunks_in_order.put(command, progress, n);
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Gunzips one member, feeding its bytes to `whole` too; returns the
-/// member's own SHA-256 (of its bytes) and size.
-fn gunzip_digest(member: &[u8], whole: &mut Sha256) -> std::io::Result<(String, u64)> {
-    use std::io::Read;
-    let mut decoder = flate2::read::MultiGzDecoder::new(member);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = decoder.read(&mut buf)?;
-        if n == 0 {
-            return Ok((hex::encode(hasher.finalize()), size));
-        }
-        hasher.update(&buf[..n]);
-        whole.update(&buf[..n]);
-        size += n as u64;
-    }
 }
 
 /// `POST /agent/v1/commands/{action}/{index}/complete`: checks every chunk
@@ -438,13 +448,18 @@ pub async fn complete(
         )));
     }
     let blob = if state.files.presigns() {
-        // One presigned URL serves one object: compose the chunks into it.
+        // One presigned URL serves one object: compose the chunks into it
+        // (the stored stream was hashed to check the composed object).
+        let stored_sha256 = stored_sha256.ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("the stored chunks were not hashed"))
+        })?;
         compose_chunks(&state, &command, &prefix, body.chunks, &stored_sha256).await?
     } else {
+        // Served chunk after chunk; each was checked by its decompressed bytes.
         ResultBlob {
             key: prefix,
             size: stored_size,
-            sha256: stored_sha256,
+            sha256: None,
             chunks: Some(body.chunks),
         }
     };
@@ -464,42 +479,34 @@ async fn read_back(
     prefix: &str,
     chunks: &[ChunkRow],
 ) -> ApiResult<verify::Whole> {
-    let mut whole = Sha256::new();
-    let mut stored_hash = Sha256::new();
-    let (mut raw_size, mut stored_size) = (0u64, 0u64);
+    let mut progress = verify::Progress::new(state.files.presigns());
     for chunk in chunks {
-        let (_, mut stream) = state
+        let (_, stream) = state
             .files
             .get_stream(&Files::chunk_key(prefix, chunk.n))
             .await
             .map_err(ApiError::internal)?;
-        let mut member = Vec::with_capacity(chunk.stored_size as usize);
-        while let Some(part) = stream.next().await {
-            member.extend_from_slice(&part.map_err(ApiError::internal)?);
+        let checker = verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty());
+        // The tapped stream holds a sender: it must be gone before `finish`.
+        let mut read = Box::pin(checker.tap(stream));
+        while let Some(part) = read.next().await {
+            part.map_err(ApiError::internal)?;
         }
-        stored_hash.update(&member);
-        stored_size += member.len() as u64;
-        let (hashed, chunk_sha, size) = tokio::task::spawn_blocking(move || {
-            gunzip_digest(&member, &mut whole).map(|(sha, size)| (whole, sha, size))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::BadRequest(format!("Chunk {} is not valid gzip: {e}", chunk.n)))?;
-        whole = hashed;
-        if size != chunk.raw_size || chunk_sha != chunk.raw_sha256 {
+        drop(read);
+        let checked = checker.finish().await.map_err(|e| {
+            ApiError::BadRequest(format!("Chunk {} is not valid gzip: {e}", chunk.n))
+        })?;
+        if !checked.matches(chunk.raw_size, chunk.raw_crc32, &chunk.raw_sha256) {
             return Err(ApiError::BadRequest(format!(
                 "Chunk {} does not hold the bytes it was sent for",
                 chunk.n
             )));
         }
-        raw_size += size;
+        progress = checked.progress.ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("the checker dropped the carried hashes"))
+        })?;
     }
-    Ok(verify::Whole {
-        raw_size,
-        raw_sha256: hex::encode(whole.finalize()),
-        stored_size,
-        stored_sha256: hex::encode(stored_hash.finalize()),
-    })
+    Ok(progress.whole())
 }
 
 /// Streams a chunked result's objects into one object (its gzip members one
@@ -535,7 +542,7 @@ async fn compose_chunks(
     Ok(ResultBlob {
         key,
         size: stored.size,
-        sha256: stored.sha256,
+        sha256: Some(stored.sha256),
         chunks: None,
     })
 }

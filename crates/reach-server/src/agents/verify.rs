@@ -1,9 +1,12 @@
 //! Checks a GetFile's chunks while they arrive, so that `complete` need not
 //! read them back: each gzip member is decompressed as it streams in, and
-//! its bytes must have the size and SHA-256 the agent announced. While a
-//! command's chunks arrive in order on this node, the whole file's SHA-256
-//! and the stored stream's SHA-256 are carried from one chunk to the next
-//! (`InOrder`), so at `complete` they are already known.
+//! its bytes must have the size and CRC-32 (and SHA-256, when the agent sends
+//! one) the agent announced. While a command's chunks arrive in order on this
+//! node, the whole file's SHA-256 (and, where the chunks are later composed
+//! into one object, the stored stream's) is carried from one chunk to the
+//! next (`InOrder`), so at `complete` it is already known. The whole file's
+//! SHA-256 is what proves the bytes; it is the only SHA-256 pass the server
+//! makes over them unless the agent asks for more.
 //!
 //! Whatever breaks the order (a chunk sent again, a resumed transfer, chunks
 //! taken by another node, a restart) only drops the carried hashes, and
@@ -24,21 +27,45 @@ use sha2::{Digest, Sha256};
 const MAX_CARRIED: usize = 10_000;
 
 /// The hashes carried over chunks 0..next of one command.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Progress {
     next: u32,
     raw: Sha256,
     raw_size: u64,
-    stored: Sha256,
+    /// Only where the chunks become one object, whose bytes it then checks.
+    stored: Option<Sha256>,
     stored_size: u64,
 }
 
-/// The whole file and stored stream of a command whose chunks all arrived in order.
+impl Progress {
+    /// Before chunk 0; `hash_stored`: also hash the stored stream.
+    pub fn new(hash_stored: bool) -> Self {
+        Self {
+            next: 0,
+            raw: Sha256::new(),
+            raw_size: 0,
+            stored: hash_stored.then(Sha256::new),
+            stored_size: 0,
+        }
+    }
+
+    pub fn whole(self) -> Whole {
+        Whole {
+            raw_size: self.raw_size,
+            raw_sha256: hex::encode(self.raw.finalize()),
+            stored_size: self.stored_size,
+            stored_sha256: self.stored.map(|h| hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// The whole file (and stored stream) of a command whose chunks were all checked.
 pub struct Whole {
     pub raw_size: u64,
     pub raw_sha256: String,
     pub stored_size: u64,
-    pub stored_sha256: String,
+    /// When `Progress::new` was asked to hash the stored stream.
+    pub stored_sha256: Option<String>,
 }
 
 /// Carried hashes of the GetFiles arriving at this node.
@@ -53,10 +80,10 @@ impl InOrder {
     /// The hashes to carry through chunk `n`: fresh for chunk 0, those of
     /// chunks 0..n when `n` comes next, otherwise none (and the command's
     /// are dropped: the order is broken).
-    pub fn take(&self, command: &CommandRef, n: u32) -> Option<Progress> {
+    pub fn take(&self, command: &CommandRef, n: u32, hash_stored: bool) -> Option<Progress> {
         let carried = self.map().remove(command);
         if n == 0 {
-            return Some(Progress::default());
+            return Some(Progress::new(hash_stored));
         }
         carried.filter(|p| p.next == n)
     }
@@ -78,33 +105,45 @@ impl InOrder {
     /// The whole file's hashes when all `chunks` arrived in order here.
     pub fn finish(&self, command: &CommandRef, chunks: u32) -> Option<Whole> {
         let progress = self.map().remove(command)?;
-        (progress.next == chunks).then(|| Whole {
-            raw_size: progress.raw_size,
-            raw_sha256: hex::encode(progress.raw.finalize()),
-            stored_size: progress.stored_size,
-            stored_sha256: hex::encode(progress.stored.finalize()),
-        })
+        (progress.next == chunks).then(|| progress.whole())
     }
 }
 
 /// What one chunk held once decompressed.
 pub struct Checked {
     pub raw_size: u64,
-    pub raw_sha256: String,
+    pub raw_crc32: u32,
+    /// When the checker was asked to hash the chunk.
+    pub raw_sha256: Option<String>,
     /// The carried hashes with this chunk added, if there were any.
     pub progress: Option<Progress>,
 }
 
-/// Decompressed bytes go to the chunk's hash and the carried whole-file hash.
+impl Checked {
+    /// Whether these are the bytes announced: their size, and their CRC-32
+    /// and SHA-256 where those were announced (empty: not).
+    pub fn matches(&self, raw_size: u64, raw_crc32: Option<u32>, raw_sha256: &str) -> bool {
+        self.raw_size == raw_size
+            && raw_crc32.is_none_or(|crc| crc == self.raw_crc32)
+            && (raw_sha256.is_empty() || self.raw_sha256.as_deref() == Some(raw_sha256))
+    }
+}
+
+/// Decompressed bytes go to the chunk's CRC-32 (and hash, if asked) and the
+/// carried whole-file hash.
 struct RawSink {
-    chunk: Sha256,
+    crc: crc32fast::Hasher,
+    chunk: Option<Sha256>,
     size: u64,
     whole: Option<Progress>,
 }
 
 impl Write for RawSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.chunk.update(buf);
+        self.crc.update(buf);
+        if let Some(chunk) = &mut self.chunk {
+            chunk.update(buf);
+        }
         self.size += buf.len() as u64;
         if let Some(whole) = &mut self.whole {
             whole.raw.update(buf);
@@ -125,25 +164,31 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn start(progress: Option<Progress>) -> Self {
+    /// `hash_chunk`: also hash the chunk's decompressed bytes (when the agent
+    /// announced their SHA-256).
+    pub fn start(progress: Option<Progress>, hash_chunk: bool) -> Self {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
             let mut decoder = flate2::write::MultiGzDecoder::new(RawSink {
-                chunk: Sha256::new(),
+                crc: crc32fast::Hasher::new(),
+                chunk: hash_chunk.then(Sha256::new),
                 size: 0,
                 whole: progress,
             });
             while let Some(bytes) = receiver.blocking_recv() {
                 decoder.write_all(&bytes)?;
                 if let Some(whole) = &mut decoder.get_mut().whole {
-                    whole.stored.update(&bytes);
+                    if let Some(stored) = &mut whole.stored {
+                        stored.update(&bytes);
+                    }
                     whole.stored_size += bytes.len() as u64;
                 }
             }
             let sink = decoder.finish()?;
             Ok(Checked {
                 raw_size: sink.size,
-                raw_sha256: hex::encode(sink.chunk.finalize()),
+                raw_crc32: sink.crc.finalize(),
+                raw_sha256: sink.chunk.map(|h| hex::encode(h.finalize())),
                 progress: sink.whole,
             })
         });
@@ -169,7 +214,8 @@ impl Checker {
         })
     }
 
-    /// Waits for the checker to see the end of the member.
+    /// Waits for the checker to see the end of the member: every stream
+    /// from `tap` must be dropped first (each holds the checker's input open).
     pub async fn finish(self) -> std::io::Result<Checked> {
         drop(self.sender);
         self.task.await.map_err(std::io::Error::other)?
@@ -196,7 +242,7 @@ mod tests {
     }
 
     async fn check(member: &Bytes, progress: Option<Progress>) -> std::io::Result<Checked> {
-        let checker = Checker::start(progress);
+        let checker = Checker::start(progress, true);
         let pieces: Vec<Result<Bytes, std::io::Error>> = member
             .chunks(1000)
             .map(|p| Ok(Bytes::copy_from_slice(p)))
@@ -214,12 +260,16 @@ mod tests {
         let members: Vec<Bytes> = parts.iter().map(|p| member(p)).collect();
         for (n, m) in members.iter().enumerate() {
             let n = n as u32;
-            let checked = check(m, carried.take(&command, n)).await.unwrap();
-            assert_eq!(checked.raw_size, parts[n as usize].len() as u64);
-            assert_eq!(
-                checked.raw_sha256,
-                hex::encode(Sha256::digest(&parts[n as usize]))
-            );
+            let raw = &parts[n as usize];
+            let checked = check(m, carried.take(&command, n, true)).await.unwrap();
+            let sha256 = hex::encode(Sha256::digest(raw));
+            let crc = crc32fast::hash(raw);
+            assert_eq!(checked.raw_sha256.as_deref(), Some(sha256.as_str()));
+            assert!(checked.matches(raw.len() as u64, Some(crc), &sha256));
+            assert!(checked.matches(raw.len() as u64, Some(crc), ""));
+            assert!(!checked.matches(raw.len() as u64 + 1, Some(crc), ""));
+            assert!(!checked.matches(raw.len() as u64, Some(crc ^ 1), ""));
+            assert!(!checked.matches(raw.len() as u64, None, &"0".repeat(64)));
             carried.put(command.clone(), checked.progress.unwrap(), n);
         }
         let whole = carried.finish(&command, 2).unwrap();
@@ -230,7 +280,7 @@ mod tests {
         assert_eq!(whole.raw_size, parts.concat().len() as u64);
         assert_eq!(
             whole.stored_sha256,
-            hex::encode(Sha256::digest(members.concat()))
+            Some(hex::encode(Sha256::digest(members.concat())))
         );
         assert_eq!(whole.stored_size, members.concat().len() as u64);
         assert!(carried.finish(&command, 2).is_none(), "taken once");
@@ -241,13 +291,33 @@ mod tests {
         let command = command();
         let carried = InOrder::default();
         let m = member(b"bytes");
-        let first = check(&m, carried.take(&command, 0)).await.unwrap();
+        let first = check(&m, carried.take(&command, 0, false)).await.unwrap();
         carried.put(command.clone(), first.progress.unwrap(), 0);
         // Chunk 0 sent again after chunk 1 was expected: the chain restarts at 0.
-        assert!(carried.take(&command, 0).is_some());
+        assert!(carried.take(&command, 0, false).is_some());
         // Chunk 2 before chunk 1: nothing to carry, and nothing kept.
-        assert!(carried.take(&command, 2).is_none());
+        assert!(carried.take(&command, 2, false).is_none());
         assert!(carried.finish(&command, 3).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_stored_stream_is_hashed_only_when_asked() {
+        let command = command();
+        let carried = InOrder::default();
+        let raw = b"chunk bytes".repeat(100);
+        let checker = Checker::start(carried.take(&command, 0, false), false);
+        let tapped: Vec<Result<Bytes, std::io::Error>> = checker
+            .tap(futures::stream::iter([Ok(member(&raw))]))
+            .collect()
+            .await;
+        assert_eq!(tapped.len(), 1);
+        let checked = checker.finish().await.unwrap();
+        assert_eq!(checked.raw_sha256, None, "not asked to hash the chunk");
+        assert_eq!(checked.raw_crc32, crc32fast::hash(&raw));
+        carried.put(command.clone(), checked.progress.unwrap(), 0);
+        let whole = carried.finish(&command, 1).unwrap();
+        assert_eq!(whole.stored_sha256, None);
+        assert_eq!(whole.raw_sha256, hex::encode(Sha256::digest(&raw)));
     }
 
     #[tokio::test]

@@ -484,9 +484,7 @@ fn command_from_row(row: &AnyRow) -> StoreResult<CommandRow> {
         Some(key) => Some(ResultBlob {
             key,
             size: row.try_get::<Option<i64>, _>("result_size")?.unwrap_or(0) as u64,
-            sha256: row
-                .try_get::<Option<String>, _>("result_sha256")?
-                .unwrap_or_default(),
+            sha256: row.try_get::<Option<String>, _>("result_sha256")?,
             chunks: row
                 .try_get::<Option<i64>, _>("result_chunks")?
                 .map(|n| n as u32),
@@ -1402,12 +1400,13 @@ impl Store for SqlStore {
         chunk: &ChunkRow,
     ) -> StoreResult<()> {
         let done = self.write_one(sqlx::query(
-            "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256)
-             SELECT c.action_id, c.idx, $1, $2, $3, $4, $5 FROM commands c JOIN actions a ON a.id = c.action_id
+            "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256, raw_crc32)
+             SELECT c.action_id, c.idx, $1, $2, $3, $4, $5, $9 FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE c.action_id = $6 AND c.idx = $7 AND c.status = 'InProgress' AND a.machine_id = $8
              ON CONFLICT (action_id, idx, n) DO UPDATE SET raw_size = excluded.raw_size,
                 raw_sha256 = excluded.raw_sha256, stored_size = excluded.stored_size,
-                stored_sha256 = excluded.stored_sha256, attempts = result_chunks.attempts + 1",
+                stored_sha256 = excluded.stored_sha256, raw_crc32 = excluded.raw_crc32,
+                attempts = result_chunks.attempts + 1",
         )
         .bind(i64::from(chunk.n))
         .bind(chunk.raw_size as i64)
@@ -1417,6 +1416,7 @@ impl Store for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
+        .bind(chunk.raw_crc32.map(i64::from))
         )
         .await?;
         if done.rows_affected() == 0 {
@@ -1437,6 +1437,9 @@ impl Store for SqlStore {
                 Ok(ChunkRow {
                     n: row.try_get::<i64, _>("n")? as u32,
                     raw_size: row.try_get::<i64, _>("raw_size")? as u64,
+                    raw_crc32: row
+                        .try_get::<Option<i64>, _>("raw_crc32")?
+                        .and_then(|crc| u32::try_from(crc).ok()),
                     raw_sha256: row.try_get("raw_sha256")?,
                     stored_size: row.try_get::<i64, _>("stored_size")? as u64,
                     stored_sha256: row.try_get("stored_sha256")?,

@@ -272,7 +272,8 @@ async fn a_node_at_its_connection_limit_refuses_more_agents_clearly() {
     assert!(server.state.hub.is_connected(&first.machine_id));
 }
 
-/// A gzip member of `raw` and its description as chunk `n`.
+/// A gzip member of `raw` and its description as chunk `n`, announced as
+/// the agent does (by CRC-32), with the member's own hash.
 fn chunk(n: u32, raw: &[u8]) -> (reach_proto::agent::ChunkInfo, bytes::Bytes) {
     use sha2::Digest;
     use std::io::Write;
@@ -282,7 +283,8 @@ fn chunk(n: u32, raw: &[u8]) -> (reach_proto::agent::ChunkInfo, bytes::Bytes) {
     let info = reach_proto::agent::ChunkInfo {
         n,
         raw_size: raw.len() as u64,
-        raw_sha256: hex::encode(sha2::Sha256::digest(raw)),
+        raw_crc32: Some(crc32fast::hash(raw)),
+        raw_sha256: String::new(),
         stored_size: member.len() as u64,
         stored_sha256: hex::encode(sha2::Sha256::digest(&member)),
     };
@@ -314,15 +316,30 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
         b"the rest\n".repeat(50),
     ];
 
-    // A member whose bytes are not the ones announced is refused on arrival.
-    let (mut lying, member) = chunk(0, &parts[0]);
-    lying.raw_sha256 = hex::encode(sha2::Sha256::digest(b"something else"));
+    // A member whose bytes are not the ones announced is refused on arrival:
+    // by CRC-32, or by SHA-256 where one is announced.
+    let (honest, member) = chunk(0, &parts[0]);
+    let mut wrong_crc = honest.clone();
+    wrong_crc.raw_crc32 = Some(crc32fast::hash(b"something else"));
+    let mut wrong_sha = honest.clone();
+    wrong_sha.raw_sha256 = hex::encode(sha2::Sha256::digest(b"something else"));
+    for lying in [wrong_crc, wrong_sha] {
+        let err = agent
+            .put_chunk(&action, index, &lying, member.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+        assert!(err.to_string().contains("does not hold"), "{err}");
+    }
+    // A chunk announced by neither is refused before its bytes are read.
+    let mut unannounced = honest.clone();
+    unannounced.raw_crc32 = None;
     let err = agent
-        .put_chunk(&action, index, &lying, member)
+        .put_chunk(&action, index, &unannounced, member)
         .await
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
-    assert!(err.to_string().contains("does not hold"), "{err}");
+    assert!(err.to_string().contains("x-reach-raw-crc32"), "{err}");
     // Bytes that are not gzip at all are refused too.
     let mut garbage = chunk(0, &parts[0]).0;
     garbage.stored_sha256 = hex::encode(sha2::Sha256::digest(b"not gzip"));
@@ -339,11 +356,14 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
     assert!(agent.chunks(&action, index).await.unwrap().is_empty());
 
     // Chunks out of order: the whole file is checked by reading them back.
-    // The member's own hash is optional (chunk 1 comes without it).
+    // The member's own hash is optional, and a chunk may be announced by
+    // its SHA-256 instead of its CRC-32 (chunk 1 comes so).
     for n in [1u32, 0] {
         let (mut info, member) = chunk(n, &parts[n as usize]);
         if n == 1 {
             info.stored_sha256.clear();
+            info.raw_crc32 = None;
+            info.raw_sha256 = hex::encode(sha2::Sha256::digest(&parts[1]));
         }
         agent
             .put_chunk(&action, index, &info, member)

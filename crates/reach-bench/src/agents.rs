@@ -297,6 +297,14 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// The worker processes, and this one (which submits and polls): the
+    /// load generator, whose CPU time the reports show beside the server's.
+    pub fn generator_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.children.iter().map(Child::id).collect();
+        pids.push(std::process::id());
+        pids
+    }
+
     /// Starts enough workers for `count` agents spread over `servers`.
     pub fn start(servers: &[String], token: &str, count: usize) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;

@@ -13,7 +13,7 @@ use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseReques
 use serde_json::json;
 
 use crate::agents::{Event, Workers, now_us};
-use crate::server::{Seed, ServerProcess};
+use crate::server::{self, Seed, ServerProcess};
 
 /// Where the server is.
 #[derive(clap::Args, Debug, Clone)]
@@ -335,8 +335,12 @@ pub async fn dispatch(
 ) -> anyhow::Result<()> {
     let (servers, workers, client, machines) = fleet(target, count).await?;
     let concurrency = concurrency.clamp(1, count.max(1));
+    let generator = workers.generator_pids();
+    let generator_cpu =
+        || -> anyhow::Result<f64> { generator.iter().map(|pid| server::cpu_seconds(*pid)).sum() };
     let (receiver, stop, outcomes) = receive_times(workers);
     let cpu_before: f64 = servers.cpu()?.iter().sum();
+    let generator_before = generator_cpu()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..concurrency {
@@ -385,6 +389,8 @@ pub async fn dispatch(
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_ms = (servers.cpu()?.iter().sum::<f64>() - cpu_before) * 1000.0;
     let cpu_per_action = cpu_ms / results.len().max(1) as f64;
+    let generator_per_action =
+        (generator_cpu()? - generator_before) * 1000.0 / results.len().max(1) as f64;
     let _ = stop.send(());
     let received = receiver.await?;
     let mut to_agent = Vec::new();
@@ -409,6 +415,9 @@ pub async fn dispatch(
             format!("  submit -> Succeeded through the API (ms): {succeeded}"),
             format!("  {rate:.0} actions completed per second"),
             format!("  server CPU per action: {cpu_per_action:.2} ms (all nodes; user + system)"),
+            format!(
+                "  load generator CPU per action: {generator_per_action:.2} ms (agents and client, same machine)"
+            ),
         ],
         json!({
             "scenario": "dispatch",
@@ -420,6 +429,7 @@ pub async fn dispatch(
             "succeeded_ms": succeeded,
             "actions_per_sec": rate.round(),
             "server_cpu_ms_per_action": (cpu_per_action * 100.0).round() / 100.0,
+            "generator_cpu_ms_per_action": (generator_per_action * 100.0).round() / 100.0,
         }),
     );
     Ok(())

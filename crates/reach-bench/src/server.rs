@@ -82,14 +82,19 @@ impl ServerProcess {
 
     /// CPU time used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may contain spaces) start after ") ".
-        let rest = stat.rsplit_once(") ").context("parsing /proc/pid/stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11).context("utime")?.parse()?;
-        let stime: f64 = fields.get(12).context("stime")?.parse()?;
-        Ok((utime + stime) / clock_ticks())
+        cpu_seconds(self.pid())
     }
+}
+
+/// CPU time process `pid` used so far (user + system), in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").context("parsing /proc/pid/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / clock_ticks())
 }
 
 impl Drop for ServerProcess {

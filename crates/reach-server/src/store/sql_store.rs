@@ -171,6 +171,9 @@ impl SqlStore {
                         .max_connections(size)
                         // Readers never wait on the writer (WAL); writers queue on `writer` first.
                         .acquire_timeout(Duration::from_secs(30))
+                        // A file's connection does not break in the pool: no ping
+                        // (a round trip to the connection's thread) before each use.
+                        .test_before_acquire(false)
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")

@@ -1,4 +1,5 @@
-//! Tokens and permissions: both token endpoints, 401 without a valid token,
+//! Tokens and permissions: both token endpoints, 401 without a valid token
+//! (forged, expired, misaddressed or of another algorithm included),
 //! 403 without the role, and 429 with Retry-After past a rate limit.
 
 use reach_proto::api::roles;
@@ -202,4 +203,150 @@ async fn rate_limits_answer_429_with_retry_after() {
     let err = server.client.actions(&[]).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(429));
     server.client.machines(&[]).await.unwrap();
+}
+
+/// A token of this server's own kind, forged here with its signing key from
+/// the store: the claims of `token` changed by `edit`, signed with `alg`.
+fn forge(
+    key: &[u8],
+    token: &str,
+    alg: jsonwebtoken::Algorithm,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let mut claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    edit(&mut claims);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn forged_expired_and_misaddressed_tokens_get_401() {
+    use base64::Engine;
+    use jsonwebtoken::Algorithm;
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/machineactions", server.url);
+    let key = hex::decode(
+        server
+            .state
+            .store
+            .secret("jwt-signing", "unused", reach_server::time::Micros::now())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let token = server.client.token().unwrap();
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let get = |token: String| http.get(&url).bearer_auth(token).send();
+
+    // The forgery itself is sound: unchanged claims under the right key pass,
+    // so each refusal below is for the one thing changed.
+    let same = forge(&key, token, Algorithm::HS256, |_| {});
+    assert_eq!(get(same).await.unwrap().status(), 200);
+
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let payload = token.split('.').nth(1).unwrap().to_string();
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "alg none, no signature",
+            format!(
+                "{}.{payload}.",
+                b64(serde_json::json!({"alg": "none", "typ": "JWT"}))
+            ),
+        ),
+        (
+            "alg none, the original signature",
+            format!(
+                "{}.{payload}.{}",
+                b64(serde_json::json!({"alg": "none"})),
+                token.rsplit('.').next().unwrap()
+            ),
+        ),
+        (
+            "HS512 with the right key (only HS256 is Reach's)",
+            forge(&key, token, Algorithm::HS512, |_| {}),
+        ),
+        ("an RS256 header over an HMAC signature", {
+            let forged = forge(&key, token, Algorithm::HS256, |_| {});
+            let (_, rest) = forged.split_once('.').unwrap();
+            format!(
+                "{}.{rest}",
+                b64(serde_json::json!({"alg": "RS256", "typ": "JWT"}))
+            )
+        }),
+        (
+            "another key",
+            forge(
+                b"not the server's key at all, 32b",
+                token,
+                Algorithm::HS256,
+                |_| {},
+            ),
+        ),
+        (
+            "wrong issuer",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["iss"] = "https://login.example.com/other/".into()
+            }),
+        ),
+        (
+            "wrong audience",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["aud"] = "https://graph.microsoft.com".into()
+            }),
+        ),
+        (
+            "expired past the leeway",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["iat"] = (now - 7200).into();
+                c["nbf"] = (now - 7200).into();
+                c["exp"] = (now - 120).into();
+            }),
+        ),
+        (
+            "not valid yet",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["nbf"] = (now + 600).into();
+            }),
+        ),
+        (
+            "no expiry",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        ("claims changed under the original signature", {
+            let mut claims: serde_json::Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            claims["roles"] =
+                serde_json::json!(["Machine.LiveResponse", "Library.Manage", "Machine.Read.All"]);
+            claims["tid"] = "another-tenant".into();
+            let (head, rest) = token.split_once('.').unwrap();
+            let signature = rest.split_once('.').unwrap().1;
+            format!("{head}.{}.{signature}", b64(claims))
+        }),
+    ];
+    for (why, forged) in refused {
+        let response = get(forged).await.unwrap();
+        assert_eq!(response.status(), 401, "{why}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "Unauthorized", "{why}");
+    }
 }

@@ -3,12 +3,6 @@
 
 use crate::support::*;
 
-fn bearer(device: &Device) -> String {
-    reach_agent::State::load(&device.dir.path().join("state.json"))
-        .unwrap()
-        .bearer()
-}
-
 #[tokio::test]
 async fn enrolment_needs_a_valid_token_and_credentials_are_checked() {
     let server = TestServer::start().await;

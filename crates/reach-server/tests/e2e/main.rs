@@ -10,6 +10,7 @@ mod cluster;
 mod console;
 mod durability;
 mod errors;
+mod hostile;
 mod library;
 mod live_response;
 mod odata;

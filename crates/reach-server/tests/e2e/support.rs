@@ -301,6 +301,13 @@ impl Drop for TestServer {
     }
 }
 
+/// The agent credential an enrolled device holds (for a raw protocol peer).
+pub fn bearer(device: &Device) -> String {
+    reach_agent::State::load(&device.dir.path().join("state.json"))
+        .unwrap()
+        .bearer()
+}
+
 pub struct Device {
     pub machine_id: String,
     pub dir: tempfile::TempDir,

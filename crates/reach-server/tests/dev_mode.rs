@@ -1,7 +1,8 @@
 //! The newcomer's path through the real binary: `reach-server --dev` writes
 //! dev-credentials.json once its local agent is connected, the credentials
 //! work, a restart reuses them, and `apps create` / `enrollment-token
-//! create` / `print-config` work on the same data directory.
+//! create` / `print-config` work on the same data directory, and its debug
+//! log holds none of the secrets and tokens used.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -34,11 +35,19 @@ async fn start_dev(dir: &Path) -> (tokio::process::Child, DevCredentials) {
 }
 
 async fn start_dev_with(dir: &Path, extra: &[&str]) -> (tokio::process::Child, DevCredentials) {
-    let credentials = reach_server::dev::credentials_path(&dir.join("data"));
-    let _ = std::fs::remove_file(&credentials);
     let mut args = vec!["--dev", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let child = server(dir, &args).stdout(Stdio::null()).spawn().unwrap();
+    spawn_dev(dir, server(dir, &args)).await
+}
+
+/// Spawns `command` (a `--dev` server in `dir`) and waits for its credentials.
+async fn spawn_dev(
+    dir: &Path,
+    mut command: tokio::process::Command,
+) -> (tokio::process::Child, DevCredentials) {
+    let credentials = reach_server::dev::credentials_path(&dir.join("data"));
+    let _ = std::fs::remove_file(&credentials);
+    let child = command.stdout(Stdio::null()).spawn().unwrap();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Ok(text) = std::fs::read_to_string(&credentials)
@@ -338,4 +347,67 @@ async fn dev_mode_on_postgres_and_s3_and_a_second_node_joining_it() {
     assert_eq!(transcript["script_output"], "hi\n");
     second.kill().await.unwrap();
     first.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn debug_logs_hold_no_secret_or_token_used_in_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut command = server(dir.path(), &["--dev", "--listen", "127.0.0.1:0"]);
+    // As verbose as an operator chasing a problem would make it.
+    command.env("REACH_LOG", "debug").stderr(log);
+    let (mut child, creds) = spawn_dev(dir.path(), command).await;
+    let client = Client::new(&creds.server)
+        .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)
+        .await
+        .unwrap();
+    // A refused secret is not logged either.
+    let wrong_secret = "wrong-secret-0123456789abcdef";
+    assert!(
+        Client::new(&creds.server)
+            .login(&creds.tenant_id, &creds.client_id, wrong_secret)
+            .await
+            .is_err()
+    );
+    let created = run_hi(&client, &creds.machine_id, "log scan").await;
+    let done = wait_final(&client, &created.id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:#?}");
+    let link = client.download_link(&created.id, 0).await.unwrap();
+    assert!(client.download(&link).await.unwrap().status().is_success());
+    child.kill().await.unwrap();
+
+    let agent = reach_agent::State::load(&dir.path().join("data/agent/state.json")).unwrap();
+    let token = client.token().unwrap().to_string();
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let link_sig = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let secrets = [
+        ("client secret", creds.client_secret.clone()),
+        ("refused client secret", wrong_secret.to_string()),
+        ("enrollment token", creds.enrollment_token.clone()),
+        ("console password", creds.console_password.clone()),
+        ("access token", token),
+        ("access token signature", signature),
+        ("agent credential", agent.credential.clone()),
+        ("download link signature", link_sig),
+    ];
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    // The scan means something only if the log saw the run.
+    assert!(logged.contains("DEBUG"), "no debug lines logged");
+    assert!(
+        logged.contains(&created.id),
+        "the run's action is not in the log"
+    );
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} is too short to scan for");
+        assert!(
+            !logged.contains(&secret),
+            "the server's log holds the {what}"
+        );
+    }
 }

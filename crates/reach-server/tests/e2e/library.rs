@@ -97,7 +97,25 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn bad_names_sizes_and_forms_are_refused() {
     let server = TestServer::start_with(|c| c.limits.library_file_max_bytes = 1024).await;
-    for name in ["../evil.sh", "a/b.sh", "..", "ѕcript.sh", "with space.sh"] {
+    let long = "x".repeat(300) + ".sh";
+    let names = [
+        "../evil.sh",
+        "a/b.sh",
+        "a\\b.sh",
+        "..",
+        ".",
+        "...sh",
+        "nul\0.sh",
+        "%2e%2e",
+        // Look-alikes: Cyrillic ѕ and і, a ligature, a right-to-left override.
+        "ѕcript.sh",
+        "scrіpt.sh",
+        "ﬁle.sh",
+        "\u{202e}hs.exe",
+        "with space.sh",
+        long.as_str(),
+    ];
+    for name in names {
         let form = Form::new().part(
             "file",
             Part::bytes(b"x".to_vec()).file_name(name.to_string()),
@@ -109,8 +127,33 @@ async fn bad_names_sizes_and_forms_are_refused() {
             .send()
             .await
             .unwrap();
-        assert_error(response, 400, "InvalidInput").await;
+        // A NUL breaks the part's headers themselves: the multipart parser refuses it.
+        let code = if name.contains('\0') {
+            "BadRequest"
+        } else {
+            "InvalidInput"
+        };
+        assert_error(response, 400, code).await;
+        // Named in a path, the same names find nothing and break nothing.
+        let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        let response = server
+            .client
+            .request(Method::DELETE, &format!("/api/libraryfiles/{encoded}"))
+            .send()
+            .await
+            .unwrap();
+        // ("." and ".." are resolved by the URL itself, to other routes.)
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert!(
+            (400..500).contains(&status) && body["error"]["code"].is_string(),
+            "DELETE {name:?}: {status} {body}"
+        );
     }
+    assert!(
+        server.client.library().await.unwrap().value.is_empty(),
+        "nothing stored"
+    );
     let big = Form::new().part("file", Part::bytes(vec![7u8; 4096]).file_name("big.bin"));
     let response = server
         .client

@@ -331,6 +331,30 @@ async fn download_links_expire_and_refuse_tampering() {
     let other_index = url.replace(".0/transcript.json", ".1/transcript.json");
     assert_ne!(other_index, url);
     assert_error(reqwest::get(&other_index).await.unwrap(), 403, "Forbidden").await;
+    // Paths that climb out, name other places, or hide bytes, under the
+    // link's own signature: refused before anything is opened.
+    let (link_base, link_query) = url.split_once('?').unwrap();
+    let download_root = &link_base[..link_base.find("/download/").unwrap() + "/download/".len()];
+    let long = "a/".repeat(2000);
+    for path in [
+        "transcripts/../../../etc/passwd",
+        "transcripts/%2e%2e/%2e%2e/reach.db",
+        "..%2f..%2fetc%2fpasswd",
+        "transcripts\\..\\secret",
+        "library/0000/x.sh",
+        "transcripts/x%00.json",
+        "%E2%80%AEnosj.tpircsnart",
+        long.as_str(),
+    ] {
+        let forged = format!("{download_root}{path}?{link_query}");
+        let response = reqwest::get(&forged).await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert!(
+            (status == 403 || status == 404) && body["error"]["code"].is_string(),
+            "{path}: {status} {body}"
+        );
+    }
     let (base, query) = url.split_once('?').unwrap();
     let later = query.replace("se=", "se=2099");
     assert_error(

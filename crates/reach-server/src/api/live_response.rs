@@ -23,14 +23,17 @@ pub const MAX_COMMENT: usize = 4096;
 pub const MAX_PARAM: usize = 32 * 1024;
 
 /// A command checked for shape, before library names are resolved.
-struct Checked {
+#[derive(Debug)]
+pub struct Checked {
     kind: CommandType,
     name: Option<String>,
     args: Option<String>,
     path: Option<String>,
 }
 
-fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
+/// Checks command `index` of a request for shape: its type, its parameters
+/// and their lengths. Public for the fuzz targets (`fuzz/`).
+pub fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
     let kind = CommandType::parse(&command.kind).ok_or_else(|| {
         ApiError::InvalidRequestBody(format!(
             "Command {index}: unknown type '{}'; allowed values are PutFile, RunScript, GetFile",

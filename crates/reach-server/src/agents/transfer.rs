@@ -487,12 +487,10 @@ async fn read_back(
             .await
             .map_err(ApiError::internal)?;
         let checker = verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty());
-        // The tapped stream holds a sender: it must be gone before `finish`.
-        let mut read = Box::pin(checker.tap(stream));
+        let mut read = std::pin::pin!(checker.tap(stream));
         while let Some(part) = read.next().await {
             part.map_err(ApiError::internal)?;
         }
-        drop(read);
         let checked = checker.finish().await.map_err(|e| {
             ApiError::BadRequest(format!("Chunk {} is not valid gzip: {e}", chunk.n))
         })?;

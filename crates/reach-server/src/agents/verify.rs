@@ -201,21 +201,23 @@ impl Checker {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: Send,
     {
-        let sender = self.sender.clone();
+        // Weak: a tapped stream left alive must not hold the input open,
+        // or `finish` would wait for it forever.
+        let sender = self.sender.downgrade();
         body.then(move |item| {
-            let sender = sender.clone();
+            let sender = sender.upgrade();
+            let bytes = item.as_ref().ok().cloned();
             async move {
-                if let Ok(bytes) = &item {
+                if let (Some(bytes), Some(sender)) = (bytes, sender) {
                     // A checker that stopped (bad gzip) is reported by `finish`.
-                    let _ = sender.send(bytes.clone()).await;
+                    let _ = sender.send(bytes).await;
                 }
                 item
             }
         })
     }
 
-    /// Waits for the checker to see the end of the member: every stream
-    /// from `tap` must be dropped first (each holds the checker's input open).
+    /// Waits for the checker to see the end of the member.
     pub async fn finish(self) -> std::io::Result<Checked> {
         drop(self.sender);
         self.task.await.map_err(std::io::Error::other)?
@@ -318,6 +320,25 @@ mod tests {
         let whole = carried.finish(&command, 1).unwrap();
         assert_eq!(whole.stored_sha256, None);
         assert_eq!(whole.raw_sha256, hex::encode(Sha256::digest(&raw)));
+    }
+
+    #[tokio::test]
+    async fn finish_does_not_wait_for_a_tapped_stream_left_alive() {
+        let raw = b"kept alive".repeat(10);
+        let checker = Checker::start(None, false);
+        let mut tapped = Box::pin(checker.tap(futures::stream::iter([Ok::<_, std::io::Error>(
+            member(&raw),
+        )])));
+        while let Some(piece) = tapped.next().await {
+            piece.unwrap();
+        }
+        // `tapped` is still alive here; the checker must end all the same.
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(10), checker.finish())
+            .await
+            .expect("finish waited for a tapped stream")
+            .unwrap();
+        assert_eq!(checked.raw_size, raw.len() as u64);
+        drop(tapped);
     }
 
     #[tokio::test]

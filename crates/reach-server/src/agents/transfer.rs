@@ -286,25 +286,26 @@ pub async fn put_chunk(
     running_get_file(&state, &identity, &action_id, index).await?;
     // The decompressed bytes' CRC-32 or SHA-256 (or both), and optionally the
     // member's own hash: its decompressed bytes are checked either way.
-    let raw_crc32 = match headers.get(paths::RAW_CRC32) {
-        Some(_) => Some(crc_header(&headers)?),
-        None => None,
-    };
-    let raw_sha256 = match headers.get(paths::RAW_SHA256) {
-        Some(_) => hex_header(&headers, paths::RAW_SHA256)?,
-        None if raw_crc32.is_some() => String::new(),
-        None => {
-            return Err(ApiError::MissingParameter(format!(
-                "header {} or {}",
-                paths::RAW_CRC32,
-                paths::RAW_SHA256
-            )));
-        }
-    };
-    let sha256 = match headers.get(paths::SHA256) {
-        Some(_) => Some(hex_header(&headers, paths::SHA256)?),
-        None => None,
-    };
+    let raw_crc32 = headers
+        .get(paths::RAW_CRC32)
+        .map(|_| crc_header(&headers))
+        .transpose()?;
+    let raw_sha256 = headers
+        .get(paths::RAW_SHA256)
+        .map(|_| hex_header(&headers, paths::RAW_SHA256))
+        .transpose()?;
+    if raw_crc32.is_none() && raw_sha256.is_none() {
+        return Err(ApiError::MissingParameter(format!(
+            "header {} or {}",
+            paths::RAW_CRC32,
+            paths::RAW_SHA256
+        )));
+    }
+    let raw_sha256 = raw_sha256.unwrap_or_default();
+    let sha256 = headers
+        .get(paths::SHA256)
+        .map(|_| hex_header(&headers, paths::SHA256))
+        .transpose()?;
     let chunk_bytes = state.config.live_response.chunk_bytes;
     let raw_size: u64 = headers
         .get(paths::RAW_SIZE)

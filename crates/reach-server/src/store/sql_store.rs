@@ -400,7 +400,6 @@ async fn count(
     Ok(query.fetch_one(conn).await? as u64)
 }
 
-/// `LIMIT $n OFFSET $n+1` after `$1` (the tenant) and the filter's binds.
 /// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -409,6 +408,7 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `LIMIT $n OFFSET $n+1` after `$1` (the tenant) and the filter's binds.
 fn page_sql(binds: &[Bind]) -> String {
     let limit = binds.len() + 2;
     format!("LIMIT ${limit} OFFSET ${}", limit + 1)

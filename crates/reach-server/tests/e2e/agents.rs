@@ -152,20 +152,13 @@ async fn a_revoked_machine_is_disconnected_and_cannot_return() {
 mod raw {
     use futures::{SinkExt, StreamExt};
     use reach_proto::agent::{AgentMessage, ServerMessage};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
 
-    pub type Socket = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
+    pub use crate::support::AgentSocket as Socket;
 
     /// Connects as the device holding `bearer` and says Hello as `instance`.
     pub async fn hello(server: &str, bearer: &str, instance: &str) -> Socket {
-        let url = format!("{}/agent/v1/connect", server.replacen("http", "ws", 1));
-        let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut socket = crate::support::agent_socket(server, bearer).await;
         let hello = AgentMessage::Hello {
             info: reach_agent::system::machine_info(),
             running: vec![],

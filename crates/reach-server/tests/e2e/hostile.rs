@@ -8,7 +8,6 @@ use futures::SinkExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::*;
 
@@ -267,15 +266,7 @@ async fn any_runliveresponse_body_is_answered_without_a_5xx_or_a_stray_action() 
 async fn any_agent_frame_leaves_the_server_serving() {
     let server = TestServer::start().await;
     let mut device = server.enroll("frames").await;
-    let connect_url = format!("{}/agent/v1/connect", server.url.replacen("http", "ws", 1));
-    let connect = || async {
-        let mut request = connect_url.clone().into_client_request().unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", bearer(&device)).parse().unwrap(),
-        );
-        tokio_tungstenite::connect_async(request).await.unwrap().0
-    };
+    let credential = bearer(&device);
     let frames = prop_oneof![
         any::<String>().prop_map(Message::text),
         body().prop_map(|b| Message::text(b.to_string())),
@@ -295,7 +286,7 @@ async fn any_agent_frame_leaves_the_server_serving() {
     runner
         .run(&prop::collection::vec(frames, 1..4), |frames| {
             block_on(async {
-                let mut socket = connect().await;
+                let mut socket = agent_socket(&server.url, &credential).await;
                 for frame in frames {
                     // The server may close on a bad frame; sending after that may fail.
                     if socket.send(frame).await.is_err() {
@@ -313,14 +304,8 @@ async fn any_agent_frame_leaves_the_server_serving() {
     // And a well-behaved agent still connects and runs a command afterwards.
     server.connect(&mut device).await;
     server.upload("ok.sh", b"echo fine\n").await;
-    let created = server
-        .client
-        .run_live_response(
-            &device.machine_id,
-            &request(vec![run_script("ok.sh", None)], "after the frames"),
-        )
-        .await
-        .unwrap();
-    let done = server.wait_final(&created.id).await;
+    let done = server
+        .run(&device.machine_id, vec![run_script("ok.sh", None)])
+        .await;
     assert_eq!(done.status, reach_proto::api::ActionStatus::Succeeded);
 }

@@ -301,6 +301,21 @@ impl Drop for TestServer {
     }
 }
 
+/// An agent's WebSocket, driven by hand.
+pub type AgentSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the agent WebSocket as the device holding `bearer`; sends nothing.
+pub async fn agent_socket(server: &str, bearer: &str) -> AgentSocket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/agent/v1/connect", server.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
 /// The agent credential an enrolled device holds (for a raw protocol peer).
 pub fn bearer(device: &Device) -> String {
     reach_agent::State::load(&device.dir.path().join("state.json"))

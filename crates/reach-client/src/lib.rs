@@ -10,7 +10,7 @@ pub mod private_file;
 pub mod tls;
 
 use reach_proto::api::{
-    CancelRequest, Collection, ErrorEnvelope, LibraryFile, Machine, MachineAction,
+    AuditLogEntry, CancelRequest, Collection, ErrorEnvelope, LibraryFile, Machine, MachineAction,
     RunLiveResponseRequest, StringValue, TokenResponse,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -230,6 +230,17 @@ impl Client {
     pub async fn actions(&self, odata: &[(&str, &str)]) -> Result<Collection<MachineAction>> {
         json(
             self.request(Method::GET, "/api/machineactions")
+                .query(odata)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET /api/auditlog` (a Reach API; needs the AuditLog.Read role).
+    pub async fn audit_log(&self, odata: &[(&str, &str)]) -> Result<Collection<AuditLogEntry>> {
+        json(
+            self.request(Method::GET, "/api/auditlog")
                 .query(odata)
                 .send()
                 .await?,

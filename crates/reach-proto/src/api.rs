@@ -304,6 +304,33 @@ pub struct MachineIpAddress {
     pub operational_status: String,
 }
 
+/// One entry of Reach's audit trail (`GET /api/auditlog`, and each line of
+/// `reach-server audit export`). A Reach addition; Defender has no such API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLogEntry {
+    /// Position in the chain (1, 2, ...), across all tenants.
+    pub id: i64,
+    pub timestamp: String,
+    pub tenant_id: String,
+    /// `app`, `user`, `machine`, `operator`, `link`, `anonymous` or `system`.
+    pub actor_type: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub source_ip: Option<String>,
+    pub operation: String,
+    pub machine_id: Option<String>,
+    pub target: Option<String>,
+    /// `Succeeded`, `Failed` or `Denied`.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub details: serde_json::Value,
+    /// Hex SHA-256 of the entry before this one (64 zeros for the first).
+    pub previous_hash: String,
+    /// Hex SHA-256 of this entry and `previous_hash`.
+    pub hash: String,
+}
+
 /// An OData collection: `{"@odata.context", "@odata.count"?, "value": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Collection<T> {
@@ -365,6 +392,8 @@ pub mod roles {
     pub const READ_ALL: &str = "Machine.Read.All";
     pub const READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
     pub const LIBRARY_MANAGE: &str = "Library.Manage";
+    /// Reads the audit trail (`GET /api/auditlog`); a Reach role.
+    pub const AUDIT_READ: &str = "AuditLog.Read";
     /// Delegated (user) spellings.
     pub const READ: &str = "Machine.Read";
     pub const READ_WRITE: &str = "Machine.ReadWrite";
@@ -381,6 +410,7 @@ pub mod roles {
         READ_ALL,
         READ_WRITE_ALL,
         LIBRARY_MANAGE,
+        AUDIT_READ,
         COLLECT_FORENSICS,
         ISOLATE,
         RESTRICT_EXECUTION,

@@ -5,6 +5,7 @@
 //! Handlers convert store rows to reach-proto types here; nothing below this
 //! module serialises internal rows. Every error leaves through `ApiError`.
 
+pub mod audit_log;
 pub mod download;
 pub mod library;
 pub mod live_response;
@@ -39,6 +40,7 @@ pub fn router(state: SharedState) -> Router {
             "/api/machines/{id}/runliveresponse",
             post(live_response::run),
         )
+        .route("/api/auditlog", get(audit_log::list))
         .route("/api/machineactions", get(machine_actions::list))
         .route("/api/machineactions/{id}", get(machine_actions::get))
         .route(
@@ -95,6 +97,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record_api,
+        ))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::map_response(
             crate::console::security_headers,
@@ -213,11 +219,15 @@ impl FromRequestParts<SharedState> for Principal {
                 ApiError::Unauthorized("The Authorization header is missing".into())
             })?,
         };
-        state
+        let principal = state
             .auth
             .verify(&token)
             .await
-            .map_err(|err| ApiError::Unauthorized(err.0))
+            .map_err(|err| ApiError::Unauthorized(err.0))?;
+        if let Some(notes) = parts.extensions.get::<crate::audit::Notes>() {
+            notes.caller(&principal);
+        }
+        Ok(principal)
     }
 }
 

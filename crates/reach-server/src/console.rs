@@ -205,6 +205,7 @@ static DUMMY_HASH: std::sync::LazyLock<String> =
 /// session cookie.
 pub async fn sign_in(
     State(state): State<SharedState>,
+    notes: crate::audit::Notes,
     JsonBody(body): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
     let wrong = || ApiError::Unauthorized("Wrong user name or password".into());
@@ -235,6 +236,13 @@ pub async fn sign_in(
         Err(StoreError::NotFound(_)) => None,
         Err(err) => return Err(err.into()),
     };
+    let claimed = crate::audit::Actor {
+        kind: "user",
+        id: body.name.clone(),
+        name: body.name.clone(),
+    };
+    // An unknown user's attempt is recorded outside any tenant.
+    notes.claimed(claimed, user.as_ref().map_or("", |u| u.tenant_id.as_str()));
     let hash = user
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());

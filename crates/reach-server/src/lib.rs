@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod agents;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bandwidth;
 pub mod cluster;
@@ -56,6 +57,8 @@ pub struct AppState {
     /// Whole-file hashes of GetFiles whose chunks arrive here in order.
     pub chunks_in_order: agents::verify::InOrder,
     pub metrics: metrics::Metrics,
+    /// Appends to the audit trail.
+    pub auditor: audit::Auditor,
     /// Cancelled when the server shuts down; agent connections close on it.
     pub shutdown: CancellationToken,
 }
@@ -99,9 +102,11 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         config.limits.agent_bytes_per_sec,
         config.limits.total_bytes_per_sec,
     ));
+    let store: Arc<dyn store::Store> = Arc::new(store);
     Ok(Arc::new(AppState {
         config,
-        store: Arc::new(store),
+        auditor: audit::Auditor::start(store.clone()),
+        store,
         files,
         auth,
         limiter: match &cluster {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use reach_server::{Config, admin, config, dev};
+use reach_server::{Config, admin, audit, config, dev};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -65,6 +66,26 @@ enum Command {
     Machines {
         #[command(subcommand)]
         command: MachineCommand,
+    },
+    /// Check and export the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every entry's hash and link; exits 1 at the first broken one.
+    Verify,
+    /// Print entries as JSON lines (oldest first), for a SIEM.
+    Export {
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z, or a date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this tenant's entries (default: every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -184,6 +205,26 @@ async fn tenant_or_only(
     }
 }
 
+/// Records an administrative change made from this command line.
+async fn audit(
+    state: &reach_server::SharedState,
+    tenant_id: &str,
+    operation: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    let event = audit::event(
+        tenant_id,
+        audit::Actor::operator(),
+        operation,
+        "Succeeded",
+        details,
+    );
+    if !state.auditor.record(event).await {
+        anyhow::bail!("the change was made but its audit entry could not be written; see the log");
+    }
+    Ok(())
+}
+
 async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
     let state = reach_server::open(config).await?;
     let store = state.store.as_ref();
@@ -192,6 +233,7 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             command: TenantCommand::Create { name },
         } => {
             let tenant = admin::create_tenant(store, &name).await?;
+            audit(&state, &tenant.id, "TenantCreated", json!({ "name": name })).await?;
             println!("tenant id: {}", tenant.id);
         }
         Command::Apps {
@@ -205,6 +247,8 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             let roles = admin::parse_roles(&roles)?;
             let tenant = tenant_or_only(&state, tenant).await?;
             let app = admin::create_app(store, &tenant, &name, roles).await?;
+            let details = json!({ "clientId": app.client_id, "name": name, "roles": app.roles });
+            audit(&state, &tenant, "AppCreated", details).await?;
             println!("tenant id:     {}", app.tenant_id);
             println!("client id:     {}", app.client_id);
             println!("client secret: {}", app.client_secret);
@@ -232,6 +276,8 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
                 None
             };
             let user = admin::create_user(store, &tenant, &name, roles, password).await?;
+            let details = json!({ "name": user.name, "roles": user.roles });
+            audit(&state, &tenant, "UserCreated", details).await?;
             println!("tenant id: {}", user.tenant_id);
             println!("user:      {}", user.name);
             if !password_stdin {
@@ -245,13 +291,55 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
         } => {
             let tenant = tenant_or_only(&state, tenant).await?;
             let token = admin::create_enrollment_token(store, &tenant).await?;
+            audit(&state, &tenant, "EnrollmentTokenCreated", json!({})).await?;
             println!("{token}");
         }
         Command::Machines {
             command: MachineCommand::Revoke { id },
         } => {
+            let machine = store.machine_credential(&id).await?;
             store.revoke_machine(&id).await?;
+            let details = json!({ "machineId": id });
+            audit(&state, &machine.tenant_id, "MachineRevoked", details).await?;
             println!("machine {id} revoked");
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match audit::verify(store).await? {
+            audit::Verdict::Intact {
+                entries,
+                first,
+                head,
+            } => {
+                println!("audit trail intact: {entries} entries");
+                if let Some((seq, hash)) = head {
+                    println!("entries {first} to {seq}; newest entry's hash: {hash}");
+                    println!(
+                        "Keep the newest hash elsewhere: a trail cut short at its end is still intact."
+                    );
+                }
+            }
+            audit::Verdict::Broken { seq, reason } => {
+                println!("audit trail BROKEN at entry {seq}: {reason}");
+                std::process::exit(1);
+            }
+        },
+        Command::Audit {
+            command: AuditCommand::Export { since, tenant },
+        } => {
+            let since = match since {
+                Some(text) => reach_server::time::Micros::parse(&text).with_context(|| {
+                    format!("--since '{text}' is not a date-time (e.g. 2026-11-01T00:00:00Z)")
+                })?,
+                None => reach_server::time::Micros(i64::MIN),
+            };
+            audit::export(
+                store,
+                since,
+                tenant.as_deref(),
+                &mut std::io::stdout().lock(),
+            )
+            .await?;
         }
         Command::PrintConfig => unreachable!("handled before opening the store"),
     }

@@ -188,6 +188,38 @@ pub struct ChunkRow {
     pub attempts: u32,
 }
 
+/// One event of the audit trail, before the store places it in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub time: Micros,
+    /// Empty when no tenant is known (a refused token).
+    pub tenant_id: String,
+    /// `app`, `user`, `machine`, `operator` (the CLI on the server), `link`
+    /// (a signed download link), `anonymous` or `system`.
+    pub actor_type: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub source_ip: Option<String>,
+    /// `POST /api/machines/{id}/runliveresponse`, `CommandStarted`, ...
+    pub operation: String,
+    pub machine_id: Option<String>,
+    pub target: Option<String>,
+    /// `Succeeded`, `Failed` or `Denied`.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    /// A JSON object, as text (hashed as stored).
+    pub details: String,
+}
+
+/// An event in the chain: its number, and the hashes that link it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
 /// A command handed to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -387,6 +419,26 @@ pub trait Store: Send + Sync + 'static {
         lease_grace_secs: u64,
         now: Micros,
     ) -> StoreResult<Swept>;
+
+    /// Appends events to the audit trail in one transaction, each chained to
+    /// the one before it (`audit::link_hash`), in order. Appends from
+    /// several nodes take turns, so the chain has one order.
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<Vec<AuditEntry>>;
+    /// A tenant's audit entries, newest first unless `$orderby` says otherwise.
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<AuditEntry>, Option<u64>)>;
+    /// All tenants' entries with `seq > after_seq` and time at or after
+    /// `since`, oldest first, at most `limit`: what `audit verify` and
+    /// `audit export` page through.
+    async fn audit_page(
+        &self,
+        after_seq: i64,
+        since: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
 
     /// Records a call under `key` (a caller and an API) if every window
     /// allows it, or answers the whole seconds until one would be allowed.

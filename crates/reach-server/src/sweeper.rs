@@ -54,6 +54,20 @@ pub async fn run(state: SharedState) {
                     tracing::info!(action.id = %id, "action timed out waiting for its device");
                 }
                 for (machine_id, command) in &swept.lease_expired {
+                    let tenant_id = match state.store.machine_credential(machine_id).await {
+                        Ok(machine) => machine.tenant_id,
+                        Err(_) => String::new(),
+                    };
+                    let mut event = crate::audit::event(
+                        &tenant_id,
+                        crate::audit::Actor::system(),
+                        "CommandFinished",
+                        "Failed",
+                        serde_json::json!({ "errors": ["The command's lease ran out without a result from the agent"] }),
+                    );
+                    event.machine_id = Some(machine_id.clone());
+                    event.target = Some(format!("{}/{}", command.action_id, command.index));
+                    state.auditor.record(event).await;
                     tracing::warn!(
                         action.id = %command.action_id,
                         command.index = command.index,

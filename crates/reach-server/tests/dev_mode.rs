@@ -1,7 +1,8 @@
 //! The newcomer's path through the real binary: `reach-server --dev` writes
 //! dev-credentials.json once its local agent is connected, the credentials
 //! work, a restart reuses them, and `apps create` / `enrollment-token
-//! create` / `print-config` work on the same data directory, and its debug
+//! create` / `print-config` / `audit verify` / `audit export` work on the
+//! same data directory (and `audit verify` notices an altered entry), and its debug
 //! log holds none of the secrets and tokens used.
 
 use std::path::Path;
@@ -200,6 +201,61 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     let parsed =
         reach_server::Config::from_toml(&String::from_utf8_lossy(&example.stdout)).unwrap();
     assert_eq!(parsed, reach_server::Config::default());
+
+    // What the operator did here is in the audit trail, intact.
+    let verify = server(dir.path(), &["audit", "verify"])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{said}");
+    assert!(said.contains("audit trail intact"), "{said}");
+    let export = server(dir.path(), &["audit", "export", "--since", "2020-01-01"])
+        .output()
+        .await
+        .unwrap();
+    assert!(export.status.success());
+    let lines: Vec<reach_proto::api::AuditLogEntry> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let created = lines
+        .iter()
+        .find(|e| e.operation == "TenantCreated")
+        .expect("tenants create is recorded");
+    assert_eq!(created.actor_type, "operator");
+    assert_eq!(created.details["name"], "second");
+    assert!(
+        lines
+            .iter()
+            .any(|e| e.operation == "EnrollmentTokenCreated")
+    );
+    assert!(lines.windows(2).all(|w| w[1].previous_hash == w[0].hash));
+    let later = server(dir.path(), &["audit", "export", "--since", "2999-01-01"])
+        .output()
+        .await
+        .unwrap();
+    assert!(later.status.success() && later.stdout.is_empty());
+
+    sqlx::any::install_default_drivers();
+    let url = reach_server::store::sql_store::sqlite_url(&dir.path().join("data/reach.db"));
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET details = '{\"name\":\"other\"}' WHERE seq = $1")
+        .bind(created.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let verify = server(dir.path(), &["audit", "verify"])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("BROKEN at entry {}", created.id)),
+        "{said}"
+    );
 }
 
 #[tokio::test]

@@ -77,6 +77,7 @@ fn check_info(info: &MachineInfo) -> ApiResult<()> {
 pub async fn enroll(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    notes: crate::audit::Notes,
     crate::api::JsonBody(request): crate::api::JsonBody<EnrollRequest>,
 ) -> ApiResult<Json<EnrollResponse>> {
     check_info(&request.info)?;
@@ -99,6 +100,12 @@ pub async fn enroll(
             StoreError::NotFound(_) => ApiError::Unauthorized("Invalid enrollment token".into()),
             other => other.into(),
         })?;
+    notes.claimed(
+        crate::audit::Actor::machine(&machine.id),
+        &machine.tenant_id,
+    );
+    notes.machine(&machine.id);
+    notes.detail("computerDnsName", machine.info.hostname.as_str());
     tracing::info!(machine.id = %machine.id, tenant.id = %machine.tenant_id, machine.name = %machine.info.hostname, "agent enrolled");
     Ok(Json(EnrollResponse {
         machine_id,
@@ -311,10 +318,15 @@ impl Session {
                 errors: vec!["The agent restarted while the command was running".into()],
                 timed_out: false,
             };
-            self.state
+            if self
+                .state
                 .store
                 .finish_command(&machine_id, &command, &finish, Micros::now())
-                .await?;
+                .await?
+                .is_some()
+            {
+                audit_finish(&self.state, &self.identity, &command, &finish).await;
+            }
             tracing::warn!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, "command lost to an agent restart");
         }
         Ok(())
@@ -334,6 +346,15 @@ impl Session {
         else {
             return Ok(());
         };
+        audit_command(
+            &self.state,
+            &self.identity,
+            "CommandStarted",
+            &claimed.command,
+            "Succeeded",
+            serde_json::json!({ "work": claimed.work }),
+        )
+        .await;
         tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
         if claimed.command.index == 0 {
             let waited = Micros::now().0 - claimed.action_created.0;
@@ -383,6 +404,7 @@ impl Session {
                         .observe_micros(end.0 - start.0);
                 }
                 if let Some(action) = action {
+                    audit_finish(&self.state, &self.identity, &command, &finish).await;
                     tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %action.status, "command finished");
                 }
                 if self.in_flight.as_ref() == Some(&command) {
@@ -393,6 +415,45 @@ impl Session {
             }
         }
     }
+}
+
+/// Records a command's step in the audit trail, with its machine as the actor.
+async fn audit_command(
+    state: &SharedState,
+    identity: &AgentIdentity,
+    operation: &str,
+    command: &CommandRef,
+    outcome: &str,
+    details: serde_json::Value,
+) {
+    let mut event = crate::audit::event(
+        &identity.tenant_id,
+        crate::audit::Actor::machine(&identity.machine_id),
+        operation,
+        outcome,
+        details,
+    );
+    event.machine_id = Some(identity.machine_id.clone());
+    event.target = Some(format!("{}/{}", command.action_id, command.index));
+    state.auditor.record(event).await;
+}
+
+async fn audit_finish(
+    state: &SharedState,
+    identity: &AgentIdentity,
+    command: &CommandRef,
+    finish: &Finish,
+) {
+    let (outcome, details) = crate::audit::finish_details(finish);
+    audit_command(
+        state,
+        identity,
+        "CommandFinished",
+        command,
+        outcome,
+        details,
+    )
+    .await;
 }
 
 fn truncate(mut text: String, max: usize) -> String {

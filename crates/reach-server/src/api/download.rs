@@ -1,6 +1,7 @@
 //! Result download links. `GET .../GetLiveResponseResultDownloadLink(index=N)`
 //! mints a fresh link, shaped like Defender's Azure SAS URL: read-only, with
-//! its expiry in `se` and an HMAC-SHA256 `sig` over the blob path and expiry.
+//! its expiry in `se` and an HMAC-SHA256 `sig` over the blob path, expiry and
+//! the tenant it was issued to (`tid`).
 //! `GET /download/...` serves the bytes to anyone holding a valid link (no
 //! Authorization header needed), streaming from the object store. With S3
 //! the link is instead a presigned S3 GET URL, as Defender's are presigned
@@ -30,11 +31,16 @@ use futures::{StreamExt, TryStreamExt};
 const LINK_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::READ_ALL, roles::READ_WRITE_ALL];
 const SAS_VERSION: &str = "2019-07-07";
 
-fn sign(key: &[u8], path: &str, expiry: &str) -> String {
+/// The link's signature over its path, its expiry and the tenant it was
+/// issued to (`tid`, so that the download is recorded in that tenant's
+/// audit trail).
+fn sign(key: &[u8], path: &str, expiry: &str, tenant_id: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(path.as_bytes());
     mac.update(b"\n");
     mac.update(expiry.as_bytes());
+    mac.update(b"\n");
+    mac.update(tenant_id.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
@@ -101,7 +107,9 @@ pub async fn link(
     principal: Principal,
     headers: HeaderMap,
     Path((id, args)): Path<(String, String)>,
+    notes: crate::audit::Notes,
 ) -> ApiResult<Json<StringValue>> {
+    notes.target(format!("{id}/{args}"));
     authorize(&state, &principal, LINK_ROLES, Api::Other("downloadlink")).await?;
     let index: u32 = args
         .strip_prefix("index=")
@@ -112,6 +120,7 @@ pub async fn link(
             ))
         })?;
     let action = state.store.get_action(&principal.tenant_id, &id).await?;
+    notes.machine(&action.machine_id);
     let command = action
         .commands
         .iter()
@@ -160,11 +169,13 @@ pub async fn link(
         None => format!("{}/{file_name}", blob.key),
     };
     let expiry = Micros::now().plus_secs(ttl).to_wire_seconds();
-    let sig = sign(state.auth.link_key(), &path, &expiry);
+    let tenant_id = &principal.tenant_id;
+    let sig = sign(state.auth.link_key(), &path, &expiry, tenant_id);
     let url = format!(
-        "{}/download/{path}?se={}&sp=r&sv={SAS_VERSION}&sr=b&sig={}",
+        "{}/download/{path}?se={}&sp=r&sv={SAS_VERSION}&sr=b&tid={}&sig={}",
         base_url(&state, &headers),
         encode(&expiry),
+        encode(tenant_id),
         encode(&sig)
     );
     Ok(Json(StringValue {
@@ -177,6 +188,7 @@ pub async fn download(
     State(state): State<SharedState>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
+    notes: crate::audit::Notes,
 ) -> ApiResult<Response> {
     let denied = |why: &str| ApiError::Forbidden(format!("Download link refused: {why}"));
     let params: Vec<(String, String)> =
@@ -195,10 +207,18 @@ pub async fn download(
     if param("sp") != Some("r") {
         return Err(denied("the link is not read-only"));
     }
-    let expected = sign(state.auth.link_key(), &path, expiry);
+    let tenant_id = param("tid").unwrap_or_default();
+    let expected = sign(state.auth.link_key(), &path, expiry, tenant_id);
     if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
         return Err(denied("the signature does not match"));
     }
+    let link = crate::audit::Actor {
+        kind: "link",
+        id: String::new(),
+        name: "download link".into(),
+    };
+    notes.claimed(link, tenant_id);
+    notes.target(&path);
     let expires = Micros::parse(expiry).ok_or_else(|| denied("the expiry is malformed"))?;
     if Micros::now() >= expires {
         return Err(denied("the link has expired; request a new one"));

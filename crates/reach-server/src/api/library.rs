@@ -152,6 +152,7 @@ pub async fn upload(
     State(state): State<SharedState>,
     principal: Principal,
     headers: HeaderMap,
+    notes: crate::audit::Notes,
     request: Request,
 ) -> ApiResult<Json<LibraryFile>> {
     authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
@@ -164,6 +165,12 @@ pub async fn upload(
         })?;
     let mut upload = Upload::default();
     let result = read_form(&state, multipart, &mut upload).await;
+    if let Some((name, _, stored)) = &upload.file {
+        notes.target(name);
+        notes.detail("sha256", stored.sha256.as_str());
+        notes.detail("size", stored.size);
+        notes.detail("overrideIfExists", upload.override_if_exists);
+    }
     let temp_key = upload.file.as_ref().map(|(_, temp, _)| temp.clone());
     let outcome = match result {
         Ok(()) => commit(&state, &principal, upload).await,
@@ -282,13 +289,16 @@ pub async fn delete(
     State(state): State<SharedState>,
     principal: Principal,
     Path(name): Path<String>,
+    notes: crate::audit::Notes,
 ) -> ApiResult<StatusCode> {
+    notes.target(&name);
     authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
     check_name(&name)?;
     let row = state
         .store
         .delete_library_file(&principal.tenant_id, &name)
         .await?;
+    notes.detail("sha256", row.sha256.as_str());
     release_blob(&state, &principal.tenant_id, &row.sha256).await;
     tracing::info!(library.file = %row.file_name, requestor = %principal.name, "library file deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -101,8 +101,10 @@ pub async fn run(
     principal: Principal,
     headers: HeaderMap,
     Path(machine): Path<String>,
+    notes: crate::audit::Notes,
     JsonBody(request): JsonBody<RunLiveResponseRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    notes.machine(&machine);
     authorize(
         &state,
         &principal,
@@ -203,6 +205,15 @@ pub async fn run(
             timeout_secs,
         });
     }
+    notes.machine(&machine.id);
+    notes.detail(
+        "commands",
+        serde_json::to_value(new_commands.iter().map(|c| &c.work).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    if let Some(comment) = &request.comment {
+        notes.detail("comment", comment.as_str());
+    }
     let action = NewAction {
         id: uuid::Uuid::new_v4().to_string(),
         tenant_id: principal.tenant_id.clone(),
@@ -216,6 +227,7 @@ pub async fn run(
         .store
         .create_action(&action, limits.active_actions_per_tenant)
         .await?;
+    notes.target(&row.id);
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %row.requestor, commands = row.commands.len(), "live response action created");
     crate::cluster::send(&state, &row.machine_id, HubEvent::Wake).await;
     let mut body = super::machine_actions::to_wire(row);

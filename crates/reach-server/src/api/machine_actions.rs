@@ -106,8 +106,10 @@ pub async fn cancel(
     principal: Principal,
     headers: HeaderMap,
     Path(id): Path<String>,
+    notes: crate::audit::Notes,
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Json<MachineAction>> {
+    notes.target(&id);
     authorize(&state, &principal, CANCEL_ROLES, Api::Other("cancel")).await?;
     let comment = body.and_then(|b| b.comment);
     if comment
@@ -133,6 +135,7 @@ pub async fn cancel(
             crate::store::StoreError::Conflict(message) => ApiError::BadRequest(message),
             other => other.into(),
         })?;
+    notes.machine(&row.machine_id);
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %principal.name, "action cancelled");
     crate::cluster::send(&state, &row.machine_id, HubEvent::Cancel(row.id.clone())).await;
     let mut action = to_wire(row);

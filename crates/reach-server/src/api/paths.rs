@@ -7,7 +7,7 @@
 use axum::extract::Request;
 use axum::http::Uri;
 
-const RESOURCES: &[&str] = &["machines", "machineactions", "libraryfiles"];
+const RESOURCES: &[&str] = &["machines", "machineactions", "libraryfiles", "auditlog"];
 const ACTIONS: &[&str] = &["runliveresponse", "cancel"];
 const DOWNLOAD_LINK: &str = "getliveresponseresultdownloadlink";
 

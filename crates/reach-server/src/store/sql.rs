@@ -16,6 +16,8 @@ pub enum Kind {
     Time,
     /// A JSON array of text.
     TextList,
+    /// A whole number.
+    Int,
 }
 
 /// One filterable, sortable property of an entity.
@@ -97,6 +99,7 @@ impl Builder<'_> {
                 "{} holds text; quote the value: '{n}'",
                 field.name
             ))),
+            (Kind::Int, Literal::Int(n)) => Ok(self.bind(Bind::Int(*n))),
             (Kind::Time, Literal::DateTime(t)) => Ok(self.bind(Bind::Int(t.0))),
             (Kind::Time, Literal::Text(t)) => match crate::time::Micros::parse(t) {
                 Some(t) => Ok(self.bind(Bind::Int(t.0))),
@@ -115,7 +118,7 @@ impl Builder<'_> {
     fn column(field: &Field) -> String {
         match field.kind {
             Kind::Text | Kind::TextList => format!("lower({})", field.sql),
-            Kind::Time => field.sql.clone(),
+            Kind::Time | Kind::Int => field.sql.clone(),
         }
     }
 

@@ -128,6 +128,10 @@ const ACTIVE: &str = "('Pending', 'InProgress')";
 /// that one node at a time sweeps on PostgreSQL.
 const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1
 
+/// Advisory lock key held (per transaction) while appending to the audit
+/// trail on PostgreSQL, so that appends from several nodes form one chain.
+const AUDIT_LOCK: i64 = 0x5245_4143_4802; // "REACH" + 2
+
 type Tx = Transaction<'static, Any>;
 
 impl SqlStore {
@@ -370,6 +374,47 @@ pub(crate) fn machine_fields(active_since: Micros) -> Vec<Field> {
     fields
 }
 
+fn audit_fields() -> Vec<Field> {
+    vec![
+        Field::new("id", "l.seq", Kind::Int),
+        Field::new("timestamp", "l.time_us", Kind::Time),
+        Field::new("actorType", "l.actor_type", Kind::Text),
+        Field::new("actorId", "l.actor_id", Kind::Text),
+        Field::new("actorName", "l.actor_name", Kind::Text),
+        Field::new("sourceIp", "l.source_ip", Kind::Text),
+        Field::new("operation", "l.operation", Kind::Text),
+        Field::new("machineId", "l.machine_id", Kind::Text),
+        Field::new("target", "l.target", Kind::Text),
+        Field::new("outcome", "l.outcome", Kind::Text),
+        Field::new("httpStatus", "l.http_status", Kind::Int),
+    ]
+}
+
+fn audit_from_row(row: &AnyRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            time: Micros(row.try_get("time_us")?),
+            tenant_id: row.try_get("tenant_id")?,
+            actor_type: row.try_get("actor_type")?,
+            actor_id: row.try_get("actor_id")?,
+            actor_name: row.try_get("actor_name")?,
+            source_ip: row.try_get("source_ip")?,
+            operation: row.try_get("operation")?,
+            machine_id: row.try_get("machine_id")?,
+            target: row.try_get("target")?,
+            outcome: row.try_get("outcome")?,
+            http_status: row
+                .try_get::<Option<i64>, _>("http_status")?
+                .map(|s| u16::try_from(s).map_err(other))
+                .transpose()?,
+            details: row.try_get("details")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     binds: &'q [Bind],
@@ -412,6 +457,49 @@ fn placeholders(first: usize, count: usize) -> String {
 fn page_sql(binds: &[Bind]) -> String {
     let limit = binds.len() + 2;
     format!("LIMIT ${limit} OFFSET ${}", limit + 1)
+}
+
+/// One page of a tenant's rows of `table` (SQL alias `alias`, whose
+/// `tenant_id` column is bound to `$1`) matching `query`, and with `$count`
+/// how many match in all.
+#[allow(clippy::too_many_arguments)]
+async fn select_page(
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    table: &str,
+    alias: &str,
+    tenant_id: &str,
+    query: &Query,
+    fields: &[Field],
+    default_order: &str,
+) -> StoreResult<(Vec<AnyRow>, Option<u64>)> {
+    let compiled = sql::compile(query, fields, default_order, dialect, 2).map_err(odata)?;
+    let filter = if compiled.where_sql.is_empty() {
+        String::new()
+    } else {
+        format!("AND {}", compiled.where_sql)
+    };
+    let from = format!("FROM {table} {alias} WHERE {alias}.tenant_id = $1 {filter}");
+    let sql = format!(
+        "SELECT * {from} {} {}",
+        compiled.order_sql,
+        page_sql(&compiled.binds)
+    );
+    let rows = bind_all(
+        sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
+        &compiled.binds,
+    )
+    .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
+    .bind(i64::from(query.skip))
+    .fetch_all(&mut *conn)
+    .await?;
+    let count = if query.count {
+        let sql = format!("SELECT count(*) {from}");
+        Some(count(conn, sql, tenant_id, &compiled.binds).await?)
+    } else {
+        None
+    };
+    Ok((rows, count))
 }
 
 fn tenant_from_row(row: &AnyRow) -> StoreResult<Tenant> {
@@ -863,50 +951,21 @@ impl Store for SqlStore {
         query: &Query,
         active_since: Micros,
     ) -> StoreResult<(Vec<MachineRow>, Option<u64>)> {
-        let fields = machine_fields(active_since);
-        let compiled = sql::compile(
-            query,
-            &fields,
-            "m.computer_dns_name ASC, m.id ASC",
+        let (rows, count) = select_page(
+            &mut *self.pool.acquire().await?,
             self.engine.dialect(),
-            2,
+            "machines",
+            "m",
+            tenant_id,
+            query,
+            &machine_fields(active_since),
+            "m.computer_dns_name ASC, m.id ASC",
         )
-        .map_err(odata)?;
-        let filter = if compiled.where_sql.is_empty() {
-            String::new()
-        } else {
-            format!("AND {}", compiled.where_sql)
-        };
-        let sql = format!(
-            "SELECT * FROM machines m WHERE m.tenant_id = $1 {filter} {} {}",
-            compiled.order_sql,
-            page_sql(&compiled.binds)
-        );
-        let q = bind_all(
-            sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
-            &compiled.binds,
-        )
-        .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
-        .bind(i64::from(query.skip));
-        let rows = q.fetch_all(&self.pool).await?;
+        .await?;
         let machines = rows
             .iter()
             .map(machine_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
-        let count = if query.count {
-            let sql = format!("SELECT count(*) FROM machines m WHERE m.tenant_id = $1 {filter}");
-            Some(
-                count(
-                    &mut *self.pool.acquire().await?,
-                    sql,
-                    tenant_id,
-                    &compiled.binds,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
         Ok((machines, count))
     }
 
@@ -1177,44 +1236,23 @@ impl Store for SqlStore {
         tenant_id: &str,
         query: &Query,
     ) -> StoreResult<(Vec<ActionRow>, Option<u64>)> {
-        let compiled = sql::compile(
+        let mut conn = self.pool.acquire().await?;
+        let (rows, count) = select_page(
+            &mut conn,
+            self.engine.dialect(),
+            "actions",
+            "a",
+            tenant_id,
             query,
             &action_fields(),
             "a.created_us DESC, a.seq DESC",
-            self.engine.dialect(),
-            2,
         )
-        .map_err(odata)?;
-        let filter = if compiled.where_sql.is_empty() {
-            String::new()
-        } else {
-            format!("AND {}", compiled.where_sql)
-        };
-        let mut conn = self.pool.acquire().await?;
-        let sql = format!(
-            "SELECT * FROM actions a WHERE a.tenant_id = $1 {filter} {} {}",
-            compiled.order_sql,
-            page_sql(&compiled.binds)
-        );
-        let rows = bind_all(
-            sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
-            &compiled.binds,
-        )
-        .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
-        .bind(i64::from(query.skip))
-        .fetch_all(&mut *conn)
         .await?;
         let mut actions = rows
             .iter()
             .map(action_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         load_commands(&mut conn, &mut actions).await?;
-        let count = if query.count {
-            let sql = format!("SELECT count(*) FROM actions a WHERE a.tenant_id = $1 {filter}");
-            Some(count(&mut conn, sql, tenant_id, &compiled.binds).await?)
-        } else {
-            None
-        };
         Ok((actions, count))
     }
 
@@ -1614,6 +1652,102 @@ impl Store for SqlStore {
             queue_expired,
             lease_expired,
         })
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<Vec<AuditEntry>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (mut seq, mut prev_hash) = match last {
+            Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get("hash")?),
+            None => (0, crate::audit::GENESIS.to_string()),
+        };
+        let mut appended = Vec::with_capacity(events.len());
+        for event in events {
+            seq += 1;
+            let hash = crate::audit::link_hash(seq, event, &prev_hash);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, time_us, tenant_id, actor_type, actor_id, actor_name,
+                    source_ip, operation, machine_id, target, outcome, http_status, details,
+                    prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(seq)
+            .bind(event.time.0)
+            .bind(&event.tenant_id)
+            .bind(&event.actor_type)
+            .bind(&event.actor_id)
+            .bind(&event.actor_name)
+            .bind(&event.source_ip)
+            .bind(&event.operation)
+            .bind(&event.machine_id)
+            .bind(&event.target)
+            .bind(&event.outcome)
+            .bind(event.http_status.map(i64::from))
+            .bind(&event.details)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            appended.push(AuditEntry {
+                seq,
+                event: event.clone(),
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            });
+        }
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<AuditEntry>, Option<u64>)> {
+        let (rows, count) = select_page(
+            &mut *self.pool.acquire().await?,
+            self.engine.dialect(),
+            "audit_log",
+            "l",
+            tenant_id,
+            query,
+            &audit_fields(),
+            "l.seq DESC",
+        )
+        .await?;
+        let entries = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((entries, count))
+    }
+
+    async fn audit_page(
+        &self,
+        after_seq: i64,
+        since: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE seq > $1 AND time_us >= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(after_seq)
+        .bind(since.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
     }
 
     async fn rate_limit(

@@ -5,6 +5,7 @@
 mod support;
 
 mod agents;
+mod audit;
 mod auth;
 mod cluster;
 mod console;

@@ -1,0 +1,37 @@
+//! `GET /api/auditlog`: the caller's tenant's audit trail, newest first,
+//! with OData `$filter`, `$top`, `$skip`, `$orderby` and `$count`. Needs the
+//! `AuditLog.Read` role, which no Defender permission implies. Reading the
+//! trail is itself recorded.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use reach_proto::api::{AuditLogEntry, Collection, roles};
+
+use super::{Api, authorize, odata_context};
+use crate::SharedState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::odata::Query;
+
+pub async fn list(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Collection<AuditLogEntry>>> {
+    authorize(
+        &state,
+        &principal,
+        &[roles::AUDIT_READ],
+        Api::Other("auditlog"),
+    )
+    .await?;
+    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let (rows, count) = state.store.list_audit(&principal.tenant_id, &query).await?;
+    Ok(Json(Collection {
+        odata_context: odata_context(&state, &headers, "AuditLog"),
+        count,
+        value: rows.into_iter().map(crate::audit::to_wire).collect(),
+    }))
+}

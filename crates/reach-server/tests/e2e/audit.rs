@@ -1,0 +1,263 @@
+//! The audit trail through the public API: what a live response session
+//! leaves in it, who may read it, OData over it, and `verify` finding an
+//! altered or removed entry.
+
+use reach_proto::api::{AuditLogEntry, roles};
+use reach_server::audit::{self, Verdict};
+
+use crate::support::*;
+
+fn find<'a>(entries: &'a [AuditLogEntry], operation: &str) -> Vec<&'a AuditLogEntry> {
+    entries
+        .iter()
+        .filter(|e| e.operation == operation)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_is_recorded_from_token_to_download() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("hello.sh", b"#!/bin/sh\necho hi\n").await;
+    let hostname = device.work_dir().join("h.txt");
+    std::fs::write(&hostname, b"evidence").unwrap();
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![
+                run_script("hello.sh", Some("--quick")),
+                get_file(hostname.to_str().unwrap()),
+            ],
+        )
+        .await;
+    server.result(&done.id, 1).await;
+
+    let log = server.client.audit_log(&[("$top", "100")]).await.unwrap();
+    let entries = log.value;
+    // Newest first, numbered in the one chain.
+    assert!(entries.windows(2).all(|w| w[0].id > w[1].id));
+
+    let token = find(&entries, "POST /{tenant}/oauth2/v2.0/token");
+    assert!(!token.is_empty(), "{entries:#?}");
+    assert_eq!(token[0].actor_type, "app");
+    assert_eq!(token[0].outcome, "Succeeded");
+    assert_eq!(token[0].source_ip.as_deref(), Some("127.0.0.1"));
+
+    let upload = find(&entries, "POST /api/libraryfiles")[0];
+    assert_eq!(upload.target.as_deref(), Some("hello.sh"));
+    assert_eq!(upload.details["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(upload.actor_name, "everything");
+
+    let run = find(&entries, "POST /api/machines/{id}/runliveresponse")[0];
+    assert_eq!(run.http_status, Some(201));
+    assert_eq!(run.machine_id.as_deref(), Some(device.machine_id.as_str()));
+    assert_eq!(run.target.as_deref(), Some(done.id.as_str()));
+    assert_eq!(run.details["commands"][0]["type"], "RunScript");
+    assert_eq!(run.details["commands"][0]["args"], "--quick");
+    assert_eq!(run.details["commands"][1]["type"], "GetFile");
+    assert_eq!(run.tenant_id, server.tenant_id);
+
+    for operation in ["CommandStarted", "CommandFinished"] {
+        let steps = find(&entries, operation);
+        assert_eq!(steps.len(), 2, "{operation}: {entries:#?}");
+        for step in steps {
+            assert_eq!(step.actor_type, "machine");
+            assert_eq!(step.actor_id, device.machine_id);
+            assert_eq!(step.outcome, "Succeeded");
+            assert!(step.target.as_deref().unwrap().starts_with(&done.id));
+        }
+    }
+    let collected = find(&entries, "CommandFinished")
+        .into_iter()
+        .find(|e| e.target.as_deref() == Some(&format!("{}/1", done.id)))
+        .unwrap();
+    assert_eq!(collected.details["fileSha256"].as_str().unwrap().len(), 64);
+
+    let link = find(
+        &entries,
+        "GET /api/machineactions/{id}/getliveresponseresultdownloadlink/{args}",
+    )[0];
+    assert_eq!(link.machine_id.as_deref(), Some(device.machine_id.as_str()));
+    let download = find(&entries, "GET /download/{*path}")[0];
+    assert_eq!(download.actor_type, "link");
+    assert_eq!(download.tenant_id, server.tenant_id);
+    assert_eq!(download.outcome, "Succeeded");
+
+    // Each entry links to the one before it.
+    let mut oldest_first = entries.clone();
+    oldest_first.reverse();
+    for pair in oldest_first.windows(2) {
+        if pair[1].id == pair[0].id + 1 {
+            assert_eq!(pair[1].previous_hash, pair[0].hash);
+        }
+    }
+    assert!(matches!(
+        audit::verify(server.state.store.as_ref()).await.unwrap(),
+        Verdict::Intact { .. }
+    ));
+}
+
+#[tokio::test]
+async fn reading_needs_its_own_role_and_refusals_are_recorded() {
+    let server = TestServer::start().await;
+    let responder = server
+        .app(
+            "responder",
+            &[roles::LIVE_RESPONSE, roles::READ_ALL, roles::LIBRARY_MANAGE],
+        )
+        .await;
+    let refused = responder.audit_log(&[]).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+
+    // A call with a forged token is recorded, outside any tenant.
+    let forged = reqwest::Client::new()
+        .post(format!("{}/api/machines/abc/runliveresponse", server.url))
+        .bearer_auth("e30.e30.e30")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let denied = server
+        .client
+        .audit_log(&[("$filter", "outcome eq 'Denied'")])
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0].operation, "GET /api/auditlog");
+    assert_eq!(denied[0].actor_name, "responder");
+    assert_eq!(denied[0].http_status, Some(403));
+
+    let everyone = server
+        .state
+        .store
+        .audit_page(0, reach_server::time::Micros(i64::MIN), 1000)
+        .await
+        .unwrap();
+    let anonymous = everyone
+        .iter()
+        .find(|e| e.event.actor_type == "anonymous")
+        .expect("the forged call is recorded");
+    assert_eq!(anonymous.event.tenant_id, "");
+    assert_eq!(anonymous.event.http_status, Some(401));
+    assert_eq!(anonymous.event.machine_id, None);
+}
+
+#[tokio::test]
+async fn odata_narrows_and_pages_the_trail() {
+    let server = TestServer::start().await;
+    for name in ["a.sh", "b.sh", "c.sh"] {
+        server.upload(name, b"echo").await;
+    }
+    let uploads = server
+        .client
+        .audit_log(&[
+            ("$filter", "operation eq 'POST /api/libraryfiles'"),
+            ("$orderby", "id asc"),
+            ("$count", "true"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(uploads.count, Some(3));
+    let targets: Vec<_> = uploads
+        .value
+        .iter()
+        .map(|e| e.target.clone().unwrap())
+        .collect();
+    assert_eq!(targets, ["a.sh", "b.sh", "c.sh"]);
+    let first = uploads.value[0].id;
+    let later = server
+        .client
+        .audit_log(&[
+            (
+                "$filter",
+                &format!("id gt {first} and startswith(operation, 'POST /api/lib')"),
+            ),
+            ("$top", "1"),
+            ("$skip", "1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(later.value.len(), 1);
+    assert_eq!(later.value[0].target.as_deref(), Some("b.sh"));
+    let (status, body) = server.get_raw("/api/auditlog?$filter=id eq 'x'").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = server.get_raw("/api/auditlog?$filter=secret eq 'x'").await;
+    assert_eq!(status, 400);
+}
+
+/// Opens the test server's SQLite database beside it, for tampering.
+async fn database(server: &TestServer) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url =
+        reach_server::store::sql_store::sqlite_url(&server.state.config.data_dir.join("reach.db"));
+    sqlx::AnyPool::connect(&url).await.unwrap()
+}
+
+#[tokio::test]
+async fn verify_finds_an_altered_and_a_removed_entry() {
+    let server = TestServer::start().await;
+    for name in ["a.sh", "b.sh", "c.sh", "d.sh"] {
+        server.upload(name, b"echo").await;
+    }
+    let store = server.state.store.as_ref();
+    let Verdict::Intact { entries, head, .. } = audit::verify(store).await.unwrap() else {
+        panic!("a fresh trail is intact");
+    };
+    assert!(entries >= 5, "{entries}");
+    let upload = server
+        .client
+        .audit_log(&[("$filter", "target eq 'b.sh'")])
+        .await
+        .unwrap()
+        .value[0]
+        .id;
+    assert!(head.unwrap().0 > upload);
+
+    let db = database(&server).await;
+    sqlx::query("UPDATE audit_log SET target = 'innocent.sh' WHERE seq = $1")
+        .bind(upload)
+        .execute(&db)
+        .await
+        .unwrap();
+    let verdict = audit::verify(store).await.unwrap();
+    assert_eq!(
+        verdict,
+        Verdict::Broken {
+            seq: upload,
+            reason: "its contents do not match its hash (altered)".into()
+        }
+    );
+
+    // Rewriting the entry's hash as well moves the break to the next entry.
+    let rows = store
+        .audit_page(upload - 1, reach_server::time::Micros(i64::MIN), 1)
+        .await
+        .unwrap();
+    let forged = audit::link_hash(upload, &rows[0].event, &rows[0].prev_hash);
+    sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
+        .bind(&forged)
+        .bind(upload)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert!(matches!(
+        audit::verify(store).await.unwrap(),
+        Verdict::Broken { seq, .. } if seq == upload + 1
+    ));
+
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(upload)
+        .execute(&db)
+        .await
+        .unwrap();
+    match audit::verify(store).await.unwrap() {
+        Verdict::Broken { seq, reason } => {
+            assert_eq!(seq, upload);
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        other => panic!("a removed entry went unnoticed: {other:?}"),
+    }
+}

@@ -21,6 +21,8 @@ pub struct Context {
     pub client: AgentClient,
     pub work_dir: PathBuf,
     pub output_cap_bytes: usize,
+    /// Keys library files must be signed by (empty: no signature needed).
+    pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
 }
 
 /// A command failure, with the message shown to the analyst.
@@ -72,8 +74,69 @@ pub async fn execute(
 ) -> Done {
     let timeout = Duration::from_secs(assignment.timeout_secs.max(1));
     let command = &assignment.command;
-    let result = match &assignment.work {
-        Work::PutFile { file_name, sha256 } => {
+    let result = match check_signature(context, &assignment.work) {
+        Err(failure) => Err(failure),
+        Ok(()) => run(context, assignment, command, timeout, cancel).await,
+    };
+    match result {
+        Ok(success) => Done {
+            outcome: Outcome::Completed {
+                sha256: success.sha256,
+            },
+            result: success.result,
+        },
+        Err(failure) => Done {
+            outcome: Outcome::Failed {
+                errors: vec![failure.message],
+                timed_out: failure.timed_out,
+            },
+            result: None,
+        },
+    }
+}
+
+/// With trusted keys configured, a library file is put or run only when
+/// one of them signed it; checked before a byte is downloaded (the bytes
+/// must then match the signed SHA-256).
+fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
+    if context.trusted_keys.is_empty() {
+        return Ok(());
+    }
+    let (name, sha256, signature) = match work {
+        Work::PutFile {
+            file_name,
+            sha256,
+            signature,
+        } => (file_name, sha256, signature),
+        Work::RunScript {
+            script_name,
+            sha256,
+            signature,
+            ..
+        } => (script_name, sha256, signature),
+        Work::GetFile { .. } => return Ok(()),
+    };
+    reach_client::signing::verify(&context.trusted_keys, sha256, signature.as_deref()).map_err(
+        |why| {
+            tracing::warn!(library.file = %name, sha256 = %sha256, reason = %why, "refused an unsigned or wrongly signed library file");
+            Failure::new(format!(
+                "Refused '{name}': this agent only puts and runs library files signed by a key it trusts, and {why}"
+            ))
+        },
+    )
+}
+
+async fn run(
+    context: &Context,
+    assignment: &Assignment,
+    command: &reach_proto::agent::CommandRef,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<Success, Failure> {
+    match &assignment.work {
+        Work::PutFile {
+            file_name, sha256, ..
+        } => {
             guarded(
                 timeout,
                 &cancel,
@@ -85,6 +148,7 @@ pub async fn execute(
             script_name,
             sha256,
             args,
+            ..
         } => {
             // The script handles its own timeout and cancel, to kill its process tree.
             run_script::run(
@@ -106,21 +170,6 @@ pub async fn execute(
             )
             .await
         }
-    };
-    match result {
-        Ok(success) => Done {
-            outcome: Outcome::Completed {
-                sha256: success.sha256,
-            },
-            result: success.result,
-        },
-        Err(failure) => Done {
-            outcome: Outcome::Failed {
-                errors: vec![failure.message],
-                timed_out: failure.timed_out,
-            },
-            result: None,
-        },
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Config {
     /// First reconnect delay, in milliseconds; doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Ed25519 public keys (base64) library files must be signed by before
+    /// this agent puts or runs them. Empty: no signature is needed.
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             output_cap_bytes: 10 * 1024 * 1024,
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -175,6 +179,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tls::check_server_url(server, config.insecure_http)?;
     }
     let tls = tls::client_config(config.ca_file.as_deref())?;
+    let trusted_keys = config
+        .trusted_keys
+        .iter()
+        .map(|key| reach_client::signing::TrustedKey::parse(key))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading trusted_keys")?;
+    if !trusted_keys.is_empty() {
+        tracing::info!(
+            keys = trusted_keys.len(),
+            "library files must be signed by a trusted key"
+        );
+    }
     // Absolute, so that scripts and their working directory agree whatever
     // the agent's own current directory is.
     let work_dir =
@@ -187,6 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             client: client.clone(),
             work_dir,
             output_cap_bytes: config.output_cap_bytes,
+            trusted_keys,
         },
         outbox.clone(),
     );

@@ -22,6 +22,16 @@ struct Cli {
     /// Allow plain http to a server that is not on loopback.
     #[arg(long, global = true)]
     insecure_http: bool,
+    /// An Ed25519 public key (base64) library files must be signed by before
+    /// this agent puts or runs them; repeat it, or separate keys by commas.
+    /// Added to the config's `trusted_keys`.
+    #[arg(
+        long = "trusted-key",
+        global = true,
+        env = "REACH_AGENT_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    trusted_keys: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         config.ca_file = cli.ca_file;
     }
     config.insecure_http |= cli.insecure_http;
+    config.trusted_keys.extend(cli.trusted_keys);
     match cli.command {
         Command::Enroll { server, token } => {
             let state = reach_agent::enroll(&server, &token, &config).await?;

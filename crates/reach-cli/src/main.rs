@@ -101,6 +101,23 @@ enum LibraryCommand {
         /// Replace a library file of the same name.
         #[arg(long = "override")]
         override_if_exists: bool,
+        /// The file's Ed25519 signature, as `reach library sign` prints it.
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// Make an Ed25519 signing key pair: the private key goes to --out (mode
+    /// 0600; keep it offline), the public key is printed for agents'
+    /// `trusted_keys` and the server's `library_trusted_keys`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a file offline with a private key; prints the signature to
+    /// upload with it (`reach library upload FILE --signature SIG`).
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        file: PathBuf,
     },
     /// List library files.
     List,
@@ -221,8 +238,29 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
 }
 
 async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
-    let client = client().await?;
+    use reach_client::signing;
     match command {
+        // Keys and signatures are made offline, without the server.
+        LibraryCommand::Keygen { out } => {
+            if out.exists() {
+                anyhow::bail!("{} exists; not overwriting a key", out.display());
+            }
+            let (private, public) = signing::generate()?;
+            reach_client::private_file::write_private(&out, private.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{public}");
+            eprintln!(
+                "private key written to {} (keep it offline); the public key above goes into agents' trusted_keys",
+                out.display()
+            );
+        }
+        LibraryCommand::Sign { key, file } => {
+            let private = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let sha256 = signing::sha256_file(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            println!("{}", signing::sign(&private, &sha256)?);
+        }
         LibraryCommand::Upload {
             file,
             name,
@@ -230,6 +268,7 @@ async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
             parameters_description,
             has_parameters,
             override_if_exists,
+            signature,
         } => {
             let name = match name {
                 Some(name) => name,
@@ -251,13 +290,14 @@ async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
                 parameters_description,
                 has_parameters,
                 override_if_exists,
+                signature,
             };
-            let stored = client.upload_library_file(upload).await?;
+            let stored = client().await?.upload_library_file(upload).await?;
             output::library(std::slice::from_ref(&stored), json)?;
         }
-        LibraryCommand::List => output::library(&client.library().await?.value, json)?,
+        LibraryCommand::List => output::library(&client().await?.library().await?.value, json)?,
         LibraryCommand::Rm { name } => {
-            client.delete_library_file(&name).await?;
+            client().await?.delete_library_file(&name).await?;
             println!("deleted {name}");
         }
     }

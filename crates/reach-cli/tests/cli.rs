@@ -262,3 +262,60 @@ async fn a_server_with_a_private_ca_is_reached_with_reach_ca_file() {
         text(&untrusted.stderr)
     );
 }
+
+#[tokio::test]
+async fn keys_are_made_and_files_signed_offline_then_uploaded_signed() {
+    let env = start().await;
+    let key = env.dir.path().join("signing.key");
+    let keygen = env
+        .reach(&["library", "keygen", "--out", key.to_str().unwrap()])
+        .await;
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let public = text(&keygen.stdout).trim().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = env
+        .reach(&["library", "keygen", "--out", key.to_str().unwrap()])
+        .await;
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
+
+    let script = env.dir.path().join("tool.sh");
+    std::fs::write(&script, b"#!/bin/sh\necho tool\n").unwrap();
+    let sign = env
+        .reach(&[
+            "library",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ])
+        .await;
+    assert!(sign.status.success(), "{}", text(&sign.stderr));
+    let signature = text(&sign.stdout).trim().to_string();
+    let sha256 = reach_client::signing::sha256_file(&script).unwrap();
+    let trusted = [reach_client::signing::TrustedKey::parse(&public).unwrap()];
+    assert_eq!(
+        reach_client::signing::verify(&trusted, &sha256, Some(&signature)),
+        Ok(())
+    );
+
+    let upload = env
+        .reach(&[
+            "--json",
+            "library",
+            "upload",
+            script.to_str().unwrap(),
+            "--signature",
+            &signature,
+        ])
+        .await;
+    assert!(upload.status.success(), "{}", text(&upload.stderr));
+    assert!(text(&upload.stdout).contains(&signature));
+}

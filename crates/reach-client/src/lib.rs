@@ -1,12 +1,14 @@
 //! Typed async client for Reach: `Client` speaks the Defender-compatible API
 //! (token, machines, live response, machine actions, library, downloads) and
 //! `AgentClient` the agent's HTTP endpoints (enrolment, payload download,
-//! result upload). Used by the CLI, the agent and the tests.
+//! result upload), and `signing` the Ed25519 signatures of library files.
+//! Used by the CLI, the agent, the server and the tests.
 //!
 //! It never retries on its own and never logs tokens; callers decide.
 
 pub mod agent;
 pub mod private_file;
+pub mod signing;
 pub mod tls;
 
 use reach_proto::api::{
@@ -298,6 +300,9 @@ impl Client {
         if let Some(parameters) = upload.parameters_description {
             form = form.text("ParametersDescription", parameters);
         }
+        if let Some(signature) = upload.signature {
+            form = form.text("Signature", signature);
+        }
         json(
             self.request(Method::POST, "/api/libraryfiles")
                 .multipart(form)
@@ -329,6 +334,8 @@ pub struct LibraryUpload {
     pub parameters_description: Option<String>,
     pub has_parameters: bool,
     pub override_if_exists: bool,
+    /// Ed25519 signature (base64) of the file, made offline (`signing::sign`).
+    pub signature: Option<String>,
 }
 
 impl LibraryUpload {
@@ -340,6 +347,7 @@ impl LibraryUpload {
             parameters_description: None,
             has_parameters: false,
             override_if_exists: false,
+            signature: None,
         }
     }
 }

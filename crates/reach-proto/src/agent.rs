@@ -112,11 +112,16 @@ pub enum Work {
     PutFile {
         file_name: String,
         sha256: String,
+        /// Ed25519 signature (base64) of the library file, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
     RunScript {
         script_name: String,
         sha256: String,
         args: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
     GetFile {
         path: String,

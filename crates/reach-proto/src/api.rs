@@ -264,6 +264,9 @@ pub struct LibraryFile {
     /// Size in bytes (a Reach addition; Defender clients ignore it).
     #[serde(default)]
     pub size: u64,
+    /// Ed25519 signature (base64) uploaded with the file (a Reach addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// The Machine entity, limited to the fields Reach can know (spec section 1.9).
@@ -388,7 +391,11 @@ pub struct ScriptTranscript {
 
 /// Roles (application permissions) that Reach checks, spelled as Defender does.
 pub mod roles {
+    /// Advanced live response: PutFile, RunScript and GetFile.
     pub const LIVE_RESPONSE: &str = "Machine.LiveResponse";
+    /// Basic live response: GetFile only (collecting, never changing or
+    /// running anything on the device); a Reach role.
+    pub const LIVE_RESPONSE_BASIC: &str = "Machine.LiveResponse.Basic";
     pub const READ_ALL: &str = "Machine.Read.All";
     pub const READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
     pub const LIBRARY_MANAGE: &str = "Library.Manage";
@@ -407,6 +414,7 @@ pub mod roles {
     /// Every role a dev-mode app receives.
     pub const ALL: &[&str] = &[
         LIVE_RESPONSE,
+        LIVE_RESPONSE_BASIC,
         READ_ALL,
         READ_WRITE_ALL,
         LIBRARY_MANAGE,

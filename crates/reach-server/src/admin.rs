@@ -6,7 +6,7 @@
 use reach_proto::api::roles;
 
 use crate::auth;
-use crate::store::{App, Store, Tenant, User};
+use crate::store::{App, DeviceGroup, Store, Tenant, User};
 use crate::time::Micros;
 
 /// A newly created client app, with its secret in clear (shown once).
@@ -56,24 +56,30 @@ pub async fn create_app(
     name: &str,
     roles: Vec<String>,
 ) -> anyhow::Result<NewApp> {
-    create_app_with_secret(store, tenant_id, name, roles, auth::random_secret(32)).await
+    create_scoped_app(store, tenant_id, name, roles, Vec::new()).await
 }
 
-/// Like `create_app`, with a given secret (dev mode reuses its saved one).
-pub async fn create_app_with_secret(
+/// Like `create_app`, limited to `device_groups` (existing groups of the
+/// tenant; empty: every machine).
+pub async fn create_scoped_app(
     store: &dyn Store,
     tenant_id: &str,
     name: &str,
     roles: Vec<String>,
-    client_secret: String,
+    device_groups: Vec<String>,
 ) -> anyhow::Result<NewApp> {
     store.get_tenant(tenant_id).await?;
+    check_groups(store, tenant_id, &device_groups).await?;
+    let client_secret = auth::random_secret(32);
     let app = App {
         client_id: uuid::Uuid::new_v4().to_string(),
         tenant_id: tenant_id.to_string(),
         name: name.to_string(),
         secret_hash: auth::hash_secret(&client_secret)?,
         roles: roles.clone(),
+        disabled: false,
+        token_generation: 0,
+        device_groups,
     };
     store.create_app(&app, Micros::now()).await?;
     Ok(NewApp {
@@ -100,6 +106,7 @@ pub async fn create_user(
     tenant_id: &str,
     name: &str,
     roles: Vec<String>,
+    device_groups: Vec<String>,
     password: Option<String>,
 ) -> anyhow::Result<NewUser> {
     let name = name.trim();
@@ -111,12 +118,15 @@ pub async fn create_user(
         anyhow::bail!("a password has at least 12 characters");
     }
     store.get_tenant(tenant_id).await?;
+    check_groups(store, tenant_id, &device_groups).await?;
     let user = User {
         name: name.to_string(),
         tenant_id: tenant_id.to_string(),
         password_hash: auth::hash_secret(&password)?,
         roles: roles.clone(),
         disabled: false,
+        token_generation: 0,
+        device_groups,
     };
     store.create_user(&user, Micros::now()).await?;
     Ok(NewUser {
@@ -135,4 +145,85 @@ pub async fn create_enrollment_token(store: &dyn Store, tenant_id: &str) -> anyh
         .create_enrollment_token(tenant_id, &auth::sha256_hex(&token), Micros::now())
         .await?;
     Ok(token)
+}
+
+/// Fails unless every name is a device group of the tenant.
+async fn check_groups(store: &dyn Store, tenant_id: &str, names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let groups = store.list_device_groups(tenant_id).await?;
+    for name in names {
+        if !groups.iter().any(|g| g.name.eq_ignore_ascii_case(name)) {
+            anyhow::bail!(
+                "there is no device group '{name}'; create it with `reach-server groups create --name {name} --tags TAG,...`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A machine tag or a group name: 1 to 200 characters, no control characters.
+pub fn check_label(what: &str, text: &str) -> anyhow::Result<String> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
+        anyhow::bail!("a {what} is 1 to 200 characters, without control characters");
+    }
+    Ok(text.to_string())
+}
+
+/// Creates (or redefines) a device group: the machines carrying any of `tags`.
+pub async fn create_group(
+    store: &dyn Store,
+    tenant_id: &str,
+    name: &str,
+    tags: &[String],
+) -> anyhow::Result<DeviceGroup> {
+    store.get_tenant(tenant_id).await?;
+    let tags = tags
+        .iter()
+        .map(|t| check_label("machine tag", t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if tags.is_empty() {
+        anyhow::bail!("a device group needs at least one tag");
+    }
+    let group = DeviceGroup {
+        tenant_id: tenant_id.to_string(),
+        name: check_label("group name", name)?,
+        tags,
+    };
+    store.put_device_group(&group, Micros::now()).await?;
+    Ok(group)
+}
+
+/// Gives an app a new secret (returned in clear, shown once); tokens issued
+/// under the old one stop working at once.
+pub async fn rotate_app_secret(store: &dyn Store, client_id: &str) -> anyhow::Result<String> {
+    let secret = auth::random_secret(32);
+    store
+        .set_app_secret(client_id, &auth::hash_secret(&secret)?)
+        .await?;
+    Ok(secret)
+}
+
+/// Adds and removes a machine's tags (compared without case); returns the
+/// tags it then carries.
+pub async fn change_tags(
+    store: &dyn Store,
+    tenant_id: &str,
+    machine_id: &str,
+    add: &[String],
+    remove: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let machine = store.get_machine(tenant_id, machine_id).await?;
+    let mut tags = machine.tags;
+    tags.retain(|t| !remove.iter().any(|r| r.eq_ignore_ascii_case(t)));
+    for tag in add {
+        let tag = check_label("machine tag", tag)?;
+        if !tags.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
+            tags.push(tag);
+        }
+    }
+    store.set_machine_tags(&machine.id, &tags).await?;
+    Ok(tags)
 }

@@ -189,6 +189,48 @@ pub async fn authorize(
         })
 }
 
+/// A machine of the caller's tenant and device groups, by id or name.
+/// Outside its groups a machine answers as one that does not exist (404),
+/// as Defender's do.
+pub async fn visible_machine(
+    state: &SharedState,
+    principal: &Principal,
+    id_or_name: &str,
+) -> ApiResult<crate::store::MachineRow> {
+    let machine = state
+        .store
+        .get_machine(&principal.tenant_id, id_or_name)
+        .await?;
+    if !principal.scope.allows(&machine.tags) {
+        return Err(crate::store::StoreError::NotFound(format!("Machine {id_or_name}")).into());
+    }
+    Ok(machine)
+}
+
+/// `query` narrowed to the machines of the caller's device groups (through
+/// the entity's `machineTags`); None when the caller may see no machine.
+pub fn scoped(
+    mut query: crate::odata::Query,
+    scope: &crate::store::Scope,
+) -> Option<crate::odata::Query> {
+    use crate::odata::{Expr, Literal};
+    let crate::store::Scope::Tags(tags) = scope else {
+        return Some(query);
+    };
+    if tags.is_empty() {
+        return None;
+    }
+    let within = Expr::In {
+        field: "machineTags".into(),
+        values: tags.iter().cloned().map(Literal::Text).collect(),
+    };
+    query.filter = Some(match query.filter.take() {
+        Some(filter) => Expr::And(Box::new(filter), Box::new(within)),
+        None => within,
+    });
+    Some(query)
+}
+
 /// The token of an `Authorization: Bearer <token>` header.
 fn bearer_token(value: &axum::http::HeaderValue) -> ApiResult<String> {
     let value = value
@@ -219,11 +261,17 @@ impl FromRequestParts<SharedState> for Principal {
                 ApiError::Unauthorized("The Authorization header is missing".into())
             })?,
         };
-        let principal = state
+        let mut principal = state
             .auth
             .verify(&token)
             .await
             .map_err(|err| ApiError::Unauthorized(err.0))?;
+        crate::auth::admit(state.store.as_ref(), &mut principal)
+            .await
+            .map_err(|err| match err {
+                crate::auth::AdmitError::Refused(why) => ApiError::Unauthorized(why.0),
+                crate::auth::AdmitError::Store(err) => err.into(),
+            })?;
         if let Some(notes) = parts.extensions.get::<crate::audit::Notes>() {
             notes.caller(&principal);
         }

@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{App, User};
+use crate::store::{App, Scope, Store, StoreError, User};
 
 /// Audience of the tokens Reach issues: Defender's resource identifier.
 pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
@@ -35,6 +35,12 @@ pub struct Principal {
     pub name: String,
     /// Roles (apps) or delegated scopes (users).
     pub roles: BTreeSet<String>,
+    /// Tokens Reach issued: the app's or user's token generation at issue,
+    /// checked against the store on every call (`admit`). None for an
+    /// external issuer's tokens, which that issuer revokes.
+    pub generation: Option<u64>,
+    /// The machines the caller may see and act on (its device groups).
+    pub scope: Scope,
 }
 
 impl Principal {
@@ -72,6 +78,9 @@ struct Claims {
     /// Users: the name shown as requestor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    /// The app's or user's token generation when issued (a Reach claim).
+    #[serde(default)]
+    rgen: u64,
 }
 
 /// The app id user tokens name (the console signs users in).
@@ -158,6 +167,7 @@ impl Authenticator {
             idtyp: "app".to_string(),
             scp: None,
             name: None,
+            rgen: app.token_generation,
         };
         self.sign(&claims)
     }
@@ -180,6 +190,7 @@ impl Authenticator {
             idtyp: "user".to_string(),
             scp: Some(user.roles.join(" ")),
             name: Some(user.name.clone()),
+            rgen: user.token_generation,
         };
         self.sign(&claims)
     }
@@ -232,6 +243,8 @@ impl Authenticator {
                     .split_whitespace()
                     .map(String::from)
                     .collect(),
+                generation: Some(claims.rgen),
+                scope: Scope::All,
             });
         }
         Ok(Principal {
@@ -239,8 +252,83 @@ impl Authenticator {
             app_id: Some(claims.appid),
             name: claims.app_displayname,
             roles: claims.roles.into_iter().collect(),
+            generation: Some(claims.rgen),
+            scope: Scope::All,
         })
     }
+}
+
+/// Checks a verified Reach token against what the store says now: the app
+/// or user still exists in the token's tenant, is not disabled, and its
+/// token generation is the token's (a rotated secret or a disabled account
+/// revokes every earlier token at once). Sets the caller's device-group
+/// scope. External issuers' tokens pass unchanged.
+pub async fn admit(store: &dyn Store, principal: &mut Principal) -> Result<(), AdmitError> {
+    let Some(generation) = principal.generation else {
+        return Ok(());
+    };
+    let (tenant_id, disabled, current, groups) = match &principal.app_id {
+        Some(client_id) => match store.get_app(client_id).await {
+            Ok(app) => (
+                app.tenant_id,
+                app.disabled,
+                app.token_generation,
+                app.device_groups,
+            ),
+            Err(StoreError::NotFound(_)) => return Err(revoked("the app no longer exists")),
+            Err(err) => return Err(AdmitError::Store(err)),
+        },
+        None => match store.get_user(&principal.name).await {
+            Ok(user) => (
+                user.tenant_id,
+                user.disabled,
+                user.token_generation,
+                user.device_groups,
+            ),
+            Err(StoreError::NotFound(_)) => return Err(revoked("the user no longer exists")),
+            Err(err) => return Err(AdmitError::Store(err)),
+        },
+    };
+    if tenant_id != principal.tenant_id {
+        return Err(revoked("its tenant does not match"));
+    }
+    if disabled {
+        return Err(revoked("the account is disabled"));
+    }
+    if current != generation {
+        return Err(revoked(
+            "it was revoked (the secret was rotated or the account disabled since)",
+        ));
+    }
+    if !groups.is_empty() {
+        let mut tags = Vec::new();
+        for group in store
+            .list_device_groups(&tenant_id)
+            .await
+            .map_err(AdmitError::Store)?
+        {
+            if groups.iter().any(|g| g.eq_ignore_ascii_case(&group.name)) {
+                tags.extend(group.tags);
+            }
+        }
+        principal.scope = Scope::Tags(tags);
+    }
+    Ok(())
+}
+
+fn revoked(why: &str) -> AdmitError {
+    AdmitError::Refused(TokenError(format!(
+        "The access token is no longer valid: {why}"
+    )))
+}
+
+/// Why `admit` turned a verified token away.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Refused(TokenError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// The `iss` claim, read without checking anything: only to pick the verifier.
@@ -340,6 +428,9 @@ mod tests {
             name: "Automation".into(),
             secret_hash: String::new(),
             roles: vec!["Machine.Read.All".into()],
+            disabled: false,
+            token_generation: 0,
+            device_groups: Vec::new(),
         }
     }
 
@@ -373,6 +464,8 @@ mod tests {
             password_hash: String::new(),
             roles: vec!["Machine.LiveResponse".into(), "Machine.Read".into()],
             disabled: false,
+            token_generation: 0,
+            device_groups: Vec::new(),
         };
         let principal = auth.verify(&auth.issue_user(&user).unwrap()).await.unwrap();
         assert_eq!(principal.name, "Dana Analyst");

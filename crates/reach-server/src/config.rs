@@ -102,6 +102,10 @@ pub struct LiveResponse {
     /// GetFile uploads files in chunks of this many bytes (before
     /// compression); a transfer resumes from the last chunk stored.
     pub chunk_bytes: u64,
+    /// Ed25519 public keys (base64). When any is set, a library upload must
+    /// carry a signature by one of them. Agents check signatures themselves
+    /// (their own `trusted_keys`); this catches a wrong one at upload.
+    pub library_trusted_keys: Vec<String>,
 }
 
 /// Agent connections.
@@ -190,6 +194,7 @@ impl Default for LiveResponse {
             download_link_ttl_secs: 1800,
             sweep_interval_ms: 1000,
             chunk_bytes: 8 * 1024 * 1024,
+            library_trusted_keys: Vec::new(),
         }
     }
 }

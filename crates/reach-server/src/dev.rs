@@ -97,11 +97,20 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
 async fn console_user(state: &SharedState, tenant_id: &str) -> anyhow::Result<(String, String)> {
     let all: Vec<String> = roles::ALL.iter().map(|r| r.to_string()).collect();
     let store = state.store.as_ref();
-    let user = match admin::create_user(store, tenant_id, CONSOLE_USER, all.clone(), None).await {
+    let user = match admin::create_user(
+        store,
+        tenant_id,
+        CONSOLE_USER,
+        all.clone(),
+        Vec::new(),
+        None,
+    )
+    .await
+    {
         Ok(user) => user,
         Err(_) => {
             let name = format!("{CONSOLE_USER}-{}", &tenant_id[..8.min(tenant_id.len())]);
-            admin::create_user(store, tenant_id, &name, all, None)
+            admin::create_user(store, tenant_id, &name, all, Vec::new(), None)
                 .await
                 .context("creating the dev console user")?
         }

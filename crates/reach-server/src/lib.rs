@@ -59,6 +59,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Appends to the audit trail.
     pub auditor: audit::Auditor,
+    /// Keys library uploads must be signed by (empty: none needed).
+    pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
     /// Cancelled when the server shuts down; agent connections close on it.
     pub shutdown: CancellationToken,
 }
@@ -102,10 +104,18 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         config.limits.agent_bytes_per_sec,
         config.limits.total_bytes_per_sec,
     ));
+    let trusted_keys = config
+        .live_response
+        .library_trusted_keys
+        .iter()
+        .map(|key| reach_client::signing::TrustedKey::parse(key))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading live_response.library_trusted_keys")?;
     let store: Arc<dyn store::Store> = Arc::new(store);
     Ok(Arc::new(AppState {
         config,
         auditor: audit::Auditor::start(store.clone()),
+        trusted_keys,
         store,
         files,
         auth,

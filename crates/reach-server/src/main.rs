@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage device groups (sets of machines, by tag) that apps and users can be limited to.
+    Groups {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Manage enrolled machines.
     Machines {
         #[command(subcommand)]
@@ -110,6 +115,34 @@ enum AppCommand {
         /// Tenant id (default: the only tenant there is).
         #[arg(long)]
         tenant: Option<String>,
+        /// Comma-separated device groups the app is limited to (default: every machine).
+        #[arg(long)]
+        groups: Option<String>,
+    },
+    /// Give an app a new secret; tokens issued under the old one stop working at once.
+    RotateSecret { client_id: String },
+    /// Refuse the app tokens; its existing tokens stop working at once.
+    Disable { client_id: String },
+    /// Allow a disabled app tokens again (its earlier tokens stay revoked).
+    Enable { client_id: String },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create or redefine a device group: the machines carrying any of its tags.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated machine tags.
+        #[arg(long)]
+        tags: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List a tenant's device groups.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -128,7 +161,14 @@ enum UserCommand {
         /// Read the password from the first line of stdin instead of generating one.
         #[arg(long)]
         password_stdin: bool,
+        /// Comma-separated device groups the user is limited to (default: every machine).
+        #[arg(long)]
+        groups: Option<String>,
     },
+    /// Refuse the user sign-in; the user's existing tokens stop working at once.
+    Disable { name: String },
+    /// Allow a disabled user to sign in again (earlier tokens stay revoked).
+    Enable { name: String },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +184,16 @@ enum TokenCommand {
 enum MachineCommand {
     /// Revoke a machine's credential; its agent is disconnected and cannot reconnect.
     Revoke { id: String },
+    /// Add or remove a machine's tags (device groups are defined by tags).
+    Tag {
+        id: String,
+        /// Comma-separated tags to add.
+        #[arg(long)]
+        add: Option<String>,
+        /// Comma-separated tags to remove.
+        #[arg(long)]
+        remove: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -205,6 +255,16 @@ async fn tenant_or_only(
     }
 }
 
+/// A comma-separated list, without empty items.
+fn list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Records an administrative change made from this command line.
 async fn audit(
     state: &reach_server::SharedState,
@@ -221,6 +281,63 @@ async fn audit(
     );
     if !state.auditor.record(event).await {
         anyhow::bail!("the change was made but its audit entry could not be written; see the log");
+    }
+    Ok(())
+}
+
+/// `apps disable` / `apps enable`: either way the app's earlier tokens stop working.
+async fn set_app_disabled(
+    state: &reach_server::SharedState,
+    client_id: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let app = state.store.get_app(client_id).await?;
+    state.store.set_app_disabled(client_id, disabled).await?;
+    let operation = if disabled {
+        "AppDisabled"
+    } else {
+        "AppEnabled"
+    };
+    audit(
+        state,
+        &app.tenant_id,
+        operation,
+        json!({ "clientId": client_id }),
+    )
+    .await?;
+    match disabled {
+        true => println!("app {client_id} disabled; its tokens no longer work"),
+        false => println!("app {client_id} enabled; request new tokens"),
+    }
+    Ok(())
+}
+
+/// `users disable` / `users enable`: either way the user's earlier tokens stop working.
+async fn set_user_disabled(
+    state: &reach_server::SharedState,
+    name: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let user = state.store.get_user(name).await?;
+    state.store.set_user_disabled(name, disabled).await?;
+    let operation = if disabled {
+        "UserDisabled"
+    } else {
+        "UserEnabled"
+    };
+    audit(
+        state,
+        &user.tenant_id,
+        operation,
+        json!({ "name": user.name }),
+    )
+    .await?;
+    match disabled {
+        true => println!("user {} disabled; their sessions no longer work", user.name),
+        false => println!(
+            "user {} enabled; earlier sessions stay signed out",
+            user.name
+        ),
     }
     Ok(())
 }
@@ -242,12 +359,15 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
                     name,
                     roles,
                     tenant,
+                    groups,
                 },
         } => {
             let roles = admin::parse_roles(&roles)?;
             let tenant = tenant_or_only(&state, tenant).await?;
-            let app = admin::create_app(store, &tenant, &name, roles).await?;
-            let details = json!({ "clientId": app.client_id, "name": name, "roles": app.roles });
+            let groups = list(groups.as_deref());
+            let app =
+                admin::create_scoped_app(store, &tenant, &name, roles, groups.clone()).await?;
+            let details = json!({ "clientId": app.client_id, "name": name, "roles": app.roles, "deviceGroups": groups });
             audit(&state, &tenant, "AppCreated", details).await?;
             println!("tenant id:     {}", app.tenant_id);
             println!("client id:     {}", app.client_id);
@@ -262,8 +382,10 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
                     roles,
                     tenant,
                     password_stdin,
+                    groups,
                 },
         } => {
+            let groups = list(groups.as_deref());
             let roles = admin::parse_roles(&roles)?;
             let tenant = tenant_or_only(&state, tenant).await?;
             let password = if password_stdin {
@@ -275,8 +397,9 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let user = admin::create_user(store, &tenant, &name, roles, password).await?;
-            let details = json!({ "name": user.name, "roles": user.roles });
+            let user =
+                admin::create_user(store, &tenant, &name, roles, groups.clone(), password).await?;
+            let details = json!({ "name": user.name, "roles": user.roles, "deviceGroups": groups });
             audit(&state, &tenant, "UserCreated", details).await?;
             println!("tenant id: {}", user.tenant_id);
             println!("user:      {}", user.name);
@@ -285,6 +408,66 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
                 println!("The password is shown only now; it is stored hashed.");
             }
             println!("roles:     {}", user.roles.join(","));
+        }
+        Command::Apps {
+            command: AppCommand::RotateSecret { client_id },
+        } => {
+            let app = store.get_app(&client_id).await?;
+            let secret = admin::rotate_app_secret(store, &client_id).await?;
+            let details = json!({ "clientId": client_id });
+            audit(&state, &app.tenant_id, "AppSecretRotated", details).await?;
+            println!("client id:     {client_id}");
+            println!("client secret: {secret}");
+            println!("The secret is shown only now; tokens issued before this no longer work.");
+        }
+        Command::Apps {
+            command: AppCommand::Disable { client_id },
+        } => set_app_disabled(&state, &client_id, true).await?,
+        Command::Apps {
+            command: AppCommand::Enable { client_id },
+        } => set_app_disabled(&state, &client_id, false).await?,
+        Command::Users {
+            command: UserCommand::Disable { name },
+        } => set_user_disabled(&state, &name, true).await?,
+        Command::Users {
+            command: UserCommand::Enable { name },
+        } => set_user_disabled(&state, &name, false).await?,
+        Command::Groups {
+            command: GroupCommand::Create { name, tags, tenant },
+        } => {
+            let tenant = tenant_or_only(&state, tenant).await?;
+            let group = admin::create_group(store, &tenant, &name, &list(Some(&tags))).await?;
+            let details = json!({ "name": group.name, "tags": group.tags });
+            audit(&state, &tenant, "DeviceGroupDefined", details).await?;
+            println!(
+                "device group {}: machines tagged {}",
+                group.name,
+                group.tags.join(", ")
+            );
+        }
+        Command::Groups {
+            command: GroupCommand::List { tenant },
+        } => {
+            let tenant = tenant_or_only(&state, tenant).await?;
+            for group in store.list_device_groups(&tenant).await? {
+                println!("{}\t{}", group.name, group.tags.join(","));
+            }
+        }
+        Command::Machines {
+            command: MachineCommand::Tag { id, add, remove },
+        } => {
+            let machine = store.machine_credential(&id).await?;
+            let tags = admin::change_tags(
+                store,
+                &machine.tenant_id,
+                &id,
+                &list(add.as_deref()),
+                &list(remove.as_deref()),
+            )
+            .await?;
+            let details = json!({ "added": list(add.as_deref()), "removed": list(remove.as_deref()), "tags": tags });
+            audit(&state, &machine.tenant_id, "MachineTagged", details).await?;
+            println!("machine {id} tags: {}", tags.join(", "));
         }
         Command::EnrollmentToken {
             command: TokenCommand::Create { tenant },

@@ -59,6 +59,13 @@ pub struct App {
     /// argon2 PHC string.
     pub secret_hash: String,
     pub roles: Vec<String>,
+    /// Disabled apps get no token, and their tokens stop working.
+    pub disabled: bool,
+    /// Bumped when the secret is rotated or the app disabled: tokens issued
+    /// under an older generation stop working.
+    pub token_generation: u64,
+    /// Device groups the app is limited to; empty: every machine.
+    pub device_groups: Vec<String>,
 }
 
 /// A person who signs in to the web console.
@@ -70,6 +77,39 @@ pub struct User {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub disabled: bool,
+    /// Bumped when the user is disabled: older tokens stop working.
+    pub token_generation: u64,
+    /// Device groups the user is limited to; empty: every machine.
+    pub device_groups: Vec<String>,
+}
+
+/// Machines a caller may see: the tenant's, or those carrying one of the
+/// tags of the caller's device groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    #[default]
+    All,
+    /// Machines with any of these tags (compared without case); none when empty.
+    Tags(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, machine_tags: &[String]) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tags(tags) => machine_tags
+                .iter()
+                .any(|t| tags.iter().any(|s| s.eq_ignore_ascii_case(t))),
+        }
+    }
+}
+
+/// A named set of machine tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGroup {
+    pub tenant_id: String,
+    pub name: String,
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +146,8 @@ pub struct LibraryRow {
     pub last_updated_by: Option<String>,
     pub creation_time: Micros,
     pub last_updated_time: Micros,
+    /// Ed25519 signature (base64) uploaded with the file.
+    pub signature: Option<String>,
 }
 
 /// A command of a new action, validated, with the library file's hash
@@ -274,6 +316,19 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()>;
     async fn get_app(&self, client_id: &str) -> StoreResult<App>;
+
+    /// Replaces an app's secret hash; its earlier tokens stop working.
+    async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()>;
+    /// Disables or enables an app; either way its earlier tokens stop working.
+    async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()>;
+    /// Disables or enables a user (by name, without case); either way the
+    /// user's earlier tokens stop working.
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()>;
+    /// Creates or replaces a tenant's device group.
+    async fn put_device_group(&self, group: &DeviceGroup, now: Micros) -> StoreResult<()>;
+    async fn list_device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
+    /// Replaces a machine's tags.
+    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> StoreResult<()>;
 
     /// Conflict when a user of that name (in any case) exists.
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()>;

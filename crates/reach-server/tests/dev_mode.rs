@@ -202,6 +202,72 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         reach_server::Config::from_toml(&String::from_utf8_lossy(&example.stdout)).unwrap();
     assert_eq!(parsed, reach_server::Config::default());
 
+    // Access subcommands, through the binary (their effects: tests/e2e/access.rs).
+    let tenant = creds.tenant_id.as_str();
+    for (args, expect) in [
+        (
+            vec![
+                "groups",
+                "create",
+                "--name",
+                "web",
+                "--tags",
+                "web-servers",
+                "--tenant",
+                tenant,
+            ],
+            "device group web",
+        ),
+        (
+            vec!["groups", "list", "--tenant", tenant],
+            "web\tweb-servers",
+        ),
+        (
+            vec![
+                "machines",
+                "tag",
+                &creds.machine_id,
+                "--add",
+                "web-servers,linux",
+            ],
+            "tags: web-servers, linux",
+        ),
+        (
+            vec!["apps", "rotate-secret", &creds.client_id],
+            "client secret:",
+        ),
+        (vec!["apps", "disable", &creds.client_id], "disabled"),
+        (vec!["users", "disable", &creds.console_user], "disabled"),
+    ] {
+        let output = server(dir.path(), &args).output().await.unwrap();
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && said.contains(expect),
+            "{args:?}: {said}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let unknown_group = server(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "x",
+            "--roles",
+            "Machine.Read.All",
+            "--groups",
+            "nope",
+            "--tenant",
+            tenant,
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!unknown_group.status.success());
+    assert!(String::from_utf8_lossy(&unknown_group.stderr).contains("no device group 'nope'"));
+
     // What the operator did here is in the audit trail, intact.
     let verify = server(dir.path(), &["audit", "verify"])
         .output()
@@ -225,11 +291,19 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .expect("tenants create is recorded");
     assert_eq!(created.actor_type, "operator");
     assert_eq!(created.details["name"], "second");
-    assert!(
-        lines
-            .iter()
-            .any(|e| e.operation == "EnrollmentTokenCreated")
-    );
+    for operation in [
+        "EnrollmentTokenCreated",
+        "DeviceGroupDefined",
+        "MachineTagged",
+        "AppSecretRotated",
+        "AppDisabled",
+        "UserDisabled",
+    ] {
+        assert!(
+            lines.iter().any(|e| e.operation == operation),
+            "{operation}"
+        );
+    }
     assert!(lines.windows(2).all(|w| w[1].previous_hash == w[0].hash));
     let later = server(dir.path(), &["audit", "export", "--since", "2999-01-01"])
         .output()

@@ -100,6 +100,7 @@ fn put_file(name: &str) -> NewCommand {
             params: vec![],
         },
         work: Work::PutFile {
+            signature: None,
             file_name: name.into(),
             sha256: "abc".into(),
         },
@@ -578,6 +579,7 @@ async fn library_names_are_unique_without_case_and_blobs_stay_while_used() {
             last_updated_by: None,
             creation_time: now,
             last_updated_time: now,
+            signature: Some(format!("sig-{sha}")),
         };
         assert!(
             store
@@ -598,9 +600,15 @@ async fn library_names_are_unique_without_case_and_blobs_stay_while_used() {
             .unwrap()
             .unwrap();
         assert_eq!(replaced.sha256, "abc", "{}", backend.name);
+        assert_eq!(replaced.signature.as_deref(), Some("sig-abc"));
         let stored = store.get_library_file(TENANT, "COLLECT.sh").await.unwrap();
         assert_eq!(stored.file_name, "Collect.sh");
         assert_eq!(stored.sha256, "def");
+        assert_eq!(
+            stored.signature.as_deref(),
+            Some("sig-def"),
+            "replaced with the file"
+        );
         assert_eq!(stored.last_updated_by.as_deref(), Some("analyst"));
         // A queued action still needs the old bytes.
         store
@@ -867,5 +875,99 @@ async fn nodes_appending_to_the_audit_trail_at_once_form_one_chain() {
             .unwrap();
         assert_eq!((page.len(), count), (5, Some(48)), "{}", backend.name);
         assert_eq!(page[0].seq, 48, "newest first");
+    }
+}
+
+#[tokio::test]
+async fn revocation_groups_and_tags_are_stored_and_scope_listings() {
+    for backend in backends().await {
+        let (store, machine_id) = with_action(&backend, vec![get_file("/x")]).await;
+        let now = Micros::now();
+        let app = App {
+            client_id: "c1".into(),
+            tenant_id: TENANT.into(),
+            name: "app".into(),
+            secret_hash: "h0".into(),
+            roles: vec![],
+            disabled: false,
+            token_generation: 0,
+            device_groups: vec!["web".into()],
+        };
+        store.create_app(&app, now).await.unwrap();
+        store.set_app_secret("c1", "h1").await.unwrap();
+        store.set_app_disabled("c1", true).await.unwrap();
+        let stored = store.get_app("c1").await.unwrap();
+        assert_eq!(
+            (
+                stored.secret_hash.as_str(),
+                stored.disabled,
+                stored.token_generation
+            ),
+            ("h1", true, 2),
+            "{}",
+            backend.name
+        );
+        assert_eq!(stored.device_groups, ["web"]);
+        assert!(matches!(
+            store.set_app_disabled("nope", true).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let user = User {
+            name: "Dana".into(),
+            tenant_id: TENANT.into(),
+            password_hash: "p".into(),
+            roles: vec![],
+            disabled: false,
+            token_generation: 0,
+            device_groups: vec![],
+        };
+        store.create_user(&user, now).await.unwrap();
+        store.set_user_disabled("DANA", true).await.unwrap();
+        let stored = store.get_user("dana").await.unwrap();
+        assert!(
+            stored.disabled && stored.token_generation == 1,
+            "{}",
+            backend.name
+        );
+
+        for tags in [
+            vec!["a".to_string()],
+            vec!["Web".to_string(), "dmz".to_string()],
+        ] {
+            let group = DeviceGroup {
+                tenant_id: TENANT.into(),
+                name: "web".into(),
+                tags,
+            };
+            store.put_device_group(&group, now).await.unwrap();
+        }
+        let groups = store.list_device_groups(TENANT).await.unwrap();
+        assert_eq!(groups.len(), 1, "{}: redefined in place", backend.name);
+        assert_eq!(groups[0].tags, ["Web", "dmz"]);
+
+        let by_tag = "$filter=machineTags/any(t: t eq 'web')";
+        assert!(
+            store
+                .list_actions(TENANT, &query(by_tag))
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        store
+            .set_machine_tags(&machine_id, &["WEB".into()])
+            .await
+            .unwrap();
+        let (found, _) = store.list_actions(TENANT, &query(by_tag)).await.unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: actions by their machine's tags",
+            backend.name
+        );
+        assert_eq!(
+            store.get_machine(TENANT, &machine_id).await.unwrap().tags,
+            ["WEB"]
+        );
     }
 }

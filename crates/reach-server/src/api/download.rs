@@ -28,7 +28,12 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-const LINK_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::READ_ALL, roles::READ_WRITE_ALL];
+const LINK_ROLES: &[&str] = &[
+    roles::LIVE_RESPONSE,
+    roles::LIVE_RESPONSE_BASIC,
+    roles::READ_ALL,
+    roles::READ_WRITE_ALL,
+];
 const SAS_VERSION: &str = "2019-07-07";
 
 /// The link's signature over its path, its expiry and the tenant it was
@@ -119,7 +124,7 @@ pub async fn link(
                 "Expected GetLiveResponseResultDownloadLink(index=N) with N a command index, got ({args})"
             ))
         })?;
-    let action = state.store.get_action(&principal.tenant_id, &id).await?;
+    let action = super::machine_actions::visible_action(&state, &principal, &id).await?;
     notes.machine(&action.machine_id);
     let command = action
         .commands

@@ -59,6 +59,7 @@ pub fn to_wire(row: LibraryRow) -> LibraryFile {
         has_parameters: row.has_parameters,
         parameters_description: row.parameters_description,
         size: row.size,
+        signature: row.signature,
     }
 }
 
@@ -80,6 +81,7 @@ struct Upload {
     parameters_description: Option<String>,
     has_parameters: bool,
     override_if_exists: bool,
+    signature: Option<String>,
 }
 
 async fn read_form(
@@ -142,6 +144,14 @@ async fn read_form(
             "overrideifexists" => {
                 upload.override_if_exists = parse_bool("OverrideIfExists", &text)?
             }
+            "signature" if !text.trim().is_empty() => {
+                reach_client::signing::check_signature_form(&text).map_err(|_| {
+                    ApiError::InvalidInput(
+                        "Signature must be an Ed25519 signature: 64 bytes in base64".into(),
+                    )
+                })?;
+                upload.signature = Some(text.trim().to_string());
+            }
             _ => {} // Unknown fields are ignored, as Defender does.
         }
     }
@@ -192,6 +202,18 @@ async fn commit(
     let (file_name, temp, stored) = upload
         .file
         .ok_or_else(|| ApiError::MissingParameter("File".into()))?;
+    if !state.trusted_keys.is_empty() {
+        reach_client::signing::verify(
+            &state.trusted_keys,
+            &stored.sha256,
+            upload.signature.as_deref(),
+        )
+        .map_err(|why| {
+            ApiError::InvalidInput(format!(
+                "This server only accepts library files signed by a trusted key, and {why}"
+            ))
+        })?;
+    }
     let key = Files::library_key(&principal.tenant_id, &stored.sha256);
     state
         .files
@@ -211,6 +233,7 @@ async fn commit(
         last_updated_by: None,
         creation_time: now,
         last_updated_time: now,
+        signature: upload.signature,
     };
     let replaced = match state
         .store

@@ -108,7 +108,7 @@ pub async fn run(
     authorize(
         &state,
         &principal,
-        &[roles::LIVE_RESPONSE],
+        &[roles::LIVE_RESPONSE, roles::LIVE_RESPONSE_BASIC],
         Api::RunLiveResponse,
     )
     .await?;
@@ -152,10 +152,17 @@ pub async fn run(
             )));
         }
     }
-    let machine = state
-        .store
-        .get_machine(&principal.tenant_id, &machine)
-        .await?;
+    if !principal.has_any(&[roles::LIVE_RESPONSE])
+        && let Some(command) = checked.iter().find(|c| c.kind != CommandType::GetFile)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} needs the advanced live response role ({}); {} allows GetFile only",
+            command.kind.as_str(),
+            roles::LIVE_RESPONSE,
+            roles::LIVE_RESPONSE_BASIC
+        )));
+    }
+    let machine = super::visible_machine(&state, &principal, &machine).await?;
     let lr = &state.config.live_response;
     let mut new_commands = Vec::with_capacity(checked.len());
     for (index, (command, checked)) in commands.into_iter().zip(checked).enumerate() {
@@ -180,12 +187,14 @@ pub async fn run(
                     Work::PutFile {
                         file_name: file.file_name,
                         sha256: file.sha256,
+                        signature: file.signature,
                     }
                 } else {
                     Work::RunScript {
                         script_name: file.file_name,
                         sha256: file.sha256,
                         args: checked.args.filter(|a| !a.trim().is_empty()),
+                        signature: file.signature,
                     }
                 }
             }

@@ -24,6 +24,7 @@ const READ_ROLES: &[&str] = &[
 ];
 const CANCEL_ROLES: &[&str] = &[
     roles::LIVE_RESPONSE,
+    roles::LIVE_RESPONSE_BASIC,
     roles::COLLECT_FORENSICS,
     roles::ISOLATE,
     roles::RESTRICT_EXECUTION,
@@ -77,10 +78,15 @@ pub async fn list(
 ) -> ApiResult<Json<Collection<MachineAction>>> {
     authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
     let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
-    let (rows, count) = state
-        .store
-        .list_actions(&principal.tenant_id, &query)
-        .await?;
+    let (rows, count) = match super::scoped(query, &principal.scope) {
+        Some(query) => {
+            state
+                .store
+                .list_actions(&principal.tenant_id, &query)
+                .await?
+        }
+        None => (Vec::new(), Some(0)),
+    };
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "MachineActions"),
         count,
@@ -95,7 +101,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MachineAction>> {
     authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
-    let row = state.store.get_action(&principal.tenant_id, &id).await?;
+    let row = visible_action(&state, &principal, &id).await?;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
     Ok(Json(action))
@@ -121,6 +127,7 @@ pub async fn cancel(
             super::live_response::MAX_COMMENT
         )));
     }
+    visible_action(&state, &principal, &id).await?;
     let row = state
         .store
         .cancel_action(
@@ -141,4 +148,22 @@ pub async fn cancel(
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
     Ok(Json(action))
+}
+
+/// An action of the caller's tenant on a machine of its device groups;
+/// outside them, 404 as for an action that does not exist.
+pub async fn visible_action(
+    state: &SharedState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<ActionRow> {
+    let action = state.store.get_action(&principal.tenant_id, id).await?;
+    if principal.scope != crate::store::Scope::All {
+        super::visible_machine(state, principal, &action.machine_id)
+            .await
+            .map_err(|_| {
+                ApiError::from(crate::store::StoreError::NotFound(format!("Action {id}")))
+            })?;
+    }
+    Ok(action)
 }

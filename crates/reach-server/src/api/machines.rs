@@ -66,10 +66,15 @@ pub async fn list(
     authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
     let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let since = active_since(&state);
-    let (rows, count) = state
-        .store
-        .list_machines(&principal.tenant_id, &query, since)
-        .await?;
+    let (rows, count) = match super::scoped(query, &principal.scope) {
+        Some(query) => {
+            state
+                .store
+                .list_machines(&principal.tenant_id, &query, since)
+                .await?
+        }
+        None => (Vec::new(), Some(0)),
+    };
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "Machines"),
         count,
@@ -84,7 +89,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Machine>> {
     authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
-    let row = state.store.get_machine(&principal.tenant_id, &id).await?;
+    let row = super::visible_machine(&state, &principal, &id).await?;
     let mut machine = to_wire(row, active_since(&state));
     machine.odata_context = Some(odata_context(&state, &headers, "Machines/$entity"));
     Ok(Json(machine))

@@ -76,6 +76,10 @@ pub async fn token(
         tracing::info!(app.id = %app.client_id, "token request with a wrong secret");
         return Err(invalid());
     }
+    if app.disabled {
+        tracing::info!(app.id = %app.client_id, "token request for a disabled app");
+        return Err(ApiError::Unauthorized("The app is disabled".into()));
+    }
     let access_token = state.auth.issue(&app).map_err(ApiError::internal)?;
     Ok(Json(TokenResponse {
         token_type: "Bearer".into(),

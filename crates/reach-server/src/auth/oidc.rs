@@ -171,6 +171,9 @@ impl Oidc {
             app_id,
             name,
             roles,
+            // The issuer revokes its own tokens; its callers see every machine.
+            generation: None,
+            scope: crate::store::Scope::All,
         })
     }
 }

@@ -104,6 +104,14 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// NotFound (named by `what`) when an update changed no row.
+fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(what()));
+    }
+    Ok(())
+}
+
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(err.into())
 }
@@ -338,6 +346,12 @@ fn action_fields() -> Vec<Field> {
         Field::new("computerDnsName", "a.computer_dns_name", Kind::Text),
         Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),
         Field::new("lastUpdateDateTimeUtc", "a.updated_us", Kind::Time),
+        // The action's machine's tags: what device-group scopes filter on.
+        Field::new(
+            "machineTags",
+            "(SELECT m.tags FROM machines m WHERE m.id = a.machine_id)",
+            Kind::TextList,
+        ),
     ]
 }
 
@@ -542,6 +556,7 @@ fn library_from_row(row: &AnyRow) -> StoreResult<LibraryRow> {
         last_updated_by: row.try_get("last_updated_by")?,
         creation_time: Micros(row.try_get("creation_us")?),
         last_updated_time: Micros(row.try_get("last_updated_us")?),
+        signature: row.try_get("signature")?,
     })
 }
 
@@ -709,7 +724,8 @@ impl Store for SqlStore {
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
         self.write_one(sqlx::query(
-            "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us, disabled, token_generation, device_groups)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&app.client_id)
         .bind(&app.tenant_id)
@@ -717,9 +733,98 @@ impl Store for SqlStore {
         .bind(&app.secret_hash)
         .bind(json(&app.roles))
         .bind(now.0)
+        .bind(i64::from(app.disabled))
+        .bind(app.token_generation as i64)
+        .bind(json(&app.device_groups))
         )
         .await?;
         Ok(())
+    }
+
+    async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query(
+                    "UPDATE apps SET secret_hash = $2, token_generation = token_generation + 1
+                     WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .bind(secret_hash),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("App {client_id}"))
+    }
+
+    async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query(
+                    "UPDATE apps SET disabled = $2, token_generation = token_generation + 1
+                     WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .bind(i64::from(disabled)),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("App {client_id}"))
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query(
+                    "UPDATE users SET disabled = $2, token_generation = token_generation + 1
+                     WHERE lower(name) = lower($1)",
+                )
+                .bind(name)
+                .bind(i64::from(disabled)),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("User {name}"))
+    }
+
+    async fn put_device_group(&self, group: &DeviceGroup, now: Micros) -> StoreResult<()> {
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO device_groups (tenant_id, name, tags, created_us) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET tags = excluded.tags",
+            )
+            .bind(&group.tenant_id)
+            .bind(&group.name)
+            .bind(json(&group.tags))
+            .bind(now.0),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, name, tags FROM device_groups WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceGroup {
+                    tenant_id: row.try_get("tenant_id")?,
+                    name: row.try_get("name")?,
+                    tags: from_json(row.try_get::<&str, _>("tags")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+                    .bind(machine_id)
+                    .bind(json(&tags)),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("Machine {machine_id}"))
     }
 
     async fn get_app(&self, client_id: &str) -> StoreResult<App> {
@@ -734,20 +839,25 @@ impl Store for SqlStore {
             name: row.try_get("name")?,
             secret_hash: row.try_get("secret_hash")?,
             roles: from_json(row.try_get::<&str, _>("roles")?)?,
+            disabled: row.try_get::<i64, _>("disabled")? != 0,
+            token_generation: row.try_get::<i64, _>("token_generation")? as u64,
+            device_groups: from_json(row.try_get::<&str, _>("device_groups")?)?,
         })
     }
 
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()> {
         self.write_one(
             sqlx::query(
-                "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us, device_groups)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&user.name)
             .bind(&user.tenant_id)
             .bind(&user.password_hash)
             .bind(json(&user.roles))
             .bind(i64::from(user.disabled))
-            .bind(now.0),
+            .bind(now.0)
+            .bind(json(&user.device_groups)),
         )
         .await
         .map_err(|err| match err.as_database_error() {
@@ -771,6 +881,8 @@ impl Store for SqlStore {
             password_hash: row.try_get("password_hash")?,
             roles: from_json(row.try_get::<&str, _>("roles")?)?,
             disabled: row.try_get::<i64, _>("disabled")? != 0,
+            token_generation: row.try_get::<i64, _>("token_generation")? as u64,
+            device_groups: from_json(row.try_get::<&str, _>("device_groups")?)?,
         })
     }
 
@@ -995,7 +1107,8 @@ impl Store for SqlStore {
             Some(old) => {
                 sqlx::query(
                     "UPDATE library_files SET sha256 = $1, size = $2, description = $3, has_parameters = $4,
-                        parameters_description = $5, last_updated_by = $6, last_updated_us = $7
+                        parameters_description = $5, last_updated_by = $6, last_updated_us = $7,
+                        signature = $10
                      WHERE tenant_id = $8 AND file_name = $9",
                 )
                 .bind(&row.sha256)
@@ -1007,14 +1120,16 @@ impl Store for SqlStore {
                 .bind(row.last_updated_time.0)
                 .bind(&row.tenant_id)
                 .bind(&old.file_name)
+                .bind(&row.signature)
                 .execute(&mut *tx)
                 .await?;
             }
             None => {
                 sqlx::query(
                     "INSERT INTO library_files (tenant_id, file_name, sha256, size, description, has_parameters,
-                        parameters_description, created_by, last_updated_by, creation_us, last_updated_us)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        parameters_description, created_by, last_updated_by, creation_us, last_updated_us,
+                        signature)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&row.tenant_id)
                 .bind(&row.file_name)
@@ -1027,6 +1142,7 @@ impl Store for SqlStore {
                 .bind(&row.last_updated_by)
                 .bind(row.creation_time.0)
                 .bind(row.last_updated_time.0)
+                .bind(&row.signature)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -15,6 +15,7 @@ async fn user(server: &TestServer, name: &str, roles: &[&str]) -> String {
         &server.tenant_id,
         name,
         roles,
+        Vec::new(),
         None,
     )
     .await
@@ -249,4 +250,33 @@ async fn the_session_cookie_is_secure_over_https() {
     assert_eq!(response.status(), 200);
     let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_signed_out_at_once_and_stays_out() {
+    let server = TestServer::start().await;
+    let password = user(&server, "Dana", &[roles::READ]).await;
+    let (status, cookie, _) = sign_in(&server, "Dana", &password).await;
+    assert_eq!(status, 200);
+    let session = || async {
+        reqwest::Client::new()
+            .get(format!("{}/api/machines", server.url))
+            .header("cookie", cookie_pair(&cookie))
+            .header("x-requested-with", "reach-console")
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(session().await.status(), 200);
+
+    let store = server.state.store.as_ref();
+    store.set_user_disabled("dana", true).await.unwrap();
+    assert_error(session().await, 401, "Unauthorized").await;
+    assert_eq!(sign_in(&server, "Dana", &password).await.0, 401);
+
+    // Enabled again: a new sign-in works, the old session stays revoked.
+    store.set_user_disabled("Dana", false).await.unwrap();
+    assert_error(session().await, 401, "Unauthorized").await;
+    let (status, _, _) = sign_in(&server, "Dana", &password).await;
+    assert_eq!(status, 200);
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod access;
 mod agents;
 mod audit;
 mod auth;
@@ -18,4 +19,5 @@ mod odata;
 mod oidc;
 mod operations;
 mod queueing;
+mod signing;
 mod tls;

@@ -116,6 +116,11 @@ impl TestServer {
         )
         .await
         .unwrap();
+        self.login(&app).await
+    }
+
+    /// A client logged in as `app`.
+    pub async fn login(&self, app: &admin::NewApp) -> Client {
         let client = match &self.ca_file {
             Some(ca) => Client::with_tls(
                 &self.url,

@@ -37,6 +37,36 @@ pub struct Config {
     pub agents: Agents,
     pub auth: Auth,
     pub tls: Tls,
+    pub retention: Retention,
+}
+
+/// How long stored things are kept. 0 keeps them forever.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Results and collected files of actions that ended this many days ago
+    /// are deleted (the action, its commands' statuses and the collected
+    /// files' hashes stay).
+    pub results_days: u64,
+    /// Library files that no action used for this many days, and that were
+    /// not changed in that time, are deleted. 0: library files are kept.
+    pub unused_library_days: u64,
+    /// Audit entries older than this are deleted; the deletion is itself an
+    /// audit entry.
+    pub audit_days: u64,
+    /// How often retention runs, in seconds.
+    pub interval_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            results_days: 30,
+            unused_library_days: 0,
+            audit_days: 365,
+            interval_secs: 3600,
+        }
+    }
 }
 
 /// HTTPS. Both paths empty: plain HTTP (put a TLS-terminating proxy in front).
@@ -163,6 +193,7 @@ impl Default for Config {
             agents: Agents::default(),
             auth: Auth::default(),
             tls: Tls::default(),
+            retention: Retention::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod files;
 pub mod metrics;
 pub mod odata;
 pub mod ratelimit;
+pub mod retention;
 pub mod store;
 pub mod sweeper;
 #[cfg(feature = "testing")]
@@ -154,6 +155,7 @@ pub async fn serve(
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
     }
     let sweeper = tokio::spawn(sweeper::run(state.clone()));
+    let retention = tokio::spawn(retention::run(state.clone()));
     let listener_task = tokio::spawn(cluster::listen(state.clone()));
     let router = api::router(state.clone());
     // Paths are rewritten (case, API version, OData call syntax) before routing.
@@ -187,6 +189,7 @@ pub async fn serve(
     };
     state.shutdown.cancel();
     sweeper.abort();
+    retention.abort();
     listener_task.abort();
     result.context("serving HTTP")
 }

@@ -183,6 +183,20 @@ pub struct CommandRow {
     pub result: Option<ResultBlob>,
     /// GetFile: hex SHA-256 of the collected file as it was on the device.
     pub file_sha256: Option<String>,
+    /// When retention deleted the stored result.
+    pub result_deleted: Option<Micros>,
+}
+
+/// A stored result whose action ended before the retention cutoff: what
+/// to delete from the object store before `Store::forget_result`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredResult {
+    pub command: CommandRef,
+    pub tenant_id: String,
+    pub machine_id: String,
+    pub result: Option<ResultBlob>,
+    /// Chunks recorded for the command (a GetFile, whole or cut short).
+    pub chunks: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,6 +508,30 @@ pub trait Store: Send + Sync + 'static {
         since: Micros,
         limit: u32,
     ) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Stored results (and recorded chunks) of commands whose action ended
+    /// before `ended_before` and that retention has not deleted; at most `limit`.
+    async fn expired_results(
+        &self,
+        ended_before: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<ExpiredResult>>;
+    /// Forgets a command's stored result and chunks (the caller deleted
+    /// their objects first); the command keeps its status, errors and the
+    /// collected file's hash. False when there was nothing to forget.
+    async fn forget_result(&self, command: &CommandRef, now: Micros) -> StoreResult<bool>;
+    /// Library entries of every tenant not changed since `before` and used
+    /// by no action created since then nor by any unfinished action.
+    async fn unused_library_files(&self, before: Micros) -> StoreResult<Vec<LibraryRow>>;
+    /// Deletes the audit entries older than `before` and appends `event`
+    /// (its details completed with `throughId`, `throughHash` and
+    /// `removed`) in one transaction, so the chain records its own pruning.
+    /// None when no entry was older.
+    async fn prune_audit(
+        &self,
+        before: Micros,
+        event: AuditEvent,
+    ) -> StoreResult<Option<AuditEntry>>;
 
     /// Records a call under `key` (a caller and an API) if every window
     /// allows it, or answers the whole seconds until one would be allowed.

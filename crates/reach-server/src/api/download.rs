@@ -146,9 +146,17 @@ pub async fn link(
             command.status
         )));
     }
-    let blob = command.result.as_ref().ok_or_else(|| {
-        ApiError::ResourceNotFound(format!("Command {index} has no stored result"))
-    })?;
+    let blob = command
+        .result
+        .as_ref()
+        .ok_or_else(|| match command.result_deleted {
+            Some(when) => ApiError::ResourceNotFound(format!(
+                "Command {index}'s result was deleted at {} after the retention period ({} days)",
+                when.to_wire(),
+                state.config.retention.results_days
+            )),
+            None => ApiError::ResourceNotFound(format!("Command {index} has no stored result")),
+        })?;
     let ttl = state.config.live_response.download_link_ttl_secs;
     let file_name = result_file_name(&command.work);
     let presigned = state

@@ -259,7 +259,7 @@ async fn commit(
 }
 
 /// Deletes a library blob unless a library entry or an active action still needs it.
-async fn release_blob(state: &SharedState, tenant_id: &str, sha256: &str) {
+pub(crate) async fn release_blob(state: &SharedState, tenant_id: &str, sha256: &str) {
     match state.store.library_blob_in_use(tenant_id, sha256).await {
         Ok(false) => {
             if let Err(err) = state

@@ -286,6 +286,18 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Serialises appends to the audit trail across nodes (SQLite's write
+    /// transaction already does).
+    async fn lock_audit(&self, tx: &mut WriteTx) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Serialises checking writes within a tenant across nodes.
     async fn lock_tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
@@ -386,6 +398,53 @@ pub(crate) fn machine_fields(active_since: Micros) -> Vec<Field> {
         fields.push(Field::new(name, "CAST(NULL AS TEXT)", Kind::Text));
     }
     fields
+}
+
+/// Appends events after the newest entry, in a transaction that holds the
+/// audit lock (`SqlStore::lock_audit`).
+async fn append_audit_in(tx: &mut WriteTx, events: &[AuditEvent]) -> StoreResult<Vec<AuditEntry>> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (mut seq, mut prev_hash) = match last {
+        Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get("hash")?),
+        None => (0, crate::audit::GENESIS.to_string()),
+    };
+    let mut appended = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = crate::audit::link_hash(seq, event, &prev_hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, time_us, tenant_id, actor_type, actor_id, actor_name,
+                source_ip, operation, machine_id, target, outcome, http_status, details,
+                prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(seq)
+        .bind(event.time.0)
+        .bind(&event.tenant_id)
+        .bind(&event.actor_type)
+        .bind(&event.actor_id)
+        .bind(&event.actor_name)
+        .bind(&event.source_ip)
+        .bind(&event.operation)
+        .bind(&event.machine_id)
+        .bind(&event.target)
+        .bind(&event.outcome)
+        .bind(event.http_status.map(i64::from))
+        .bind(&event.details)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        appended.push(AuditEntry {
+            seq,
+            event: event.clone(),
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        });
+    }
+    Ok(appended)
 }
 
 fn audit_fields() -> Vec<Field> {
@@ -608,6 +667,9 @@ fn command_from_row(row: &AnyRow) -> StoreResult<CommandRow> {
         timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
         result,
         file_sha256: row.try_get("file_sha256")?,
+        result_deleted: row
+            .try_get::<Option<i64>, _>("result_deleted_us")?
+            .map(Micros),
     })
 }
 
@@ -1292,6 +1354,7 @@ impl Store for SqlStore {
                     timeout_secs: command.timeout_secs,
                     result: None,
                     file_sha256: None,
+                    result_deleted: None,
                 });
             }
             query.execute(&mut *tx).await?;
@@ -1775,55 +1838,129 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write().await?;
-        if self.engine == Engine::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(AUDIT_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (mut seq, mut prev_hash) = match last {
-            Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get("hash")?),
-            None => (0, crate::audit::GENESIS.to_string()),
-        };
-        let mut appended = Vec::with_capacity(events.len());
-        for event in events {
-            seq += 1;
-            let hash = crate::audit::link_hash(seq, event, &prev_hash);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, time_us, tenant_id, actor_type, actor_id, actor_name,
-                    source_ip, operation, machine_id, target, outcome, http_status, details,
-                    prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(seq)
-            .bind(event.time.0)
-            .bind(&event.tenant_id)
-            .bind(&event.actor_type)
-            .bind(&event.actor_id)
-            .bind(&event.actor_name)
-            .bind(&event.source_ip)
-            .bind(&event.operation)
-            .bind(&event.machine_id)
-            .bind(&event.target)
-            .bind(&event.outcome)
-            .bind(event.http_status.map(i64::from))
-            .bind(&event.details)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            appended.push(AuditEntry {
-                seq,
-                event: event.clone(),
-                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-                hash,
-            });
-        }
+        self.lock_audit(&mut tx).await?;
+        let appended = append_audit_in(&mut tx, events).await?;
         tx.commit().await?;
         Ok(appended)
+    }
+
+    async fn prune_audit(
+        &self,
+        before: Micros,
+        mut event: AuditEvent,
+    ) -> StoreResult<Option<AuditEntry>> {
+        let mut tx = self.write().await?;
+        self.lock_audit(&mut tx).await?;
+        let through = sqlx::query(
+            "SELECT seq, hash, (SELECT count(*) FROM audit_log o WHERE o.time_us < $1) AS removed
+             FROM audit_log WHERE time_us < $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(before.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(through) = through else {
+            return Ok(None);
+        };
+        let through_id: i64 = through.try_get("seq")?;
+        let through_hash: String = through.try_get("hash")?;
+        let removed: i64 = through.try_get("removed")?;
+        // Everything up to the newest old entry goes, so the chain that is
+        // kept has no hole (an old entry behind a newer one goes too).
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(through_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut details: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&event.details).unwrap_or_default();
+        details.insert("throughId".into(), through_id.into());
+        details.insert("throughHash".into(), through_hash.into());
+        details.insert("removed".into(), removed.into());
+        details.insert("before".into(), before.to_wire().into());
+        event.details = serde_json::Value::Object(details).to_string();
+        let mut appended = append_audit_in(&mut tx, &[event]).await?;
+        tx.commit().await?;
+        Ok(appended.pop())
+    }
+
+    async fn expired_results(
+        &self,
+        ended_before: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<ExpiredResult>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT c.*, a.tenant_id, a.machine_id FROM actions a JOIN commands c ON c.action_id = a.id
+             WHERE a.status NOT IN ('Pending', 'InProgress') AND a.updated_us < $1
+               AND (c.result_key IS NOT NULL
+                    OR EXISTS (SELECT 1 FROM result_chunks rc WHERE rc.action_id = c.action_id AND rc.idx = c.idx))
+             ORDER BY a.updated_us LIMIT $2",
+        )
+        .bind(ended_before.0)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for row in rows {
+            let command = command_from_row(&row)?;
+            let command_ref = CommandRef {
+                action_id: row.try_get("action_id")?,
+                index: command.index,
+            };
+            let chunks = sqlx::query_scalar::<_, i64>(
+                "SELECT n FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n",
+            )
+            .bind(&command_ref.action_id)
+            .bind(i64::from(command_ref.index))
+            .fetch_all(&mut *conn)
+            .await?;
+            expired.push(ExpiredResult {
+                command: command_ref,
+                tenant_id: row.try_get("tenant_id")?,
+                machine_id: row.try_get("machine_id")?,
+                result: command.result,
+                chunks: chunks.into_iter().map(|n| n as u32).collect(),
+            });
+        }
+        Ok(expired)
+    }
+
+    async fn forget_result(&self, command: &CommandRef, now: Micros) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let forgotten = sqlx::query(
+            "UPDATE commands SET result_key = NULL, result_size = NULL, result_sha256 = NULL,
+                result_chunks = NULL, result_deleted_us = $3
+             WHERE action_id = $1 AND idx = $2 AND result_key IS NOT NULL",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let chunks = sqlx::query("DELETE FROM result_chunks WHERE action_id = $1 AND idx = $2")
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(forgotten + chunks > 0)
+    }
+
+    async fn unused_library_files(&self, before: Micros) -> StoreResult<Vec<LibraryRow>> {
+        let rows = sqlx::query(
+            "SELECT l.* FROM library_files l
+             WHERE l.last_updated_us < $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM commands c JOIN actions a ON a.id = c.action_id
+                   WHERE a.tenant_id = l.tenant_id AND c.payload_sha256 = l.sha256
+                     AND (a.created_us >= $1 OR a.status IN ('Pending', 'InProgress')))
+             ORDER BY l.tenant_id, l.file_name",
+        )
+        .bind(before.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(library_from_row).collect()
     }
 
     async fn list_audit(

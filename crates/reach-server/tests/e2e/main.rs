@@ -19,5 +19,6 @@ mod odata;
 mod oidc;
 mod operations;
 mod queueing;
+mod retention;
 mod signing;
 mod tls;

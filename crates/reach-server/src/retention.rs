@@ -1,0 +1,182 @@
+//! Retention: deleting what is kept no longer than configured
+//! (`[retention]`). Results and collected files of actions that ended
+//! `results_days` ago leave the object store (the action, its commands'
+//! statuses, errors and collected files' SHA-256 stay in the database);
+//! library files no action used for `unused_library_days` are deleted when
+//! that is set; audit entries older than `audit_days` are pruned in the
+//! same transaction that records the pruning in the trail.
+//!
+//! Every deletion is an audit entry (actor `system`). Each step is
+//! idempotent, so several nodes may run it at once: the store decides who
+//! forgot what, and only that node records it. Objects are deleted before
+//! their records, so a crash in between leaves a record to retry, never an
+//! unreachable object.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::SharedState;
+use crate::audit::{self, Actor};
+use crate::files::Files;
+use crate::store::{ExpiredResult, StoreError};
+use crate::time::Micros;
+
+const DAY_SECS: u64 = 24 * 3600;
+
+/// Results handled per store round trip.
+const PAGE: u32 = 500;
+
+/// What one run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub results: u64,
+    pub library_files: u64,
+    pub audit_entries: u64,
+}
+
+/// Runs retention every `interval_secs`, first one interval after start.
+pub async fn run(state: SharedState) {
+    let every = Duration::from_secs(state.config.retention.interval_secs.max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match run_once(&state, Micros::now()).await {
+            Ok(report) if report != Report::default() => {
+                tracing::info!(
+                    results = report.results,
+                    library.files = report.library_files,
+                    audit.entries = report.audit_entries,
+                    "retention deleted what was past its period"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = format!("{err:#}"), "retention failed"),
+        }
+    }
+}
+
+/// One retention pass as of `now`.
+pub async fn run_once(state: &SharedState, now: Micros) -> anyhow::Result<Report> {
+    let cfg = &state.config.retention;
+    let mut report = Report::default();
+    if cfg.results_days > 0 {
+        report.results = delete_results(state, now.minus_secs(cfg.results_days * DAY_SECS)).await?;
+    }
+    if cfg.unused_library_days > 0 {
+        let cutoff = now.minus_secs(cfg.unused_library_days * DAY_SECS);
+        report.library_files = prune_library(state, cutoff).await?;
+    }
+    if cfg.audit_days > 0 {
+        let cutoff = now.minus_secs(cfg.audit_days * DAY_SECS);
+        let event = audit::event(
+            "",
+            Actor::system(),
+            audit::PRUNED,
+            "Succeeded",
+            json!({ "retentionDays": cfg.audit_days }),
+        );
+        if let Some(entry) = state.store.prune_audit(cutoff, event).await? {
+            let details: serde_json::Value = serde_json::from_str(&entry.event.details)?;
+            report.audit_entries = details["removed"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(report)
+}
+
+async fn delete_results(state: &SharedState, ended_before: Micros) -> anyhow::Result<u64> {
+    let mut deleted = 0;
+    loop {
+        let page = state.store.expired_results(ended_before, PAGE).await?;
+        let mut forgotten = 0;
+        for expired in &page {
+            if let Err(err) = delete_objects(&state.files, expired).await {
+                // Left for the next run; its record still names the objects.
+                tracing::warn!(action.id = %expired.command.action_id, command.index = expired.command.index, error = %err, "deleting an expired result failed");
+                continue;
+            }
+            if state
+                .store
+                .forget_result(&expired.command, Micros::now())
+                .await?
+            {
+                forgotten += 1;
+                let mut event = audit::event(
+                    &expired.tenant_id,
+                    Actor::system(),
+                    "ResultDeleted",
+                    "Succeeded",
+                    json!({
+                        "retentionDays": state.config.retention.results_days,
+                        "bytes": expired.result.as_ref().map(|r| r.size),
+                    }),
+                );
+                event.machine_id = Some(expired.machine_id.clone());
+                event.target = Some(format!(
+                    "{}/{}",
+                    expired.command.action_id, expired.command.index
+                ));
+                state.auditor.record(event).await;
+            }
+        }
+        deleted += forgotten;
+        // A short page was the last; a page where nothing could be deleted
+        // would come back the same.
+        if page.len() < PAGE as usize || forgotten == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The objects of a result: one object, or its chunks, plus any chunks a
+/// transfer left behind.
+async fn delete_objects(files: &Files, expired: &ExpiredResult) -> anyhow::Result<()> {
+    let command = &expired.command;
+    if let Some(blob) = &expired.result {
+        match blob.chunks {
+            Some(chunks) => {
+                for n in 0..chunks {
+                    files.delete(&Files::chunk_key(&blob.key, n)).await?;
+                }
+            }
+            None => files.delete(&blob.key).await?,
+        }
+    }
+    let prefix = Files::chunks_prefix(&command.action_id, command.index);
+    for n in &expired.chunks {
+        files.delete(&Files::chunk_key(&prefix, *n)).await?;
+    }
+    Ok(())
+}
+
+async fn prune_library(state: &SharedState, unused_since: Micros) -> anyhow::Result<u64> {
+    let mut pruned = 0;
+    for file in state.store.unused_library_files(unused_since).await? {
+        match state
+            .store
+            .delete_library_file(&file.tenant_id, &file.file_name)
+            .await
+        {
+            Ok(_) => {}
+            // Another node, or an analyst, deleted it meanwhile.
+            Err(StoreError::NotFound(_)) => continue,
+            Err(err) => return Err(err.into()),
+        }
+        crate::api::library::release_blob(state, &file.tenant_id, &file.sha256).await;
+        pruned += 1;
+        let mut event = audit::event(
+            &file.tenant_id,
+            Actor::system(),
+            "LibraryFilePruned",
+            "Succeeded",
+            json!({
+                "sha256": file.sha256,
+                "unusedDays": state.config.retention.unused_library_days,
+            }),
+        );
+        event.target = Some(file.file_name.clone());
+        state.auditor.record(event).await;
+    }
+    Ok(pruned)
+}

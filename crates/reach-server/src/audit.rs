@@ -335,10 +335,14 @@ pub async fn record_api(
         Some(route) => format!("{} {}", request.method(), route.as_str()),
         None => format!("{} (no such route)", request.method()),
     };
-    let source_ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    let source_ip =
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| {
+                crate::net::client_ip(peer.ip(), request.headers(), &state.config.trusted_proxies)
+                    .to_string()
+            });
     let notes = Notes::default();
     request.extensions_mut().insert(notes.clone());
     let time = Micros::now();

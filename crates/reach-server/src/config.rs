@@ -32,6 +32,10 @@ pub struct Config {
     /// Base URL clients use to reach this server, for `@odata.context` and
     /// download links. Empty: derived from each request's Host header.
     pub public_url: String,
+    /// Reverse proxies (addresses or blocks, `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client, for the audit trail's source
+    /// address and machines' `lastIpAddress`. Empty: the TCP peer.
+    pub trusted_proxies: Vec<crate::net::IpNet>,
     pub limits: Limits,
     pub live_response: LiveResponse,
     pub agents: Agents,
@@ -188,6 +192,7 @@ impl Default for Config {
             database_url: String::new(),
             object_store_url: String::new(),
             public_url: String::new(),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
             live_response: LiveResponse::default(),
             agents: Agents::default(),
@@ -261,6 +266,7 @@ impl std::fmt::Debug for Config {
             )
             .field("object_store_url", &self.object_store_url)
             .field("public_url", &self.public_url)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("limits", &self.limits)
             .field("live_response", &self.live_response)
             .field("agents", &self.agents)

@@ -24,6 +24,7 @@ pub mod dev;
 pub mod error;
 pub mod files;
 pub mod metrics;
+pub mod net;
 pub mod odata;
 pub mod ratelimit;
 pub mod retention;

@@ -77,10 +77,12 @@ fn check_info(info: &MachineInfo) -> ApiResult<()> {
 pub async fn enroll(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     notes: crate::audit::Notes,
     crate::api::JsonBody(request): crate::api::JsonBody<EnrollRequest>,
 ) -> ApiResult<Json<EnrollResponse>> {
     check_info(&request.info)?;
+    let client = crate::net::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
     let mut raw = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
     let machine_id = hex::encode(raw);
@@ -92,7 +94,7 @@ pub async fn enroll(
             &machine_id,
             &auth::sha256_hex(&credential),
             &request.info,
-            Some(&peer.ip().to_string()),
+            Some(&client.to_string()),
             Micros::now(),
         )
         .await
@@ -147,6 +149,7 @@ pub async fn connect(
         ))
     })?;
     let max = state.config.agents.max_message_bytes;
+    let client = crate::net::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
@@ -154,7 +157,7 @@ pub async fn connect(
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let machine_id = identity.machine_id.clone();
-            if let Err(err) = Session::run(state, identity, peer, socket).await {
+            if let Err(err) = Session::run(state, identity, client, socket).await {
                 tracing::warn!(machine.id = %machine_id, error = format!("{err:#}"), "agent connection ended with an error");
             }
         }))
@@ -174,7 +177,7 @@ impl Session {
     async fn run(
         state: SharedState,
         identity: AgentIdentity,
-        peer: SocketAddr,
+        peer: std::net::IpAddr,
         mut socket: WebSocket,
     ) -> anyhow::Result<()> {
         let heartbeat = Duration::from_secs(state.config.agents.heartbeat_secs.max(1));
@@ -198,12 +201,7 @@ impl Session {
         let machine_id = identity.machine_id.clone();
         state
             .store
-            .machine_connected(
-                &machine_id,
-                &info,
-                Some(&peer.ip().to_string()),
-                Micros::now(),
-            )
+            .machine_connected(&machine_id, &info, Some(&peer.to_string()), Micros::now())
             .await?;
         let (conn_id, events) = state.hub.register(&machine_id);
         tracing::info!(machine.id = %machine_id, peer = %peer, agent.version = %info.agent_version, "agent connected");

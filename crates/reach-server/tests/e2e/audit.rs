@@ -261,3 +261,52 @@ async fn verify_finds_an_altered_and_a_removed_entry() {
         other => panic!("a removed entry went unnoticed: {other:?}"),
     }
 }
+
+/// The token request's recorded source, for a request sent with `forwarded`.
+async fn recorded_source(server: &TestServer, forwarded: &str) -> Option<String> {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            server.url, server.tenant_id
+        ))
+        .header("x-forwarded-for", forwarded)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "who"),
+            ("client_secret", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let everyone = server
+        .state
+        .store
+        .audit_page(0, reach_server::time::Micros(i64::MIN), 1000)
+        .await
+        .unwrap();
+    everyone
+        .into_iter()
+        .rev()
+        .find(|e| e.event.actor_id == "who")
+        .and_then(|e| e.event.source_ip)
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let direct = TestServer::start().await;
+    assert_eq!(
+        recorded_source(&direct, "203.0.113.9").await.as_deref(),
+        Some("127.0.0.1"),
+        "a client cannot choose its recorded address"
+    );
+    let proxied =
+        TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    assert_eq!(
+        recorded_source(&proxied, "6.6.6.6, 203.0.113.9")
+            .await
+            .as_deref(),
+        Some("203.0.113.9"),
+        "the address the trusted proxy appended"
+    );
+}

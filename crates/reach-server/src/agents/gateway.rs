@@ -344,28 +344,33 @@ impl Session {
         else {
             return Ok(());
         };
-        audit_command(
-            &self.state,
-            &self.identity,
-            "CommandStarted",
-            &claimed.command,
-            "Succeeded",
+        // Recorded while the command travels: the wait for the audit commit
+        // is not added to dispatch latency. (Should this node die between
+        // the two, the action's own entry lists the command, and its end is
+        // recorded by whichever node sees it.)
+        let (state, identity) = (self.state.clone(), self.identity.clone());
+        let (command, details) = (
+            claimed.command.clone(),
             serde_json::json!({ "work": claimed.work }),
-        )
-        .await;
+        );
+        let started = async move {
+            let operation = "CommandStarted";
+            audit_command(&state, &identity, operation, &command, "Succeeded", details).await;
+        };
         tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
         if claimed.command.index == 0 {
             let waited = Micros::now().0 - claimed.action_created.0;
             self.state.metrics.dispatch_latency.observe_micros(waited);
         }
         self.in_flight = Some(claimed.command.clone());
-        self.send(&ServerMessage::Run(reach_proto::agent::Assignment {
+        let run = ServerMessage::Run(reach_proto::agent::Assignment {
             command: claimed.command,
             timeout_secs: claimed.timeout_secs,
             chunk_bytes: self.state.config.live_response.chunk_bytes,
             work: claimed.work,
-        }))
-        .await
+        });
+        let ((), sent) = tokio::join!(started, self.send(&run));
+        sent
     }
 
     async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {

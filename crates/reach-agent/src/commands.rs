@@ -72,11 +72,9 @@ pub async fn execute(
     assignment: &Assignment,
     cancel: CancellationToken,
 ) -> Done {
-    let timeout = Duration::from_secs(assignment.timeout_secs.max(1));
-    let command = &assignment.command;
     let result = match check_signature(context, &assignment.work) {
+        Ok(()) => run(context, assignment, cancel).await,
         Err(failure) => Err(failure),
-        Ok(()) => run(context, assignment, command, timeout, cancel).await,
     };
     match result {
         Ok(success) => Done {
@@ -129,10 +127,10 @@ fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
 async fn run(
     context: &Context,
     assignment: &Assignment,
-    command: &reach_proto::agent::CommandRef,
-    timeout: Duration,
     cancel: CancellationToken,
 ) -> Result<Success, Failure> {
+    let timeout = Duration::from_secs(assignment.timeout_secs.max(1));
+    let command = &assignment.command;
     match &assignment.work {
         Work::PutFile {
             file_name, sha256, ..

@@ -28,6 +28,7 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use reach_proto::agent::CommandRef;
 use reach_proto::api::AuditLogEntry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -99,16 +100,35 @@ pub struct Actor {
 impl Actor {
     pub fn of(principal: &Principal) -> Self {
         match &principal.app_id {
-            Some(id) => Self {
-                kind: "app",
-                id: id.clone(),
-                name: principal.name.clone(),
-            },
-            None => Self {
-                kind: "user",
-                id: principal.name.clone(),
-                name: principal.name.clone(),
-            },
+            Some(id) => Self::app(id, &principal.name),
+            None => Self::user(&principal.name),
+        }
+    }
+
+    /// A client app, by client id and display name.
+    pub fn app(client_id: &str, name: &str) -> Self {
+        Self {
+            kind: "app",
+            id: client_id.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// A console user, by name.
+    pub fn user(name: &str) -> Self {
+        Self {
+            kind: "user",
+            id: name.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Whoever holds a signed download link.
+    pub fn link() -> Self {
+        Self {
+            kind: "link",
+            id: String::new(),
+            name: "download link".into(),
         }
     }
 
@@ -171,6 +191,23 @@ pub fn event(
         http_status: None,
         details: details.to_string(),
     }
+}
+
+/// An event about one command of an action on a machine (its target is
+/// `action/index`).
+pub fn command_event(
+    tenant_id: &str,
+    actor: Actor,
+    machine_id: &str,
+    command: &CommandRef,
+    operation: &str,
+    outcome: &str,
+    details: Value,
+) -> AuditEvent {
+    let mut event = event(tenant_id, actor, operation, outcome, details);
+    event.machine_id = Some(machine_id.to_string());
+    event.target = Some(format!("{}/{}", command.action_id, command.index));
+    event
 }
 
 /// How a finished command reads in the trail: its outcome and details.

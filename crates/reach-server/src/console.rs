@@ -236,13 +236,9 @@ pub async fn sign_in(
         Err(StoreError::NotFound(_)) => None,
         Err(err) => return Err(err.into()),
     };
-    let claimed = crate::audit::Actor {
-        kind: "user",
-        id: body.name.clone(),
-        name: body.name.clone(),
-    };
     // An unknown user's attempt is recorded outside any tenant.
-    notes.claimed(claimed, user.as_ref().map_or("", |u| u.tenant_id.as_str()));
+    let tenant_id = user.as_ref().map_or("", |u| u.tenant_id.as_str());
+    notes.claimed(crate::audit::Actor::user(&body.name), tenant_id);
     let hash = user
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());

@@ -102,9 +102,11 @@ async fn delete_results(state: &SharedState, ended_before: Micros) -> anyhow::Re
                 .await?
             {
                 forgotten += 1;
-                let mut event = audit::event(
+                let event = audit::command_event(
                     &expired.tenant_id,
                     Actor::system(),
+                    &expired.machine_id,
+                    &expired.command,
                     "ResultDeleted",
                     "Succeeded",
                     json!({
@@ -112,11 +114,6 @@ async fn delete_results(state: &SharedState, ended_before: Micros) -> anyhow::Re
                         "bytes": expired.result.as_ref().map(|r| r.size),
                     }),
                 );
-                event.machine_id = Some(expired.machine_id.clone());
-                event.target = Some(format!(
-                    "{}/{}",
-                    expired.command.action_id, expired.command.index
-                ));
                 state.auditor.record(event).await;
             }
         }

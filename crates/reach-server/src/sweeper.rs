@@ -58,15 +58,15 @@ pub async fn run(state: SharedState) {
                         Ok(machine) => machine.tenant_id,
                         Err(_) => String::new(),
                     };
-                    let mut event = crate::audit::event(
+                    let event = crate::audit::command_event(
                         &tenant_id,
                         crate::audit::Actor::system(),
+                        machine_id,
+                        command,
                         "CommandFinished",
                         "Failed",
                         serde_json::json!({ "errors": ["The command's lease ran out without a result from the agent"] }),
                     );
-                    event.machine_id = Some(machine_id.clone());
-                    event.target = Some(format!("{}/{}", command.action_id, command.index));
                     state.auditor.record(event).await;
                     tracing::warn!(
                         action.id = %command.action_id,

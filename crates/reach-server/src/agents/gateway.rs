@@ -429,15 +429,15 @@ async fn audit_command(
     outcome: &str,
     details: serde_json::Value,
 ) {
-    let mut event = crate::audit::event(
+    let event = crate::audit::command_event(
         &identity.tenant_id,
         crate::audit::Actor::machine(&identity.machine_id),
+        &identity.machine_id,
+        command,
         operation,
         outcome,
         details,
     );
-    event.machine_id = Some(identity.machine_id.clone());
-    event.target = Some(format!("{}/{}", command.action_id, command.index));
     state.auditor.record(event).await;
 }
 

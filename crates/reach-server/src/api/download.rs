@@ -225,12 +225,7 @@ pub async fn download(
     if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
         return Err(denied("the signature does not match"));
     }
-    let link = crate::audit::Actor {
-        kind: "link",
-        id: String::new(),
-        name: "download link".into(),
-    };
-    notes.claimed(link, tenant_id);
+    notes.claimed(crate::audit::Actor::link(), tenant_id);
     notes.target(&path);
     let expires = Micros::parse(expiry).ok_or_else(|| denied("the expiry is malformed"))?;
     if Micros::now() >= expires {

@@ -51,13 +51,9 @@ pub async fn token(
     let client_id = field("client_id")?;
     let secret = field("client_secret")?;
     let invalid = || ApiError::Unauthorized("Invalid client id or secret for this tenant".into());
-    let claimed = |name: &str| crate::audit::Actor {
-        kind: "app",
-        id: client_id.clone(),
-        name: name.to_string(),
-    };
+    use crate::audit::Actor;
     // An unknown app's attempt is recorded outside any tenant.
-    notes.claimed(claimed(""), "");
+    notes.claimed(Actor::app(client_id, ""), "");
     let app = match state.store.get_app(client_id).await {
         Ok(app) => app,
         Err(StoreError::NotFound(_)) => return Err(invalid()),
@@ -66,7 +62,7 @@ pub async fn token(
     if !app.tenant_id.eq_ignore_ascii_case(&tenant) {
         return Err(invalid());
     }
-    notes.claimed(claimed(&app.name), &app.tenant_id);
+    notes.claimed(Actor::app(client_id, &app.name), &app.tenant_id);
     let hash = app.secret_hash.clone();
     let secret = secret.clone();
     let valid = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &hash))

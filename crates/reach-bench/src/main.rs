@@ -6,6 +6,7 @@
 //! and stops by itself. See BENCHMARKS.md for the commands and results.
 
 mod agents;
+mod flood;
 mod scenarios;
 mod server;
 
@@ -64,6 +65,19 @@ enum Scenario {
         /// Log-like text instead of random bytes.
         #[arg(long)]
         compressible: bool,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
+    /// Concurrent unauthenticated sign-ins and token requests that make the
+    /// server check secrets, while an analyst reads a machine: memory and latency.
+    AuthFlood {
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Distinct loopback source addresses the requests come from.
+        #[arg(long, default_value_t = 200)]
+        sources: usize,
         #[command(flatten)]
         target: scenarios::Target,
     },
@@ -138,6 +152,12 @@ fn main() -> anyhow::Result<()> {
                 compressible,
                 target,
             } => scenarios::getfile(&target, size, compressible).await,
+            Scenario::AuthFlood {
+                concurrency,
+                secs,
+                sources,
+                target,
+            } => flood::auth_flood(&target, concurrency, secs, sources).await,
         }
     })
 }

@@ -25,18 +25,22 @@ pub struct Target {
     /// client_id, client_secret and enrollment_token (loopback only).
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// With --seed: the running server's process id, so that its memory and
+    /// CPU are measured too.
+    #[arg(long, requires = "seed")]
+    pub server_pid: Option<u32>,
 }
 
 /// The servers of a run: the ones the bench started (to measure), or none.
-struct Servers {
-    nodes: Vec<ServerProcess>,
-    seed: Seed,
-    urls: Vec<String>,
+pub(crate) struct Servers {
+    pub(crate) nodes: Vec<ServerProcess>,
+    pub(crate) seed: Seed,
+    pub(crate) urls: Vec<String>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Servers {
-    async fn start(target: &Target, nodes: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn start(target: &Target, nodes: usize) -> anyhow::Result<Self> {
         if let Some(path) = &target.seed {
             let seed: Seed = serde_json::from_str(&std::fs::read_to_string(path)?)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -63,8 +67,12 @@ impl Servers {
         for _ in 0..nodes {
             let dir = tempfile::tempdir()?;
             let node = match started.first() {
-                None => ServerProcess::start(dir.path(), &target.database_url)?,
-                Some(first) => ServerProcess::join(dir.path(), &target.database_url, &first.seed)?,
+                None => ServerProcess::start(&dir.path().join("data"), &target.database_url)?,
+                Some(first) => ServerProcess::join(
+                    &dir.path().join("data"),
+                    &target.database_url,
+                    &first.seed,
+                )?,
             };
             started.push(node);
             dirs.push(dir);
@@ -78,7 +86,7 @@ impl Servers {
         })
     }
 
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::new(&self.seed.url)
             .login(
                 &self.seed.tenant_id,
@@ -98,7 +106,7 @@ impl Servers {
 }
 
 /// Percentiles of samples in milliseconds.
-fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
+pub(crate) fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
     if samples.is_empty() {
         return json!(null);
     }
@@ -116,14 +124,14 @@ fn percentiles(mut samples: Vec<f64>) -> serde_json::Value {
     })
 }
 
-fn report(lines: &[String], figures: serde_json::Value) {
+pub(crate) fn report(lines: &[String], figures: serde_json::Value) {
     for line in lines {
         println!("{line}");
     }
     println!("{figures}");
 }
 
-fn mib(bytes: f64) -> f64 {
+pub(crate) fn mib(bytes: f64) -> f64 {
     (bytes / 1024.0 / 1024.0 * 10.0).round() / 10.0
 }
 

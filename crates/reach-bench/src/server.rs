@@ -21,6 +21,11 @@ pub struct Seed {
     pub client_id: String,
     pub client_secret: String,
     pub enrollment_token: String,
+    /// A console user (read-only) and its password, for sign-in floods.
+    #[serde(default)]
+    pub console_user: String,
+    #[serde(default)]
+    pub console_password: String,
 }
 
 /// A server process started by the bench; stopped when dropped.
@@ -72,7 +77,7 @@ impl ServerProcess {
 
     /// Resident memory now, in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
-        status_kib(self.pid(), "VmRSS:").map(|kib| kib * 1024)
+        rss(self.pid())
     }
 
     /// Peak resident memory so far, in bytes.
@@ -84,6 +89,11 @@ impl ServerProcess {
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         cpu_seconds(self.pid())
     }
+}
+
+/// Resident memory of process `pid` now, in bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
 }
 
 /// CPU time process `pid` used so far (user + system), in seconds.
@@ -124,6 +134,8 @@ fn clock_ticks() -> f64 {
 
 /// `reach-bench serve`: runs a server for the bench until stdin closes.
 pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
+    // As reach-server's main does, so that the bench measures the same process.
+    reach_server::process::harden();
     let mut config = reach_server::Config {
         data_dir: data_dir.to_path_buf(),
         database_url: database_url.to_string(),
@@ -134,6 +146,10 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     config.limits.api_per_minute = 100_000_000;
     config.limits.api_per_hour = 1_000_000_000;
     config.limits.active_actions_per_tenant = 1_000_000;
+    config.limits.token_per_minute_per_address = 100_000_000;
+    config.limits.sign_in_per_minute_per_address = 100_000_000;
+    config.limits.enroll_per_minute_per_address = 100_000_000;
+    config.limits.download_per_minute_per_address = 100_000_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let state = reach_server::open(config).await?;
@@ -146,7 +162,18 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     let all = roles::ALL.iter().map(|r| r.to_string()).collect();
     let app = reach_server::admin::create_app(store, &tenant.id, "reach-bench", all).await?;
     let enrollment_token = reach_server::admin::create_enrollment_token(store, &tenant.id).await?;
+    let user = reach_server::admin::create_user(
+        store,
+        &tenant.id,
+        &format!("bench-{:016x}", rand::random::<u64>()),
+        vec![roles::READ.to_string()],
+        Vec::new(),
+        None,
+    )
+    .await?;
     let seed = Seed {
+        console_user: user.name,
+        console_password: user.password,
         url,
         tenant_id: tenant.id,
         client_id: app.client_id,

@@ -75,7 +75,7 @@ pub async fn create_scoped_app(
         client_id: uuid::Uuid::new_v4().to_string(),
         tenant_id: tenant_id.to_string(),
         name: name.to_string(),
-        secret_hash: auth::hash_secret(&client_secret)?,
+        secret_hash: auth::secrets::hash_client_secret(&client_secret),
         roles: roles.clone(),
         disabled: false,
         token_generation: 0,
@@ -122,7 +122,7 @@ pub async fn create_user(
     let user = User {
         name: name.to_string(),
         tenant_id: tenant_id.to_string(),
-        password_hash: auth::hash_secret(&password)?,
+        password_hash: auth::secrets::hash_password(&password)?,
         roles: roles.clone(),
         disabled: false,
         token_generation: 0,
@@ -201,7 +201,7 @@ pub async fn create_group(
 pub async fn rotate_app_secret(store: &dyn Store, client_id: &str) -> anyhow::Result<String> {
     let secret = auth::random_secret(32);
     store
-        .set_app_secret(client_id, &auth::hash_secret(&secret)?)
+        .set_app_secret(client_id, &auth::secrets::hash_client_secret(&secret))
         .await?;
     Ok(secret)
 }

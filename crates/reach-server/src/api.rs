@@ -6,6 +6,7 @@
 //! module serialises internal rows. Every error leaves through `ApiError`.
 
 pub mod audit_log;
+pub mod by_address;
 pub mod download;
 pub mod library;
 pub mod live_response;
@@ -97,6 +98,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            by_address::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::record_api,

@@ -7,13 +7,12 @@
 //! algorithm header beyond the algorithms allowed for its issuer.
 
 pub mod oidc;
+pub mod secrets;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::Context;
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -221,7 +220,7 @@ impl Authenticator {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(&self.keys.jwt),
@@ -229,6 +228,11 @@ impl Authenticator {
         )
         .map_err(describe_jwt_error)?;
         let claims = data.claims;
+        if claims.exp.saturating_sub(claims.iat) > self.lifetime_secs {
+            return Err(TokenError(
+                "The access token's lifetime is longer than this server issues".into(),
+            ));
+        }
         if claims.idtyp == "user" {
             let name = claims
                 .name
@@ -261,19 +265,21 @@ impl Authenticator {
 /// Checks a verified Reach token against what the store says now: the app
 /// or user still exists in the token's tenant, is not disabled, and its
 /// token generation is the token's (a rotated secret or a disabled account
-/// revokes every earlier token at once). Sets the caller's device-group
-/// scope. External issuers' tokens pass unchanged.
+/// revokes every earlier token at once). Keeps only the roles the account
+/// holds now, and sets the caller's device-group scope. External issuers'
+/// tokens pass unchanged.
 pub async fn admit(store: &dyn Store, principal: &mut Principal) -> Result<(), AdmitError> {
     let Some(generation) = principal.generation else {
         return Ok(());
     };
-    let (tenant_id, disabled, current, groups) = match &principal.app_id {
+    let (tenant_id, disabled, current, groups, roles) = match &principal.app_id {
         Some(client_id) => match store.get_app(client_id).await {
             Ok(app) => (
                 app.tenant_id,
                 app.disabled,
                 app.token_generation,
                 app.device_groups,
+                app.roles,
             ),
             Err(StoreError::NotFound(_)) => return Err(revoked("the app no longer exists")),
             Err(err) => return Err(AdmitError::Store(err)),
@@ -284,6 +290,7 @@ pub async fn admit(store: &dyn Store, principal: &mut Principal) -> Result<(), A
                 user.disabled,
                 user.token_generation,
                 user.device_groups,
+                user.roles,
             ),
             Err(StoreError::NotFound(_)) => return Err(revoked("the user no longer exists")),
             Err(err) => return Err(AdmitError::Store(err)),
@@ -300,6 +307,10 @@ pub async fn admit(store: &dyn Store, principal: &mut Principal) -> Result<(), A
             "it was revoked (the secret was rotated or the account disabled since)",
         ));
     }
+    // Roles are what the account holds now: a token claiming more (forged
+    // by someone who read the key, or issued before roles were taken away)
+    // gets no more than that.
+    principal.roles.retain(|role| roles.contains(role));
     if !groups.is_empty() {
         let mut tags = Vec::new();
         for group in store
@@ -363,27 +374,6 @@ pub(crate) fn describe_jwt_error(err: jsonwebtoken::errors::Error) -> TokenError
         _ => "The access token is invalid",
     };
     TokenError(why.to_string())
-}
-
-/// argon2id hash (PHC string) of a client secret or password.
-pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
-    let mut raw = [0u8; 16];
-    rand::rng().fill_bytes(&mut raw);
-    let salt = SaltString::encode_b64(&raw).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    Ok(Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing secret: {e}"))?
-        .to_string())
-}
-
-pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 /// Hex SHA-256, for high-entropy secrets (agent credentials, enrollment
@@ -483,13 +473,5 @@ mod tests {
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"alg":"none","typ":"JWT"}"#);
         assert!(auth.verify(&format!("{header}.{payload}.")).await.is_err());
-    }
-
-    #[test]
-    fn secrets_hash_and_verify() {
-        let hash = hash_secret("s3cret").unwrap();
-        assert!(verify_secret("s3cret", &hash));
-        assert!(!verify_secret("S3cret", &hash));
-        assert!(!verify_secret("s3cret", "not a hash"));
     }
 }

@@ -114,6 +114,18 @@ pub struct Limits {
     pub agent_bytes_per_sec: u64,
     /// File transfer rate of the whole server, bytes per second. 0: no cap.
     pub total_bytes_per_sec: u64,
+    /// Token requests per minute from one client address (per node).
+    pub token_per_minute_per_address: u32,
+    /// Console sign-ins per minute from one client address (per node).
+    pub sign_in_per_minute_per_address: u32,
+    /// Agent enrollments per minute from one client address (per node).
+    pub enroll_per_minute_per_address: u32,
+    /// Result downloads per minute from one client address (per node).
+    pub download_per_minute_per_address: u32,
+    /// argon2 password checks running at once. 0: the CPUs, at most 8.
+    pub password_checks_at_once: usize,
+    /// Callers that may wait for a password check; past it, 429.
+    pub password_check_queue: usize,
 }
 
 /// Live response timings.
@@ -216,6 +228,12 @@ impl Default for Limits {
             result_max_bytes: 0,
             agent_bytes_per_sec: 0,
             total_bytes_per_sec: 0,
+            token_per_minute_per_address: 60,
+            sign_in_per_minute_per_address: 30,
+            enroll_per_minute_per_address: 120,
+            download_per_minute_per_address: 600,
+            password_checks_at_once: 0,
+            password_check_queue: 32,
         }
     }
 }

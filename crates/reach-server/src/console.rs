@@ -10,14 +10,16 @@
 //! anything the token itself does not.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::SharedState;
 use crate::api::JsonBody;
-use crate::auth::{self, Principal};
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::ratelimit::Window;
 use crate::store::StoreError;
@@ -196,41 +198,21 @@ fn set_cookie(state: &SharedState, value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&text).expect("tokens are valid header text")
 }
 
-/// A password hash to check against when the user does not exist, so that
-/// the answer takes as long either way.
-static DUMMY_HASH: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| auth::hash_secret("not a real password").unwrap_or_default());
-
 /// `POST /console/session`: checks a user's name and password and sets the
 /// session cookie.
 pub async fn sign_in(
     State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     notes: crate::audit::Notes,
     JsonBody(body): JsonBody<SignIn>,
 ) -> ApiResult<Response> {
     let wrong = || ApiError::Unauthorized("Wrong user name or password".into());
+    let client = crate::net::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
     if body.name.is_empty() || body.name.len() > 200 || body.password.len() > 1024 {
         return Err(wrong());
     }
-    // Guessing passwords is slow: 10 tries a minute per user name, cluster-wide.
-    let key = format!("signin:{}", body.name.to_lowercase());
-    if let Err(retry_after_secs) = state
-        .limiter
-        .check(
-            state.store.as_ref(),
-            &key,
-            &[Window::per_minute(10)],
-            Micros::now(),
-        )
-        .await?
-    {
-        return Err(ApiError::TooManyRequests {
-            message: format!(
-                "Too many sign-in attempts for this user; retry in {retry_after_secs} s"
-            ),
-            retry_after_secs,
-        });
-    }
+    slow_down_guesses(&state, &body.name, client).await?;
     let user = match state.store.get_user(&body.name).await {
         Ok(user) => Some(user),
         Err(StoreError::NotFound(_)) => None,
@@ -239,13 +221,18 @@ pub async fn sign_in(
     // An unknown user's attempt is recorded outside any tenant.
     let tenant_id = user.as_ref().map_or("", |u| u.tenant_id.as_str());
     notes.claimed(crate::audit::Actor::user(&body.name), tenant_id);
-    let hash = user
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
-    let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || auth::verify_secret(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
+    let matches = match &user {
+        Some(user) => state
+            .gate
+            .verify(&body.password, &user.password_hash)
+            .await
+            .map_err(crate::api::token::busy)?,
+        None => {
+            // No hash to check: wait as long as a check takes instead.
+            state.gate.imitate().await;
+            false
+        }
+    };
     let user = match user {
         Some(user) if matches && !user.disabled => user,
         _ => {
@@ -268,16 +255,79 @@ pub async fn sign_in(
     Ok(response)
 }
 
+/// Password guessing is slow, cluster-wide: one address gets 10 tries a
+/// minute and 30 an hour at one user name, then 429 until they age out.
+/// Past 30 tries a minute at a name from all addresses together, each
+/// further try waits `SLOWED` first: a spread-out attack is slowed, and the
+/// real user, from their own address, can still sign in.
+async fn slow_down_guesses(state: &SharedState, name: &str, client: IpAddr) -> ApiResult<()> {
+    let name = name.to_lowercase();
+    let now = Micros::now();
+    let per_address = format!(
+        "signin:{name}:{}",
+        crate::api::by_address::client_block(client)
+    );
+    if let Err(retry_after_secs) = state
+        .limiter
+        .check(
+            state.store.as_ref(),
+            &per_address,
+            &[Window::per_minute(10), Window::per_hour(30)],
+            now,
+        )
+        .await?
+    {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "Too many sign-in attempts for this user from this address; retry in {retry_after_secs} s"
+            ),
+            retry_after_secs,
+        });
+    }
+    let ceiling = format!("signin:{name}");
+    if state
+        .limiter
+        .check(
+            state.store.as_ref(),
+            &ceiling,
+            &[Window::per_minute(30)],
+            now,
+        )
+        .await?
+        .is_err()
+    {
+        tracing::info!(user = %name, "sign-in attempts at this user from many addresses; slowing them");
+        tokio::time::sleep(SLOWED).await;
+    }
+    Ok(())
+}
+
+/// How long each sign-in waits once a user name draws more than its ceiling.
+const SLOWED: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /console/session`: who the cookie belongs to (401 when signed out or expired).
 pub async fn current(principal: Principal) -> Json<Session> {
     Json(Session::from(&principal))
 }
 
-/// `DELETE /console/session`: clears the cookie.
-pub async fn sign_out(State(state): State<SharedState>) -> Response {
+/// `DELETE /console/session`: ends the signed-in user's sessions on the
+/// server (every token issued to them so far stops working, in every
+/// browser) and clears the cookie. Without a valid session it only clears
+/// the cookie.
+pub async fn sign_out(
+    State(state): State<SharedState>,
+    principal: Result<Principal, ApiError>,
+) -> ApiResult<Response> {
+    if let Ok(principal) = principal
+        && principal.app_id.is_none()
+        && principal.generation.is_some()
+    {
+        state.store.end_user_sessions(&principal.name).await?;
+        tracing::info!(user = %principal.name, tenant.id = %principal.tenant_id, "console sign-out");
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, set_cookie(&state, "", 0));
-    response
+    Ok(response)
 }

@@ -111,7 +111,7 @@ impl Files {
     }
 
     fn local_at(root: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        crate::data_dir::create_private_dir(root)?;
         let store = LocalFileSystem::new_with_prefix(root)
             .with_context(|| format!("opening {}", root.display()))?
             .with_automatic_cleanup(true);

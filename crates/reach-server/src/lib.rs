@@ -20,12 +20,14 @@ pub mod bandwidth;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod data_dir;
 pub mod dev;
 pub mod error;
 pub mod files;
 pub mod metrics;
 pub mod net;
 pub mod odata;
+pub mod process;
 pub mod ratelimit;
 pub mod retention;
 pub mod store;
@@ -51,6 +53,11 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     /// Where rate-limited calls are counted (this process, or the database).
     pub limiter: ratelimit::Limiter,
+    /// Calls per client address to the endpoints that take no token,
+    /// counted in this process.
+    pub address_limiter: ratelimit::Limiter,
+    /// Every secret and password check passes here.
+    pub gate: auth::secrets::Gate,
     pub hub: agents::Hub,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
@@ -114,6 +121,10 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         .collect::<Result<Vec<_>, _>>()
         .context("reading live_response.library_trusted_keys")?;
     let store: Arc<dyn store::Store> = Arc::new(store);
+    let gate = auth::secrets::Gate::new(
+        config.limits.password_checks_at_once,
+        config.limits.password_check_queue,
+    );
     Ok(Arc::new(AppState {
         config,
         auditor: audit::Auditor::start(store.clone()),
@@ -125,6 +136,8 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
             cluster::Cluster::Single => ratelimit::Limiter::local(),
             cluster::Cluster::Postgres { .. } => ratelimit::Limiter::Shared,
         },
+        address_limiter: ratelimit::Limiter::local(),
+        gate,
         hub: agents::Hub::default(),
         chunks_in_order: agents::verify::InOrder::default(),
         cluster,

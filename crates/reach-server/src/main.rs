@@ -199,6 +199,9 @@ enum MachineCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    // Everything the server writes (database, results, keys) is its own,
+    // and large buffers go back to the system once freed.
+    reach_server::process::harden();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -333,6 +333,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces an app's secret hash; its earlier tokens stop working.
     async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()>;
+    /// Replaces an app's secret hash with another hash of the same secret,
+    /// only while the stored one is still `old`; its tokens stay valid.
+    async fn rehash_app_secret(&self, client_id: &str, old: &str, new: &str) -> StoreResult<()>;
+    /// Ends every session of a user (by name, without case): its earlier
+    /// tokens stop working.
+    async fn end_user_sessions(&self, name: &str) -> StoreResult<()>;
     /// Disables or enables an app; either way its earlier tokens stop working.
     async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()>;
     /// Disables or enables a user (by name, without case); either way the

@@ -71,6 +71,16 @@ impl InProcess {
     pub async fn start(mut config: Config) -> Self {
         config.limits.api_per_minute = config.limits.api_per_minute.max(100_000);
         config.limits.api_per_hour = config.limits.api_per_hour.max(1_000_000);
+        // Every test client calls from 127.0.0.1.
+        let per_address = &mut config.limits;
+        for limit in [
+            &mut per_address.token_per_minute_per_address,
+            &mut per_address.sign_in_per_minute_per_address,
+            &mut per_address.enroll_per_minute_per_address,
+            &mut per_address.download_per_minute_per_address,
+        ] {
+            *limit = (*limit).max(100_000);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding");

@@ -140,7 +140,7 @@ pub fn dev_pki(dir: &Path, hosts: &[String]) -> anyhow::Result<DevPki> {
         ca_fingerprint: String::new(),
     };
     if !(pki.ca_path.exists() && pki.cert_path.exists() && pki.key_path.exists()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::data_dir::create_private_dir(dir)?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params
             .distinguished_name
@@ -176,8 +176,8 @@ mod tests {
     fn dev_pki_is_made_once_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let first = dev_pki(dir.path(), &hosts).unwrap();
-        let again = dev_pki(dir.path(), &hosts).unwrap();
+        let first = dev_pki(&dir.path().join("tls"), &hosts).unwrap();
+        let again = dev_pki(&dir.path().join("tls"), &hosts).unwrap();
         assert_eq!(first.ca_fingerprint, again.ca_fingerprint);
         assert_eq!(first.ca_fingerprint.len(), 32 * 3 - 1);
         server_config(&first.cert_path, &first.key_path).unwrap();

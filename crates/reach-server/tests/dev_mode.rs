@@ -117,6 +117,8 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.kill().await.unwrap();
+    #[cfg(unix)]
+    assert_private(&data);
 
     let (mut second, again) = start_dev(dir.path()).await;
     assert_eq!(again.tenant_id, creds.tenant_id);
@@ -330,6 +332,53 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         said.contains(&format!("BROKEN at entry {}", created.id)),
         "{said}"
     );
+}
+
+/// Every directory and file under `dir` (database, WAL, blobs, results,
+/// keys, the agent's files) is the owner's alone.
+#[cfg(unix)]
+fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", path.display());
+        seen += 1;
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        }
+    }
+    for name in ["reach.db", "reach.db-wal", "dev-credentials.json", "blobs"] {
+        assert!(dir.join(name).exists(), "{name} was checked");
+    }
+    assert!(seen > 10, "only {seen} entries");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_directory_others_can_read_stops_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = server(dir.path(), &["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("readable by other accounts") && stderr.contains("data"),
+        "{stderr}"
+    );
+    assert!(!data.join("reach.db").exists(), "nothing was written");
 }
 
 #[tokio::test]

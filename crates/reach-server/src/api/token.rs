@@ -1,8 +1,8 @@
 //! `POST /{tenant}/oauth2/token` (v1, `resource=`) and
 //! `POST /{tenant}/oauth2/v2.0/token` (v2, `scope=`): the client-credentials
 //! grant, answering like Entra ID with `expires_in` as a JSON number. Any
-//! resource or scope is accepted. Secrets are checked against argon2 hashes
-//! and never logged.
+//! resource or scope is accepted. Secrets are checked through the gate
+//! (`auth::secrets`) and never logged.
 
 use std::collections::HashMap;
 
@@ -63,11 +63,23 @@ pub async fn token(
         return Err(invalid());
     }
     notes.claimed(Actor::app(client_id, &app.name), &app.tenant_id);
-    let hash = app.secret_hash.clone();
-    let secret = secret.clone();
-    let valid = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &hash))
+    let valid = state
+        .gate
+        .verify(secret, &app.secret_hash)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(busy)?;
+    if valid && !auth::secrets::is_fast(&app.secret_hash) {
+        // A secret hashed with argon2 before the fast hash existed: store
+        // the fast hash now, so that later checks cost microseconds.
+        let fast = auth::secrets::hash_client_secret(secret);
+        if let Err(err) = state
+            .store
+            .rehash_app_secret(&app.client_id, &app.secret_hash, &fast)
+            .await
+        {
+            tracing::warn!(app.id = %app.client_id, error = %err, "could not store the secret's fast hash");
+        }
+    }
     if !valid {
         tracing::info!(app.id = %app.client_id, "token request with a wrong secret");
         return Err(invalid());
@@ -83,4 +95,12 @@ pub async fn token(
         ext_expires_in: state.auth.lifetime_secs(),
         access_token,
     }))
+}
+
+/// The answer when too many secret checks are running and waiting.
+pub fn busy(_: auth::secrets::Busy) -> ApiError {
+    ApiError::TooManyRequests {
+        message: "The server is busy checking other credentials; retry in 1 s".into(),
+        retry_after_secs: 1,
+    }
 }

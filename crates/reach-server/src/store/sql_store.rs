@@ -237,7 +237,7 @@ impl SqlStore {
 
     /// Opens (creating if needed) `reach.db` in `dir`: the embedded default.
     pub async fn open_sqlite(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::data_dir::prepare_database_dir(dir)?;
         Self::connect(&sqlite_url(&dir.join("reach.db"))).await
     }
 
@@ -815,6 +815,32 @@ impl Store for SqlStore {
             )
             .await?;
         found(done.rows_affected(), || format!("App {client_id}"))
+    }
+
+    async fn rehash_app_secret(&self, client_id: &str, old: &str, new: &str) -> StoreResult<()> {
+        self.write_one(
+            sqlx::query(
+                "UPDATE apps SET secret_hash = $3 WHERE client_id = $1 AND secret_hash = $2",
+            )
+            .bind(client_id)
+            .bind(old)
+            .bind(new),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn end_user_sessions(&self, name: &str) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query(
+                    "UPDATE users SET token_generation = token_generation + 1
+                     WHERE lower(name) = lower($1)",
+                )
+                .bind(name),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("User {name}"))
     }
 
     async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()> {

@@ -317,6 +317,20 @@ async fn forged_expired_and_misaddressed_tokens_get_401() {
             }),
         ),
         (
+            "expired 10 s ago (past the 5 s leeway)",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["iat"] = (now - 3600).into();
+                c["nbf"] = (now - 3600).into();
+                c["exp"] = (now - 10).into();
+            }),
+        ),
+        (
+            "a lifetime longer than this server issues",
+            forge(&key, token, Algorithm::HS256, |c| {
+                c["exp"] = (now + 30 * 24 * 3600).into();
+            }),
+        ),
+        (
             "not valid yet",
             forge(&key, token, Algorithm::HS256, |c| {
                 c["nbf"] = (now + 600).into();
@@ -349,4 +363,44 @@ async fn forged_expired_and_misaddressed_tokens_get_401() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "Unauthorized", "{why}");
     }
+}
+
+#[tokio::test]
+async fn a_forged_tokens_roles_are_not_believed() {
+    use jsonwebtoken::Algorithm;
+    let server = TestServer::start().await;
+    let device = server.enroll("target").await;
+    let reader = server.app("reader", &[roles::READ_ALL]).await;
+    let key = hex::decode(
+        server
+            .state
+            .store
+            .secret("jwt-signing", "unused", reach_server::time::Micros::now())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    // Someone who read the signing key gives the read-only app every role.
+    let forged = forge(&key, reader.token().unwrap(), Algorithm::HS256, |c| {
+        c["roles"] = serde_json::json!(roles::ALL);
+    });
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/machines/{}/runliveresponse",
+            server.url, device.machine_id
+        ))
+        .bearer_auth(&forged)
+        .json(&request(vec![get_file("/etc/hostname")], "forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 403, "Forbidden").await;
+    // What the app really holds still works with the forged token.
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/machines", server.url))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }

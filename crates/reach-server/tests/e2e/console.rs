@@ -189,6 +189,8 @@ async fn users_sign_in_with_a_cookie_the_api_accepts_only_from_the_console() {
 
     let out = http
         .delete(format!("{}/console/session", server.url))
+        .header("cookie", &cookie)
+        .header("x-requested-with", "reach-console")
         .send()
         .await
         .unwrap();
@@ -198,6 +200,33 @@ async fn users_sign_in_with_a_cookie_the_api_accepts_only_from_the_console() {
         cleared.starts_with("reach_session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
+    // The session ended on the server: the old cookie, and the token inside
+    // it used as a bearer token, stop working at once.
+    let replayed = http
+        .get(format!("{}/api/machines", server.url))
+        .header("cookie", &cookie)
+        .header("x-requested-with", "reach-console")
+        .send()
+        .await
+        .unwrap();
+    assert_error(replayed, 401, "Unauthorized").await;
+    let token = cookie.split_once('=').unwrap().1;
+    let replayed = http
+        .get(format!("{}/api/machines", server.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(replayed, 401, "Unauthorized").await;
+    // Signing out without a session only clears the cookie.
+    let out = http
+        .delete(format!("{}/console/session", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let (status, _, _) = sign_in(&server, "Dana", &password).await;
+    assert_eq!(status, 200, "the user signs in again");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod cluster;
 mod console;
 mod durability;
 mod errors;
+mod floods;
 mod hostile;
 mod library;
 mod live_response;

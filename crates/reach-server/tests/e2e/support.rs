@@ -67,6 +67,11 @@ impl TestServer {
         config.limits.run_live_response_per_minute = 1000;
         config.limits.api_per_minute = 10_000;
         config.limits.api_per_hour = 100_000;
+        // Every test client calls from 127.0.0.1.
+        config.limits.token_per_minute_per_address = 100_000;
+        config.limits.sign_in_per_minute_per_address = 100_000;
+        config.limits.enroll_per_minute_per_address = 100_000;
+        config.limits.download_per_minute_per_address = 100_000;
         configure(&mut config);
         let ca_file = tls.then(|| {
             let pki =

@@ -33,7 +33,8 @@ async fn an_agent_pinned_to_the_servers_ca_works_over_tls() {
 async fn a_different_ca_or_plain_http_to_a_remote_host_is_refused() {
     let server = TestServer::start_tls().await;
     let other = tempfile::tempdir().unwrap();
-    let wrong = reach_server::tls::dev_pki(other.path(), &["127.0.0.1".to_string()]).unwrap();
+    let wrong =
+        reach_server::tls::dev_pki(&other.path().join("tls"), &["127.0.0.1".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = server.agent_config(dir.path());
     config.ca_file = Some(wrong.ca_path);

@@ -188,12 +188,7 @@ async fn guarded<T>(
 /// A library file name is used as a file name in the working folder: it must
 /// not be able to point anywhere else.
 fn safe_name(name: &str) -> Result<&str, Failure> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !name.contains("..");
-    if ok {
+    if reach_proto::api::is_safe_library_name(name) {
         Ok(name)
     } else {
         Err(Failure::new(format!(

@@ -390,6 +390,30 @@ pub struct ScriptTranscript {
 }
 
 /// Roles (application permissions) that Reach checks, spelled as Defender does.
+/// Longest library file name accepted.
+pub const MAX_LIBRARY_NAME: usize = 255;
+
+/// Whether `name` is safe as a library file name on every platform an agent
+/// runs on: 1 to 255 ASCII letters, digits, `-`, `_` and `.`; no `..`; not
+/// `.`; no trailing `.` (Windows drops it); and not a Windows device name
+/// (`CON`, `PRN`, `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9`, with any
+/// extension and in any case), which would open the device instead of a file.
+pub fn is_safe_library_name(name: &str) -> bool {
+    let shaped = !name.is_empty()
+        && name.len() <= MAX_LIBRARY_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.contains("..")
+        && !name.ends_with('.');
+    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    shaped && !device
+}
+
 pub mod roles {
     /// Advanced live response: PutFile, RunScript and GetFile.
     pub const LIVE_RESPONSE: &str = "Machine.LiveResponse";

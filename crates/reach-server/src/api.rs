@@ -298,6 +298,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A whole request body as bytes, bounded like every body, its refusals
+/// (413 past the limit) in the envelope.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(request, state).await.map(RawBody)
+    }
+}
+
 /// Like `JsonBody`, but an empty body is accepted (as `None`), whatever its content type.
 pub struct OptionalJsonBody<T>(pub Option<T>);
 

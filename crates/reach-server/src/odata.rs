@@ -24,6 +24,13 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_FILTER_LEN: usize = 8192;
 /// Largest `$top` (Defender's page limit).
 pub const MAX_TOP: u32 = 10_000;
+/// Most comparisons and functions in one `$filter` (SQL engines nest a
+/// chain of `or`s one level per term; SQLite stops at 1,000).
+pub const MAX_TERMS: usize = 100;
+/// Most values in one `in (...)` list.
+pub const MAX_IN_VALUES: usize = 200;
+/// Most properties in `$orderby`.
+pub const MAX_ORDER_BY: usize = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
@@ -156,6 +163,9 @@ impl Query {
 
 fn parse_order_by(text: &str) -> Result<Vec<OrderBy>, ODataError> {
     let mut out = Vec::new();
+    if text.split(',').count() > MAX_ORDER_BY {
+        return err(format!("$orderby takes at most {MAX_ORDER_BY} properties"));
+    }
     for part in text.split(',') {
         let words: Vec<&str> = part.split_whitespace().collect();
         let (field, descending) = match words.as_slice() {
@@ -278,7 +288,11 @@ pub fn parse_filter(text: &str) -> Result<Expr, ODataError> {
     if tokens.is_empty() {
         return err("$filter is empty");
     }
-    let mut parser = Parser { tokens, pos: 0 };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        terms: 0,
+    };
     let expr = parser.or(0)?;
     match parser.peek() {
         None => Ok(expr),
@@ -305,6 +319,8 @@ fn describe(token: &Token) -> String {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Comparisons and functions read so far.
+    terms: usize,
 }
 
 impl Parser {
@@ -368,6 +384,12 @@ impl Parser {
                 Ok(inner)
             }
             Some(Token::Word(word)) => {
+                self.terms += 1;
+                if self.terms > MAX_TERMS {
+                    return err(format!(
+                        "$filter has more than {MAX_TERMS} comparisons; list many values with 'in (...)'"
+                    ));
+                }
                 let func = match word.to_ascii_lowercase().as_str() {
                     "startswith" => Some(TextFunc::StartsWith),
                     "endswith" => Some(TextFunc::EndsWith),
@@ -444,7 +466,14 @@ impl Parser {
         let mut values = vec![self.literal()?];
         loop {
             match self.next() {
-                Some(Token::Comma) => values.push(self.literal()?),
+                Some(Token::Comma) => {
+                    if values.len() == MAX_IN_VALUES {
+                        return err(format!(
+                            "An 'in' list in $filter holds at most {MAX_IN_VALUES} values"
+                        ));
+                    }
+                    values.push(self.literal()?)
+                }
                 Some(Token::Close) => break,
                 Some(t) => {
                     return err(format!(

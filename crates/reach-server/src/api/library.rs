@@ -21,26 +21,19 @@ use crate::time::Micros;
 
 const ROLES: &[&str] = &[roles::LIBRARY_MANAGE];
 /// Longest file name accepted.
-pub const MAX_NAME: usize = 255;
+pub const MAX_NAME: usize = reach_proto::api::MAX_LIBRARY_NAME;
 /// Most parts in one upload.
 const MAX_PARTS: usize = 16;
 /// Longest text field (Description, ParametersDescription) accepted.
 const MAX_TEXT_FIELD: usize = 16 * 1024;
 
-/// Library names: letters, digits, `-`, `_` and `.`; no `..`, at most 255 bytes.
+/// Library names: `reach_proto::api::is_safe_library_name`.
 pub fn check_name(name: &str) -> ApiResult<()> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !name.contains("..")
-        && name != ".";
-    if valid {
+    if reach_proto::api::is_safe_library_name(name) {
         Ok(())
     } else {
         Err(ApiError::InvalidInput(format!(
-            "Invalid file name '{}': use 1 to {MAX_NAME} letters, digits, '-', '_' and '.', without '..'",
+            "Invalid file name '{}': use 1 to {MAX_NAME} letters, digits, '-', '_' and '.', without '..' or a trailing '.', and not a Windows device name (CON, PRN, AUX, NUL, COM1, LPT1, ...)",
             name.escape_default()
         )))
     }
@@ -333,7 +326,15 @@ mod tests {
 
     #[test]
     fn names_are_restricted() {
-        for ok in ["script.sh", "Tool-1_x.PS1", "a"] {
+        for ok in [
+            "script.sh",
+            "Tool-1_x.PS1",
+            "a",
+            "console.sh",
+            "com10.sh",
+            "nul-check.sh",
+            "LPT.ps1",
+        ] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(256);
@@ -349,6 +350,13 @@ mod tests {
             "ѕcript.sh",
             "a b",
             long.as_str(),
+            "CON",
+            "nul",
+            "NUL.txt",
+            "com1.sh",
+            "Lpt9",
+            "aux.tar.gz",
+            "script.",
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }

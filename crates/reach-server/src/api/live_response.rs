@@ -80,6 +80,16 @@ pub fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
         })?
         .to_string();
     let args = command.param("Args").map(String::from);
+    // The agent splits Args as a POSIX shell would; what it cannot split
+    // would fail there, so it is refused here, before anything is queued.
+    if let Some(args) = &args
+        && shlex::split(args).is_none()
+    {
+        return Err(ApiError::InvalidInput(format!(
+            "Command {index} ({}): Args cannot be split into arguments: a quote is not closed or a backslash ends it",
+            kind.as_str()
+        )));
+    }
     Ok(match kind {
         CommandType::GetFile => Checked {
             kind,

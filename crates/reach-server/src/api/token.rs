@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use reach_proto::api::TokenResponse;
 
 use crate::SharedState;
+use crate::api::RawBody;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::store::StoreError;
@@ -22,7 +22,7 @@ pub async fn token(
     Path(tenant): Path<String>,
     headers: HeaderMap,
     notes: crate::audit::Notes,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<TokenResponse>> {
     let content_type = headers
         .get(header::CONTENT_TYPE)

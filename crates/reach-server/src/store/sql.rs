@@ -131,8 +131,11 @@ impl Builder<'_> {
                 let field = self.field(field)?.clone();
                 if field.kind == Kind::TextList {
                     return match op {
-                        CompareOp::Eq => self.contains(&field, value),
-                        CompareOp::Ne => Ok(format!("(NOT {})", self.contains(&field, value)?)),
+                        CompareOp::Eq => self.contains(&field, std::slice::from_ref(value)),
+                        CompareOp::Ne => Ok(format!(
+                            "(NOT {})",
+                            self.contains(&field, std::slice::from_ref(value))?
+                        )),
                         _ => Err(ODataError(format!(
                             "{} is a collection; use eq, ne or {}/any(t: t eq 'value')",
                             field.name, field.name
@@ -161,11 +164,7 @@ impl Builder<'_> {
             Expr::In { field, values } => {
                 let field = self.field(field)?.clone();
                 if field.kind == Kind::TextList {
-                    let parts = values
-                        .iter()
-                        .map(|v| self.contains(&field, v))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    return Ok(format!("({})", parts.join(" OR ")));
+                    return self.contains(&field, values);
                 }
                 let column = Self::column(&field);
                 let values = values
@@ -199,23 +198,29 @@ impl Builder<'_> {
                 if field.kind != Kind::TextList {
                     return Err(ODataError(format!("{} is not a collection", field.name)));
                 }
-                self.contains(&field, value)?
+                self.contains(&field, std::slice::from_ref(value))?
             }
         })
     }
 
-    fn contains(&mut self, field: &Field, value: &Literal) -> Result<String, ODataError> {
-        let Literal::Text(text) = value else {
-            return Err(ODataError(format!("{} holds text values", field.name)));
-        };
-        let p = self.bind(Bind::Text(text.clone()));
+    /// Whether the list in `field` holds any of `values` (without case):
+    /// one EXISTS over one flat IN list, however many values.
+    fn contains(&mut self, field: &Field, values: &[Literal]) -> Result<String, ODataError> {
+        let mut placeholders = Vec::with_capacity(values.len());
+        for value in values {
+            let Literal::Text(text) = value else {
+                return Err(ODataError(format!("{} holds text values", field.name)));
+            };
+            placeholders.push(format!("lower({})", self.bind(Bind::Text(text.clone()))));
+        }
+        let list = placeholders.join(", ");
         Ok(match self.dialect {
             Dialect::Sqlite => format!(
-                "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) = lower({p}))",
+                "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) IN ({list}))",
                 field.sql
             ),
             Dialect::Postgres => format!(
-                "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) = lower({p}))",
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) IN ({list}))",
                 field.sql
             ),
         })

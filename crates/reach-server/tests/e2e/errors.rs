@@ -75,6 +75,21 @@ async fn transport_level_errors_use_the_envelope() {
         .await
         .unwrap();
     assert_error(broken, 400, "InvalidRequestBody").await;
+    // The token endpoint's body is bounded the same way, in the envelope.
+    let huge_form = reqwest::Client::new()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            server.url, server.tenant_id
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_secret={}",
+            "x".repeat(4096)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_error(huge_form, 413, "RequestEntityTooLarge").await;
     let wrong_shape = c
         .request(Method::POST, &path)
         .header("content-type", "application/json")
@@ -140,6 +155,11 @@ async fn runliveresponse_validation_names_the_offending_command() {
             json!({"Commands": [{"type": "GetFile", "params": [{"key": "Path", "value": "/x"}]}, {"type": "PutFile", "params": [{"key": "FileName", "value": "tool.bin"}]}]}),
             "InvalidRequestBody",
             "Command 1 (PutFile) comes after a GetFile",
+        ),
+        (
+            json!({"Commands": [{"type": "RunScript", "params": [{"key": "ScriptName", "value": "ok.sh"}, {"key": "Args", "value": "-name \"unclosed"}]}]}),
+            "InvalidInput",
+            "Command 0 (RunScript): Args cannot be split",
         ),
         (
             json!({"Commands": [{"type": "RunScript", "params": [{"key": "ScriptName", "value": "missing.sh"}]}]}),

@@ -114,6 +114,12 @@ async fn bad_names_sizes_and_forms_are_refused() {
         "\u{202e}hs.exe",
         "with space.sh",
         long.as_str(),
+        // Windows device names, which open the device instead of a file.
+        "CON",
+        "nul.ps1",
+        "COM1.bat",
+        "lpt3.txt",
+        "trailing-dot.",
     ];
     for name in names {
         let form = Form::new().part(

@@ -240,3 +240,74 @@ async fn machines_filter_on_their_fields() {
         .await;
     assert_eq!(body["value"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn queries_past_the_parsers_bounds_are_clear_400s_not_500s() {
+    let server = TestServer::start().await;
+    let tagged = server.enroll("tagged").await;
+    reach_server::admin::change_tags(
+        server.state.store.as_ref(),
+        &server.tenant_id,
+        &tagged.machine_id,
+        &["tag-150".to_string()],
+        &[],
+    )
+    .await
+    .unwrap();
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("'tag-{i}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // Within the bounds: one flat list, whatever the engine's depth limit.
+    for path in ["/api/machines", "/api/machineactions"] {
+        let (status, body) = server
+            .get_raw(&format!("{path}?$filter=machineTags+in+({})", list(200)))
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, body) = server
+        .get_raw(&format!(
+            "/api/machines?$filter=machineTags+in+({})",
+            list(200)
+        ))
+        .await;
+    assert_eq!(body["value"][0]["id"], tagged.machine_id.as_str());
+    let terms = (0..100)
+        .map(|i| format!("computerDnsName+eq+'h{i}'"))
+        .collect::<Vec<_>>()
+        .join("+or+");
+    let (status, body) = server
+        .get_raw(&format!("/api/machines?$filter={terms}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Past them: 400 in the envelope, saying which bound.
+    let many_terms = (0..101)
+        .map(|i| format!("computerDnsName+eq+'h{i}'"))
+        .collect::<Vec<_>>()
+        .join("+or+");
+    let order_by = vec!["id"; 2000].join(",");
+    let short = (0..1000)
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases = [
+        (
+            format!("$filter=machineTags+in+({short})"),
+            "at most 200 values",
+        ),
+        (format!("$filter={many_terms}"), "more than 100 comparisons"),
+        (format!("$orderby={order_by}"), "at most 8 properties"),
+    ];
+    for (query, needle) in cases {
+        for path in ["/api/machines", "/api/machineactions"] {
+            let (status, body) = server.get_raw(&format!("{path}?{query}")).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert_eq!(body["error"]["code"], "ODataError", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{message}");
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod library;
 pub mod live_response;
 pub mod machine_actions;
 pub mod machines;
+pub mod part_headers;
 pub mod paths;
 pub mod token;
 

@@ -83,13 +83,7 @@ async fn read_form(
     upload: &mut Upload,
 ) -> ApiResult<()> {
     let mut parts = 0;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!(
-            "The multipart body is malformed: {}",
-            e.body_text()
-        ))
-    };
-    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         parts += 1;
         if parts > MAX_PARTS {
             return Err(ApiError::BadRequest(format!(
@@ -124,12 +118,7 @@ async fn read_form(
             upload.file = Some((file_name, temp, stored));
             continue;
         }
-        let text = field.text().await.map_err(bad)?;
-        if text.len() > MAX_TEXT_FIELD {
-            return Err(ApiError::InvalidInput(format!(
-                "{name} must be at most {MAX_TEXT_FIELD} bytes"
-            )));
-        }
+        let text = read_text(field, &name).await?;
         match name.as_str() {
             "description" => upload.description = Some(text),
             "parametersdescription" => upload.parameters_description = Some(text),
@@ -151,6 +140,40 @@ async fn read_form(
     Ok(())
 }
 
+/// A text part, read a chunk at a time and refused as soon as it passes
+/// `MAX_TEXT_FIELD` bytes.
+async fn read_text(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> ApiResult<String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "The {name} part must be at most {MAX_TEXT_FIELD} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::InvalidInput(format!("The {name} part is not UTF-8 text")))
+}
+
+fn malformed(e: axum::extract::multipart::MultipartError) -> ApiError {
+    // A bound of `part_headers` stopped the stream: say which.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(guard) = err.downcast_ref::<super::part_headers::GuardError>() {
+            return ApiError::BadRequest(format!("The multipart body is refused: {guard}"));
+        }
+        source = err.source();
+    }
+    ApiError::BadRequest(format!(
+        "The multipart body is malformed: {}",
+        e.body_text()
+    ))
+}
+
 pub async fn upload(
     State(state): State<SharedState>,
     principal: Principal,
@@ -159,6 +182,25 @@ pub async fn upload(
     request: Request,
 ) -> ApiResult<Json<LibraryFile>> {
     authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
+    // Each part's headers are bounded before the parser buffers them.
+    let boundary = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::part_headers::boundary)
+        .ok_or_else(|| {
+            ApiError::UnsupportedMediaType(
+                "Upload library files as 'Content-Type: multipart/form-data' with a boundary"
+                    .into(),
+            )
+        })?;
+    let (parts, body) = request.into_parts();
+    let guarded = super::part_headers::bounded(
+        body.into_data_stream(),
+        &boundary,
+        super::part_headers::MAX_PART_HEADERS,
+    );
+    let request = Request::from_parts(parts, axum::body::Body::from_stream(guarded));
     let multipart = Multipart::from_request(request, &state)
         .await
         .map_err(|_| {

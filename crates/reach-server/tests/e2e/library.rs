@@ -206,3 +206,106 @@ async fn bad_names_sizes_and_forms_are_refused() {
     let leftovers = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0);
 }
+
+/// Sends an upload over a raw connection: `head` of the multipart body,
+/// then `filler` bytes of `byte` for as long as the server reads, then
+/// `tail`. Returns the status line's code and how many filler bytes were
+/// written before the server answered and closed.
+async fn streamed_upload(
+    server: &TestServer,
+    head: &str,
+    byte: u8,
+    filler: usize,
+    tail: &str,
+) -> (u16, String, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let length = head.len() + filler + tail.len();
+    let request = format!(
+        "POST /api/libraryfiles HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {length}\r\n\r\n{head}",
+        server.client.token().unwrap()
+    );
+    let (tail, written) = (
+        tail.to_string(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let counter = written.clone();
+    let writing = tokio::spawn(async move {
+        writer.write_all(request.as_bytes()).await?;
+        let block = vec![byte; 64 * 1024];
+        let mut left = filler;
+        while left > 0 {
+            let n = left.min(block.len());
+            writer.write_all(&block[..n]).await?;
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            left -= n;
+        }
+        writer.write_all(tail.as_bytes()).await
+    });
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, reader.read(&mut buf))
+            .await
+            .expect("the server answered")
+            .unwrap_or(0);
+        response.extend_from_slice(&buf[..n]);
+        if n == 0 || String::from_utf8_lossy(&response).contains("\"target\"") {
+            break;
+        }
+    }
+    let at_answer = written.load(std::sync::atomic::Ordering::Relaxed);
+    writing.abort();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text, at_answer)
+}
+
+#[tokio::test]
+async fn text_parts_and_part_headers_are_refused_once_past_their_bounds() {
+    let server = TestServer::start().await;
+    let huge = 200 * 1024 * 1024;
+    // A 200 MiB Description: refused after its first 16 KiB, not read whole.
+    let (status, text, written) = streamed_upload(
+        &server,
+        "--XyZ\r\nContent-Disposition: form-data; name=\"Description\"\r\n\r\n",
+        b'd',
+        huge,
+        "\r\n--XyZ--\r\n",
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("RequestEntityTooLarge") && text.contains("description part"),
+        "{text}"
+    );
+    assert!(
+        written < huge / 4,
+        "the server answered after {written} bytes"
+    );
+    // A part whose headers run on for 200 MiB: refused after 8 KiB of them.
+    let (status, text, written) = streamed_upload(
+        &server,
+        "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.sh\"\r\nX-Pad: ",
+        b'p',
+        huge,
+        "\r\n\r\necho\r\n--XyZ--\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("headers are longer than 8192 bytes"),
+        "{text}"
+    );
+    assert!(
+        written < huge / 4,
+        "the server answered after {written} bytes"
+    );
+    assert!(server.client.library().await.unwrap().value.is_empty());
+}

@@ -23,6 +23,8 @@ pub struct Context {
     pub output_cap_bytes: usize,
     /// Keys library files must be signed by (empty: no signature needed).
     pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
+    /// GetFile may collect devices, FIFOs and sockets.
+    pub allow_special_files: bool,
 }
 
 /// A command failure, with the message shown to the analyst.

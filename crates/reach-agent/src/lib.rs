@@ -53,6 +53,8 @@ pub struct Config {
     /// Ed25519 public keys (base64) library files must be signed by before
     /// this agent puts or runs them. Empty: no signature is needed.
     pub trusted_keys: Vec<String>,
+    /// Let GetFile collect devices, FIFOs and sockets (regular files only otherwise).
+    pub allow_special_files: bool,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
             trusted_keys: Vec::new(),
+            allow_special_files: false,
         }
     }
 }
@@ -204,6 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             work_dir,
             output_cap_bytes: config.output_cap_bytes,
             trusted_keys,
+            allow_special_files: config.allow_special_files,
         },
         outbox.clone(),
     );

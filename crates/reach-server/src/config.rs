@@ -108,7 +108,7 @@ pub struct Limits {
     /// Most commands in one live response action.
     pub commands_per_action: usize,
     /// Largest command result (a collected file, gzip-compressed, or a
-    /// transcript) accepted, in bytes. 0: no limit.
+    /// transcript) accepted, in bytes (32 GiB). 0: no limit.
     pub result_max_bytes: u64,
     /// File transfer rate per agent (both directions), bytes per second. 0: no cap.
     pub agent_bytes_per_sec: u64,
@@ -225,7 +225,7 @@ impl Default for Limits {
             library_file_max_bytes: 250 * 1024 * 1024,
             json_body_max_bytes: 1024 * 1024,
             commands_per_action: 100,
-            result_max_bytes: 0,
+            result_max_bytes: 32 * 1024 * 1024 * 1024,
             agent_bytes_per_sec: 0,
             total_bytes_per_sec: 0,
             token_per_minute_per_address: 60,

@@ -126,6 +126,34 @@ async fn delete_results(state: &SharedState, ended_before: Micros) -> anyhow::Re
     }
 }
 
+/// Deletes the chunks of GetFiles whose action ended without their result
+/// (cancelled, failed, timed out): they can never become a result, so they
+/// go at once rather than after `results_days`. The sweeper calls this.
+pub async fn discard_abandoned(state: &SharedState) -> anyhow::Result<u64> {
+    let mut discarded = 0;
+    for abandoned in state.store.abandoned_chunks(PAGE).await? {
+        delete_objects(&state.files, &abandoned).await?;
+        if state
+            .store
+            .forget_result(&abandoned.command, Micros::now())
+            .await?
+        {
+            discarded += 1;
+            let event = audit::command_event(
+                &abandoned.tenant_id,
+                Actor::system(),
+                &abandoned.machine_id,
+                &abandoned.command,
+                "PartialResultDeleted",
+                "Succeeded",
+                json!({ "chunks": abandoned.chunks.len() }),
+            );
+            state.auditor.record(event).await;
+        }
+    }
+    Ok(discarded)
+}
+
 /// The objects of a result: one object, or its chunks, plus any chunks a
 /// transfer left behind.
 async fn delete_objects(files: &Files, expired: &ExpiredResult) -> anyhow::Result<()> {

@@ -522,6 +522,9 @@ pub trait Store: Send + Sync + 'static {
         ended_before: Micros,
         limit: u32,
     ) -> StoreResult<Vec<ExpiredResult>>;
+    /// Chunks recorded for commands whose action ended without their
+    /// result (a cancelled, failed or timed-out GetFile); at most `limit`.
+    async fn abandoned_chunks(&self, limit: u32) -> StoreResult<Vec<ExpiredResult>>;
     /// Forgets a command's stored result and chunks (the caller deleted
     /// their objects first); the command keeps its status, errors and the
     /// collected file's hash. False when there was nothing to forget.

@@ -6,7 +6,8 @@
 //! made in the store, atomically; the sweeper only calls it on a timer.
 //! It also writes when machines were last heard from, batched: one
 //! transaction per interval for all of this node's agents, not one write
-//! per heartbeat.
+//! per heartbeat. Every tenth sweep it deletes the chunks of GetFiles that
+//! ended without a result (`retention::discard_abandoned`).
 
 use std::time::Duration;
 
@@ -24,8 +25,23 @@ pub async fn run(state: SharedState) {
         .div_f64(2.0)
         .min(Duration::from_secs(5));
     let mut seen_flushed = tokio::time::Instant::now();
+    let mut sweeps = 0u64;
     loop {
         tick.tick().await;
+        sweeps += 1;
+        if sweeps % 10 == 0 {
+            match crate::retention::discard_abandoned(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    commands = n,
+                    "deleted the chunks of transfers that ended without a result"
+                ),
+                Err(err) => tracing::warn!(
+                    error = format!("{err:#}"),
+                    "deleting abandoned chunks failed"
+                ),
+            }
+        }
         if seen_flushed.elapsed() >= seen_every {
             seen_flushed = tokio::time::Instant::now();
             let seen = state.hub.take_seen();

@@ -1142,3 +1142,57 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
         );
     }
 }
+
+#[tokio::test]
+async fn chunks_of_a_transfer_that_ended_without_its_result_are_abandoned() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machine = seed(&store, 1).await.remove(0);
+        let now = Micros::now();
+        store
+            .create_action(&action("a1", &machine, vec![get_file("/x")]), 25)
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_next_command(&machine, "agent-1", now)
+            .await
+            .unwrap()
+            .unwrap();
+        let chunk = ChunkRow {
+            n: 0,
+            raw_size: 10,
+            raw_crc32: Some(1),
+            raw_sha256: String::new(),
+            stored_size: 10,
+            stored_sha256: "s".into(),
+            attempts: 1,
+        };
+        store
+            .put_chunk(&machine, &claimed.command, &chunk)
+            .await
+            .unwrap();
+        assert!(
+            store.abandoned_chunks(10).await.unwrap().is_empty(),
+            "{}: still running",
+            backend.name
+        );
+        store
+            .cancel_action(TENANT, "a1", "lead", Some("stop"), now)
+            .await
+            .unwrap();
+        let abandoned = store.abandoned_chunks(10).await.unwrap();
+        assert_eq!(abandoned.len(), 1, "{}", backend.name);
+        assert_eq!(abandoned[0].command, claimed.command);
+        assert_eq!(abandoned[0].chunks, [0]);
+        assert_eq!(abandoned[0].result, None);
+        assert!(store.forget_result(&claimed.command, now).await.unwrap());
+        assert!(store.abandoned_chunks(10).await.unwrap().is_empty());
+        assert!(
+            store
+                .list_chunks(&claimed.command)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -24,16 +24,78 @@ use sha2::{Digest, Sha256};
 
 use super::{Context, Failure, RETRY_MAX, RETRY_MIN, Stop, Success, classify};
 
-/// Opens the file, failing with the OS error.
-fn open(path: &str) -> Result<std::fs::File, Failure> {
-    let file = std::fs::File::open(path).map_err(|e| Failure::new(format!("{path}: {e}")))?;
+/// Opens the file, failing with the OS error. A directory is refused, and
+/// so is anything but a regular file unless `special` allows it: a device
+/// such as /dev/zero never ends, and a FIFO blocks. The type is read from
+/// the opened file itself (opened without blocking), so it cannot be
+/// swapped between the check and the read.
+fn open(path: &str, special: bool) -> Result<std::fs::File, Failure> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options
+        .open(path)
+        .map_err(|e| Failure::new(format!("{path}: {e}")))?;
     let meta = file
         .metadata()
         .map_err(|e| Failure::new(format!("{path}: {e}")))?;
     if meta.is_dir() {
         return Err(Failure::new(format!("{path}: is a directory, not a file")));
     }
+    if !meta.is_file() && !special {
+        return Err(Failure::new(format!(
+            "{path}: is {}, not a regular file; this agent collects devices, FIFOs and sockets only when its operator sets allow_special_files",
+            special_kind(&meta)
+        )));
+    }
+    #[cfg(unix)]
+    if !meta.is_file() {
+        // Reads of a device or FIFO may block: back to blocking reads, on
+        // this blocking thread, bounded by the command's timeout.
+        set_blocking(&file).map_err(|e| Failure::new(format!("{path}: {e}")))?;
+    }
     Ok(file)
+}
+
+/// What kind of special file `meta` describes, in words.
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = meta;
+    "a special file"
+}
+
+/// Clears O_NONBLOCK on an open file.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn set_blocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows for its duration;
+    // F_GETFL/F_SETFL only read and set its status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Reads the file chunk by chunk, feeding the whole-file hash in order.
@@ -177,7 +239,7 @@ async fn attempt(
         .into_iter()
         .map(|c| (c.n, c))
         .collect();
-    let file = open(path).map_err(Stop::Fatal)?;
+    let file = open(path, context.allow_special_files).map_err(Stop::Fatal)?;
     let whole = Arc::new(Mutex::new((Sha256::new(), 0u64)));
     let reader = Reader {
         file,
@@ -259,7 +321,8 @@ pub async fn run(
 ) -> Result<Success, Failure> {
     // Fail at once, with the OS's words, when the file cannot be read.
     let owned = path.to_string();
-    tokio::task::spawn_blocking(move || open(&owned).map(drop))
+    let special = context.allow_special_files;
+    tokio::task::spawn_blocking(move || open(&owned, special).map(drop))
         .await
         .map_err(|e| Failure::new(e.to_string()))??;
     let chunk_bytes =
@@ -360,5 +423,39 @@ mod tests {
         let a = prepare(0, b"hello ".to_vec(), None).member.unwrap();
         let b = prepare(1, b"world".to_vec(), None).member.unwrap();
         assert_eq!(gunzip(&[a, b].concat()), b"hello world");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_unless_special_files_are_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("evidence.log");
+        std::fs::write(&regular, b"log").unwrap();
+        assert!(open(regular.to_str().unwrap(), false).is_ok());
+        let err = open("/dev/zero", false).err().expect("refused");
+        assert!(
+            err.message.contains("a character device")
+                && err.message.contains("allow_special_files"),
+            "{}",
+            err.message
+        );
+        // A FIFO with no writer: refused at once, never waited on.
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = open(fifo.to_str().unwrap(), false).err().expect("refused");
+        assert!(err.message.contains("a FIFO"), "{}", err.message);
+        let err = open(dir.path().to_str().unwrap(), true)
+            .err()
+            .expect("refused");
+        assert!(err.message.contains("directory"), "{}", err.message);
+        // Allowed, a device opens (and reads as usual).
+        let mut zero = open("/dev/zero", true).unwrap();
+        let mut buf = [1u8; 16];
+        zero.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [0u8; 16]);
     }
 }

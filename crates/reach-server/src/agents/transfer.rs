@@ -339,7 +339,7 @@ pub async fn put_chunk(
     let carried = state
         .chunks_in_order
         .take(&command, n, state.files.presigns());
-    let checker = verify::Checker::start(carried, !raw_sha256.is_empty());
+    let checker = verify::Checker::start(carried, !raw_sha256.is_empty(), raw_size);
     let stored = state
         .files
         .put_stream_hashing(
@@ -375,6 +375,9 @@ pub async fn put_chunk(
         (_, Ok(checked)) if checked.matches(raw_size, raw_crc32, &raw_sha256) => Ok(checked),
         (_, Ok(_)) => Err(format!(
             "Chunk {n} does not hold the {raw_size} bytes (with the CRC-32 or SHA-256) it was sent for"
+        )),
+        (_, Err(err)) if err.kind() == std::io::ErrorKind::FileTooLarge => Err(format!(
+            "Chunk {n} decompresses to more than the {raw_size} bytes it was sent for"
         )),
         (_, Err(err)) => Err(format!("Chunk {n} is not valid gzip: {err}")),
     };
@@ -487,7 +490,8 @@ async fn read_back(
             .get_stream(&Files::chunk_key(prefix, chunk.n))
             .await
             .map_err(ApiError::internal)?;
-        let checker = verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty());
+        let checker =
+            verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty(), chunk.raw_size);
         let mut read = std::pin::pin!(checker.tap(stream));
         while let Some(part) = read.next().await {
             part.map_err(ApiError::internal)?;

@@ -131,15 +131,28 @@ impl Checked {
 
 /// Decompressed bytes go to the chunk's CRC-32 (and hash, if asked) and the
 /// carried whole-file hash.
+/// Decompression stops with `FileTooLarge` as soon as it would pass `limit`
+/// (the size announced): a small member that inflates to gigabytes costs no
+/// more than the bytes it claimed.
 struct RawSink {
     crc: crc32fast::Hasher,
     chunk: Option<Sha256>,
     size: u64,
+    limit: u64,
     whole: Option<Progress>,
 }
 
 impl Write for RawSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.size + buf.len() as u64 > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "it decompresses to more than the {} bytes announced",
+                    self.limit
+                ),
+            ));
+        }
         self.crc.update(buf);
         if let Some(chunk) = &mut self.chunk {
             chunk.update(buf);
@@ -165,14 +178,16 @@ pub struct Checker {
 
 impl Checker {
     /// `hash_chunk`: also hash the chunk's decompressed bytes (when the agent
-    /// announced their SHA-256).
-    pub fn start(progress: Option<Progress>, hash_chunk: bool) -> Self {
+    /// announced their SHA-256). `raw_limit`: the decompressed size
+    /// announced; one byte more stops the checker (`FileTooLarge`).
+    pub fn start(progress: Option<Progress>, hash_chunk: bool, raw_limit: u64) -> Self {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
             let mut decoder = flate2::write::MultiGzDecoder::new(RawSink {
                 crc: crc32fast::Hasher::new(),
                 chunk: hash_chunk.then(Sha256::new),
                 size: 0,
+                limit: raw_limit,
                 whole: progress,
             });
             while let Some(bytes) = receiver.blocking_recv() {
@@ -244,7 +259,15 @@ mod tests {
     }
 
     async fn check(member: &Bytes, progress: Option<Progress>) -> std::io::Result<Checked> {
-        let checker = Checker::start(progress, true);
+        check_within(member, progress, u64::MAX).await
+    }
+
+    async fn check_within(
+        member: &Bytes,
+        progress: Option<Progress>,
+        limit: u64,
+    ) -> std::io::Result<Checked> {
+        let checker = Checker::start(progress, true, limit);
         let pieces: Vec<Result<Bytes, std::io::Error>> = member
             .chunks(1000)
             .map(|p| Ok(Bytes::copy_from_slice(p)))
@@ -307,7 +330,7 @@ mod tests {
         let command = command();
         let carried = InOrder::default();
         let raw = b"chunk bytes".repeat(100);
-        let checker = Checker::start(carried.take(&command, 0, false), false);
+        let checker = Checker::start(carried.take(&command, 0, false), false, u64::MAX);
         let tapped: Vec<Result<Bytes, std::io::Error>> = checker
             .tap(futures::stream::iter([Ok(member(&raw))]))
             .collect()
@@ -325,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn finish_does_not_wait_for_a_tapped_stream_left_alive() {
         let raw = b"kept alive".repeat(10);
-        let checker = Checker::start(None, false);
+        let checker = Checker::start(None, false, u64::MAX);
         let mut tapped = Box::pin(checker.tap(futures::stream::iter([Ok::<_, std::io::Error>(
             member(&raw),
         )])));
@@ -348,5 +371,19 @@ mod tests {
         let mut cut = member(&b"x".repeat(10_000)).to_vec();
         cut.truncate(cut.len() - 4);
         assert!(check(&Bytes::from(cut), None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_member_inflating_past_its_announced_size_stops_there() {
+        let bomb = member(&vec![0u8; 64 * 1024 * 1024]);
+        assert!(bomb.len() < 1024 * 1024, "a small member: {}", bomb.len());
+        let err = check_within(&bomb, Some(Progress::new(false)), 1024 * 1024)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+        let exact = member(&vec![7u8; 4096]);
+        let checked = check_within(&exact, None, 4096).await.unwrap();
+        assert_eq!(checked.raw_size, 4096);
     }
 }

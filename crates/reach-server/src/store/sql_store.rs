@@ -1925,29 +1925,22 @@ impl Store for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
-        let mut expired = Vec::with_capacity(rows.len());
-        for row in rows {
-            let command = command_from_row(&row)?;
-            let command_ref = CommandRef {
-                action_id: row.try_get("action_id")?,
-                index: command.index,
-            };
-            let chunks = sqlx::query_scalar::<_, i64>(
-                "SELECT n FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n",
-            )
-            .bind(&command_ref.action_id)
-            .bind(i64::from(command_ref.index))
-            .fetch_all(&mut *conn)
-            .await?;
-            expired.push(ExpiredResult {
-                command: command_ref,
-                tenant_id: row.try_get("tenant_id")?,
-                machine_id: row.try_get("machine_id")?,
-                result: command.result,
-                chunks: chunks.into_iter().map(|n| n as u32).collect(),
-            });
-        }
-        Ok(expired)
+        expired_from_rows(&mut conn, rows).await
+    }
+
+    async fn abandoned_chunks(&self, limit: u32) -> StoreResult<Vec<ExpiredResult>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT c.*, a.tenant_id, a.machine_id FROM actions a JOIN commands c ON c.action_id = a.id
+             WHERE a.id IN (SELECT DISTINCT action_id FROM result_chunks)
+               AND a.status NOT IN ('Pending', 'InProgress') AND c.result_key IS NULL
+               AND EXISTS (SELECT 1 FROM result_chunks rc WHERE rc.action_id = c.action_id AND rc.idx = c.idx)
+             ORDER BY a.updated_us LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        expired_from_rows(&mut conn, rows).await
     }
 
     async fn forget_result(&self, command: &CommandRef, now: Micros) -> StoreResult<bool> {
@@ -2078,4 +2071,35 @@ impl Store for SqlStore {
         tx.commit().await?;
         Ok(decision)
     }
+}
+
+/// The commands of `rows` (commands joined with their action's tenant and
+/// machine), each with the numbers of its recorded chunks.
+async fn expired_from_rows(
+    conn: &mut sqlx::pool::PoolConnection<Any>,
+    rows: Vec<AnyRow>,
+) -> StoreResult<Vec<ExpiredResult>> {
+    let mut expired = Vec::with_capacity(rows.len());
+    for row in rows {
+        let command = command_from_row(&row)?;
+        let command_ref = CommandRef {
+            action_id: row.try_get("action_id")?,
+            index: command.index,
+        };
+        let chunks = sqlx::query_scalar::<_, i64>(
+            "SELECT n FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n",
+        )
+        .bind(&command_ref.action_id)
+        .bind(i64::from(command_ref.index))
+        .fetch_all(&mut **conn)
+        .await?;
+        expired.push(ExpiredResult {
+            command: command_ref,
+            tenant_id: row.try_get("tenant_id")?,
+            machine_id: row.try_get("machine_id")?,
+            result: command.result,
+            chunks: chunks.into_iter().map(|n| n as u32).collect(),
+        });
+    }
+    Ok(expired)
 }

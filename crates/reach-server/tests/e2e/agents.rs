@@ -340,6 +340,20 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not valid gzip"), "{err}");
+    // A small member that inflates far past the size it announces is
+    // refused once past that size, not after inflating it all.
+    let (mut bomb, member) = chunk(0, &vec![0u8; 48 * 1024 * 1024]);
+    bomb.raw_size = 1024 * 1024;
+    let err = agent
+        .put_chunk(&action, index, &bomb, member)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+    assert!(
+        err.to_string()
+            .contains("decompresses to more than the 1048576 bytes"),
+        "{err}"
+    );
     assert!(agent.chunks(&action, index).await.unwrap().is_empty());
 
     // Chunks out of order: the whole file is checked by reading them back.
@@ -387,4 +401,53 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
     let done = server.wait_final(&created.id).await;
     assert_eq!(done.status, reach_proto::api::ActionStatus::Succeeded);
     assert_eq!(gunzip(&server.result(&created.id, 0).await), whole);
+}
+
+#[tokio::test]
+async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
+    let server = TestServer::start().await;
+    let device = server.enroll("raw").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![get_file("/var/log/big.log")], "to cancel"),
+        )
+        .await
+        .unwrap();
+    let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
+    let reach_proto::agent::ServerMessage::Run(run) = raw::next(&mut socket).await else {
+        panic!("expected Run");
+    };
+    let agent = reach_client::AgentClient::new(&server.url, &bearer(&device), None);
+    let (action, index) = (run.command.action_id.clone(), run.command.index);
+    let (info, member) = chunk(0, &b"part of a big file\n".repeat(1000));
+    agent
+        .put_chunk(&action, index, &info, member)
+        .await
+        .unwrap();
+    let stored = server
+        .dir
+        .path()
+        .join(format!("server/blobs/results/{action}/{index}/chunks/00000000"));
+    assert!(stored.exists(), "{}", stored.display());
+
+    server
+        .client
+        .cancel(&created.id, "wrong file")
+        .await
+        .unwrap();
+    let store = server.state.store.clone();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored.exists() || !store.list_chunks(&run.command).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chunks were kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, trail) = server
+        .get_raw("/api/auditlog?$filter=operation+eq+'PartialResultDeleted'")
+        .await;
+    assert_eq!(trail["value"].as_array().unwrap().len(), 1, "{trail}");
 }

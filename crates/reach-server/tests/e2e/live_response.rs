@@ -175,15 +175,19 @@ async fn missing_interpreter_and_bad_args_fail_clearly() {
         ["no interpreter for .xyz on this device"]
     );
     server.upload("ok.sh", b"echo ok\n").await;
-    let done = server
-        .run(
+    // Args the agent could not split are refused at submit, naming the command.
+    let err = server
+        .client
+        .run_live_response(
             &device.machine_id,
-            vec![run_script("ok.sh", Some("'unclosed"))],
+            &request(vec![run_script("ok.sh", Some("'unclosed"))], "bad args"),
         )
-        .await;
-    assert_eq!(
-        done.commands[0].errors,
-        ["Args could not be split: a quote is not closed"]
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+    assert!(
+        err.to_string().contains("Command 0 (RunScript): Args cannot be split"),
+        "{err}"
     );
 }
 

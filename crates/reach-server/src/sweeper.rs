@@ -29,7 +29,7 @@ pub async fn run(state: SharedState) {
     loop {
         tick.tick().await;
         sweeps += 1;
-        if sweeps % 10 == 0 {
+        if sweeps.is_multiple_of(10) {
             match crate::retention::discard_abandoned(&state).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(

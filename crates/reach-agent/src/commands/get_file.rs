@@ -432,7 +432,7 @@ mod tests {
         let regular = dir.path().join("evidence.log");
         std::fs::write(&regular, b"log").unwrap();
         assert!(open(regular.to_str().unwrap(), false).is_ok());
-        let err = open("/dev/zero", false).err().expect("refused");
+        let err = open("/dev/zero", false).expect_err("refused");
         assert!(
             err.message.contains("a character device")
                 && err.message.contains("allow_special_files"),
@@ -446,11 +446,9 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let err = open(fifo.to_str().unwrap(), false).err().expect("refused");
+        let err = open(fifo.to_str().unwrap(), false).expect_err("refused");
         assert!(err.message.contains("a FIFO"), "{}", err.message);
-        let err = open(dir.path().to_str().unwrap(), true)
-            .err()
-            .expect("refused");
+        let err = open(dir.path().to_str().unwrap(), true).expect_err("refused");
         assert!(err.message.contains("directory"), "{}", err.message);
         // Allowed, a device opens (and reads as usual).
         let mut zero = open("/dev/zero", true).unwrap();

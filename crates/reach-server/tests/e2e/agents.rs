@@ -426,10 +426,9 @@ async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
         .put_chunk(&action, index, &info, member)
         .await
         .unwrap();
-    let stored = server
-        .dir
-        .path()
-        .join(format!("server/blobs/results/{action}/{index}/chunks/00000000"));
+    let stored = server.dir.path().join(format!(
+        "server/blobs/results/{action}/{index}/chunks/00000000"
+    ));
     assert!(stored.exists(), "{}", stored.display());
 
     server

@@ -186,7 +186,8 @@ async fn missing_interpreter_and_bad_args_fail_clearly() {
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
     assert!(
-        err.to_string().contains("Command 0 (RunScript): Args cannot be split"),
+        err.to_string()
+            .contains("Command 0 (RunScript): Args cannot be split"),
         "{err}"
     );
 }

@@ -6,6 +6,7 @@
 mod credentials;
 mod output;
 mod run;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,12 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Print text from the server exactly as received. Without it, control
+    /// characters (terminal escapes) in script output, comments, names and
+    /// errors are shown as escapes like \x1b, so that they cannot drive the
+    /// terminal.
+    #[arg(long, global = true)]
+    raw: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,7 +87,7 @@ enum Command {
         output: Option<PathBuf>,
         /// Keep a collected file gzip-compressed, as the API serves it.
         #[arg(long)]
-        raw: bool,
+        gzip: bool,
     },
 }
 
@@ -136,7 +143,7 @@ async fn main() -> ExitCode {
     match dispatch(cli, run_matches).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", text::clean(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }
@@ -154,6 +161,7 @@ async fn client() -> anyhow::Result<Client> {
 
 async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Result<ExitCode> {
     let json = cli.json;
+    text::set_raw(cli.raw);
     match cli.command {
         Command::Login {
             server,
@@ -228,10 +236,10 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
             id,
             index,
             output,
-            raw,
+            gzip,
         } => {
             let client = client().await?;
-            run::save_result(&client, &id, index, output.as_deref(), raw).await?;
+            run::save_result(&client, &id, index, output.as_deref(), gzip).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -298,7 +306,7 @@ async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
         LibraryCommand::List => output::library(&client().await?.library().await?.value, json)?,
         LibraryCommand::Rm { name } => {
             client().await?.delete_library_file(&name).await?;
-            println!("deleted {name}");
+            println!("deleted {}", text::clean(&name));
         }
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! How `reach` prints: aligned tables for people, JSON with `--json`.
+//! Every piece of text from the server passes `text::clean` first.
 
+use crate::text::clean;
 use reach_proto::api::{CommandEntry, LibraryFile, Machine, MachineAction};
 use serde::Serialize;
 
@@ -19,8 +21,12 @@ pub fn target(entry: &CommandEntry) -> &str {
 
 /// Prints rows under headers, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| clean(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -35,7 +41,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 
@@ -116,21 +122,22 @@ pub fn action(action: &MachineAction, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(action);
     }
-    println!("action   {}", action.id);
+    println!("action   {}", clean(&action.id));
     println!("status   {}", action.status);
     println!(
         "machine  {} ({})",
-        action.machine_id,
-        action.computer_dns_name.as_deref().unwrap_or("?")
+        clean(&action.machine_id),
+        clean(action.computer_dns_name.as_deref().unwrap_or("?"))
     );
-    println!("by       {}", action.requestor);
+    println!("by       {}", clean(&action.requestor));
     if let Some(comment) = &action.requestor_comment {
-        println!("comment  {comment}");
+        println!("comment  {}", clean(comment));
     }
     if let Some(by) = &action.cancellation_requestor {
         println!(
-            "cancelled by {by}: {}",
-            action.cancellation_comment.as_deref().unwrap_or("")
+            "cancelled by {}: {}",
+            clean(by),
+            clean(action.cancellation_comment.as_deref().unwrap_or(""))
         );
     }
     let rows: Vec<Vec<String>> = action

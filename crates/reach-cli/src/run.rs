@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::StreamExt;
+
+use crate::text::clean;
 use reach_client::{Client, ClientError};
 use reach_proto::api::{
     ActionStatus, Command, CommandStatus, CommandType, MachineAction, RunLiveResponseRequest,
@@ -107,7 +109,7 @@ pub async fn run(
         crate::output::action(&created, json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("action {} submitted", created.id);
+    eprintln!("action {} submitted", clean(&created.id));
     let done = wait(client, &created.id).await?;
     if json {
         crate::output::action(&done, true)?;
@@ -165,15 +167,18 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<MachineAction> {
 }
 
 async fn report(client: &Client, action: &MachineAction, out: Option<&Path>) -> anyhow::Result<()> {
-    println!("action {}: {}", action.id, action.status);
+    println!("action {}: {}", clean(&action.id), action.status);
     for command in &action.commands {
         let target = crate::output::target(command);
         println!(
-            "[{}] {} {target}: {}",
-            command.index, command.command.kind, command.command_status
+            "[{}] {} {}: {}",
+            command.index,
+            clean(&command.command.kind),
+            clean(target),
+            command.command_status
         );
         for error in &command.errors {
-            println!("    error: {error}");
+            println!("    error: {}", clean(error));
         }
         if command.command_status != CommandStatus::Completed {
             continue;
@@ -193,7 +198,8 @@ async fn report(client: &Client, action: &MachineAction, out: Option<&Path>) -> 
                 } else {
                     println!(
                         "    (use --out DIR or `reach result {} {}` to download)",
-                        action.id, command.index
+                        clean(&action.id),
+                        command.index
                     );
                 }
             }
@@ -208,7 +214,7 @@ fn print_block(label: &str, text: &str) {
         return;
     }
     println!("    --- {label}");
-    for line in text.lines() {
+    for line in clean(text).lines() {
         println!("    {line}");
     }
 }
@@ -277,6 +283,10 @@ async fn download_to(
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
+        // A file shown on a terminal could drive it: escape it there too.
+        None if std::io::stdout().is_terminal() => {
+            Box::new(crate::text::Escaping::new(std::io::stdout()))
+        }
         None => Box::new(std::io::stdout()),
     };
     let mut sink: Box<dyn Write + Send> = if gzip && !raw {

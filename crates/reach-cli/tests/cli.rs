@@ -319,3 +319,59 @@ async fn keys_are_made_and_files_signed_offline_then_uploaded_signed() {
     assert!(upload.status.success(), "{}", text(&upload.stderr));
     assert!(text(&upload.stdout).contains(&signature));
 }
+
+#[tokio::test]
+async fn terminal_escapes_in_script_output_are_shown_not_obeyed() {
+    let env = start().await;
+    let script = env.dir.path().join("hostile.sh");
+    // Clear the screen, set the title, write the clipboard (OSC 52), then a
+    // carriage return that would hide the line before it.
+    std::fs::write(
+        &script,
+        "printf 'before\\033[2J\\033]0;owned\\007\\033]52;c;aGk=\\007\\rafter\\n'\n",
+    )
+    .unwrap();
+    let uploaded = env
+        .reach(&["library", "upload", script.to_str().unwrap()])
+        .await;
+    assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
+    let ran = env
+        .reach(&["run", &env.machine_id, "--script", "hostile.sh"])
+        .await;
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    assert!(
+        !ran.stdout.contains(&0x1b),
+        "no escape byte reaches the terminal"
+    );
+    assert!(!ran.stdout.contains(&b'\r'));
+    let stdout = text(&ran.stdout);
+    assert!(
+        stdout.contains("before\\x1b[2J\\x1b]0;owned\\x07\\x1b]52;c;aGk=\\x07\\x0dafter"),
+        "{stdout}"
+    );
+    // --raw prints what the script wrote.
+    let raw = env
+        .reach(&["run", &env.machine_id, "--script", "hostile.sh", "--raw"])
+        .await;
+    assert!(
+        raw.stdout.windows(4).any(|w| w == b"\x1b[2J"),
+        "{}",
+        text(&raw.stdout)
+    );
+    // --json, and a result piped elsewhere, stay exact.
+    let ran = env
+        .reach(&["run", &env.machine_id, "--script", "hostile.sh", "--json"])
+        .await;
+    let action: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let id = action["id"].as_str().unwrap();
+    let result = env.reach(&["result", id, "0"]).await;
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let transcript: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert!(
+        transcript["script_output"]
+            .as_str()
+            .unwrap()
+            .starts_with("before\x1b[2J\x1b]0;owned\x07"),
+        "{transcript}"
+    );
+}

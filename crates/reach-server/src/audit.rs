@@ -20,6 +20,8 @@
 //! hold names, hashes, ids and the commands' parameters, which the action
 //! itself shows to any reader of the API.
 
+pub mod refusals;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -282,6 +284,8 @@ pub struct Notes(Arc<Mutex<Noted>>);
 #[derive(Debug, Default)]
 struct Noted {
     actor: Option<Actor>,
+    /// The caller presented a valid token.
+    authenticated: bool,
     tenant_id: Option<String>,
     machine_id: Option<String>,
     target: Option<String>,
@@ -297,6 +301,7 @@ impl Notes {
         self.with(|n| {
             n.actor = Some(Actor::of(principal));
             n.tenant_id = Some(principal.tenant_id.clone());
+            n.authenticated = true;
         });
     }
 
@@ -387,6 +392,7 @@ pub async fn record_api(
     let status = response.status();
     let noted = std::mem::take(&mut *notes.0.lock().unwrap_or_else(|p| p.into_inner()));
     let actor = noted.actor.unwrap_or_else(Actor::anonymous);
+    let refused_stranger = !noted.authenticated && matches!(status.as_u16(), 401 | 403 | 429);
     let event = AuditEvent {
         time,
         tenant_id: noted.tenant_id.unwrap_or_default(),
@@ -401,7 +407,15 @@ pub async fn record_api(
         http_status: Some(status.as_u16()),
         details: Value::Object(noted.details).to_string(),
     };
-    state.auditor.record(event).await;
+    if refused_stranger {
+        // Repeated refusals of one source are counted, not each recorded.
+        let (now, closed) = state.refusals.note(event);
+        for event in closed.into_iter().chain(now) {
+            state.auditor.record(event).await;
+        }
+    } else {
+        state.auditor.record(event).await;
+    }
     response
 }
 

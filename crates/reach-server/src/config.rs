@@ -126,6 +126,10 @@ pub struct Limits {
     pub password_checks_at_once: usize,
     /// Callers that may wait for a password check; past it, 429.
     pub password_check_queue: usize,
+    /// Refusals of callers without a valid token, from one address to one
+    /// operation with one status, are recorded once per this many seconds
+    /// and then as one entry with their count.
+    pub refusal_audit_window_secs: u64,
 }
 
 /// Live response timings.
@@ -234,6 +238,7 @@ impl Default for Limits {
             download_per_minute_per_address: 600,
             password_checks_at_once: 0,
             password_check_queue: 32,
+            refusal_audit_window_secs: 60,
         }
     }
 }

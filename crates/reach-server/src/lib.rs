@@ -68,6 +68,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Appends to the audit trail.
     pub auditor: audit::Auditor,
+    /// Unauthenticated refusals counted per source until their window ends.
+    pub refusals: audit::refusals::Refusals,
     /// Keys library uploads must be signed by (empty: none needed).
     pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
     /// Cancelled when the server shuts down; agent connections close on it.
@@ -121,6 +123,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         .collect::<Result<Vec<_>, _>>()
         .context("reading live_response.library_trusted_keys")?;
     let store: Arc<dyn store::Store> = Arc::new(store);
+    let refusals = audit::refusals::Refusals::new(config.limits.refusal_audit_window_secs);
     let gate = auth::secrets::Gate::new(
         config.limits.password_checks_at_once,
         config.limits.password_check_queue,
@@ -128,6 +131,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     Ok(Arc::new(AppState {
         config,
         auditor: audit::Auditor::start(store.clone()),
+        refusals,
         trusted_keys,
         store,
         files,
@@ -202,6 +206,10 @@ pub async fn serve(
         }
     };
     state.shutdown.cancel();
+    // Refusals still being counted are written before the process ends.
+    for event in state.refusals.take_due(time::Micros(i64::MAX)) {
+        state.auditor.record(event).await;
+    }
     sweeper.abort();
     retention.abort();
     listener_task.abort();

@@ -7,7 +7,9 @@
 //! It also writes when machines were last heard from, batched: one
 //! transaction per interval for all of this node's agents, not one write
 //! per heartbeat. Every tenth sweep it deletes the chunks of GetFiles that
-//! ended without a result (`retention::discard_abandoned`).
+//! ended without a result (`retention::discard_abandoned`). Each sweep
+//! writes the counts of unauthenticated refusals whose window ended
+//! (`audit::refusals`).
 
 use std::time::Duration;
 
@@ -29,6 +31,9 @@ pub async fn run(state: SharedState) {
     loop {
         tick.tick().await;
         sweeps += 1;
+        for event in state.refusals.take_due(Micros::now()) {
+            state.auditor.record(event).await;
+        }
         if sweeps.is_multiple_of(10) {
             match crate::retention::discard_abandoned(&state).await {
                 Ok(0) => {}

@@ -310,3 +310,74 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         "the address the trusted proxy appended"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_strangers_is_one_entry_then_one_count() {
+    let server = TestServer::start_with(|c| c.limits.refusal_audit_window_secs = 1).await;
+    let http = reqwest::Client::builder()
+        .local_address("127.0.0.9".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let url = format!("{}/{}/oauth2/v2.0/token", server.url, server.tenant_id);
+    for i in 0..30 {
+        let response = http
+            .post(&url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &format!("guess-{i}")),
+                ("client_secret", "guess"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let from_there = || async {
+        server
+            .state
+            .store
+            .audit_page(0, reach_server::time::Micros(i64::MIN), 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.source_ip.as_deref() == Some("127.0.0.9"))
+            .collect::<Vec<_>>()
+    };
+    let first = from_there().await;
+    assert_eq!(
+        first.len(),
+        1,
+        "the first refusal at once, the rest counted"
+    );
+    assert_eq!(first[0].event.actor_id, "guess-0");
+    // When the window ends, one more entry carries the count.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let entries = loop {
+        let entries = from_there().await;
+        if entries.len() > 1 {
+            break entries;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the count was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(entries.len(), 2);
+    let details: serde_json::Value = serde_json::from_str(&entries[1].event.details).unwrap();
+    assert_eq!(details["repeatedRefusals"], 29, "{details}");
+    assert_eq!(entries[1].event.actor_id, "guess-29");
+    assert_eq!(entries[1].event.outcome, "Denied");
+    // A caller with a valid token is recorded call by call, as before.
+    let reader = server.app("reader", &[roles::READ_ALL]).await;
+    for _ in 0..3 {
+        assert!(reader.audit_log(&[]).await.is_err());
+    }
+    let denied = server
+        .client
+        .audit_log(&[("$filter", "actorName eq 'reader' and outcome eq 'Denied'")])
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(denied.len(), 3);
+}

@@ -30,9 +30,12 @@ struct Window {
     repeated: u64,
 }
 
+/// What refusals are counted together by: source address, operation, status.
+type Key = (Option<String>, String, Option<u16>);
+
 pub struct Refusals {
     window_us: i64,
-    held: Mutex<HashMap<(Option<String>, String, Option<u16>), Window>>,
+    held: Mutex<HashMap<Key, Window>>,
 }
 
 impl Refusals {

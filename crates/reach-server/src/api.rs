@@ -14,6 +14,7 @@ pub mod machine_actions;
 pub mod machines;
 pub mod part_headers;
 pub mod paths;
+pub mod slow_body;
 pub mod token;
 
 use axum::Router;
@@ -289,10 +290,10 @@ impl FromRequestParts<SharedState> for Principal {
 /// type, 413 when too large, 400 `InvalidRequestBody` when malformed.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let headers = request.headers().clone();
         let bytes = read_body(request, state).await?;
         parse_json(&headers, &bytes).map(JsonBody)
@@ -303,10 +304,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 /// (413 past the limit) in the envelope.
 pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<SharedState> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         read_body(request, state).await.map(RawBody)
     }
 }
@@ -314,10 +315,10 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 /// Like `JsonBody`, but an empty body is accepted (as `None`), whatever its content type.
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<SharedState> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let headers = request.headers().clone();
         let bytes = read_body(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -327,18 +328,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
     }
 }
 
-async fn read_body<S: Send + Sync>(request: Request, state: &S) -> ApiResult<Bytes> {
-    Bytes::from_request(request, state)
+/// A whole (bounded) body, which must arrive within `http.body_timeout_secs`
+/// however slowly it trickles in: past it, 408.
+async fn read_body(request: Request, state: &SharedState) -> ApiResult<Bytes> {
+    let limit = std::time::Duration::from_secs(state.config.http.body_timeout_secs.max(1));
+    let read = tokio::time::timeout(limit, Bytes::from_request(request, state))
         .await
-        .map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(
-                    "The request body is larger than the server accepts".into(),
-                )
-            } else {
-                ApiError::BadRequest(format!("The request body could not be read: {rejection}"))
-            }
-        })
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "The request body did not arrive within {} s",
+                limit.as_secs()
+            ))
+        })?;
+    read.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("The request body is larger than the server accepts".into())
+        } else {
+            ApiError::BadRequest(format!("The request body could not be read: {rejection}"))
+        }
+    })
 }
 
 fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResult<T> {

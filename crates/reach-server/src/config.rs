@@ -42,6 +42,42 @@ pub struct Config {
     pub auth: Auth,
     pub tls: Tls,
     pub retention: Retention,
+    pub http: Http,
+}
+
+/// Connections and request timing: what one client may hold open and how
+/// slowly it may send.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// A request's headers must arrive within this many seconds; a
+    /// keep-alive connection idle this long is closed.
+    pub header_timeout_secs: u64,
+    /// A JSON or form body must arrive whole within this many seconds.
+    pub body_timeout_secs: u64,
+    /// A streamed upload (library files, agents' results) may keep the
+    /// server waiting at most this many seconds for each `min_body_bytes`.
+    pub stall_secs: u64,
+    pub min_body_bytes: u64,
+    /// Open API connections from one client address. Agents' WebSockets
+    /// stop counting once established.
+    pub max_connections_per_address: usize,
+    /// Open API connections in all. 0: a quarter of the open-file limit,
+    /// at most 8,192.
+    pub max_api_connections: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
+            stall_secs: 30,
+            min_body_bytes: 1024,
+            max_connections_per_address: 256,
+            max_api_connections: 0,
+        }
+    }
 }
 
 /// How long stored things are kept. 0 keeps them forever.
@@ -215,6 +251,7 @@ impl Default for Config {
             auth: Auth::default(),
             tls: Tls::default(),
             retention: Retention::default(),
+            http: Http::default(),
         }
     }
 }
@@ -295,6 +332,8 @@ impl std::fmt::Debug for Config {
             .field("agents", &self.agents)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
+            .field("retention", &self.retention)
+            .field("http", &self.http)
             .finish()
     }
 }

@@ -47,6 +47,8 @@ pub enum ApiError {
     #[error("{0}")]
     RangeNotSatisfiable(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{message}")]
     TooManyRequests {
@@ -83,6 +85,7 @@ impl ApiError {
                 ("UnsupportedMediaType", StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
             Self::Unavailable(_) => ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Self::RequestTimeout(_) => ("RequestTimeout", StatusCode::REQUEST_TIMEOUT),
             Self::RangeNotSatisfiable(_) => {
                 ("RangeNotSatisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
             }

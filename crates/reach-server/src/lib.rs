@@ -19,6 +19,7 @@ pub mod auth;
 pub mod bandwidth;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod data_dir;
 pub mod dev;
@@ -66,6 +67,8 @@ pub struct AppState {
     /// Whole-file hashes of GetFiles whose chunks arrive here in order.
     pub chunks_in_order: agents::verify::InOrder,
     pub metrics: metrics::Metrics,
+    /// Open API connections, per address and in all.
+    pub connections: Arc<connections::Counts>,
     /// Appends to the audit trail.
     pub auditor: audit::Auditor,
     /// Unauthenticated refusals counted per source until their window ends.
@@ -132,6 +135,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         config,
         auditor: audit::Auditor::start(store.clone()),
         refusals,
+        connections: Arc::default(),
         trusted_keys,
         store,
         files,
@@ -177,33 +181,28 @@ pub async fn serve(
     let listener_task = tokio::spawn(cluster::listen(state.clone()));
     let router = api::router(state.clone());
     // Paths are rewritten (case, API version, OData call syntax) before routing.
-    let app = tower::Layer::layer(
+    let app = axum::Router::new().fallback_service(tower::Layer::layer(
         &tower::util::MapRequestLayer::new(api::paths::normalise_request),
         router,
-    );
-    let stop = state.shutdown.clone();
+    ));
     tracing::info!(listen = %listener.local_addr()?, https = tls.is_some(), "reach-server listening");
-    let make_service =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-            std::net::SocketAddr,
-        >(app);
-    let graceful = async move {
-        shutdown.await;
-        stop.cancel();
-    };
-    let result = match tls {
-        Some(config) => {
-            use axum::serve::ListenerExt;
-            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(graceful)
-                .await
+    let stop = state.shutdown.clone();
+    let serving = tokio::spawn(connections::serve(
+        listener,
+        app,
+        tls,
+        state.config.http.clone(),
+        state.connections.clone(),
+        stop.clone(),
+    ));
+    tokio::pin!(shutdown);
+    let mut serving = serving;
+    let result = tokio::select! {
+        _ = &mut shutdown => {
+            stop.cancel();
+            (&mut serving).await
         }
-        None => {
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(graceful)
-                .await
-        }
+        ended = &mut serving => ended,
     };
     state.shutdown.cancel();
     // Refusals still being counted are written before the process ends.

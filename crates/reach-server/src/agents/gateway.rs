@@ -131,6 +131,7 @@ fn connection_cap(configured: usize) -> Option<usize> {
 pub async fn connect(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<axum::Extension<std::sync::Arc<crate::connections::Slot>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -156,6 +157,10 @@ pub async fn connect(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
+            // An agent's connection has its own cap, not the API's.
+            if let Some(axum::Extension(slot)) = slot {
+                slot.become_agent();
+            }
             let machine_id = identity.machine_id.clone();
             if let Err(err) = Session::run(state, identity, client, socket).await {
                 tracing::warn!(machine.id = %machine_id, error = format!("{err:#}"), "agent connection ended with an error");

@@ -30,6 +30,9 @@ use crate::store::{ChunkRow, CommandRow, ResultBlob};
 /// The answer to an upload that could not be stored; `too_large` words the size limit.
 fn upload_failed(err: FileError, too_large: impl FnOnce(u64) -> ApiError) -> ApiError {
     match err {
+        FileError::Body(why) if why.contains(crate::api::slow_body::STALLED) => {
+            ApiError::RequestTimeout(format!("The upload was cut off: {why}"))
+        }
         FileError::Body(why) => ApiError::BadRequest(format!("The upload was interrupted: {why}")),
         FileError::TooLarge(max) => too_large(max),
         other => ApiError::internal(other),
@@ -171,9 +174,10 @@ pub async fn result(
         .files
         .put_stream(
             &key,
-            state
-                .bandwidth
-                .throttle(&identity.machine_id, body.into_data_stream()),
+            state.bandwidth.throttle(
+                &identity.machine_id,
+                crate::api::slow_body::guard(body.into_data_stream(), &state.config.http),
+            ),
             max,
         )
         .await
@@ -347,7 +351,10 @@ pub async fn put_chunk(
             checker.tap(
                 state
                     .bandwidth
-                    .throttle(&identity.machine_id, body.into_data_stream()),
+                    .throttle(
+                        &identity.machine_id,
+                        crate::api::slow_body::guard(body.into_data_stream(), &state.config.http),
+                    ),
             ),
             Some(limit),
             sha256.is_some(),

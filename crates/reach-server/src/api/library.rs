@@ -101,7 +101,10 @@ async fn read_form(
             check_name(&file_name)?;
             let temp = format!("tmp/{}", uuid::Uuid::new_v4());
             let max = state.config.limits.library_file_max_bytes;
-            let stream = field.map_err(|e| e.body_text());
+            let stream = field.map_err(|e| match refused(&e) {
+                Some(refusal) => refusal.to_string(),
+                None => e.body_text(),
+            });
             let stored = state
                 .files
                 .put_stream(&temp, stream, Some(max))
@@ -110,6 +113,9 @@ async fn read_form(
                     FileError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
                         "The file is larger than the library limit of {max} bytes"
                     )),
+                    FileError::Body(why) if why.contains(super::slow_body::STALLED) => {
+                        ApiError::RequestTimeout(why)
+                    }
                     FileError::Body(why) => {
                         ApiError::BadRequest(format!("The upload failed: {why}"))
                     }
@@ -160,18 +166,34 @@ async fn read_text(
 }
 
 fn malformed(e: axum::extract::multipart::MultipartError) -> ApiError {
-    // A bound of `part_headers` stopped the stream: say which.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    refused(&e).unwrap_or_else(|| {
+        ApiError::BadRequest(format!(
+            "The multipart body is malformed: {}",
+            e.body_text()
+        ))
+    })
+}
+
+/// The refusal when one of the body's bounds (`part_headers`, `slow_body`)
+/// stopped the stream.
+fn refused(e: &axum::extract::multipart::MultipartError) -> Option<ApiError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(guard) = err.downcast_ref::<super::part_headers::GuardError>() {
-            return ApiError::BadRequest(format!("The multipart body is refused: {guard}"));
+        if let Some(slow) = err.downcast_ref::<super::slow_body::SlowBodyError>() {
+            return Some(ApiError::RequestTimeout(format!(
+                "The upload was cut off: {slow}"
+            )));
+        }
+        if let Some(guard) = err.downcast_ref::<super::part_headers::GuardError>()
+            && matches!(guard, super::part_headers::GuardError::HeadersTooLong)
+        {
+            return Some(ApiError::BadRequest(format!(
+                "The multipart body is refused: {guard}"
+            )));
         }
         source = err.source();
     }
-    ApiError::BadRequest(format!(
-        "The multipart body is malformed: {}",
-        e.body_text()
-    ))
+    None
 }
 
 pub async fn upload(
@@ -196,7 +218,7 @@ pub async fn upload(
         })?;
     let (parts, body) = request.into_parts();
     let guarded = super::part_headers::bounded(
-        body.into_data_stream(),
+        super::slow_body::guard(body.into_data_stream(), &state.config.http),
         &boundary,
         super::part_headers::MAX_PART_HEADERS,
     );

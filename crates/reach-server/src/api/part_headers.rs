@@ -18,7 +18,7 @@ pub enum GuardError {
     #[error("a multipart part's headers are longer than {MAX_PART_HEADERS} bytes")]
     HeadersTooLong,
     #[error("{0}")]
-    Body(String),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where the watcher is in the body.
@@ -145,7 +145,7 @@ pub fn bounded<S, E>(
 ) -> impl Stream<Item = Result<Bytes, GuardError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::fmt::Display,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let mut watcher = Watcher::new(boundary, max);
     let mut failed = false;
@@ -153,7 +153,7 @@ where
         if failed {
             return Err(GuardError::HeadersTooLong);
         }
-        let chunk = item.map_err(|e| GuardError::Body(e.to_string()))?;
+        let chunk = item.map_err(|e| GuardError::Body(Box::new(e)))?;
         if let Err(err) = watcher.watch(&chunk) {
             failed = true;
             return Err(err);

@@ -9,6 +9,7 @@ mod agents;
 mod audit;
 mod auth;
 mod cluster;
+mod connections;
 mod console;
 mod durability;
 mod errors;

@@ -161,7 +161,8 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     };
     let all = roles::ALL.iter().map(|r| r.to_string()).collect();
     let app = reach_server::admin::create_app(store, &tenant.id, "reach-bench", all).await?;
-    let enrollment_token = reach_server::admin::create_enrollment_token(store, &tenant.id).await?;
+    let enrollment_token =
+        reach_server::admin::create_enrollment_token(store, &tenant.id, None, None).await?;
     let user = reach_server::admin::create_user(
         store,
         &tenant.id,

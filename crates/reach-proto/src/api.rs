@@ -294,6 +294,11 @@ pub struct Machine {
     pub health_status: String,
     pub onboarding_status: String,
     pub machine_tags: Vec<String>,
+    /// A Reach addition: another machine the caller can see reports the
+    /// same name (a re-imaged device's stale record, or an impostor).
+    /// Naming such a machine answers 409; use its id.
+    #[serde(default)]
+    pub duplicate_name: bool,
 }
 
 /// One entry of a machine's `ipAddresses`.

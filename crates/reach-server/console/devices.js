@@ -4,6 +4,15 @@ import { api, odata, literal, explain } from './api.js';
 import { h, time, ago, badge, errorBanner } from './ui.js';
 import { runForm } from './run.js';
 
+/** A warning when another device reports the same name: a stale record of a
+ * re-imaged device, or one impersonating it. Such a name is refused by the
+ * API (409); use the device id. */
+function duplicateWarning(machine) {
+  if (!machine.duplicateName) return null;
+  return h('div', { class: 'hint warn-text', role: 'note' },
+    '⚠ Another device reports this name: check which is real, use the id, and revoke the stale one.');
+}
+
 function osText(machine) {
   return [machine.osPlatform, machine.osVersion, machine.osArchitecture].filter(Boolean).join(' ');
 }
@@ -30,7 +39,7 @@ export async function list(main) {
     const shown = machines.filter((m) => matches(m, words));
     count.textContent = `${shown.length} of ${machines.length} devices`;
     body.replaceChildren(...shown.map((m) => h('tr', {},
-      h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(m.id)}` }, m.computerDnsName)),
+      h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(m.id)}` }, m.computerDnsName), duplicateWarning(m)),
       h('td', {}, badge(m.healthStatus)),
       h('td', {}, time(m.lastSeen), h('div', { class: 'hint' }, ago(m.lastSeen))),
       h('td', {}, osText(m)),
@@ -71,7 +80,7 @@ export async function detail(main, ctx, id) {
   main.append(
     h('p', {}, h('a', { href: '#/devices' }, '← Devices')),
     h('div', { class: 'row spread' },
-      h('div', {}, h('h1', {}, machine.computerDnsName), h('p', { class: 'sub mono' }, machine.id)),
+      h('div', {}, h('h1', {}, machine.computerDnsName), h('p', { class: 'sub mono' }, machine.id), duplicateWarning(machine)),
       h('div', { class: 'row' }, badge(machine.healthStatus), runButton)),
     formSlot,
     h('div', { class: 'panel' }, h('dl', { class: 'facts' },

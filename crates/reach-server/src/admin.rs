@@ -137,14 +137,67 @@ pub async fn create_user(
     })
 }
 
-/// Creates an agent enrollment token and returns it in clear (shown once).
-pub async fn create_enrollment_token(store: &dyn Store, tenant_id: &str) -> anyhow::Result<String> {
+/// Creates an agent enrollment token and returns it in clear (shown once),
+/// valid for `valid_for` (None: until revoked) and `max_uses` enrollments
+/// (None: any number).
+pub async fn create_enrollment_token(
+    store: &dyn Store,
+    tenant_id: &str,
+    valid_for: Option<std::time::Duration>,
+    max_uses: Option<u64>,
+) -> anyhow::Result<String> {
     store.get_tenant(tenant_id).await?;
     let token = format!("rch_enr_{}", auth::random_secret(24));
+    let now = Micros::now();
+    let expires = valid_for.map(|d| now.plus_secs(d.as_secs()));
     store
-        .create_enrollment_token(tenant_id, &auth::sha256_hex(&token), Micros::now())
+        .create_enrollment_token(tenant_id, &auth::sha256_hex(&token), expires, max_uses, now)
         .await?;
     Ok(token)
+}
+
+/// A validity written as `30m`, `24h`, `7d`, `3600s` or `never` (None).
+pub fn parse_validity(text: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        _ => anyhow::bail!("'{text}' is not a validity: use 30m, 24h, 7d, 3600s or never"),
+    };
+    let number: u64 = number.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        anyhow::anyhow!("'{text}' is not a validity: use 30m, 24h, 7d, 3600s or never")
+    })?;
+    Ok(Some(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    )))
+}
+
+/// One line per token, for `enrollment-token list`.
+pub fn describe_token(token: &crate::store::EnrollmentTokenRow, now: Micros) -> String {
+    let state = match (token.revoked, token.expires) {
+        (Some(_), _) => "revoked".to_string(),
+        (None, Some(expires)) if expires <= now => "expired".to_string(),
+        _ if token.max_uses.is_some_and(|max| token.uses >= max) => "used up".to_string(),
+        _ => "valid".to_string(),
+    };
+    let expires = token.expires.map_or("never".to_string(), |e| e.to_wire());
+    let uses = match token.max_uses {
+        Some(max) => format!("{}/{max}", token.uses),
+        None => format!("{}/unlimited", token.uses),
+    };
+    format!(
+        "{}  tenant {}  created {}  expires {expires}  uses {uses}  {state}",
+        token.id,
+        token.tenant_id,
+        token.created.to_wire()
+    )
 }
 
 /// Fails unless every name is a device group of the tenant.

@@ -198,20 +198,39 @@ pub async fn authorize(
 
 /// A machine of the caller's tenant and device groups, by id or name.
 /// Outside its groups a machine answers as one that does not exist (404),
-/// as Defender's do.
+/// as Defender's do. A name that several visible machines carry answers
+/// 409 listing their ids.
 pub async fn visible_machine(
     state: &SharedState,
     principal: &Principal,
     id_or_name: &str,
 ) -> ApiResult<crate::store::MachineRow> {
-    let machine = state
-        .store
-        .get_machine(&principal.tenant_id, id_or_name)
-        .await?;
-    if !principal.scope.allows(&machine.tags) {
-        return Err(crate::store::StoreError::NotFound(format!("Machine {id_or_name}")).into());
+    let hidden = || crate::store::StoreError::NotFound(format!("Machine {id_or_name}")).into();
+    let store = &state.store;
+    if let Some(machine) = store
+        .machine_by_id(&principal.tenant_id, id_or_name)
+        .await?
+    {
+        return match principal.scope.allows(&machine.tags) {
+            true => Ok(machine),
+            false => Err(hidden()),
+        };
     }
-    Ok(machine)
+    // By name: only the machines the caller may see count, and a name two
+    // of them carry is refused, never guessed.
+    let mut named: Vec<_> = store
+        .machines_named(&principal.tenant_id, id_or_name)
+        .await?
+        .into_iter()
+        .filter(|m| principal.scope.allows(&m.tags))
+        .collect();
+    match named.len() {
+        0 => Err(hidden()),
+        1 => Ok(named.remove(0)),
+        _ => Err(ApiError::Conflict(crate::store::sql_store::ambiguous_name(
+            id_or_name, &named,
+        ))),
+    }
 }
 
 /// `query` narrowed to the machines of the caller's device groups (through

@@ -80,7 +80,8 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
         roles::ALL.iter().map(|r| r.to_string()).collect(),
     )
     .await?;
-    let enrollment_token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id).await?;
+    let enrollment_token =
+        admin::create_enrollment_token(state.store.as_ref(), &tenant.id, None, None).await?;
     let console = console_user(state, &tenant.id).await?;
     let seed = DevSeed {
         tenant_id: tenant.id,
@@ -200,7 +201,8 @@ Reach is running in dev mode.
   tenant id:         {tenant}
   client id:         {client}
   client secret:     {secret}
-  enrollment token:  {token}
+  enrollment token:  {token}   (dev only: never expires, any number of uses;
+                     elsewhere `reach-server enrollment-token create --expires 24h --uses N`)
   local machine id:  {machine}
   (saved in {creds})
 {tls_note}

@@ -112,6 +112,7 @@ impl From<StoreError> for ApiError {
                 retry_after_secs: 30,
             },
             StoreError::InvalidQuery(message) => Self::OData(message),
+            StoreError::Refused(message) => Self::Unauthorized(message),
             StoreError::Other(err) => Self::Internal(err),
         }
     }

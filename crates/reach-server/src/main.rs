@@ -173,11 +173,21 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create an enrollment token for agents.
+    /// Create an enrollment token for agents (printed once).
     Create {
         #[arg(long)]
         tenant: Option<String>,
+        /// How long the token enrolls agents: 30m, 24h, 7d, or never.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// How many agents it may enroll (default: any number until it expires).
+        #[arg(long)]
+        uses: Option<u64>,
     },
+    /// List every enrollment token (by id: the start of its hash; never the token).
+    List,
+    /// Revoke an enrollment token by its id (as `list` shows it).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -473,12 +483,43 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             println!("machine {id} tags: {}", tags.join(", "));
         }
         Command::EnrollmentToken {
-            command: TokenCommand::Create { tenant },
+            command:
+                TokenCommand::Create {
+                    tenant,
+                    expires,
+                    uses,
+                },
         } => {
             let tenant = tenant_or_only(&state, tenant).await?;
-            let token = admin::create_enrollment_token(store, &tenant).await?;
-            audit(&state, &tenant, "EnrollmentTokenCreated", json!({})).await?;
+            let valid_for = admin::parse_validity(&expires)?;
+            let token = admin::create_enrollment_token(store, &tenant, valid_for, uses).await?;
+            let details =
+                json!({ "validForSecs": valid_for.map(|d| d.as_secs()), "maxUses": uses });
+            audit(&state, &tenant, "EnrollmentTokenCreated", details).await?;
             println!("{token}");
+        }
+        Command::EnrollmentToken {
+            command: TokenCommand::List,
+        } => {
+            let now = reach_server::time::Micros::now();
+            for token in store.list_enrollment_tokens().await? {
+                println!("{}", admin::describe_token(&token, now));
+            }
+        }
+        Command::EnrollmentToken {
+            command: TokenCommand::Revoke { id },
+        } => {
+            let token = store
+                .revoke_enrollment_token(&id, reach_server::time::Micros::now())
+                .await?;
+            audit(
+                &state,
+                &token.tenant_id,
+                "EnrollmentTokenRevoked",
+                json!({ "tokenId": token.id }),
+            )
+            .await?;
+            println!("enrollment token {} revoked", token.id);
         }
         Command::Machines {
             command: MachineCommand::Revoke { id },

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The tenant reached its limit of active live response actions.
     #[error("the tenant has {0} active live response actions")]
     TenantActionLimit(u32),
+    /// A credential the store checked is not (or no longer) good; the
+    /// message says why.
+    #[error("{0}")]
+    Refused(String),
     /// The OData query cannot be applied (unknown property, wrong type).
     #[error("{0}")]
     InvalidQuery(String),
@@ -122,6 +126,19 @@ pub struct MachineRow {
     pub first_seen: Micros,
     pub last_seen: Micros,
     pub connected: bool,
+}
+
+/// An enrollment token as operators see it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentTokenRow {
+    /// The first 12 hex characters of the token's SHA-256.
+    pub id: String,
+    pub tenant_id: String,
+    pub created: Micros,
+    pub expires: Option<Micros>,
+    pub max_uses: Option<u64>,
+    pub uses: u64,
+    pub revoked: Option<Micros>,
 }
 
 /// What the gateway needs to authenticate an agent.
@@ -355,14 +372,28 @@ pub trait Store: Send + Sync + 'static {
     /// By name, compared without case.
     async fn get_user(&self, name: &str) -> StoreResult<User>;
 
-    /// Stores an enrollment token by its hash.
+    /// Stores an enrollment token by its hash, valid until `expires` (None:
+    /// no expiry) for at most `max_uses` enrollments (None: no limit).
     async fn create_enrollment_token(
         &self,
         tenant_id: &str,
         token_hash: &str,
+        expires: Option<Micros>,
+        max_uses: Option<u64>,
         now: Micros,
     ) -> StoreResult<()>;
-    /// Creates a machine with a fresh id if the enrollment token is known.
+    /// Every enrollment token of every tenant, newest first.
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentTokenRow>>;
+    /// Revokes the one token whose id (its hash's first characters) starts
+    /// with `id`: NotFound when none, Conflict when several.
+    async fn revoke_enrollment_token(
+        &self,
+        id: &str,
+        now: Micros,
+    ) -> StoreResult<EnrollmentTokenRow>;
+    /// Creates a machine with a fresh id if the enrollment token is known,
+    /// not revoked, not expired at `now` and not used up, counting the use;
+    /// `Refused` says which it is not.
     async fn enroll_machine(
         &self,
         token_hash: &str,
@@ -378,21 +409,33 @@ pub trait Store: Send + Sync + 'static {
     /// Revoked machines still recorded as connected (to any node).
     async fn revoked_connected(&self) -> StoreResult<Vec<String>>;
 
-    /// Records a connection: device facts, address, connected = true, last seen = now.
+    /// Records a connection: device facts, address, connected = true, last
+    /// seen = now. Returns the machine's former name when its reported name
+    /// changed.
     async fn machine_connected(
         &self,
         machine_id: &str,
         info: &MachineInfo,
         ip: Option<&str>,
         now: Micros,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Option<String>>;
     /// Records that all of `machine_ids` were heard from at `now`, in one
     /// transaction (heartbeats are batched: one write per node per interval,
     /// not one per agent).
     async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()>;
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
-    /// By id or (case-insensitively) computer name, within a tenant.
+    /// By id, or by computer name (without case) when exactly one machine
+    /// that is not revoked has it: Conflict, naming their ids, when several
+    /// do. Never a guess.
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow>;
+    /// By id only.
+    async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>>;
+    /// The machines that are not revoked and carry this computer name
+    /// (without case), at most 50.
+    async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>>;
+    /// Names (lower case) that several machines of the tenant that are not
+    /// revoked carry, with each such machine's tags.
+    async fn duplicated_names(&self, tenant_id: &str) -> StoreResult<Vec<(String, Vec<String>)>>;
     /// `active_since`: machines connected and seen after it are Active.
     async fn list_machines(
         &self,

@@ -105,7 +105,7 @@ impl InProcess {
         let app = admin::create_app(store, &tenant.id, "test-app", all)
             .await
             .expect("app");
-        let enrollment_token = admin::create_enrollment_token(store, &tenant.id)
+        let enrollment_token = admin::create_enrollment_token(store, &tenant.id, None, None)
             .await
             .expect("token");
         Self {

@@ -185,6 +185,63 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&token.stdout).starts_with("rch_enr_"));
+    let limited = server(
+        dir.path(),
+        &[
+            "enrollment-token",
+            "create",
+            "--expires",
+            "7d",
+            "--uses",
+            "3",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        limited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&limited.stderr)
+    );
+    let bad = server(
+        dir.path(),
+        &["enrollment-token", "create", "--expires", "soon"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a validity"));
+    let listed = server(dir.path(), &["enrollment-token", "list"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.contains("uses 0/3"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.ends_with("valid"), "{line}");
+    assert!(
+        listed.contains("expires never"),
+        "dev mode's token: {listed}"
+    );
+    let id = line.split_whitespace().next().unwrap();
+    let revoked = server(dir.path(), &["enrollment-token", "revoke", id])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked"));
+    let listed = server(dir.path(), &["enrollment-token", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&format!("{id}  ")));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|l| l.starts_with(id) && l.ends_with("revoked"))
+    );
     let tenant = server(dir.path(), &["tenants", "create", "--name", "second"])
         .output()
         .await

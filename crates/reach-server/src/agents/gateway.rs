@@ -204,10 +204,24 @@ impl Session {
             anyhow::bail!("invalid Hello: {err}");
         }
         let machine_id = identity.machine_id.clone();
-        state
+        let renamed = state
             .store
             .machine_connected(&machine_id, &info, Some(&peer.to_string()), Micros::now())
             .await?;
+        if let Some(former) = renamed {
+            // A device that changes the name it reports may be taking another's.
+            tracing::warn!(machine.id = %machine_id, machine.former_name = %former, machine.name = %info.hostname, "a machine reported a new name");
+            let mut event = crate::audit::event(
+                &identity.tenant_id,
+                crate::audit::Actor::machine(&machine_id),
+                "MachineRenamed",
+                "Succeeded",
+                serde_json::json!({ "from": former, "to": info.hostname }),
+            );
+            event.machine_id = Some(machine_id.clone());
+            event.source_ip = Some(peer.to_string());
+            state.auditor.record(event).await;
+        }
         let (conn_id, events) = state.hub.register(&machine_id);
         tracing::info!(machine.id = %machine_id, peer = %peer, agent.version = %info.agent_version, "agent connected");
         let mut session = Session {

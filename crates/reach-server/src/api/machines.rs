@@ -54,7 +54,42 @@ pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
         health_status: if active { "Active" } else { "Inactive" }.into(),
         onboarding_status: "onboarded".into(),
         machine_tags: row.tags,
+        duplicate_name: false,
     }
+}
+
+/// Names (lower case) that several machines the caller can see carry.
+async fn duplicated_names(
+    state: &SharedState,
+    principal: &Principal,
+) -> ApiResult<std::collections::HashSet<String>> {
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (name, tags) in state.store.duplicated_names(&principal.tenant_id).await? {
+        if principal.scope.allows(&tags) {
+            *seen.entry(name).or_default() += 1;
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// `machines` with `duplicateName` set where the caller sees the name twice.
+async fn mark_duplicates(
+    state: &SharedState,
+    principal: &Principal,
+    machines: &mut [Machine],
+) -> ApiResult<()> {
+    if machines.is_empty() {
+        return Ok(());
+    }
+    let duplicated = duplicated_names(state, principal).await?;
+    for machine in machines {
+        machine.duplicate_name = duplicated.contains(&machine.computer_dns_name.to_lowercase());
+    }
+    Ok(())
 }
 
 pub async fn list(
@@ -75,10 +110,12 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
+    let mut value: Vec<Machine> = rows.into_iter().map(|r| to_wire(r, since)).collect();
+    mark_duplicates(&state, &principal, &mut value).await?;
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "Machines"),
         count,
-        value: rows.into_iter().map(|r| to_wire(r, since)).collect(),
+        value,
     }))
 }
 
@@ -91,6 +128,7 @@ pub async fn get(
     authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
     let row = super::visible_machine(&state, &principal, &id).await?;
     let mut machine = to_wire(row, active_since(&state));
+    mark_duplicates(&state, &principal, std::slice::from_mut(&mut machine)).await?;
     machine.odata_context = Some(odata_context(&state, &headers, "Machines/$entity"));
     Ok(Json(machine))
 }

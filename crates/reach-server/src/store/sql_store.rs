@@ -978,17 +978,69 @@ impl Store for SqlStore {
         &self,
         tenant_id: &str,
         token_hash: &str,
+        expires: Option<Micros>,
+        max_uses: Option<u64>,
         now: Micros,
     ) -> StoreResult<()> {
-        self.write_one(sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash)
-        .bind(tenant_id)
-        .bind(now.0)
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us, expires_us, max_uses)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(tenant_id)
+            .bind(now.0)
+            .bind(expires.map(|e| e.0))
+            .bind(max_uses.map(|m| i64::try_from(m).unwrap_or(i64::MAX))),
         )
         .await?;
         Ok(())
+    }
+
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentTokenRow>> {
+        let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_us DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(enrollment_token_from_row).collect()
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        id: &str,
+        now: Micros,
+    ) -> StoreResult<EnrollmentTokenRow> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 6 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(format!("Enrollment token {id}")));
+        }
+        let mut tx = self.write().await?;
+        let rows = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash LIKE $1 LIMIT 2")
+            .bind(format!("{id}%"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let row = match rows.as_slice() {
+            [] => return Err(StoreError::NotFound(format!("Enrollment token {id}"))),
+            [row] => row,
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "More than one enrollment token starts with {id}; give more of its id"
+                )));
+            }
+        };
+        let hash: String = row.try_get("token_hash")?;
+        sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_us = COALESCE(revoked_us, $2) WHERE token_hash = $1",
+        )
+        .bind(&hash)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        enrollment_token_from_row(&row)
     }
 
     async fn enroll_machine(
@@ -1001,12 +1053,34 @@ impl Store for SqlStore {
         now: Micros,
     ) -> StoreResult<MachineRow> {
         let mut tx = self.write().await?;
-        let tenant_id: String =
-            sqlx::query_scalar("SELECT tenant_id FROM enrollment_tokens WHERE token_hash = $1")
+        // Counting the use and checking the token are one statement, so two
+        // nodes cannot both take a token's last use.
+        let taken: Option<String> = sqlx::query_scalar(
+            "UPDATE enrollment_tokens SET uses = uses + 1
+             WHERE token_hash = $1 AND revoked_us IS NULL
+               AND (expires_us IS NULL OR expires_us > $2)
+               AND (max_uses IS NULL OR uses < max_uses)
+             RETURNING tenant_id",
+        )
+        .bind(token_hash)
+        .bind(now.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(tenant_id) = taken else {
+            let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound("Enrollment token".into()))?;
+                .await?;
+            let why = match row.as_ref().map(enrollment_token_from_row).transpose()? {
+                None => "The enrollment token is not valid",
+                Some(token) if token.revoked.is_some() => "The enrollment token was revoked",
+                Some(token) if token.expires.is_some_and(|e| e <= now) => {
+                    "The enrollment token has expired"
+                }
+                Some(_) => "The enrollment token has been used as many times as it allows",
+            };
+            return Err(StoreError::Refused(why.into()));
+        };
         sqlx::query(
             "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
                 os_architecture, agent_version, last_ip, first_seen_us, last_seen_us, ip_addresses)
@@ -1074,8 +1148,14 @@ impl Store for SqlStore {
         info: &MachineInfo,
         ip: Option<&str>,
         now: Micros,
-    ) -> StoreResult<()> {
-        self.write_one(sqlx::query(
+    ) -> StoreResult<Option<String>> {
+        let mut tx = self.write().await?;
+        let former: Option<String> =
+            sqlx::query_scalar("SELECT computer_dns_name FROM machines WHERE id = $1")
+                .bind(machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
             "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
                 agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
                 ip_addresses = $8
@@ -1090,9 +1170,10 @@ impl Store for SqlStore {
         .bind(now.0)
         .bind(json(&info.ip_addresses))
         .bind(machine_id)
-        )
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(former.filter(|name| *name != info.hostname))
     }
 
     async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()> {
@@ -1123,26 +1204,58 @@ impl Store for SqlStore {
 
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
         // Machine ids are lowercase hex: the key answers most calls; then the
-        // name (case-insensitive, its index), the most recently seen first.
-        let mut conn = self.pool.acquire().await?;
-        let by_id = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
-            .bind(id_or_name.to_ascii_lowercase())
+        // name (case-insensitive, its index), and only when it is one machine's.
+        if let Some(machine) = self.machine_by_id(tenant_id, id_or_name).await? {
+            return Ok(machine);
+        }
+        let mut named = self.machines_named(tenant_id, id_or_name).await?;
+        match named.len() {
+            0 => Err(StoreError::NotFound(format!("Machine {id_or_name}"))),
+            1 => Ok(named.remove(0)),
+            _ => Err(StoreError::Conflict(ambiguous_name(id_or_name, &named))),
+        }
+    }
+
+    async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>> {
+        let row = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_ascii_lowercase())
             .bind(tenant_id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&self.pool)
             .await?;
-        let row = match by_id {
-            Some(row) => row,
-            None => sqlx::query(
-                "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
-                 ORDER BY last_seen_us DESC LIMIT 1",
-            )
-            .bind(tenant_id)
-            .bind(id_or_name)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Machine {id_or_name}")))?,
-        };
-        machine_from_row(&row)
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
+               AND revoked = 0
+             ORDER BY last_seen_us DESC LIMIT 50",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(machine_from_row).collect()
+    }
+
+    async fn duplicated_names(&self, tenant_id: &str) -> StoreResult<Vec<(String, Vec<String>)>> {
+        let rows = sqlx::query(
+            "SELECT lower(computer_dns_name) AS name, tags FROM machines
+             WHERE tenant_id = $1 AND revoked = 0 AND lower(computer_dns_name) IN (
+                 SELECT lower(computer_dns_name) FROM machines WHERE tenant_id = $1 AND revoked = 0
+                 GROUP BY lower(computer_dns_name) HAVING count(*) > 1)",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("name")?,
+                    from_json(row.try_get::<&str, _>("tags")?)?,
+                ))
+            })
+            .collect()
     }
 
     async fn list_machines(
@@ -2102,4 +2215,29 @@ async fn expired_from_rows(
         });
     }
     Ok(expired)
+}
+
+/// Why a name resolves to no single machine: which ones carry it.
+pub fn ambiguous_name(name: &str, machines: &[MachineRow]) -> String {
+    let ids: Vec<&str> = machines.iter().map(|m| m.id.as_str()).collect();
+    format!(
+        "The name '{name}' matches {} machines: {}. Use a machine id; an operator can revoke a stale record (reach-server machines revoke ID) so that the name resolves again",
+        ids.len(),
+        ids.join(", ")
+    )
+}
+
+fn enrollment_token_from_row(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> {
+    let hash: String = row.try_get("token_hash")?;
+    Ok(EnrollmentTokenRow {
+        id: hash.chars().take(12).collect(),
+        tenant_id: row.try_get("tenant_id")?,
+        created: Micros(row.try_get("created_us")?),
+        expires: row.try_get::<Option<i64>, _>("expires_us")?.map(Micros),
+        max_uses: row
+            .try_get::<Option<i64>, _>("max_uses")?
+            .map(|m| u64::try_from(m).unwrap_or(0)),
+        uses: u64::try_from(row.try_get::<i64, _>("uses")?).unwrap_or(0),
+        revoked: row.try_get::<Option<i64>, _>("revoked_us")?.map(Micros),
+    })
 }

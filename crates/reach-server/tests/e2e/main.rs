@@ -17,6 +17,7 @@ mod floods;
 mod hostile;
 mod library;
 mod live_response;
+mod names;
 mod odata;
 mod oidc;
 mod operations;

@@ -89,9 +89,10 @@ impl TestServer {
         let tenant = admin::create_tenant(state.store.as_ref(), "test")
             .await
             .unwrap();
-        let enrollment_token = admin::create_enrollment_token(state.store.as_ref(), &tenant.id)
-            .await
-            .unwrap();
+        let enrollment_token =
+            admin::create_enrollment_token(state.store.as_ref(), &tenant.id, None, None)
+                .await
+                .unwrap();
         let mut server = Self {
             url: url.clone(),
             state,

@@ -280,3 +280,42 @@ pub async fn change_tags(
     store.set_machine_tags(&machine.id, &tags).await?;
     Ok(tags)
 }
+
+/// The live response actions an app queued that have not started yet
+/// (Pending), oldest first.
+pub async fn pending_actions(
+    store: &dyn Store,
+    client_id: &str,
+) -> anyhow::Result<Vec<crate::store::ActionRow>> {
+    store.get_app(client_id).await?;
+    Ok(store
+        .pending_actions_of(&format!("app:{client_id}"))
+        .await?)
+}
+
+/// Cancels every action an app queued that has not started; returns the
+/// ids cancelled (one that started meanwhile is left to run).
+pub async fn cancel_pending(
+    store: &dyn Store,
+    client_id: &str,
+    comment: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut cancelled = Vec::new();
+    for action in pending_actions(store, client_id).await? {
+        match store
+            .cancel_action(
+                &action.tenant_id,
+                &action.id,
+                "operator",
+                Some(comment),
+                Micros::now(),
+            )
+            .await
+        {
+            Ok(_) => cancelled.push(action.id),
+            Err(crate::store::StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(cancelled)
+}

@@ -135,8 +135,12 @@ pub struct Limits {
     pub api_per_minute: u32,
     /// Calls per hour per client app to every other endpoint.
     pub api_per_hour: u32,
-    /// Pending or InProgress live response actions per tenant.
+    /// Live response actions running on devices (InProgress) per tenant:
+    /// Defender's concurrent sessions. Queued ones do not count.
     pub active_actions_per_tenant: u32,
+    /// Live response actions waiting for their devices (Pending) per app
+    /// (or console user).
+    pub pending_actions_per_app: u32,
     /// Largest library file accepted, in bytes.
     pub library_file_max_bytes: u64,
     /// Largest JSON request body, in bytes.
@@ -263,6 +267,7 @@ impl Default for Limits {
             api_per_minute: 100,
             api_per_hour: 1500,
             active_actions_per_tenant: 25,
+            pending_actions_per_app: 250,
             library_file_max_bytes: 250 * 1024 * 1024,
             json_body_max_bytes: 1024 * 1024,
             commands_per_action: 100,

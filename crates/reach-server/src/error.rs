@@ -107,9 +107,15 @@ impl From<StoreError> for ApiError {
             StoreError::ActiveActionExists => Self::ActiveRequestAlreadyExists,
             StoreError::TenantActionLimit(limit) => Self::TooManyRequests {
                 message: format!(
-                    "The tenant already has {limit} live response actions pending or in progress"
+                    "The tenant already has {limit} live response actions running on devices"
                 ),
                 retry_after_secs: 30,
+            },
+            StoreError::RequestorQueueLimit(limit) => Self::TooManyRequests {
+                message: format!(
+                    "This caller already has {limit} live response actions waiting for their devices; cancel some or wait until they start"
+                ),
+                retry_after_secs: 60,
             },
             StoreError::InvalidQuery(message) => Self::OData(message),
             StoreError::Refused(message) => Self::Unauthorized(message),

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: MachineCommand,
     },
+    /// Live response actions waiting for their devices.
+    Actions {
+        #[command(subcommand)]
+        command: ActionCommand,
+    },
     /// Check and export the audit trail.
     Audit {
         #[command(subcommand)]
@@ -188,6 +193,22 @@ enum TokenCommand {
     List,
     /// Revoke an enrollment token by its id (as `list` shows it).
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum ActionCommand {
+    /// List the actions an app queued that have not started (Pending).
+    Pending {
+        #[arg(long)]
+        app: String,
+    },
+    /// Cancel every action an app queued that has not started.
+    CancelPending {
+        #[arg(long)]
+        app: String,
+        #[arg(long, default_value = "Cancelled by an operator")]
+        comment: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -520,6 +541,34 @@ async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
             )
             .await?;
             println!("enrollment token {} revoked", token.id);
+        }
+        Command::Actions {
+            command: ActionCommand::Pending { app },
+        } => {
+            for action in admin::pending_actions(store, &app).await? {
+                println!(
+                    "{}  {}  {}  created {}",
+                    action.id,
+                    action.machine_id,
+                    action.computer_dns_name,
+                    action.created.to_wire()
+                );
+            }
+        }
+        Command::Actions {
+            command: ActionCommand::CancelPending { app, comment },
+        } => {
+            let app_row = store.get_app(&app).await?;
+            let cancelled = admin::cancel_pending(store, &app, &comment).await?;
+            let details = json!({ "clientId": app, "cancelled": cancelled });
+            audit(
+                &state,
+                &app_row.tenant_id,
+                "PendingActionsCancelled",
+                details,
+            )
+            .await?;
+            println!("{} pending actions of app {app} cancelled", cancelled.len());
         }
         Command::Machines {
             command: MachineCommand::Revoke { id },

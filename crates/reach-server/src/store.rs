@@ -32,9 +32,12 @@ pub enum StoreError {
     /// The machine already has a Pending or InProgress live response action.
     #[error("a live response action is already active on the machine")]
     ActiveActionExists,
-    /// The tenant reached its limit of active live response actions.
-    #[error("the tenant has {0} active live response actions")]
+    /// The tenant reached its limit of live response actions running.
+    #[error("the tenant has {0} live response actions running")]
     TenantActionLimit(u32),
+    /// The requestor reached its limit of queued live response actions.
+    #[error("the requestor has {0} live response actions queued")]
+    RequestorQueueLimit(u32),
     /// A credential the store checked is not (or no longer) good; the
     /// message says why.
     #[error("{0}")]
@@ -128,6 +131,16 @@ pub struct MachineRow {
     pub connected: bool,
 }
 
+/// The limits `create_action` enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionLimits {
+    /// Actions running on devices (InProgress) per tenant: Defender's
+    /// concurrent live response sessions.
+    pub running_per_tenant: u32,
+    /// Actions waiting for their devices (Pending) per requestor.
+    pub pending_per_requestor: u32,
+}
+
 /// An enrollment token as operators see it (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentTokenRow {
@@ -182,6 +195,9 @@ pub struct NewAction {
     pub tenant_id: String,
     pub machine_id: String,
     pub requestor: String,
+    /// Who queued it, as a stable key (`Principal::rate_key`): what the
+    /// per-requestor queue limit counts.
+    pub requestor_id: String,
     pub requestor_comment: Option<String>,
     pub commands: Vec<NewCommand>,
     pub now: Micros,
@@ -458,8 +474,17 @@ pub trait Store: Send + Sync + 'static {
     async fn library_blob_in_use(&self, tenant_id: &str, sha256: &str) -> StoreResult<bool>;
 
     /// Creates an action atomically, enforcing one active action per machine
-    /// (`ActiveActionExists`) and `max_active` per tenant (`TenantActionLimit`).
-    async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow>;
+    /// (`ActiveActionExists`), at most `limits.running_per_tenant` actions
+    /// running (InProgress) in the tenant (`TenantActionLimit`) and at most
+    /// `limits.pending_per_requestor` queued (Pending) by its requestor
+    /// (`RequestorQueueLimit`).
+    async fn create_action(
+        &self,
+        action: &NewAction,
+        limits: ActionLimits,
+    ) -> StoreResult<ActionRow>;
+    /// The Pending actions queued by `requestor_id`, oldest first.
+    async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>>;
     async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow>;
     /// One command of an action of `machine_id` (NotFound for any other
     /// machine's): what the agent's transfer endpoints check, in one read.

@@ -253,6 +253,28 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .unwrap();
     assert!(!ambiguous.status.success());
     assert!(String::from_utf8_lossy(&ambiguous.stderr).contains("give --tenant"));
+    let cancelled = server(
+        dir.path(),
+        &["actions", "cancel-pending", "--app", &creds.client_id],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cancelled.stdout).contains("pending actions of app"));
+    let pending = server(
+        dir.path(),
+        &["actions", "pending", "--app", &creds.client_id],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(pending.status.success());
+    assert!(pending.stdout.is_empty(), "nothing left queued");
     let example = server(dir.path(), &["print-config"])
         .output()
         .await

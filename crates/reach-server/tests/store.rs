@@ -48,6 +48,12 @@ async fn backends() -> Vec<Backend> {
     all
 }
 
+/// Defender's tenant limit, and a queue per requestor.
+const LIMITS: ActionLimits = ActionLimits {
+    running_per_tenant: 25,
+    pending_per_requestor: 100,
+};
+
 const TENANT: &str = "t";
 
 fn info(hostname: &str) -> MachineInfo {
@@ -125,6 +131,7 @@ fn action(id: &str, machine: &str, commands: Vec<NewCommand>) -> NewAction {
         tenant_id: TENANT.into(),
         machine_id: machine.into(),
         requestor: "analyst".into(),
+        requestor_id: "app:analyst".into(),
         requestor_comment: Some("triage".into()),
         commands,
         now: Micros::now(),
@@ -136,7 +143,7 @@ async fn with_action(backend: &Backend, commands: Vec<NewCommand>) -> (SqlStore,
     let store = backend.open().await;
     let machine = seed(&store, 1).await.remove(0);
     store
-        .create_action(&action("a1", &machine, commands), 25)
+        .create_action(&action("a1", &machine, commands), LIMITS)
         .await
         .unwrap();
     (store, machine)
@@ -201,7 +208,7 @@ async fn nodes_racing_to_claim_hand_a_command_out_once() {
         let store = backend.open().await;
         let machines = seed(&store, 1).await;
         store
-            .create_action(&action("a1", &machines[0], vec![put_file("x")]), 25)
+            .create_action(&action("a1", &machines[0], vec![put_file("x")]), LIMITS)
             .await
             .unwrap();
         // Two stores: two nodes with their own connection pools.
@@ -235,9 +242,9 @@ async fn racing_submissions_get_one_action_per_machine_and_the_tenant_limit() {
         for i in 0..8 {
             let node = nodes[i % 2].clone();
             let new = action(&format!("same-{i}"), &machines[0], vec![put_file("x")]);
-            tasks.push(tokio::spawn(
-                async move { node.create_action(&new, 25).await },
-            ));
+            tasks.push(tokio::spawn(async move {
+                node.create_action(&new, LIMITS).await
+            }));
         }
         let mut won = 0;
         for task in tasks {
@@ -248,24 +255,31 @@ async fn racing_submissions_get_one_action_per_machine_and_the_tenant_limit() {
             }
         }
         assert_eq!(won, 1, "{}: one active action per machine", backend.name);
-        // Five machines racing against a limit of 3 active per tenant (1 is active).
+        // Five machines racing against a limit of 3 queued per requestor (1 is queued).
         let mut tasks = Vec::new();
         for (i, machine) in machines[1..].iter().enumerate() {
             let node = nodes[i % 2].clone();
             let new = action(&format!("limit-{i}"), machine, vec![put_file("x")]);
-            tasks.push(tokio::spawn(
-                async move { node.create_action(&new, 3).await },
-            ));
+            tasks.push(tokio::spawn(async move {
+                node.create_action(
+                    &new,
+                    ActionLimits {
+                        pending_per_requestor: 3,
+                        ..LIMITS
+                    },
+                )
+                .await
+            }));
         }
         let mut won = 0;
         for task in tasks {
             match task.await.unwrap() {
                 Ok(_) => won += 1,
-                Err(StoreError::TenantActionLimit(3)) => {}
+                Err(StoreError::RequestorQueueLimit(3)) => {}
                 Err(other) => panic!("{}: unexpected {other:?}", backend.name),
             }
         }
-        assert_eq!(won, 2, "{}: the tenant limit holds", backend.name);
+        assert_eq!(won, 2, "{}: the queue limit holds", backend.name);
         let counts = nodes[0].count_actions_by_status().await.unwrap();
         let pending = counts
             .iter()
@@ -281,7 +295,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
         let store = backend.open().await;
         let machines = seed(&store, 2).await;
         store
-            .create_action(&action("a1", &machines[0], vec![get_file("/x")]), 25)
+            .create_action(&action("a1", &machines[0], vec![get_file("/x")]), LIMITS)
             .await
             .unwrap();
         let now = Micros::now();
@@ -383,7 +397,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
         let machine = &machines[0];
         let commands = vec![get_file("/a"), put_file("b")];
         store
-            .create_action(&action("a1", machine, commands), 25)
+            .create_action(&action("a1", machine, commands), LIMITS)
             .await
             .unwrap();
         let now = Micros::now();
@@ -439,7 +453,7 @@ async fn cancel_ends_an_active_action_once() {
         ));
         // A new action may start on the machine.
         store
-            .create_action(&action("a2", machine, vec![put_file("x")]), 25)
+            .create_action(&action("a2", machine, vec![put_file("x")]), LIMITS)
             .await
             .unwrap();
     }
@@ -452,10 +466,10 @@ async fn sweeps_expire_queued_actions_and_lapsed_leases_once() {
         let machines = seed(&store, 2).await;
         let mut queued = action("queued", &machines[0], vec![put_file("x")]);
         queued.now = Micros::now().minus_secs(100);
-        store.create_action(&queued, 25).await.unwrap();
+        store.create_action(&queued, LIMITS).await.unwrap();
         let mut running = action("running", &machines[1], vec![put_file("x")]);
         running.now = Micros::now().minus_secs(1000);
-        store.create_action(&running, 25).await.unwrap();
+        store.create_action(&running, LIMITS).await.unwrap();
         store
             .claim_next_command(&machines[1], "agent-1", Micros::now().minus_secs(500))
             .await
@@ -492,7 +506,7 @@ async fn actions_and_machines_are_listed_with_odata() {
         for (i, machine) in machines.iter().enumerate() {
             let mut new = action(&format!("a{i}"), machine, vec![put_file("x")]);
             new.now = Micros(1_700_000_000_000_000 + i as i64 * 1_000_000);
-            store.create_action(&new, 25).await.unwrap();
+            store.create_action(&new, LIMITS).await.unwrap();
         }
         store
             .cancel_action(TENANT, "a1", "lead", None, Micros::now())
@@ -614,7 +628,7 @@ async fn library_names_are_unique_without_case_and_blobs_stay_while_used() {
         store
             .create_action(
                 &action("a1", &machines[0], vec![put_file("Collect.sh")]),
-                25,
+                LIMITS,
             )
             .await
             .unwrap();
@@ -984,7 +998,7 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
             now: long_ago,
             ..action("a1", &machine, vec![get_file("/x")])
         };
-        store.create_action(&old, 25).await.unwrap();
+        store.create_action(&old, LIMITS).await.unwrap();
         let claimed = store
             .claim_next_command(&machine, "agent-1", long_ago)
             .await
@@ -1052,7 +1066,7 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
         // Library files: one needed by a pending action, one unused and old,
         // one changed recently.
         store
-            .create_action(&action("a2", &machine, vec![put_file("x")]), 25)
+            .create_action(&action("a2", &machine, vec![put_file("x")]), LIMITS)
             .await
             .unwrap();
         for (name, sha, when) in [
@@ -1150,7 +1164,7 @@ async fn chunks_of_a_transfer_that_ended_without_its_result_are_abandoned() {
         let machine = seed(&store, 1).await.remove(0);
         let now = Micros::now();
         store
-            .create_action(&action("a1", &machine, vec![get_file("/x")]), 25)
+            .create_action(&action("a1", &machine, vec![get_file("/x")]), LIMITS)
             .await
             .unwrap();
         let claimed = store
@@ -1265,5 +1279,66 @@ async fn enrollment_tokens_count_their_uses_and_names_are_never_guessed() {
         store.revoke_machine("c4").await.unwrap();
         assert_eq!(store.get_machine(TENANT, "twin").await.unwrap().id, "c1");
         assert!(store.duplicated_names(TENANT).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_tenant_limit_counts_running_actions_and_queues_are_per_requestor() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 4).await;
+        let limits = ActionLimits {
+            running_per_tenant: 1,
+            pending_per_requestor: 2,
+        };
+        let by = |id: &str, machine: &str, requestor: &str| NewAction {
+            requestor_id: requestor.into(),
+            ..action(id, machine, vec![get_file("/x")])
+        };
+        // Queued actions do not count against the tenant's running limit.
+        store
+            .create_action(&by("q1", &machines[0], "app:a"), limits)
+            .await
+            .unwrap();
+        store
+            .create_action(&by("q2", &machines[1], "app:a"), limits)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .create_action(&by("q3", &machines[2], "app:a"), limits)
+                .await,
+            Err(StoreError::RequestorQueueLimit(2))
+        ));
+        // Another requestor's queue is its own.
+        store
+            .create_action(&by("b1", &machines[2], "app:b"), limits)
+            .await
+            .unwrap();
+        assert_eq!(store.pending_actions_of("app:a").await.unwrap().len(), 2);
+        // Once one runs, the tenant's running limit (1) is reached.
+        store
+            .claim_next_command(&machines[0], "agent", Micros::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                store
+                    .create_action(&by("b2", &machines[3], "app:b"), limits)
+                    .await,
+                Err(StoreError::TenantActionLimit(1))
+            ),
+            "{}",
+            backend.name
+        );
+        let pending: Vec<String> = store
+            .pending_actions_of("app:a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(pending, ["q2"], "{}", backend.name);
     }
 }

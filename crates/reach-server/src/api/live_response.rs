@@ -238,13 +238,20 @@ pub async fn run(
         tenant_id: principal.tenant_id.clone(),
         machine_id: machine.id.clone(),
         requestor: principal.name.clone(),
+        requestor_id: principal.rate_key(),
         requestor_comment: request.comment,
         commands: new_commands,
         now: Micros::now(),
     };
     let row = state
         .store
-        .create_action(&action, limits.active_actions_per_tenant)
+        .create_action(
+            &action,
+            crate::store::ActionLimits {
+                running_per_tenant: limits.active_actions_per_tenant,
+                pending_per_requestor: limits.pending_actions_per_app,
+            },
+        )
         .await?;
     notes.target(&row.id);
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %row.requestor, commands = row.commands.len(), "live response action created");

@@ -1410,25 +1410,40 @@ impl Store for SqlStore {
         Ok(used != 0)
     }
 
-    async fn create_action(&self, action: &NewAction, max_active: u32) -> StoreResult<ActionRow> {
+    async fn create_action(
+        &self,
+        action: &NewAction,
+        limits: ActionLimits,
+    ) -> StoreResult<ActionRow> {
         let mut tx = self.write().await?;
-        // One creator at a time per tenant: the count below stays true until commit.
+        // One creator at a time per tenant: the counts below stay true until commit.
         self.lock_tenant(&mut tx, &action.tenant_id).await?;
-        let sql =
-            format!("SELECT count(*) FROM actions WHERE tenant_id = $1 AND status IN {ACTIVE}");
-        let in_tenant: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(&action.tenant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if in_tenant >= i64::from(max_active) {
-            return Err(StoreError::TenantActionLimit(max_active));
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress'",
+        )
+        .bind(&action.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= i64::from(limits.running_per_tenant) {
+            return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
+        }
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM actions WHERE requestor_id = $1 AND status = 'Pending'",
+        )
+        .bind(&action.requestor_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if queued >= i64::from(limits.pending_per_requestor) {
+            return Err(StoreError::RequestorQueueLimit(
+                limits.pending_per_requestor,
+            ));
         }
         // The machine must be the tenant's (no row: not found); a second
         // active action on it breaks the unique index `actions_one_active_per_machine`.
         let dns: String = sqlx::query_scalar(
             "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
-                status, created_us, updated_us)
-             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5 FROM machines
+                status, created_us, updated_us, requestor_id)
+             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5, $8 FROM machines
              WHERE id = $6 AND tenant_id = $7
              RETURNING computer_dns_name",
         )
@@ -1439,6 +1454,7 @@ impl Store for SqlStore {
         .bind(action.now.0)
         .bind(&action.machine_id)
         .bind(&action.tenant_id)
+        .bind(&action.requestor_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|err| match err.as_database_error() {
@@ -1572,6 +1588,22 @@ impl Store for SqlStore {
             .collect::<StoreResult<Vec<_>>>()?;
         load_commands(&mut conn, &mut actions).await?;
         Ok((actions, count))
+    }
+
+    async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE requestor_id = $1 AND status = 'Pending' ORDER BY created_us, seq",
+        )
+        .bind(requestor_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut actions = rows
+            .iter()
+            .map(action_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        load_commands(&mut conn, &mut actions).await?;
+        Ok(actions)
     }
 
     async fn cancel_action(

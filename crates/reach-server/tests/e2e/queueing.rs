@@ -1,8 +1,10 @@
 //! Offline devices, the queue TTL, one action per machine, the tenant's
-//! concurrency limit, and an agent restart in the middle of a command.
+//! limit of running actions and each app's queue, and an agent restart in
+//! the middle of a command.
 
-use reach_proto::api::{ActionStatus, CommandStatus};
+use reach_proto::api::{ActionStatus, CommandStatus, roles};
 
+use reach_server::admin;
 use reach_server::testing::eventually;
 
 use crate::support::*;
@@ -84,31 +86,98 @@ async fn one_live_response_action_per_machine_at_a_time() {
 }
 
 #[tokio::test]
-async fn the_tenant_limit_of_active_actions_answers_429() {
-    let server = TestServer::start_with(|c| c.limits.active_actions_per_tenant = 2).await;
-    server.upload("ok.sh", b"echo\n").await;
-    let body = request(vec![run_script("ok.sh", None)], "many");
-    for i in 0..2 {
-        let device = server.enroll(&format!("d{i}")).await;
-        server
-            .client
-            .run_live_response(&device.machine_id, &body)
+async fn one_app_queueing_for_offline_machines_cannot_lock_the_tenant_out() {
+    let server = TestServer::start_with(|c| {
+        c.limits.active_actions_per_tenant = 2;
+        c.limits.pending_actions_per_app = 3;
+    })
+    .await;
+    let store = server.state.store.as_ref();
+    let collector = admin::create_app(
+        store,
+        &server.tenant_id,
+        "collector",
+        vec![roles::LIVE_RESPONSE_BASIC.to_string()],
+    )
+    .await
+    .unwrap();
+    let collecting = server.login(&collector).await;
+    let get = request(vec![get_file("/var/log/syslog")], "collect");
+    // The collect-only app queues GetFile on offline machines, up to its own limit...
+    for i in 0..3 {
+        let offline = server.enroll(&format!("offline-{i}")).await;
+        collecting
+            .run_live_response(&offline.machine_id, &get)
             .await
             .unwrap();
     }
-    let third = server.enroll("d3").await;
+    let fourth = server.enroll("offline-3").await;
+    let refused = collecting
+        .run_live_response(&fourth.machine_id, &get)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status().map(|s| s.as_u16()), Some(429));
+    assert!(
+        refused.to_string().contains("waiting for their devices"),
+        "{refused}"
+    );
+    // ...and the rest of the tenant works on: its queue is not theirs.
+    server.upload("wait.sh", b"sleep 30\n").await;
+    let script = request(vec![run_script("wait.sh", None)], "running");
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let device = server.agent().await;
+        let created = server
+            .client
+            .run_live_response(&device.machine_id, &script)
+            .await
+            .unwrap();
+        server
+            .wait_until(&created.id, |a| a.status == ActionStatus::InProgress)
+            .await;
+        running.push((device, created));
+    }
+    // Two running on devices: the tenant's limit of concurrent sessions.
+    let third = server.enroll("third").await;
     let response = server
         .client
         .request(
             reqwest::Method::POST,
             &format!("/api/machines/{}/runliveresponse", third.machine_id),
         )
-        .json(&body)
+        .json(&script)
         .send()
         .await
         .unwrap();
     assert!(response.headers().get("retry-after").is_some());
-    assert_error(response, 429, "TooManyRequests").await;
+    let body = assert_error(response, 429, "TooManyRequests").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running on devices"),
+        "{body}"
+    );
+    for (_, created) in &running {
+        server.client.cancel(&created.id, "done").await.unwrap();
+    }
+
+    // An operator lists and cancels the app's queue.
+    let pending = admin::pending_actions(store, &collector.client_id)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 3);
+    let cancelled = admin::cancel_pending(store, &collector.client_id, "lockout")
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 3);
+    let action = server.client.action(&cancelled[0]).await.unwrap();
+    assert_eq!(action.status, ActionStatus::Cancelled);
+    assert_eq!(action.cancellation_requestor.as_deref(), Some("operator"));
+    collecting
+        .run_live_response(&fourth.machine_id, &get)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -50,17 +50,34 @@ pub async fn auth_flood(
     let base = rss()?;
     let cpu_before = pid.map(crate::server::cpu_seconds).transpose()?;
 
+    // Every client is made before the clock starts (making one loads the
+    // platform's certificates, which takes a while).
+    let mut clients = Vec::with_capacity(sources.max(1));
+    for source in 0..sources.max(1) {
+        let address: IpAddr = format!("127.0.{}.{}", 1 + source / 250, 2 + source % 250).parse()?;
+        clients.push(reqwest::Client::builder().local_address(address).build()?);
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
+    // The analyst reads one machine, one call after another, all along.
+    let prober = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut failures = 0u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match client.machine(&machine).await {
+                    Ok(_) => samples.push(started.elapsed().as_secs_f64() * 1000.0),
+                    Err(_) => failures += 1,
+                }
+            }
+            (samples, failures)
+        })
+    };
     let tally: Tally = Arc::default();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
-        let source: IpAddr = format!(
-            "127.0.{}.{}",
-            1 + worker % sources / 250,
-            2 + worker % sources % 250
-        )
-        .parse()?;
-        let http = reqwest::Client::builder().local_address(source).build()?;
+        let http = clients[worker % clients.len()].clone();
         let (seed, tally) = (seed.clone(), tally.clone());
         workers.push(tokio::spawn(async move {
             let mut n = worker;
@@ -109,22 +126,6 @@ pub async fn auth_flood(
         }));
     }
 
-    // The analyst reads one machine, one call after another, all along.
-    let prober = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut failures = 0u64;
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                match client.machine(&machine).await {
-                    Ok(_) => samples.push(started.elapsed().as_secs_f64() * 1000.0),
-                    Err(_) => failures += 1,
-                }
-            }
-            (samples, failures)
-        })
-    };
     let mut peak = base.unwrap_or(0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

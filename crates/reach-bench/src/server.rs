@@ -150,6 +150,9 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     config.limits.sign_in_per_minute_per_address = 100_000_000;
     config.limits.enroll_per_minute_per_address = 100_000_000;
     config.limits.download_per_minute_per_address = 100_000_000;
+    // Thousands of simulated agents enrol and upload from each loopback address.
+    config.http.max_connections_per_address = 1_000_000;
+    config.http.max_api_connections = 1_000_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let state = reach_server::open(config).await?;

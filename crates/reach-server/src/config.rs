@@ -62,8 +62,8 @@ pub struct Http {
     /// Open API connections from one client address. Agents' WebSockets
     /// stop counting once established.
     pub max_connections_per_address: usize,
-    /// Open API connections in all. 0: a quarter of the open-file limit,
-    /// at most 8,192.
+    /// Open API connections in all. 0: half of what agents' default cap
+    /// leaves of the open-file limit (500 at most).
     pub max_api_connections: usize,
 }
 

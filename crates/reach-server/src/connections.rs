@@ -103,8 +103,11 @@ impl Counts {
     }
 }
 
-/// The cap on API connections in all: the configured one, or a quarter of
-/// the open-file limit, at most 8,192.
+/// The cap on API connections in all: the configured one, or half of the
+/// file descriptors that agents' default cap leaves free (a quarter of the
+/// open-file limit, at most 1,000: see `agents::gateway`), so that agents,
+/// API clients, the database and stored files never want more descriptors
+/// than the process has. At least 64.
 pub fn total_cap(configured: usize) -> usize {
     if configured > 0 {
         return configured;
@@ -113,7 +116,7 @@ pub fn total_cap(configured: usize) -> usize {
         .get()
         .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
         .unwrap_or(4096);
-    (soft / 4).clamp(64, 8192)
+    ((soft / 4).min(1000) / 2).max(64)
 }
 
 /// Serves `router` on `listener` (TLS when `tls` is set) until `stop` is

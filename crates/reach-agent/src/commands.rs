@@ -25,6 +25,8 @@ pub struct Context {
     pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
     /// GetFile may collect devices, FIFOs and sockets.
     pub allow_special_files: bool,
+    /// Where scripts' processes are held (cgroups, markers, records).
+    pub containment: std::sync::Arc<crate::containment::Containment>,
 }
 
 /// A command failure, with the message shown to the analyst.

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod connection;
+pub mod containment;
 pub mod executor;
 pub mod outbox;
 pub mod system;
@@ -208,6 +209,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             output_cap_bytes: config.output_cap_bytes,
             trusted_keys,
             allow_special_files: config.allow_special_files,
+            containment: containment::Containment::open(
+                config.state_path.parent().unwrap_or(Path::new(".")),
+                &state.machine_id,
+            ),
         },
         outbox.clone(),
     );

@@ -55,7 +55,8 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     client
         .upload_library_file(LibraryUpload::bytes(
             "long.sh",
-            b"echo $$ > script.pid\nexec sleep 300\n".to_vec(),
+            b"setsid sleep 300 &\necho $! > escaped.pid\necho $$ > script.pid\nexec sleep 300\n"
+                .to_vec(),
         ))
         .await
         .unwrap();
@@ -73,6 +74,10 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     })
     .await;
     let script_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let escaped_pid = std::fs::read_to_string(dir.path().join("agent/work/escaped.pid"))
         .unwrap()
         .trim()
         .to_string();
@@ -98,9 +103,27 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
         "the working folder was emptied at start"
     );
 
+    // The script and the child that left its group outlived the killed
+    // agent; the agent's next start ended them.
+    for pid in [&script_pid, &escaped_pid] {
+        eventually(&format!("process {pid} ending"), || !alive(pid)).await;
+    }
     second.kill().await.unwrap();
-    // The orphan outlived its agent (a systemd unit's cgroup ends it); end it here.
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &script_pid])
-        .status();
+    // Should the test have failed above, leave nothing running.
+    for pid in [&script_pid, &escaped_pid] {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+}
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(") ")
+                .next()
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
 }

@@ -1,9 +1,12 @@
 //! RunScript: downloads the script (hash-checked), runs it with the
-//! interpreter its extension names, in the working folder, in a process
-//! group of its own, with the arguments split as a shell would but never
-//! passed through one. stdout and stderr are kept up to a cap each; on
-//! timeout or cancel the whole group is killed. The transcript is returned
-//! for the durable outbox, which uploads it as the command's result.
+//! interpreter its extension names, in the working folder, in a hold of its
+//! own (`containment`: a cgroup on Linux, so every process it starts stays
+//! in it), with the arguments split as a shell would but never passed
+//! through one. stdout and stderr are kept up to a cap each. When the
+//! script exits, times out or is cancelled, everything in its hold is
+//! killed, and the output is read for at most `OUTPUT_GRACE` more. The
+//! transcript is returned for the durable outbox, which uploads it as the
+//! command's result.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,7 +18,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Failure, Success, download_payload};
-use crate::system;
 
 /// The program (and leading arguments) that runs a script with this extension.
 pub fn interpreter(script: &Path) -> Result<(PathBuf, Vec<String>), Failure> {
@@ -60,13 +62,30 @@ fn find_program(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Reads a stream to its end, keeping at most `cap` bytes.
-async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
+/// How long the output is read after the script exits: a process it left
+/// holding the pipes open (and that its hold could not end) delays the
+/// result by no more than this.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads a stream to its end (or until `stop`), keeping at most `cap` bytes.
+async fn capture(
+    mut stream: impl AsyncRead + Unpin,
+    cap: usize,
+    stop: CancellationToken,
+) -> String {
     let mut kept = Vec::new();
     let mut dropped = 0usize;
+    let mut cut = false;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        match stream.read(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read(&mut buf) => read,
+            _ = stop.cancelled() => {
+                cut = true;
+                break;
+            }
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
@@ -79,6 +98,12 @@ async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> String {
     if dropped > 0 {
         text.push_str(&format!(
             "\n[output truncated: {dropped} more bytes not kept]"
+        ));
+    }
+    if cut {
+        text.push_str(&format!(
+            "\n[output after the script exited was not read: a process it started held the output open for more than {} s]",
+            OUTPUT_GRACE.as_secs()
         ));
     }
     text
@@ -113,35 +138,72 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    system::own_process_group(&mut process);
-    let mut child = process
-        .spawn()
-        .map_err(|e| Failure::new(format!("Starting {} failed: {e}", program.display())))?;
-    let tree = system::ProcessTree::attach(&child);
-    let cap = context.output_cap_bytes;
-    let stdout = tokio::spawn(capture(child.stdout.take().expect("piped stdout"), cap));
-    let stderr = tokio::spawn(capture(child.stderr.take().expect("piped stderr"), cap));
-    let status = tokio::select! {
-        status = child.wait() => status.map_err(|e| Failure::new(format!("Waiting for the script failed: {e}")))?,
-        _ = tokio::time::sleep(timeout) => {
-            tree.kill(&mut child);
-            let _ = child.wait().await;
-            return Err(Failure {
-                message: format!("The script timed out after {} s and was killed", timeout.as_secs()),
-                timed_out: true,
-            });
-        }
-        _ = cancel.cancelled() => {
-            tree.kill(&mut child);
-            let _ = child.wait().await;
-            return Err(Failure::new("Cancelled; the script's process group was killed"));
+    // Every process the script starts stays in its hold (its cgroup).
+    let mut hold = context.containment.prepare(
+        &mut process,
+        &format!("{}.{}", command.action_id, command.index),
+    );
+    let mut child = match process.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            hold.release(None).await;
+            return Err(Failure::new(format!(
+                "Starting {} failed: {e}",
+                program.display()
+            )));
         }
     };
-    // The script is done; anything it left running in its group goes too, so
-    // the output pipes close.
-    tree.kill(&mut child);
-    let script_output = stdout.await.unwrap_or_default();
-    let script_errors = stderr.await.unwrap_or_default();
+    hold.attach(&child);
+    let cap = context.output_cap_bytes;
+    let stop_reading = CancellationToken::new();
+    let stdout = tokio::spawn(capture(
+        child.stdout.take().expect("piped stdout"),
+        cap,
+        stop_reading.clone(),
+    ));
+    let stderr = tokio::spawn(capture(
+        child.stderr.take().expect("piped stderr"),
+        cap,
+        stop_reading.clone(),
+    ));
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| Failure::new(format!("Waiting for the script failed: {e}"))),
+        _ = tokio::time::sleep(timeout) => Err(Failure {
+            message: format!("The script timed out after {} s and was killed", timeout.as_secs()),
+            timed_out: true,
+        }),
+        _ = cancel.cancelled() => Err(Failure::new("Cancelled; the script and every process it started were killed")),
+    };
+    // Done, timed out or cancelled: whatever the script left running goes
+    // too (its whole hold), so the output pipes close.
+    hold.kill(Some(&mut child));
+    let _ = child.wait().await;
+    let status = match status {
+        Ok(status) => status,
+        Err(failure) => {
+            stop_reading.cancel();
+            hold.release(Some(&mut child)).await;
+            return Err(failure);
+        }
+    };
+    let read_all = async {
+        (
+            stdout.await.unwrap_or_default(),
+            stderr.await.unwrap_or_default(),
+        )
+    };
+    let (script_output, script_errors) = {
+        let stop = stop_reading.clone();
+        tokio::select! {
+            both = read_all => both,
+            _ = async {
+                tokio::time::sleep(OUTPUT_GRACE).await;
+                stop.cancel();
+                std::future::pending::<()>().await
+            } => unreachable!("the grace only cancels"),
+        }
+    };
+    hold.release(Some(&mut child)).await;
     let exit_code = exit_code(&status);
     let transcript = ScriptTranscript {
         script_name: script_name.to_string(),
@@ -189,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn capture_notes_truncation() {
-        let text = capture(&b"0123456789"[..], 4).await;
+        let text = capture(&b"0123456789"[..], 4, CancellationToken::new()).await;
         assert_eq!(text, "0123\n[output truncated: 6 more bytes not kept]");
     }
 }

@@ -219,7 +219,37 @@ async fn wait_for_file(path: &std::path::Path) -> String {
     }
 }
 
-const SLEEPER: &[u8] = b"sleep 300 &\necho $! > sleeper.pid\nwait\n";
+/// A script with a child in its process group and one that left it
+/// (`setsid`): both must go when the script is cancelled or times out.
+const SLEEPER: &[u8] = b"sleep 300 &\necho $! > sleeper.pid\nsetsid sh -c 'echo $$ > escaped.pid; exec sleep 300' &\nwait\n";
+
+/// The pids of the sleeper's two children, once both are running.
+async fn sleeper_pids(work: &std::path::Path) -> [u32; 2] {
+    let mut pids = [0; 2];
+    for (i, name) in ["sleeper.pid", "escaped.pid"].iter().enumerate() {
+        pids[i] = wait_for_file(&work.join(name))
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(process_alive(pids[i]), "{name}");
+    }
+    pids
+}
+
+/// Waits until none of `pids` is alive.
+async fn all_gone(pids: &[u32], after: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for pid in pids {
+        while process_alive(*pid) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "process {pid} survived the {after}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
 
 #[tokio::test]
 async fn cancel_kills_the_running_script_and_its_children() {
@@ -237,12 +267,7 @@ async fn cancel_kills_the_running_script_and_its_children() {
         )
         .await
         .unwrap();
-    let pid: u32 = wait_for_file(&device.work_dir().join("sleeper.pid"))
-        .await
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(process_alive(pid));
+    let pids = sleeper_pids(&device.work_dir()).await;
     let cancelled = server.client.cancel(&created.id, "stop it").await.unwrap();
     assert_status(&cancelled, ActionStatus::Cancelled);
     assert_eq!(cancelled.cancellation_comment.as_deref(), Some("stop it"));
@@ -253,14 +278,7 @@ async fn cancel_kills_the_running_script_and_its_children() {
     assert!(cancelled.cancellation_date_time_utc.is_some());
     assert_eq!(cancelled.commands[0].command_status, CommandStatus::Failed);
     assert_eq!(cancelled.commands[1].command_status, CommandStatus::Created);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while process_alive(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "sleep {pid} survived the cancel"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    all_gone(&pids, "cancel").await;
     let again = server
         .client
         .cancel(&created.id, "again")
@@ -279,31 +297,63 @@ async fn cancel_kills_the_running_script_and_its_children() {
 
 #[tokio::test]
 async fn a_script_past_its_timeout_is_killed_and_the_action_times_out() {
-    let server = TestServer::start_with(|c| c.live_response.script_timeout_secs = 1).await;
+    let server = TestServer::start_with(|c| c.live_response.script_timeout_secs = 2).await;
     let device = server.agent().await;
     server.upload("sleeper.sh", SLEEPER).await;
-    let done = server
-        .run(&device.machine_id, vec![run_script("sleeper.sh", None)])
-        .await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(vec![run_script("sleeper.sh", None)], "slow"),
+        )
+        .await
+        .unwrap();
+    let pids = sleeper_pids(&device.work_dir()).await;
+    let done = server.wait_final(&created.id).await;
     assert_status(&done, ActionStatus::TimeOut);
     assert_eq!(done.commands[0].command_status, CommandStatus::Failed);
     assert_eq!(
         done.commands[0].errors,
-        ["The script timed out after 1 s and was killed"]
+        ["The script timed out after 2 s and was killed"]
     );
-    let pid: u32 = std::fs::read_to_string(device.work_dir().join("sleeper.pid"))
-        .unwrap()
+    all_gone(&pids, "timeout").await;
+}
+
+#[tokio::test]
+async fn a_daemon_left_holding_the_output_does_not_hold_up_the_result() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    // The script exits at once; what it started keeps its stdout open.
+    server
+        .upload(
+            "daemon.sh",
+            b"setsid sleep 120 &\necho $! > daemon.pid\necho started\nexit 0\n",
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let done = server
+        .run(&device.machine_id, vec![run_script("daemon.sh", None)])
+        .await;
+    assert_status(&done, ActionStatus::Succeeded);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the result waited {:?}",
+        started.elapsed()
+    );
+    let transcript: serde_json::Value =
+        serde_json::from_slice(&server.result(&done.id, 0).await).unwrap();
+    assert!(
+        transcript["script_output"]
+            .as_str()
+            .unwrap()
+            .starts_with("started")
+    );
+    let pid: u32 = wait_for_file(&device.work_dir().join("daemon.pid"))
+        .await
         .trim()
         .parse()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while process_alive(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "sleep {pid} survived the timeout"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    all_gone(&[pid], "end of its script").await;
 }
 
 #[tokio::test]

@@ -147,6 +147,7 @@ impl Containment {
             cgroup,
             record,
             tree: None,
+            released: false,
         }
     }
 }
@@ -170,6 +171,23 @@ pub struct Hold {
     cgroup: Option<PathBuf>,
     record: PathBuf,
     tree: Option<ProcessTree>,
+    released: bool,
+}
+
+impl Drop for Hold {
+    /// A hold dropped unreleased (its command's task ended early, as when
+    /// the agent stops mid-script) still ends its processes and forgets
+    /// itself.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        end(self.cgroup.as_deref(), &self.marker);
+        if let Some(dir) = &self.cgroup {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let _ = std::fs::remove_file(&self.record);
+    }
 }
 
 impl Hold {
@@ -196,7 +214,8 @@ impl Hold {
 
     /// Kills what is left and forgets the hold once its processes are gone
     /// (its cgroup removed, its record deleted).
-    pub async fn release(self, child: Option<&mut tokio::process::Child>) {
+    pub async fn release(mut self, child: Option<&mut tokio::process::Child>) {
+        self.released = true;
         self.kill(child);
         if let Some(dir) = &self.cgroup {
             // The kernel empties a killed cgroup shortly after.
@@ -530,7 +549,9 @@ mod tests {
         let first = containment(dir.path(), None);
         let (hold, child, pid) = escaping_script(&first, "c.0").await;
         // The agent dies: nothing releases the hold, the record stays.
-        std::mem::forget(hold);
+        let mut hold = hold;
+        hold.released = true;
+        drop(hold);
         std::mem::forget(child);
         assert!(alive(pid));
         let again = Containment {

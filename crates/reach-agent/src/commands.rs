@@ -25,6 +25,8 @@ pub struct Context {
     pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
     /// GetFile may collect devices, FIFOs and sockets.
     pub allow_special_files: bool,
+    /// Signatures of the first format (the SHA-256 alone) are accepted.
+    pub accept_v1_signatures: bool,
     /// Where scripts' processes are held (cgroups, markers, records).
     pub containment: std::sync::Arc<crate::containment::Containment>,
 }
@@ -104,21 +106,28 @@ fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
     if context.trusted_keys.is_empty() {
         return Ok(());
     }
-    let (name, sha256, signature) = match work {
+    use reach_client::signing::{Check, Use};
+    let (name, sha256, signature, used_for) = match work {
         Work::PutFile {
             file_name,
             sha256,
             signature,
-        } => (file_name, sha256, signature),
+        } => (file_name, sha256, signature, Use::PutFile),
         Work::RunScript {
             script_name,
             sha256,
             signature,
             ..
-        } => (script_name, sha256, signature),
+        } => (script_name, sha256, signature, Use::RunScript),
         Work::GetFile { .. } => return Ok(()),
     };
-    reach_client::signing::verify(&context.trusted_keys, sha256, signature.as_deref()).map_err(
+    let check = Check {
+        sha256,
+        name,
+        used_for: Some(used_for),
+        accept_v1: context.accept_v1_signatures,
+    };
+    reach_client::signing::verify(&context.trusted_keys, check, signature.as_deref()).map_err(
         |why| {
             tracing::warn!(library.file = %name, sha256 = %sha256, reason = %why, "refused an unsigned or wrongly signed library file");
             Failure::new(format!(

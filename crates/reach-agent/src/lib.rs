@@ -56,6 +56,9 @@ pub struct Config {
     pub trusted_keys: Vec<String>,
     /// Let GetFile collect devices, FIFOs and sockets (regular files only otherwise).
     pub allow_special_files: bool,
+    /// Accept library signatures of the first format, which cover only the
+    /// file's SHA-256 (not its name nor its use).
+    pub accept_v1_signatures: bool,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             reconnect_max_ms: 30_000,
             trusted_keys: Vec::new(),
             allow_special_files: false,
+            accept_v1_signatures: false,
         }
     }
 }
@@ -209,6 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             output_cap_bytes: config.output_cap_bytes,
             trusted_keys,
             allow_special_files: config.allow_special_files,
+            accept_v1_signatures: config.accept_v1_signatures,
             containment: containment::Containment::open(
                 config.state_path.parent().unwrap_or(Path::new(".")),
                 &state.machine_id,

@@ -125,6 +125,14 @@ enum LibraryCommand {
         #[arg(long)]
         key: PathBuf,
         file: PathBuf,
+        /// The library name it will have (default: the file's name); the
+        /// signature holds only under this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// What agents may do with it: put, run or both (default: both for
+        /// a script, .sh .bash .py .ps1; put for anything else).
+        #[arg(long = "use")]
+        uses: Option<String>,
     },
     /// List library files.
     List,
@@ -262,12 +270,30 @@ async fn library(command: LibraryCommand, json: bool) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        LibraryCommand::Sign { key, file } => {
+        LibraryCommand::Sign {
+            key,
+            file,
+            name,
+            uses,
+        } => {
             let private = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
             let sha256 = signing::sha256_file(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            println!("{}", signing::sign(&private, &sha256)?);
+            let name = match name {
+                Some(name) => name,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file has no UTF-8 name; give --name")?
+                    .to_string(),
+            };
+            let uses = match uses {
+                Some(text) => signing::Uses::parse(&text)
+                    .with_context(|| format!("--use {text}: use put, run or both"))?,
+                None => signing::Uses::default_for(&name),
+            };
+            println!("{}", signing::sign(&private, &sha256, &name, uses)?);
         }
         LibraryCommand::Upload {
             file,

@@ -301,8 +301,14 @@ async fn keys_are_made_and_files_signed_offline_then_uploaded_signed() {
     let signature = text(&sign.stdout).trim().to_string();
     let sha256 = reach_client::signing::sha256_file(&script).unwrap();
     let trusted = [reach_client::signing::TrustedKey::parse(&public).unwrap()];
+    let check = reach_client::signing::Check {
+        sha256: &sha256,
+        name: "tool.sh",
+        used_for: Some(reach_client::signing::Use::RunScript),
+        accept_v1: false,
+    };
     assert_eq!(
-        reach_client::signing::verify(&trusted, &sha256, Some(&signature)),
+        reach_client::signing::verify(&trusted, check, Some(&signature)),
         Ok(())
     );
 

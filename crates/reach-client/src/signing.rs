@@ -1,10 +1,14 @@
 //! Signed library files: Ed25519 keys, signatures and their checking.
 //!
-//! A signature covers a fixed statement naming the file's SHA-256
-//! (`reach-library-file-v1\n<hex sha256>\n`), so a file of any size is
-//! signed offline without the signer holding it in memory twice, and an
-//! agent checks it before downloading a byte: the agent already refuses
-//! bytes whose SHA-256 is not the one the action recorded.
+//! A signature covers a fixed statement naming the file's SHA-256, the
+//! library name it is signed for and the uses it is signed for
+//! (`reach-library-file-v2\nsha256:<hex>\nname:<lower-case name>\nuses:PutFile,RunScript\n`),
+//! so a file of any size is signed offline without the signer holding it in
+//! memory twice, an agent checks it before downloading a byte (it already
+//! refuses bytes whose SHA-256 is not the one the action recorded), and a
+//! signed data file uploaded again under a script's name, or signed for
+//! PutFile only, is not run. Signatures of the first format (the SHA-256
+//! alone, `reach-library-file-v1`) verify only where the operator opts in.
 //!
 //! Keys: a private key is a PKCS#8 document in PEM (`PRIVATE KEY`), as
 //! `reach library keygen` writes it and as `openssl genpkey -algorithm
@@ -35,8 +39,75 @@ pub enum SigningError {
     Generate,
 }
 
-/// What is signed for a file of this SHA-256 (hex).
-pub fn statement(sha256: &str) -> Vec<u8> {
+/// What a library file may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    PutFile,
+    RunScript,
+}
+
+impl Use {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Use::PutFile => "PutFile",
+            Use::RunScript => "RunScript",
+        }
+    }
+}
+
+/// The uses a signature allows: one, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uses {
+    Only(Use),
+    Both,
+}
+
+impl Uses {
+    fn text(self) -> &'static str {
+        match self {
+            Uses::Only(one) => one.as_str(),
+            Uses::Both => "PutFile,RunScript",
+        }
+    }
+
+    /// `put`, `run` or `both`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "put" | "putfile" => Some(Uses::Only(Use::PutFile)),
+            "run" | "runscript" => Some(Uses::Only(Use::RunScript)),
+            "both" => Some(Uses::Both),
+            _ => None,
+        }
+    }
+
+    /// What a file of this name is signed for unless told otherwise: both
+    /// for a script (.sh, .bash, .py, .ps1), PutFile only for anything else.
+    pub fn default_for(name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        let script = [".sh", ".bash", ".py", ".ps1"]
+            .iter()
+            .any(|ext| lower.ends_with(ext));
+        if script {
+            Uses::Both
+        } else {
+            Uses::Only(Use::PutFile)
+        }
+    }
+}
+
+/// What is signed for a file of this SHA-256 (hex), library name and uses.
+pub fn statement(sha256: &str, name: &str, uses: Uses) -> Vec<u8> {
+    format!(
+        "reach-library-file-v2\nsha256:{}\nname:{}\nuses:{}\n",
+        sha256.to_ascii_lowercase(),
+        name.to_lowercase(),
+        uses.text()
+    )
+    .into_bytes()
+}
+
+/// The first format's statement: the SHA-256 alone.
+fn statement_v1(sha256: &str) -> Vec<u8> {
     format!("reach-library-file-v1\n{}\n", sha256.to_ascii_lowercase()).into_bytes()
 }
 
@@ -72,10 +143,16 @@ pub fn public_key(private_pem: &str) -> Result<String, SigningError> {
     Ok(STANDARD.encode(key_pair(private_pem)?.public_key().as_ref()))
 }
 
-/// Signs the statement for a file of this SHA-256; the signature in base64.
-pub fn sign(private_pem: &str, sha256: &str) -> Result<String, SigningError> {
+/// Signs the statement for a file of this SHA-256, library name and uses;
+/// the signature in base64.
+pub fn sign(
+    private_pem: &str,
+    sha256: &str,
+    name: &str,
+    uses: Uses,
+) -> Result<String, SigningError> {
     let pair = key_pair(private_pem)?;
-    Ok(STANDARD.encode(pair.sign(&statement(sha256)).as_ref()))
+    Ok(STANDARD.encode(pair.sign(&statement(sha256, name, uses)).as_ref()))
 }
 
 /// Hex SHA-256 of a file, read in 1 MiB pieces.
@@ -122,21 +199,49 @@ pub fn check_signature_form(signature: &str) -> Result<Vec<u8>, SigningError> {
     }
 }
 
+/// What a signature must cover to be accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    pub sha256: &'a str,
+    /// The library name the file is used under.
+    pub name: &'a str,
+    /// The use at hand; None (the server, at upload): any use.
+    pub used_for: Option<Use>,
+    /// Also accept the first format's signatures (the SHA-256 alone).
+    pub accept_v1: bool,
+}
+
 /// Checks a file's signature against the trusted keys: Ok when one of them
-/// signed the statement for `sha256`.
+/// signed a statement for this SHA-256 and name whose uses include the one
+/// at hand (or, when allowed, the first format's statement).
 pub fn verify(
     trusted: &[TrustedKey],
-    sha256: &str,
+    check: Check<'_>,
     signature: Option<&str>,
 ) -> Result<(), SigningError> {
     let signature = check_signature_form(signature.ok_or(SigningError::Unsigned)?)?;
-    let message = statement(sha256);
+    let uses: &[Uses] = match check.used_for {
+        Some(one) => &[Uses::Only(one), Uses::Both],
+        None => &[
+            Uses::Both,
+            Uses::Only(Use::PutFile),
+            Uses::Only(Use::RunScript),
+        ],
+    };
+    let mut messages: Vec<Vec<u8>> = uses
+        .iter()
+        .map(|uses| statement(check.sha256, check.name, *uses))
+        .collect();
+    if check.accept_v1 {
+        messages.push(statement_v1(check.sha256));
+    }
     trusted
         .iter()
         .any(|key| {
-            UnparsedPublicKey::new(&ED25519, &key.0)
-                .verify(&message, &signature)
-                .is_ok()
+            let key = UnparsedPublicKey::new(&ED25519, &key.0);
+            messages
+                .iter()
+                .any(|message| key.verify(message, &signature).is_ok())
         })
         .then_some(())
         .ok_or(SigningError::Mismatch)
@@ -148,36 +253,126 @@ mod tests {
 
     const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
+    fn check<'a>(sha256: &'a str, name: &'a str, used_for: Option<Use>) -> Check<'a> {
+        Check {
+            sha256,
+            name,
+            used_for,
+            accept_v1: false,
+        }
+    }
+
     #[test]
     fn a_signature_verifies_under_its_key_only_and_for_its_file_only() {
         let (private, public) = generate().unwrap();
         assert_eq!(public_key(&private).unwrap(), public);
-        let signature = sign(&private, SHA).unwrap();
+        let signature = sign(&private, SHA, "collect.sh", Uses::Both).unwrap();
         let trusted = [TrustedKey::parse(&public).unwrap()];
-        assert_eq!(verify(&trusted, SHA, Some(&signature)), Ok(()));
+        let run = Some(Use::RunScript);
         assert_eq!(
-            verify(&trusted, &SHA.to_ascii_uppercase(), Some(&signature)),
+            verify(&trusted, check(SHA, "collect.sh", run), Some(&signature)),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                &trusted,
+                check(&SHA.to_ascii_uppercase(), "Collect.SH", run),
+                Some(&signature)
+            ),
             Ok(()),
-            "hex case does not matter"
+            "hex and name case do not matter"
         );
         let other_file = SHA.replace('9', "8");
         assert_eq!(
-            verify(&trusted, &other_file, Some(&signature)),
+            verify(
+                &trusted,
+                check(&other_file, "collect.sh", run),
+                Some(&signature)
+            ),
             Err(SigningError::Mismatch)
         );
         let (_, stranger) = generate().unwrap();
         let strangers = [TrustedKey::parse(&stranger).unwrap()];
         assert_eq!(
-            verify(&strangers, SHA, Some(&signature)),
+            verify(&strangers, check(SHA, "collect.sh", run), Some(&signature)),
             Err(SigningError::Mismatch)
         );
         let both = [strangers[0].clone(), trusted[0].clone()];
-        assert_eq!(verify(&both, SHA, Some(&signature)), Ok(()));
-        assert_eq!(verify(&trusted, SHA, None), Err(SigningError::Unsigned));
         assert_eq!(
-            verify(&trusted, SHA, Some("bm90IGEgc2lnbmF0dXJl")),
+            verify(&both, check(SHA, "collect.sh", run), Some(&signature)),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&trusted, check(SHA, "collect.sh", run), None),
+            Err(SigningError::Unsigned)
+        );
+        assert_eq!(
+            verify(
+                &trusted,
+                check(SHA, "collect.sh", run),
+                Some("bm90IGEgc2lnbmF0dXJl")
+            ),
             Err(SigningError::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_name_and_the_uses_are_signed_too() {
+        let (private, public) = generate().unwrap();
+        let trusted = [TrustedKey::parse(&public).unwrap()];
+        // A data file signed for PutFile under its own name...
+        let data = sign(&private, SHA, "records.csv", Uses::Only(Use::PutFile)).unwrap();
+        let put = check(SHA, "records.csv", Some(Use::PutFile));
+        assert_eq!(verify(&trusted, put, Some(&data)), Ok(()));
+        // ...is not a script under another name, nor run under its own.
+        assert_eq!(
+            verify(
+                &trusted,
+                check(SHA, "records.sh", Some(Use::RunScript)),
+                Some(&data)
+            ),
+            Err(SigningError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                &trusted,
+                check(SHA, "records.sh", Some(Use::PutFile)),
+                Some(&data)
+            ),
+            Err(SigningError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                &trusted,
+                check(SHA, "records.csv", Some(Use::RunScript)),
+                Some(&data)
+            ),
+            Err(SigningError::Mismatch)
+        );
+        // At upload the use is not known yet: any signed use will do.
+        assert_eq!(
+            verify(&trusted, check(SHA, "records.csv", None), Some(&data)),
+            Ok(())
+        );
+        assert_eq!(Uses::default_for("Collect.PS1"), Uses::Both);
+        assert_eq!(Uses::default_for("tool.exe"), Uses::Only(Use::PutFile));
+        assert_eq!(Uses::parse("run"), Some(Uses::Only(Use::RunScript)));
+        assert_eq!(Uses::parse("sometimes"), None);
+    }
+
+    #[test]
+    fn first_format_signatures_verify_only_when_allowed() {
+        let (private, public) = generate().unwrap();
+        let trusted = [TrustedKey::parse(&public).unwrap()];
+        let pair = key_pair(&private).unwrap();
+        let old = STANDARD.encode(pair.sign(&statement_v1(SHA)).as_ref());
+        let mut run = check(SHA, "any.sh", Some(Use::RunScript));
+        assert_eq!(
+            verify(&trusted, run, Some(&old)),
+            Err(SigningError::Mismatch)
+        );
+        run.accept_v1 = true;
+        assert_eq!(verify(&trusted, run, Some(&old)), Ok(()));
     }
 
     #[test]
@@ -187,7 +382,9 @@ mod tests {
         assert_eq!(
             sign(
                 "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-                SHA
+                SHA,
+                "a.sh",
+                Uses::Both
             ),
             Err(SigningError::BadPrivateKey)
         );
@@ -198,8 +395,15 @@ mod tests {
         // `openssl genpkey -algorithm ed25519` (PKCS#8 v1).
         let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINs3hV0vGubd6z6LoGp76d5J0jTu3mVN1Gve8m9TIRsA\n-----END PRIVATE KEY-----\n";
         let public = public_key(pem).unwrap();
-        let signature = sign(pem, SHA).unwrap();
+        let signature = sign(pem, SHA, "a.sh", Uses::Both).unwrap();
         let trusted = [TrustedKey::parse(&public).unwrap()];
-        assert_eq!(verify(&trusted, SHA, Some(&signature)), Ok(()));
+        assert_eq!(
+            verify(
+                &trusted,
+                check(SHA, "a.sh", Some(Use::RunScript)),
+                Some(&signature)
+            ),
+            Ok(())
+        );
     }
 }

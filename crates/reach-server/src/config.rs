@@ -196,6 +196,8 @@ pub struct LiveResponse {
     /// carry a signature by one of them. Agents check signatures themselves
     /// (their own `trusted_keys`); this catches a wrong one at upload.
     pub library_trusted_keys: Vec<String>,
+    /// Accept library signatures of the first format (the SHA-256 alone).
+    pub library_accept_v1_signatures: bool,
 }
 
 /// Agent connections.
@@ -296,6 +298,7 @@ impl Default for LiveResponse {
             sweep_interval_ms: 1000,
             chunk_bytes: 8 * 1024 * 1024,
             library_trusted_keys: Vec::new(),
+            library_accept_v1_signatures: false,
         }
     }
 }

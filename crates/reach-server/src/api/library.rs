@@ -260,16 +260,18 @@ async fn commit(
         .file
         .ok_or_else(|| ApiError::MissingParameter("File".into()))?;
     if !state.trusted_keys.is_empty() {
-        reach_client::signing::verify(
-            &state.trusted_keys,
-            &stored.sha256,
-            upload.signature.as_deref(),
-        )
-        .map_err(|why| {
-            ApiError::InvalidInput(format!(
-                "This server only accepts library files signed by a trusted key, and {why}"
-            ))
-        })?;
+        let check = reach_client::signing::Check {
+            sha256: &stored.sha256,
+            name: &file_name,
+            used_for: None,
+            accept_v1: state.config.live_response.library_accept_v1_signatures,
+        };
+        reach_client::signing::verify(&state.trusted_keys, check, upload.signature.as_deref())
+            .map_err(|why| {
+                ApiError::InvalidInput(format!(
+                    "This server only accepts library files signed by a trusted key, and {why}"
+                ))
+            })?;
     }
     let key = Files::library_key(&principal.tenant_id, &stored.sha256);
     state

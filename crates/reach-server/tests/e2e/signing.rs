@@ -16,7 +16,7 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn signed(name: &str, bytes: &[u8], private: &str) -> LibraryUpload {
     LibraryUpload {
-        signature: Some(signing::sign(private, &sha256(bytes)).unwrap()),
+        signature: Some(signing::sign(private, &sha256(bytes), name, signing::Uses::Both).unwrap()),
         ..LibraryUpload::bytes(name, bytes.to_vec())
     }
 }
@@ -52,6 +52,27 @@ async fn an_agent_with_trusted_keys_runs_only_files_signed_by_them() {
     let mut swapped = signed("swapped.sh", script, &private);
     swapped.body = reach_client::UploadBody::Bytes(b"#!/bin/sh\necho evil\n".to_vec());
     server.client.upload_library_file(swapped).await.unwrap();
+    // A file signed as data (PutFile only, under its own name), uploaded
+    // again with its signature under a script's name.
+    let data = b"#!/bin/sh\necho data that runs\n";
+    let as_data = signing::sign(
+        &private,
+        &sha256(data),
+        "records.csv",
+        signing::Uses::Only(signing::Use::PutFile),
+    )
+    .unwrap();
+    for name in ["records.csv", "records.sh"] {
+        let upload = LibraryUpload {
+            signature: Some(as_data.clone()),
+            ..LibraryUpload::bytes(name, data.to_vec())
+        };
+        server.client.upload_library_file(upload).await.unwrap();
+    }
+    let done = server
+        .run(&device.machine_id, vec![put_file("records.csv")])
+        .await;
+    assert_status(&done, ActionStatus::Succeeded);
 
     let done = server
         .run(&device.machine_id, vec![run_script("good.sh", None)])
@@ -68,6 +89,9 @@ async fn an_agent_with_trusted_keys_runs_only_files_signed_by_them() {
         ),
         (vec![run_script("stranger.sh", None)], "does not match"),
         (vec![run_script("swapped.sh", None)], "does not match"),
+        (vec![run_script("records.sh", None)], "does not match"),
+        (vec![put_file("records.sh")], "does not match"),
+        (vec![run_script("records.csv", None)], "does not match"),
         (vec![put_file("unsigned.sh")], "the file is not signed"),
     ] {
         let done = server.run(&device.machine_id, commands).await;
@@ -100,6 +124,11 @@ async fn a_server_with_trusted_keys_accepts_only_signed_uploads() {
         LibraryUpload {
             signature: Some("bm90IGEgc2lnbmF0dXJl".into()),
             ..LibraryUpload::bytes("garbled.sh", bytes.to_vec())
+        },
+        // Signed by the right key, for another name.
+        LibraryUpload {
+            signature: signed("other.sh", bytes, &private).signature,
+            ..LibraryUpload::bytes("renamed.sh", bytes.to_vec())
         },
     ];
     for upload in refusals {

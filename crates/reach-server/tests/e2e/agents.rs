@@ -278,18 +278,21 @@ fn chunk(n: u32, raw: &[u8]) -> (reach_proto::agent::ChunkInfo, bytes::Bytes) {
     (info, bytes::Bytes::from(member))
 }
 
-#[tokio::test]
-async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
-    use futures::SinkExt;
-    use sha2::Digest;
-    let server = TestServer::start().await;
+/// A GetFile of `path` handed to a device driven by hand: the action, the
+/// device's socket, the command it was handed, and its transfer client.
+async fn getfile_on_a_raw_agent(
+    server: &TestServer,
+    path: &str,
+) -> (
+    reach_proto::api::MachineAction,
+    raw::Socket,
+    reach_proto::agent::Assignment,
+    reach_client::AgentClient,
+) {
     let device = server.enroll("raw").await;
     let created = server
         .client
-        .run_live_response(
-            &device.machine_id,
-            &request(vec![get_file("/var/log/evidence.log")], "chunks"),
-        )
+        .run_live_response(&device.machine_id, &request(vec![get_file(path)], "raw"))
         .await
         .unwrap();
     let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
@@ -297,6 +300,16 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
         panic!("expected Run");
     };
     let agent = reach_client::AgentClient::new(&server.url, &bearer(&device), None);
+    (created, socket, run, agent)
+}
+
+#[tokio::test]
+async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
+    use futures::SinkExt;
+    use sha2::Digest;
+    let server = TestServer::start().await;
+    let (created, mut socket, run, agent) =
+        getfile_on_a_raw_agent(&server, "/var/log/evidence.log").await;
     let (action, index) = (run.command.action_id.clone(), run.command.index);
     let parts = [
         b"first chunk of the log\n".repeat(100),
@@ -406,20 +419,7 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
 #[tokio::test]
 async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
     let server = TestServer::start().await;
-    let device = server.enroll("raw").await;
-    let created = server
-        .client
-        .run_live_response(
-            &device.machine_id,
-            &request(vec![get_file("/var/log/big.log")], "to cancel"),
-        )
-        .await
-        .unwrap();
-    let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
-    let reach_proto::agent::ServerMessage::Run(run) = raw::next(&mut socket).await else {
-        panic!("expected Run");
-    };
-    let agent = reach_client::AgentClient::new(&server.url, &bearer(&device), None);
+    let (created, _socket, run, agent) = getfile_on_a_raw_agent(&server, "/var/log/big.log").await;
     let (action, index) = (run.command.action_id.clone(), run.command.index);
     let (info, member) = chunk(0, &b"part of a big file\n".repeat(1000));
     agent

@@ -205,6 +205,17 @@ async fn rate_limits_answer_429_with_retry_after() {
     server.client.machines(&[]).await.unwrap();
 }
 
+/// The server's token-signing key, as someone who read its database has it.
+async fn jwt_key(server: &TestServer) -> Vec<u8> {
+    let stored = server
+        .state
+        .store
+        .secret("jwt-signing", "unused", reach_server::time::Micros::now())
+        .await
+        .unwrap();
+    hex::decode(stored).unwrap()
+}
+
 /// A token of this server's own kind, forged here with its signing key from
 /// the store: the claims of `token` changed by `edit`, signed with `alg`.
 fn forge(
@@ -237,15 +248,7 @@ async fn forged_expired_and_misaddressed_tokens_get_401() {
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
     let url = format!("{}/api/machineactions", server.url);
-    let key = hex::decode(
-        server
-            .state
-            .store
-            .secret("jwt-signing", "unused", reach_server::time::Micros::now())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let key = jwt_key(&server).await;
     let token = server.client.token().unwrap();
     let now = jsonwebtoken::get_current_timestamp() as i64;
     let get = |token: String| http.get(&url).bearer_auth(token).send();
@@ -371,15 +374,7 @@ async fn a_forged_tokens_roles_are_not_believed() {
     let server = TestServer::start().await;
     let device = server.enroll("target").await;
     let reader = server.app("reader", &[roles::READ_ALL]).await;
-    let key = hex::decode(
-        server
-            .state
-            .store
-            .secret("jwt-signing", "unused", reach_server::time::Micros::now())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let key = jwt_key(&server).await;
     // Someone who read the signing key gives the read-only app every role.
     let forged = forge(&key, reader.token().unwrap(), Algorithm::HS256, |c| {
         c["roles"] = serde_json::json!(roles::ALL);

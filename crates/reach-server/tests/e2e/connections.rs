@@ -38,41 +38,39 @@ async fn until_closed(stream: &mut TcpStream) -> (String, Instant) {
     )
 }
 
+/// Sends `head`, then `count` bytes of `byte` one every 300 ms until the
+/// server hangs up; what the server said before closing.
+async fn trickle(stream: TcpStream, head: &[u8], byte: u8, count: usize) -> String {
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head).await.unwrap();
+    let writing = tokio::spawn(async move {
+        for _ in 0..count {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, reader.read_to_end(&mut answer)).await;
+    writing.abort();
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test]
 async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     let server = TestServer::start_with(|c| c.http.header_timeout_secs = 1).await;
-    // Slowloris: a header byte every 200 ms never completes the request.
-    let mut slow = connect(&server, "127.0.0.31").await;
+    // Slowloris: a header byte every 300 ms never completes the request.
+    let slow = connect(&server, "127.0.0.31").await;
     let started = Instant::now();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let (mut reader, mut writer) = slow.into_split();
-    let sending = tokio::spawn(async move {
-        for _ in 0..200 {
-            if writer.write_all(b"X").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    let mut buf = [0u8; 1024];
-    let closed = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the slow client was never cut off");
+    let said = trickle(slow, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b'X', 200).await;
+    assert!(!said.contains("200 OK"), "{said}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
-    sending.abort();
 
     // A keep-alive connection left idle after its request is closed too.
     let mut idle = connect(&server, "127.0.0.32").await;
@@ -94,49 +92,19 @@ async fn a_body_trickled_in_is_cut_off_with_408() {
     })
     .await;
     // A JSON body (console sign-in): whole within body_timeout_secs.
-    let mut json = connect(&server, "127.0.0.33").await;
-    json.write_all(
-        b"POST /console/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let (mut reader, mut writer) = json.into_split();
-    let body = vec![b' '; 100];
-    let writing = tokio::spawn(async move {
-        for byte in body {
-            if writer.write_all(&[byte]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, reader.read_to_end(&mut answer)).await;
-    writing.abort();
-    let answer = String::from_utf8_lossy(&answer);
+    let json = connect(&server, "127.0.0.33").await;
+    let head = b"POST /console/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    let answer = trickle(json, head, b' ', 100).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"RequestTimeout\""), "{answer}");
 
     // A streamed upload (a library file): cut off once it stalls.
     let token = server.client.token().unwrap().to_string();
-    let mut upload = connect(&server, "127.0.0.34").await;
+    let upload = connect(&server, "127.0.0.34").await;
     let head = format!(
         "POST /api/libraryfiles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.sh\"\r\n\r\n"
     );
-    upload.write_all(head.as_bytes()).await.unwrap();
-    let (mut reader, mut writer) = upload.into_split();
-    let writing = tokio::spawn(async move {
-        for _ in 0..1000 {
-            if writer.write_all(b"e").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, reader.read_to_end(&mut answer)).await;
-    writing.abort();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = trickle(upload, head.as_bytes(), b'e', 1000).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("arrived too slowly"), "{answer}");
     assert!(server.client.library().await.unwrap().value.is_empty());

@@ -229,7 +229,11 @@ pub async fn sign_in(
             .map_err(crate::api::token::busy)?,
         None => {
             // No hash to check: wait as long as a check takes instead.
-            state.gate.imitate().await;
+            state
+                .gate
+                .imitate()
+                .await
+                .map_err(crate::api::token::busy)?;
             false
         }
     };

@@ -212,12 +212,19 @@ impl Gate {
     }
 
     /// For an account that does not exist: waits about as long as a real
-    /// check takes, without doing one, so that the answer's timing does not
-    /// tell whether the name exists.
-    pub async fn imitate(&self) {
+    /// check takes, without doing one, and is `Busy` when a real check
+    /// would be, so that neither the answer nor its timing tells whether
+    /// the name exists.
+    pub async fn imitate(&self) -> Result<(), Busy> {
+        if self.permits.available_permits() == 0
+            && self.waiting.load(Ordering::Acquire) >= self.queue
+        {
+            return Err(Busy);
+        }
         let average = self.average_micros.load(Ordering::Relaxed);
         let jitter = rand::rng().next_u64() % (average / 4 + 1);
         tokio::time::sleep(Duration::from_micros(average - average / 8 + jitter)).await;
+        Ok(())
     }
 
     /// Memory blocks the pool holds (for tests: bounded by the permits).
@@ -354,6 +361,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(gate.verify("queued password", &hash).await, Err(Busy));
+        assert_eq!(
+            gate.imitate().await,
+            Err(Busy),
+            "an unknown name is as busy"
+        );
         assert!(
             gate.verify("x", &hash_client_secret("x")).await.unwrap(),
             "fast checks never queue"

@@ -100,6 +100,20 @@ impl Containment {
                     ended += end(Some(&entry.path()), "");
                 }
             }
+            // Killed cgroups empty shortly after; then they and this
+            // agent's directory go.
+            for _ in 0..50 {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        let _ = std::fs::remove_dir(entry.path());
+                    }
+                }
+                cgroup::remove_if_empty(dir);
+                if !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         if ended > 0 {
             tracing::warn!(
@@ -156,11 +170,8 @@ impl Drop for Containment {
     /// An agent that stops leaves no empty cgroups behind (a script still
     /// held keeps its own, for the next start to end).
     fn drop(&mut self) {
-        if let Some(dir) = &self.cgroups
-            && std::fs::remove_dir(dir).is_ok()
-            && let Some(parent) = dir.parent()
-        {
-            let _ = std::fs::remove_dir(parent);
+        if let Some(dir) = &self.cgroups {
+            cgroup::remove_if_empty(dir);
         }
     }
 }
@@ -225,6 +236,10 @@ impl Hold {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            // The agent's own directory exists only while a script runs.
+            if let Some(agent_dir) = dir.parent() {
+                cgroup::remove_if_empty(agent_dir);
+            }
         }
         let _ = std::fs::remove_file(&self.record);
     }
@@ -270,8 +285,11 @@ mod cgroup {
             .map(|p| p.trim().to_string())
     }
 
-    /// A directory for this agent's script cgroups that it could create:
+    /// A directory for this agent's script cgroups that it can create:
     /// under its own cgroup when delegated, else at the hierarchy's root.
+    /// It exists only while a script runs (or was left by a crash): this
+    /// probes that it can be made, and removes it again unless it held
+    /// something already.
     pub fn scripts_dir(key: &str) -> Option<PathBuf> {
         let mount = mount_point()?;
         let own = own().unwrap_or_default();
@@ -279,17 +297,28 @@ mod cgroup {
         for base in [own_dir.join("reach-scripts"), mount.join("reach-scripts")] {
             let dir = base.join(key);
             if std::fs::create_dir_all(&dir).is_ok() && dir.join("cgroup.procs").exists() {
+                remove_if_empty(&dir);
                 return Some(dir);
             }
         }
         None
     }
 
+    /// Removes this agent's cgroup directory, and the shared one above it,
+    /// when nothing is in them.
+    pub fn remove_if_empty(dir: &Path) {
+        if std::fs::remove_dir(dir).is_ok()
+            && let Some(parent) = dir.parent()
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
     /// Creates `dir` and makes the command's child join it before it runs
     /// the script: it writes "0" (itself) to `cgroup.procs` between fork
     /// and exec. None when the cgroup cannot be made.
     pub fn join_at_start(command: &mut tokio::process::Command, dir: &Path) -> Option<PathBuf> {
-        std::fs::create_dir(dir).ok()?;
+        std::fs::create_dir_all(dir).ok()?;
         let procs = std::ffi::CString::new(
             dir.join("cgroup.procs")
                 .into_os_string()
@@ -370,6 +399,7 @@ mod cgroup {
     pub fn kill(_dir: &Path) -> usize {
         0
     }
+    pub fn remove_if_empty(_dir: &Path) {}
 }
 
 #[cfg(target_os = "linux")]

@@ -222,18 +222,15 @@ pub async fn sign_in(
     let tenant_id = user.as_ref().map_or("", |u| u.tenant_id.as_str());
     notes.claimed(crate::audit::Actor::user(&body.name), tenant_id);
     let matches = match &user {
-        Some(user) => state
-            .gate
-            .verify(&body.password, &user.password_hash)
-            .await
-            .map_err(crate::api::token::busy)?,
-        None => {
-            // No hash to check: wait as long as a check takes instead.
+        Some(user) => {
             state
                 .gate
-                .imitate()
-                .await
-                .map_err(crate::api::token::busy)?;
+                .verify(&body.password, &user.password_hash)
+                .await?
+        }
+        None => {
+            // No hash to check: wait as long as a check takes instead.
+            state.gate.imitate().await?;
             false
         }
     };

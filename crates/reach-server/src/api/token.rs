@@ -63,11 +63,7 @@ pub async fn token(
         return Err(invalid());
     }
     notes.claimed(Actor::app(client_id, &app.name), &app.tenant_id);
-    let valid = state
-        .gate
-        .verify(secret, &app.secret_hash)
-        .await
-        .map_err(busy)?;
+    let valid = state.gate.verify(secret, &app.secret_hash).await?;
     if valid && !auth::secrets::is_fast(&app.secret_hash) {
         // A secret hashed with argon2 before the fast hash existed: store
         // the fast hash now, so that later checks cost microseconds.
@@ -95,12 +91,4 @@ pub async fn token(
         ext_expires_in: state.auth.lifetime_secs(),
         access_token,
     }))
-}
-
-/// The answer when too many secret checks are running and waiting.
-pub fn busy(_: auth::secrets::Busy) -> ApiError {
-    ApiError::TooManyRequests {
-        message: "The server is busy checking other credentials; retry in 1 s".into(),
-        retry_after_secs: 1,
-    }
 }

@@ -205,32 +205,13 @@ pub async fn visible_machine(
     principal: &Principal,
     id_or_name: &str,
 ) -> ApiResult<crate::store::MachineRow> {
-    let hidden = || crate::store::StoreError::NotFound(format!("Machine {id_or_name}")).into();
-    let store = &state.store;
-    if let Some(machine) = store
-        .machine_by_id(&principal.tenant_id, id_or_name)
-        .await?
-    {
-        return match principal.scope.allows(&machine.tags) {
-            true => Ok(machine),
-            false => Err(hidden()),
-        };
-    }
-    // By name: only the machines the caller may see count, and a name two
-    // of them carry is refused, never guessed.
-    let mut named: Vec<_> = store
-        .machines_named(&principal.tenant_id, id_or_name)
-        .await?
-        .into_iter()
-        .filter(|m| principal.scope.allows(&m.tags))
-        .collect();
-    match named.len() {
-        0 => Err(hidden()),
-        1 => Ok(named.remove(0)),
-        _ => Err(ApiError::Conflict(crate::store::sql_store::ambiguous_name(
-            id_or_name, &named,
-        ))),
-    }
+    Ok(crate::store::resolve_machine(
+        state.store.as_ref(),
+        &principal.tenant_id,
+        id_or_name,
+        &principal.scope,
+    )
+    .await?)
 }
 
 /// `query` narrowed to the machines of the caller's device groups (through

@@ -111,6 +111,44 @@ impl Scope {
     }
 }
 
+/// A machine by id, or by computer name (without case) when exactly one
+/// machine that `scope` allows and that is not revoked carries it: Conflict,
+/// naming their ids, when several do; NotFound outside `scope`. Never a
+/// guess: the agent chooses its name, so a guess would let a device
+/// impersonate another.
+pub async fn resolve_machine<S: Store + ?Sized>(
+    store: &S,
+    tenant_id: &str,
+    id_or_name: &str,
+    scope: &Scope,
+) -> StoreResult<MachineRow> {
+    let hidden = || StoreError::NotFound(format!("Machine {id_or_name}"));
+    if let Some(machine) = store.machine_by_id(tenant_id, id_or_name).await? {
+        return match scope.allows(&machine.tags) {
+            true => Ok(machine),
+            false => Err(hidden()),
+        };
+    }
+    let mut named: Vec<MachineRow> = store
+        .machines_named(tenant_id, id_or_name)
+        .await?
+        .into_iter()
+        .filter(|m| scope.allows(&m.tags))
+        .collect();
+    match named.len() {
+        0 => Err(hidden()),
+        1 => Ok(named.remove(0)),
+        _ => {
+            let ids: Vec<&str> = named.iter().map(|m| m.id.as_str()).collect();
+            Err(StoreError::Conflict(format!(
+                "The name '{id_or_name}' matches {} machines: {}. Use a machine id; an operator can revoke a stale record (reach-server machines revoke ID) so that the name resolves again",
+                ids.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
 /// A named set of machine tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceGroup {
@@ -440,10 +478,10 @@ pub trait Store: Send + Sync + 'static {
     /// not one per agent).
     async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()>;
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
-    /// By id, or by computer name (without case) when exactly one machine
-    /// that is not revoked has it: Conflict, naming their ids, when several
-    /// do. Never a guess.
-    async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow>;
+    /// By id, or by computer name: `resolve_machine` over every machine.
+    async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
+        resolve_machine(self, tenant_id, id_or_name, &Scope::All).await
+    }
     /// By id only.
     async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>>;
     /// The machines that are not revoked and carry this computer name

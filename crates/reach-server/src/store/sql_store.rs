@@ -1202,20 +1202,6 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {
-        // Machine ids are lowercase hex: the key answers most calls; then the
-        // name (case-insensitive, its index), and only when it is one machine's.
-        if let Some(machine) = self.machine_by_id(tenant_id, id_or_name).await? {
-            return Ok(machine);
-        }
-        let mut named = self.machines_named(tenant_id, id_or_name).await?;
-        match named.len() {
-            0 => Err(StoreError::NotFound(format!("Machine {id_or_name}"))),
-            1 => Ok(named.remove(0)),
-            _ => Err(StoreError::Conflict(ambiguous_name(id_or_name, &named))),
-        }
-    }
-
     async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>> {
         let row = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_ascii_lowercase())
@@ -2247,16 +2233,6 @@ async fn expired_from_rows(
         });
     }
     Ok(expired)
-}
-
-/// Why a name resolves to no single machine: which ones carry it.
-pub fn ambiguous_name(name: &str, machines: &[MachineRow]) -> String {
-    let ids: Vec<&str> = machines.iter().map(|m| m.id.as_str()).collect();
-    format!(
-        "The name '{name}' matches {} machines: {}. Use a machine id; an operator can revoke a stale record (reach-server machines revoke ID) so that the name resolves again",
-        ids.len(),
-        ids.join(", ")
-    )
 }
 
 fn enrollment_token_from_row(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> {

@@ -161,6 +161,7 @@ impl Containment {
             cgroup,
             record,
             tree: None,
+            contained: false,
             released: false,
         }
     }
@@ -182,6 +183,9 @@ pub struct Hold {
     cgroup: Option<PathBuf>,
     record: PathBuf,
     tree: Option<ProcessTree>,
+    /// The child joined its cgroup: every descendant is there, and no scan
+    /// for the marker is needed to find them.
+    contained: bool,
     released: bool,
 }
 
@@ -193,7 +197,7 @@ impl Drop for Hold {
         if self.released {
             return;
         }
-        end(self.cgroup.as_deref(), &self.marker);
+        end(self.cgroup.as_deref(), self.marker_to_scan());
         if let Some(dir) = &self.cgroup {
             let _ = std::fs::remove_dir(dir);
         }
@@ -205,22 +209,30 @@ impl Hold {
     /// Takes hold of the started child (its group, or its Job object).
     pub fn attach(&mut self, child: &tokio::process::Child) {
         self.tree = Some(ProcessTree::attach(child));
-        if let (Some(dir), Some(pid)) = (&self.cgroup, child.id())
-            && !cgroup::holds(dir, pid)
-        {
+        self.contained = match (&self.cgroup, child.id()) {
+            (Some(dir), Some(pid)) => cgroup::holds(dir, pid),
+            _ => false,
+        };
+        if self.cgroup.is_some() && !self.contained {
             tracing::warn!(
                 "the script did not join its cgroup; it is held by process group and marker"
             );
         }
     }
 
+    /// The marker to look for in every process's environment: none when
+    /// the cgroup holds the script (a /proc scan per script end saved).
+    fn marker_to_scan(&self) -> &str {
+        if self.contained { "" } else { &self.marker }
+    }
+
     /// Kills every process of the hold: the child, its group, its cgroup,
-    /// everything carrying its marker.
+    /// and, unless the cgroup holds them all, everything carrying its marker.
     pub fn kill(&self, child: Option<&mut tokio::process::Child>) {
         if let (Some(tree), Some(child)) = (&self.tree, child) {
             tree.kill(child);
         }
-        end(self.cgroup.as_deref(), &self.marker);
+        end(self.cgroup.as_deref(), self.marker_to_scan());
     }
 
     /// Kills what is left and forgets the hold once its processes are gone

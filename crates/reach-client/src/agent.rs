@@ -115,7 +115,7 @@ impl AgentClient {
         Ok(check(response).await?.json().await?)
     }
 
-    /// Uploads chunk `n`: a gzip member of `raw_size` bytes of the file.
+    /// Uploads chunk `n`: a deflate segment of `raw_size` bytes of the file.
     pub async fn put_chunk(
         &self,
         action_id: &str,

@@ -70,15 +70,17 @@ pub fn default_chunk_bytes() -> u64 {
     8 * 1024 * 1024
 }
 
-/// One stored chunk of a GetFile result: a gzip member of `raw_size` bytes
-/// of the file. Concatenated in order, the members are the gzip result.
+/// One stored chunk of a GetFile result: a deflate segment of `raw_size`
+/// bytes of the file (raw deflate ended by a sync flush, no final block).
+/// In order, between `gzip_frame::HEADER` and `gzip_frame::tail`, the
+/// segments are the gzip result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkInfo {
     pub n: u32,
     pub raw_size: u64,
     /// CRC-32 (gzip's) of the chunk's bytes in the file. The whole file's
     /// SHA-256 at `complete` is what proves the bytes; per chunk, the size
-    /// and CRC-32 catch a broken member at once and tell an agent resuming
+    /// and CRC-32 catch a broken segment at once and tell an agent resuming
     /// whether the server holds the bytes it has now.
     #[serde(default)]
     pub raw_crc32: Option<u32>,
@@ -87,8 +89,8 @@ pub struct ChunkInfo {
     #[serde(default)]
     pub raw_sha256: String,
     pub stored_size: u64,
-    /// Hex SHA-256 of the stored gzip member, or empty: the server checks a
-    /// member by its decompressed bytes, so the agent need not hash it; a
+    /// Hex SHA-256 of the stored segment, or empty: the server checks a
+    /// segment by its decompressed bytes, so the agent need not hash it; a
     /// hash sent is checked too.
     #[serde(default)]
     pub stored_sha256: String,
@@ -213,9 +215,9 @@ pub mod paths {
         format!("/agent/v1/commands/{action_id}/{index}/chunks")
     }
 
-    /// `PUT`: one chunk (a gzip member), with the `RAW_SIZE` header, and
+    /// `PUT`: one chunk (a deflate segment), with the `RAW_SIZE` header, and
     /// `RAW_CRC32` or `RAW_SHA256` or both (of its decompressed bytes), and
-    /// optionally `SHA256` (of the member itself).
+    /// optionally `SHA256` (of the segment itself).
     pub fn chunk(action_id: &str, index: u32, n: u32) -> String {
         format!("/agent/v1/commands/{action_id}/{index}/chunks/{n}")
     }

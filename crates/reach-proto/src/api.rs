@@ -269,7 +269,8 @@ pub struct LibraryFile {
     pub signature: Option<String>,
 }
 
-/// The Machine entity, limited to the fields Reach can know (spec section 1.9).
+/// The Machine entity (spec section 1.9): every field of Defender's, those
+/// Reach cannot know `null` (`unknown`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
@@ -299,6 +300,47 @@ pub struct Machine {
     /// Naming such a machine answers 409; use its id.
     #[serde(default)]
     pub duplicate_name: bool,
+    /// Defender's fields that Reach does not know, always present (as
+    /// `null`) so that clients indexing them directly find them.
+    #[serde(flatten)]
+    pub unknown: MachineUnknowns,
+}
+
+/// The fields of Defender's Machine entity that Reach cannot know. Each is
+/// serialised, `null`, so a client that reads `machine["riskScore"]` gets
+/// a value rather than a missing key; a client reading another server's
+/// answer gets whatever it holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineUnknowns {
+    #[serde(default)]
+    pub os_processor: Option<String>,
+    #[serde(default)]
+    pub os_build: Option<i64>,
+    #[serde(default)]
+    pub last_external_ip_address: Option<String>,
+    #[serde(default)]
+    pub rbac_group_id: Option<i64>,
+    #[serde(default)]
+    pub rbac_group_name: Option<String>,
+    #[serde(default)]
+    pub risk_score: Option<String>,
+    #[serde(default)]
+    pub exposure_level: Option<String>,
+    #[serde(default)]
+    pub device_value: Option<String>,
+    #[serde(default)]
+    pub aad_device_id: Option<String>,
+    #[serde(default)]
+    pub is_aad_joined: Option<bool>,
+    #[serde(default)]
+    pub managed_by: Option<String>,
+    #[serde(default)]
+    pub managed_by_status: Option<String>,
+    #[serde(default)]
+    pub defender_av_status: Option<String>,
+    #[serde(default)]
+    pub vm_metadata: Option<serde_json::Value>,
 }
 
 /// One entry of a machine's `ipAddresses`.
@@ -351,6 +393,13 @@ pub struct Collection<T> {
     )]
     pub count: Option<u64>,
     pub value: Vec<T>,
+    /// The rest of the collection, when this page could not hold it.
+    #[serde(
+        rename = "@odata.nextLink",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_link: Option<String>,
 }
 
 /// A scalar OData result such as a download link (`$metadata#Edm.String`).

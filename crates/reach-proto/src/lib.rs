@@ -1,5 +1,6 @@
 //! Wire types for everything that crosses a process boundary in Reach: the
-//! Defender-compatible REST API (`api`) and the agent protocol (`agent`).
+//! Defender-compatible REST API (`api`), the agent protocol (`agent`) and
+//! the gzip framing of a collected file (`gzip_frame`).
 //!
 //! This crate owns the exact JSON shapes that clients rely on. It must never
 //! depend on tokio, axum, sqlx or reqwest, and never holds behaviour beyond
@@ -7,3 +8,4 @@
 
 pub mod agent;
 pub mod api;
+pub mod gzip_frame;

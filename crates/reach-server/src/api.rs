@@ -8,10 +8,12 @@
 pub mod audit_log;
 pub mod by_address;
 pub mod download;
+pub mod extract;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
 pub mod machines;
+pub mod paging;
 pub mod part_headers;
 pub mod paths;
 pub mod slow_body;
@@ -132,8 +134,35 @@ async fn readyz(
     Ok("ready")
 }
 
-async fn not_found(request: Request) -> ApiError {
-    ApiError::NotFound(format!("No resource at {}", request.uri().path()))
+/// An unknown route. Under `/api/machines/{id}/...` the machine is looked
+/// up first, so that an unknown machine answers `ResourceNotFound` on every
+/// machine route, as Defender's do (Kibana's connector tests its connection
+/// by expecting that code from an action on a machine that does not exist).
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    request: Request,
+) -> ApiError {
+    let path = request.uri().path().to_string();
+    let unknown = || ApiError::NotFound(format!("No resource at {path}"));
+    let Some(id) = path
+        .strip_prefix("/api/machines/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(id, _)| id)
+    else {
+        return unknown();
+    };
+    let Ok(id) = percent_encoding::percent_decode_str(id).decode_utf8() else {
+        return ApiError::InvalidInput(format!("The path {path} is not valid UTF-8"));
+    };
+    let (mut parts, _) = request.into_parts();
+    let principal = match Principal::from_request_parts(&mut parts, &state).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
+    match visible_machine(&state, &principal, &id).await {
+        Ok(_) => unknown(),
+        Err(err) => err,
+    }
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {

@@ -141,6 +141,10 @@ pub struct Limits {
     /// Live response actions waiting for their devices (Pending) per app
     /// (or console user).
     pub pending_actions_per_app: u32,
+    /// Most entities in one page of a collection (machines, machine
+    /// actions, the audit log); past it the answer carries
+    /// `@odata.nextLink`. At most 10,000, Defender's page.
+    pub page_size: u32,
     /// Largest library file accepted, in bytes.
     pub library_file_max_bytes: u64,
     /// Largest JSON request body, in bytes.
@@ -270,6 +274,7 @@ impl Default for Limits {
             api_per_hour: 1500,
             active_actions_per_tenant: 25,
             pending_actions_per_app: 250,
+            page_size: crate::odata::MAX_TOP,
             library_file_max_bytes: 250 * 1024 * 1024,
             json_body_max_bytes: 1024 * 1024,
             commands_per_action: 100,

@@ -12,7 +12,8 @@
 use axum::Json;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, State};
+use crate::api::extract::Path;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};

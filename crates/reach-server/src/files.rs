@@ -9,9 +9,11 @@
 //! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
 //! changes bytes an action already refers to), `transcripts/{day}/{action}.{index}`
 //! (a transcript; earlier versions used `results/{action}/{index}`, and
-//! every result's key is recorded with it), `results/{action}/{index}/chunks/{n}` (a collected file,
-//! in chunks) or `.../collected.gz` (the chunks composed, on S3), and
-//! `tmp/{uuid}` while an upload is in flight.
+//! every result's key is recorded with it), `results/{action}/{index}/segments/`
+//! (a collected file: `head`, the deflate segments `{n}`, `tail`, served one
+//! after another as one gzip member; results collected before segments are
+//! gzip members under `.../chunks/{n}`) or `.../collected.gz` (the parts
+//! composed, on S3), and `tmp/{uuid}` while an upload is in flight.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -184,12 +186,44 @@ impl Files {
 
     /// Prefix of a chunked result's objects.
     pub fn chunks_prefix(action_id: &str, index: u32) -> String {
+        format!("results/{action_id}/{index}/segments")
+    }
+
+    /// Prefix of the chunks of a result collected before segments: gzip
+    /// members, served one after another as they were.
+    pub fn legacy_chunks_prefix(action_id: &str, index: u32) -> String {
         format!("results/{action_id}/{index}/chunks")
+    }
+
+    /// The objects of a chunked result under `prefix`, in the order they
+    /// are served: for segments the gzip header, the `chunks` segments and
+    /// the tail (one gzip member); for a legacy prefix its gzip members.
+    pub fn result_parts(prefix: &str, chunks: u32) -> Vec<String> {
+        let legacy = prefix.ends_with("/chunks");
+        let mut parts = Vec::with_capacity(chunks as usize + 2);
+        if !legacy {
+            parts.push(format!("{prefix}/head"));
+        }
+        parts.extend((0..chunks).map(|n| Self::chunk_key(prefix, n)));
+        if !legacy {
+            parts.push(format!("{prefix}/tail"));
+        }
+        parts
     }
 
     /// Chunk `n` under a chunked result's prefix.
     pub fn chunk_key(prefix: &str, n: u32) -> String {
         format!("{prefix}/{n:08}")
+    }
+
+    /// Stores a few bytes held in memory at `key`.
+    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<Stored, FileError> {
+        self.put_stream(
+            key,
+            futures::stream::iter([Ok::<_, std::io::Error>(bytes)]),
+            None,
+        )
+        .await
     }
 
     /// Streams `body` into `key`, hashing it; fails with `TooLarge` (and

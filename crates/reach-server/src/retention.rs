@@ -161,16 +161,25 @@ async fn delete_objects(files: &Files, expired: &ExpiredResult) -> anyhow::Resul
     if let Some(blob) = &expired.result {
         match blob.chunks {
             Some(chunks) => {
-                for n in 0..chunks {
-                    files.delete(&Files::chunk_key(&blob.key, n)).await?;
+                for part in Files::result_parts(&blob.key, chunks) {
+                    files.delete(&part).await?;
                 }
             }
             None => files.delete(&blob.key).await?,
         }
     }
-    let prefix = Files::chunks_prefix(&command.action_id, command.index);
-    for n in &expired.chunks {
-        files.delete(&Files::chunk_key(&prefix, *n)).await?;
+    if !expired.chunks.is_empty() {
+        // A cut-short transfer's chunks, with the frame `complete` may have
+        // stored, under today's prefix or (from before segments) the old one.
+        let prefix = Files::chunks_prefix(&command.action_id, command.index);
+        let legacy = Files::legacy_chunks_prefix(&command.action_id, command.index);
+        for frame in ["head", "tail"] {
+            files.delete(&format!("{prefix}/{frame}")).await?;
+        }
+        for n in &expired.chunks {
+            files.delete(&Files::chunk_key(&prefix, *n)).await?;
+            files.delete(&Files::chunk_key(&legacy, *n)).await?;
+        }
     }
     Ok(())
 }

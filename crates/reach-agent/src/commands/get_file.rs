@@ -1,8 +1,11 @@
 //! GetFile: sends a file from the device to the server in chunks. Each chunk
-//! (8 MiB by default, set by the server) becomes its own gzip member, so
-//! chunks compress in parallel and the members concatenated are one gzip
-//! file; a chunk that does not shrink is stored uncompressed inside its
-//! member. Before sending, the agent asks which chunks the server already
+//! (8 MiB by default, set by the server) becomes a deflate segment: its own
+//! deflate stream ended by a sync flush instead of a final block, as pigz
+//! builds its output, so chunks compress in parallel and the segments one
+//! after another are one deflate stream. The server frames them into one
+//! gzip member (a header, the segments, a final block, the whole file's
+//! CRC-32 and size). A chunk that does not shrink is sent as stored
+//! (uncompressed) deflate blocks. Before sending, the agent asks which chunks the server already
 //! holds (by size and CRC-32) and sends only the others, one at a time:
 //! after a lost connection or a server restart at most one chunk is sent
 //! again. The whole file's SHA-256, the one SHA-256 pass over its bytes,
@@ -12,12 +15,11 @@
 //! memory: at most a few chunks are in flight.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, FlushCompress};
 use futures::StreamExt;
 use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks};
 use sha2::{Digest, Sha256};
@@ -127,45 +129,54 @@ impl Reader {
     }
 }
 
-/// A chunk ready to go: its description, and the member to send unless the
-/// server already holds these very bytes.
+/// A chunk ready to go: its description, and the segment to send unless
+/// the server already holds these very bytes.
 struct Prepared {
     info: ChunkInfo,
-    member: Option<Bytes>,
+    segment: Option<Bytes>,
 }
 
-fn gzip(raw: &[u8], level: Compression) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(raw.len() / 2 + 64), level);
-    encoder.write_all(raw).expect("writing to memory");
-    encoder.finish().expect("writing to memory")
+/// `raw` as a deflate segment: a raw deflate stream (no gzip or zlib
+/// framing) ended by a sync flush, so that it ends on a byte boundary with
+/// no final block and the next chunk's segment can follow it. Each segment
+/// is compressed on its own: it never refers back into the chunk before.
+fn deflate_segment(raw: &[u8], level: Compression) -> Vec<u8> {
+    let mut compress = Compress::new(level, false);
+    let mut out = Vec::with_capacity(raw.len() / 2 + 1024);
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let consumed = compress.total_in() as usize;
+        compress
+            .compress_vec(&raw[consumed..], &mut out, FlushCompress::Sync)
+            .expect("compressing in memory");
+        // Done when all input is taken and the flush left room to spare.
+        if compress.total_in() as usize == raw.len() && out.len() < out.capacity() {
+            return out;
+        }
+    }
 }
 
-/// A gzip member holding `raw` in stored (uncompressed) deflate blocks, as
-/// `GzEncoder` at level 0 writes it but at the speed of a copy (miniz_oxide's
-/// stored mode spent more time than hashing the chunk three times). `crc` is
-/// the CRC-32 of `raw`.
-fn gzip_stored(raw: &[u8], crc: u32) -> Vec<u8> {
+/// `raw` as a deflate segment of stored (uncompressed) blocks, none final,
+/// at the speed of a copy (miniz_oxide's stored mode spent more time than
+/// hashing the chunk three times). Stored blocks end on a byte boundary by
+/// construction; an empty chunk is one empty stored block.
+fn stored_segment(raw: &[u8]) -> Vec<u8> {
     const BLOCK: usize = u16::MAX as usize;
     let blocks = raw.len().div_ceil(BLOCK).max(1);
-    let mut out = Vec::with_capacity(raw.len() + blocks * 5 + 18);
-    // ID1 ID2, deflate, no flags, no mtime, no extra flags, OS unknown.
-    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-    let mut pieces = raw.chunks(BLOCK).peekable();
+    let mut out = Vec::with_capacity(raw.len() + blocks * 5);
     if raw.is_empty() {
-        // One final, empty stored block.
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
     }
-    while let Some(piece) = pieces.next() {
-        // BFINAL on the last block, BTYPE 00 (stored), then LEN and its complement.
-        out.push(u8::from(pieces.peek().is_none()));
+    for piece in raw.chunks(BLOCK) {
+        // BFINAL 0, BTYPE 00 (stored), then LEN and its complement.
+        out.push(0);
         let len = piece.len() as u16;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(piece);
     }
-    out.extend_from_slice(&crc.to_le_bytes());
-    // ISIZE: the size modulo 2^32, as gzip defines it.
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     out
 }
 
@@ -184,7 +195,7 @@ fn worth_compressing(raw: &[u8]) -> bool {
     for i in 0..4 {
         let slice = &raw[i * step..i * step + SAMPLE];
         sampled += slice.len();
-        compressed += gzip(slice, Compression::fast()).len();
+        compressed += deflate_segment(slice, Compression::fast()).len();
     }
     compressed * 100 < sampled * 97
 }
@@ -200,16 +211,16 @@ fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
     {
         return Prepared {
             info: stored,
-            member: None,
+            segment: None,
         };
     }
-    let mut member = if worth_compressing(&raw) {
-        gzip(&raw, Compression::fast())
+    let mut segment = if worth_compressing(&raw) {
+        deflate_segment(&raw, Compression::fast())
     } else {
         Vec::new()
     };
-    if member.is_empty() || member.len() >= raw.len() {
-        member = gzip_stored(&raw, raw_crc32);
+    if segment.is_empty() || segment.len() >= raw.len() {
+        segment = stored_segment(&raw);
     }
     Prepared {
         info: ChunkInfo {
@@ -217,11 +228,11 @@ fn prepare(n: u32, raw: Vec<u8>, stored: Option<ChunkInfo>) -> Prepared {
             raw_size,
             raw_crc32: Some(raw_crc32),
             raw_sha256: String::new(),
-            stored_size: member.len() as u64,
-            // The server checks the member by its decompressed bytes.
+            stored_size: segment.len() as u64,
+            // The server checks the segment by its decompressed bytes.
             stored_sha256: String::new(),
         },
-        member: Some(Bytes::from(member)),
+        segment: Some(Bytes::from(segment)),
     }
 }
 
@@ -265,7 +276,7 @@ async fn attempt(
     // and hashing here keep going while the server checks the chunk before
     // (two left one of two cores idle 14 % of the time); at most four, so
     // the agent holds under 80 MiB while it sends (each chunk's 8 MiB and its
-    // member while it is prepared, the member until it is sent).
+    // segment while it is prepared, the segment until it is sent).
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(3, 4);
@@ -288,10 +299,10 @@ async fn attempt(
     while let Some(next) = prepared.next().await {
         let next = next.map_err(|e| Stop::Fatal(Failure::new(format!("{path}: {e}"))))?;
         chunks = next.info.n + 1;
-        if let Some(member) = next.member {
+        if let Some(segment) = next.segment {
             context
                 .client
-                .put_chunk(&command.action_id, command.index, &next.info, member)
+                .put_chunk(&command.action_id, command.index, &next.info, segment)
                 .await
                 .map_err(classify)?;
             sent += 1;
@@ -351,12 +362,32 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn gunzip(member: &[u8]) -> Vec<u8> {
+    /// The segments framed as the server serves them, read by a reader
+    /// that stops after the first gzip member.
+    fn gunzip(segments: &[&[u8]]) -> Vec<u8> {
+        let mut framed = reach_proto::gzip_frame::HEADER.to_vec();
+        for segment in segments {
+            framed.extend_from_slice(segment);
+        }
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(member)
-            .read_to_end(&mut out)
+        // The raw bytes come from a raw deflate read first, for the trailer.
+        flate2::read::DeflateDecoder::new(
+            [&framed[10..], &reach_proto::gzip_frame::FINAL_BLOCK[..]]
+                .concat()
+                .as_slice(),
+        )
+        .read_to_end(&mut out)
+        .unwrap();
+        framed.extend_from_slice(&reach_proto::gzip_frame::tail(
+            crc32fast::hash(&out),
+            out.len() as u64,
+        ));
+        let mut whole = Vec::new();
+        flate2::read::GzDecoder::new(&framed[..])
+            .read_to_end(&mut whole)
             .unwrap();
-        out
+        assert_eq!(whole, out);
+        whole
     }
 
     #[test]
@@ -365,21 +396,22 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ (i >> 3) as u8)
             .collect();
         let prepared = prepare(0, noise.clone(), None);
-        let member = prepared.member.unwrap();
-        assert!(member.len() <= noise.len() + noise.len() / 64 + 64);
-        assert_eq!(gunzip(&member), noise);
+        let segment = prepared.segment.unwrap();
+        assert!(segment.len() <= noise.len() + noise.len() / 64 + 64);
+        assert_eq!(gunzip(&[&segment]), noise);
         let text = b"log line\n".repeat(10_000);
-        let small = prepare(1, text.clone(), None).member.unwrap();
+        let small = prepare(1, text.clone(), None).segment.unwrap();
         assert!(small.len() < text.len() / 10);
+        assert_eq!(gunzip(&[&small]), text);
     }
 
     #[test]
     fn a_chunk_the_server_holds_is_not_prepared_again() {
         let first = prepare(3, b"same bytes".to_vec(), None);
         let again = prepare(3, b"same bytes".to_vec(), Some(first.info.clone()));
-        assert!(again.member.is_none());
+        assert!(again.segment.is_none());
         let changed = prepare(3, b"other bytes".to_vec(), Some(first.info));
-        assert!(changed.member.is_some());
+        assert!(changed.segment.is_some());
     }
 
     #[test]
@@ -392,37 +424,38 @@ mod tests {
             .collect();
         assert!(worth_compressing(&text));
         assert!(worth_compressing(b"short"));
-        // Either way the member is gzip holding exactly the bytes.
-        let prepared = prepare(0, random.clone(), None);
-        let member = prepared.member.unwrap();
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&member[..]), &mut out)
-            .unwrap();
-        assert_eq!(out, random);
+        // Either way the segment holds exactly the bytes.
+        let segment = prepare(0, random.clone(), None).segment.unwrap();
+        assert_eq!(gunzip(&[&segment]), random);
     }
 
     #[test]
-    fn stored_members_are_gzip_that_any_decoder_reads() {
+    fn stored_segments_are_deflate_that_any_decoder_reads() {
         for size in [0usize, 1, 65_534, 65_535, 65_536, 200_000] {
             let raw: Vec<u8> = (0..size).map(|i| (i * 7 + i / 13) as u8).collect();
-            let member = gzip_stored(&raw, crc32fast::hash(&raw));
-            assert_eq!(gunzip(&member), raw, "size {size}");
+            let segment = stored_segment(&raw);
+            assert_eq!(gunzip(&[&segment]), raw, "size {size}");
             assert_eq!(
-                member.len(),
-                raw.len() + raw.len().div_ceil(65_535).max(1) * 5 + 18
+                segment.len(),
+                raw.len() + raw.len().div_ceil(65_535).max(1) * 5
             );
         }
-        let two = [b"ab", b"cd"]
-            .map(|raw| gzip_stored(raw, crc32fast::hash(raw)))
-            .concat();
-        assert_eq!(gunzip(&two), b"abcd");
+        assert_eq!(
+            gunzip(&[&stored_segment(b"ab"), &stored_segment(b"cd")]),
+            b"abcd"
+        );
     }
 
     #[test]
-    fn members_concatenate_into_one_gzip_file() {
-        let a = prepare(0, b"hello ".to_vec(), None).member.unwrap();
-        let b = prepare(1, b"world".to_vec(), None).member.unwrap();
-        assert_eq!(gunzip(&[a, b].concat()), b"hello world");
+    fn segments_follow_one_another_in_one_gzip_member() {
+        let text = b"hello ".repeat(5_000);
+        let a = prepare(0, text.clone(), None).segment.unwrap();
+        let b = prepare(1, b"world".to_vec(), None).segment.unwrap();
+        let c = stored_segment(b"!");
+        assert!(!reach_proto::gzip_frame::is_gzip_member(&a));
+        assert_eq!(gunzip(&[&a, &b, &c]), [&text[..], b"world!"].concat());
+        // A compressed segment ends with the sync flush's empty stored block.
+        assert!(a.ends_with(&[0, 0, 0xff, 0xff]), "{:?}", &a[a.len() - 8..]);
     }
 
     #[cfg(unix)]

@@ -1,18 +1,20 @@
 //! The agent's file transfers over HTTP: downloading the library file of a
 //! PutFile or RunScript command, uploading a RunScript transcript, and the
-//! chunked, resumable upload of a GetFile result: each chunk is a gzip
-//! member checked against its SHA-256 and stored as its own object; the
-//! agent asks which chunks are stored and sends only the rest. Each chunk
-//! is decompressed and checked as it arrives (`verify`), and `complete`
-//! checks the whole file's SHA-256 (carried over chunks that arrived in
-//! order, or read back from the stored chunks) before the result becomes
-//! visible. Bytes stream between the connection and the
+//! chunked, resumable upload of a GetFile result: each chunk is a deflate
+//! segment, checked by its decompressed bytes and stored as its own object;
+//! the agent asks which chunks are stored and sends only the rest. Each
+//! chunk is decompressed and checked as it arrives (`verify`), and
+//! `complete` checks the whole file's SHA-256 (carried over chunks that
+//! arrived in order, or read back from the stored chunks) and stores the
+//! gzip header and tail that make the segments one gzip member, before the
+//! result becomes visible. Bytes stream between the connection and the
 //! object store, at most one chunk at a time in memory; a machine can only
 //! reach the commands of its own actions.
 
+use crate::api::extract::Path;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -278,7 +280,7 @@ fn crc_header(headers: &HeaderMap) -> ApiResult<u32> {
         })
 }
 
-/// `PUT /agent/v1/commands/{action}/{index}/chunks/{n}`: one gzip member.
+/// `PUT /agent/v1/commands/{action}/{index}/chunks/{n}`: one deflate segment.
 pub async fn put_chunk(
     State(state): State<SharedState>,
     Path((action_id, index, n)): Path<(String, String, String)>,
@@ -289,7 +291,7 @@ pub async fn put_chunk(
     let (index, n) = (parse_index(&index)?, parse_index(&n)?);
     running_get_file(&state, &identity, &action_id, index).await?;
     // The decompressed bytes' CRC-32 or SHA-256 (or both), and optionally the
-    // member's own hash: its decompressed bytes are checked either way.
+    // segment's own hash: its decompressed bytes are checked either way.
     let raw_crc32 = headers
         .get(paths::RAW_CRC32)
         .map(|_| crc_header(&headers))
@@ -323,7 +325,7 @@ pub async fn put_chunk(
             ))
         })?;
     let command = CommandRef { action_id, index };
-    // A stored member is at most a little larger than its bytes (stored deflate blocks).
+    // A segment is at most a little larger than its bytes (stored deflate blocks).
     let mut limit = raw_size + raw_size / 64 + 64 * 1024;
     let max_total = state.config.limits.result_max_bytes;
     if max_total > 0 {
@@ -386,7 +388,7 @@ pub async fn put_chunk(
         (_, Err(err)) if err.kind() == std::io::ErrorKind::FileTooLarge => Err(format!(
             "Chunk {n} decompresses to more than the {raw_size} bytes it was sent for"
         )),
-        (_, Err(err)) => Err(format!("Chunk {n} is not valid gzip: {err}")),
+        (_, Err(err)) => Err(format!("Chunk {n} is not a valid deflate segment: {err}")),
     };
     let checked = match verdict {
         Ok(checked) => checked,
@@ -399,7 +401,8 @@ pub async fn put_chunk(
     let row = ChunkRow {
         n,
         raw_size,
-        raw_crc32,
+        // What the segment really held, whether or not it was announced.
+        raw_crc32: Some(checked.raw_crc32),
         raw_sha256,
         stored_size: stored.size,
         stored_sha256: stored.sha256,
@@ -441,22 +444,37 @@ pub async fn complete(
         )));
     }
     let prefix = Files::chunks_prefix(&command.action_id, index);
-    let whole = match state.chunks_in_order.finish(&command, body.chunks) {
-        // Every chunk was checked as it arrived, in order, on this node.
-        Some(whole) => whole,
+    let progress = match state.chunks_in_order.finish(&command, body.chunks) {
+        // Every chunk was decoded as it arrived, in order, on this node.
+        Some(progress) => progress,
         None => read_back(&state, &prefix, &chunks).await?,
     };
     let verify::Whole {
         raw_size,
         raw_sha256,
+        tail,
         stored_size,
         stored_sha256,
-    } = whole;
+    } = progress
+        .whole()
+        .map_err(|e| ApiError::BadRequest(format!("The chunks are not one deflate stream: {e}")))?;
     if raw_size != body.raw_size || raw_sha256 != body.raw_sha256.to_ascii_lowercase() {
         return Err(ApiError::BadRequest(format!(
             "The stored chunks make {raw_size} bytes with SHA-256 {raw_sha256}, not the file's {} bytes with {}",
             body.raw_size, body.raw_sha256
         )));
+    }
+    // The frame that makes the segments one gzip member.
+    let parts = Files::result_parts(&prefix, body.chunks);
+    for (key, bytes) in [
+        (&parts[0], &reach_proto::gzip_frame::HEADER[..]),
+        (&parts[parts.len() - 1], &tail[..]),
+    ] {
+        state
+            .files
+            .put_bytes(key, bytes::Bytes::copy_from_slice(bytes))
+            .await
+            .map_err(ApiError::internal)?;
     }
     let blob = if state.files.presigns() {
         // One presigned URL serves one object: compose the chunks into it
@@ -464,9 +482,9 @@ pub async fn complete(
         let stored_sha256 = stored_sha256.ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("the stored chunks were not hashed"))
         })?;
-        compose_chunks(&state, &command, &prefix, body.chunks, &stored_sha256).await?
+        compose_chunks(&state, &command, &parts, &stored_sha256).await?
     } else {
-        // Served chunk after chunk; each was checked by its decompressed bytes.
+        // Served part after part: header, segments, tail.
         ResultBlob {
             key: prefix,
             size: stored_size,
@@ -482,21 +500,30 @@ pub async fn complete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Reads a command's stored chunks back, checking each against what it was
-/// sent for: the whole file's hashes when they were not carried while the
-/// chunks arrived (out of order, resumed, another node, a restart).
+/// Reads a command's stored chunks back through one decoder, checking each
+/// against what it was sent for: the whole stream when it was not carried
+/// while the chunks arrived (out of order, resumed, another node, a restart).
 async fn read_back(
     state: &SharedState,
     prefix: &str,
     chunks: &[ChunkRow],
-) -> ApiResult<verify::Whole> {
+) -> ApiResult<verify::Progress> {
     let mut progress = verify::Progress::new(state.files.presigns());
     for chunk in chunks {
-        let (_, stream) = state
+        let (_, stream) = match state
             .files
             .get_stream(&Files::chunk_key(prefix, chunk.n))
             .await
-            .map_err(ApiError::internal)?;
+        {
+            Ok(opened) => opened,
+            Err(FileError::NotFound(_)) => {
+                return Err(ApiError::BadRequest(format!(
+                    "Chunk {} is recorded but not stored; send the file again",
+                    chunk.n
+                )));
+            }
+            Err(err) => return Err(ApiError::internal(err)),
+        };
         let checker =
             verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty(), chunk.raw_size);
         let mut read = std::pin::pin!(checker.tap(stream));
@@ -504,7 +531,10 @@ async fn read_back(
             part.map_err(ApiError::internal)?;
         }
         let checked = checker.finish().await.map_err(|e| {
-            ApiError::BadRequest(format!("Chunk {} is not valid gzip: {e}", chunk.n))
+            ApiError::BadRequest(format!(
+                "Chunk {} is not a valid deflate segment: {e}",
+                chunk.n
+            ))
         })?;
         if !checked.matches(chunk.raw_size, chunk.raw_crc32, &chunk.raw_sha256) {
             return Err(ApiError::BadRequest(format!(
@@ -516,24 +546,21 @@ async fn read_back(
             ApiError::internal(anyhow::anyhow!("the checker dropped the carried hashes"))
         })?;
     }
-    Ok(progress.whole())
+    Ok(progress)
 }
 
-/// Streams a chunked result's objects into one object (its gzip members one
-/// after another are one gzip stream), checks it holds exactly the verified
-/// chunks, and deletes the chunk objects.
+/// Streams a chunked result's parts (header, segments, tail) into one
+/// object, checks it holds exactly the verified bytes, and deletes the parts.
 async fn compose_chunks(
     state: &SharedState,
     command: &CommandRef,
-    prefix: &str,
-    chunks: u32,
+    parts: &[String],
     stored_sha256: &str,
 ) -> ApiResult<ResultBlob> {
-    let parts: Vec<String> = (0..chunks).map(|n| Files::chunk_key(prefix, n)).collect();
     let key = Files::composed_key(&command.action_id, command.index);
     let stored = state
         .files
-        .compose(&parts, &key)
+        .compose(parts, &key)
         .await
         .map_err(ApiError::internal)?;
     if stored.sha256 != stored_sha256 {
@@ -544,7 +571,7 @@ async fn compose_chunks(
             command.index
         )));
     }
-    for part in &parts {
+    for part in parts {
         if let Err(err) = state.files.delete(part).await {
             tracing::warn!(key = %part, error = %err, "deleting a composed chunk failed; retention removes it");
         }

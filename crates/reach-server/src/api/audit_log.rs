@@ -8,7 +8,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use reach_proto::api::{AuditLogEntry, Collection, roles};
 
-use super::{Api, authorize, odata_context};
+use super::paging::Page;
+use super::{Api, authorize, base_url, odata_context};
 use crate::SharedState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -27,11 +28,16 @@ pub async fn list(
         Api::Other("auditlog"),
     )
     .await?;
-    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
-    let (rows, count) = state.store.list_audit(&principal.tenant_id, &query).await?;
+    let raw = query;
+    let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let page = Page::ask(&mut query, state.config.limits.page_size);
+    let (mut rows, count) = state.store.list_audit(&principal.tenant_id, &query).await?;
+    let url = format!("{}/api/auditlog", base_url(&state, &headers));
+    let next_link = page.finish(&mut rows, &url, raw.as_deref());
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "AuditLog"),
         count,
         value: rows.into_iter().map(crate::audit::to_wire).collect(),
+        next_link,
     }))
 }

@@ -7,9 +7,10 @@
 //! the link is instead a presigned S3 GET URL, as Defender's are presigned
 //! blob URLs, and the bytes go straight from the object store.
 
+use crate::api::extract::Path;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -24,8 +25,6 @@ use crate::auth::{Principal, constant_time_eq};
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
 use crate::time::Micros;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 const LINK_ROLES: &[&str] = &[
@@ -49,25 +48,15 @@ fn sign(key: &[u8], path: &str, expiry: &str, tenant_id: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// `results/{a}/{i}/chunks/{n}/{size}` → (`results/{a}/{i}/chunks`, n, size).
+/// `results/{a}/{i}/segments/{n}/{size}` → (`results/{a}/{i}/segments`, n,
+/// size); also the `.../chunks/...` of results collected before segments.
 fn chunked(key: &str) -> Option<(&str, u32, u64)> {
     let (rest, size) = key.rsplit_once('/')?;
     let (prefix, chunks) = rest.rsplit_once('/')?;
-    if !prefix.ends_with("/chunks") {
+    if !(prefix.ends_with("/segments") || prefix.ends_with("/chunks")) {
         return None;
     }
     Some((prefix, chunks.parse().ok()?, size.parse().ok()?))
-}
-
-/// The chunk objects of a result, one after another: their gzip members
-/// concatenated are one valid gzip stream.
-fn chunk_stream(
-    files: &Files,
-    prefix: &str,
-    chunks: u32,
-) -> BoxStream<'static, std::io::Result<Bytes>> {
-    let keys = (0..chunks).map(|n| Files::chunk_key(prefix, n)).collect();
-    files.concat(keys).map_err(std::io::Error::other).boxed()
 }
 
 fn encode(text: &str) -> String {
@@ -245,13 +234,11 @@ pub async fn download(
     };
     let (size, stream) = match chunked(key) {
         Some((prefix, chunks, size)) => {
+            let parts = Files::result_parts(prefix, chunks);
             // Fail now, not mid-body, if the result is gone.
-            state
-                .files
-                .check_exists(&Files::chunk_key(prefix, 0))
-                .await
-                .map_err(gone)?;
-            (size, chunk_stream(&state.files, prefix, chunks))
+            state.files.check_exists(&parts[0]).await.map_err(gone)?;
+            let stream = state.files.concat(parts);
+            (size, stream.map_err(std::io::Error::other).boxed())
         }
         None => {
             let (size, stream) = state.files.get_stream(key).await.map_err(gone)?;

@@ -5,8 +5,9 @@
 //! Bytes are stored content-addressed, so replacing a file never changes the
 //! bytes a queued action will run; old bytes are deleted once nothing uses them.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use futures::TryStreamExt;
 use reach_proto::api::{Collection, LibraryFile, roles};
@@ -347,6 +348,7 @@ pub async fn list(
         odata_context: odata_context(&state, &headers, "LibraryFiles"),
         count: None,
         value: rows.into_iter().map(to_wire).collect(),
+        next_link: None,
     }))
 }
 

@@ -3,8 +3,9 @@
 //! names), creates the action atomically in the store, and wakes the
 //! machine's agent. Answers 201 with the MachineAction.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use reach_proto::agent::Work;
 use reach_proto::api::{Command, CommandType, MachineAction, RunLiveResponseRequest, roles};

@@ -2,8 +2,9 @@
 //! /api/machineactions/{id}` and `POST /api/machineactions/{id}/cancel`.
 //! Cancelling tells the machine's agent to kill the running command.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use reach_proto::api::{CancelRequest, Collection, CommandEntry, MachineAction, roles};
 
@@ -77,8 +78,10 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<MachineAction>>> {
     authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
-    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
-    let (rows, count) = match super::scoped(query, &principal.scope) {
+    let raw = query;
+    let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
+    let (mut rows, count) = match super::scoped(query, &principal.scope) {
         Some(query) => {
             state
                 .store
@@ -87,10 +90,13 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
+    let url = format!("{}/api/machineactions", super::base_url(&state, &headers));
+    let next_link = page.finish(&mut rows, &url, raw.as_deref());
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "MachineActions"),
         count,
         value: rows.into_iter().map(to_wire).collect(),
+        next_link,
     }))
 }
 

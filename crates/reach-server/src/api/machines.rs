@@ -2,8 +2,9 @@
 //! devices whose agents enrolled, with `healthStatus` derived from the
 //! agent's connection and heartbeats.
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use reach_proto::api::{Collection, Machine, MachineIpAddress, roles};
 
@@ -52,9 +53,10 @@ pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
             })
             .collect(),
         health_status: if active { "Active" } else { "Inactive" }.into(),
-        onboarding_status: "onboarded".into(),
+        onboarding_status: "Onboarded".into(),
         machine_tags: row.tags,
         duplicate_name: false,
+        unknown: Default::default(),
     }
 }
 
@@ -99,9 +101,11 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<Machine>>> {
     authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
-    let query = Query::parse(query.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let raw = query;
+    let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
     let since = active_since(&state);
-    let (rows, count) = match super::scoped(query, &principal.scope) {
+    let (mut rows, count) = match super::scoped(query, &principal.scope) {
         Some(query) => {
             state
                 .store
@@ -110,12 +114,15 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
+    let url = format!("{}/api/machines", super::base_url(&state, &headers));
+    let next_link = page.finish(&mut rows, &url, raw.as_deref());
     let mut value: Vec<Machine> = rows.into_iter().map(|r| to_wire(r, since)).collect();
     mark_duplicates(&state, &principal, &mut value).await?;
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "Machines"),
         count,
         value,
+        next_link,
     }))
 }
 

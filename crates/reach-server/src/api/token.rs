@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 
+use crate::api::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use reach_proto::api::TokenResponse;
 

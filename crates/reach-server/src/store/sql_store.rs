@@ -382,7 +382,7 @@ pub(crate) fn machine_fields(active_since: Micros) -> Vec<Field> {
         Field::new("version", "m.agent_version", Kind::Text),
         Field::new("lastIpAddress", "m.last_ip", Kind::Text),
         Field::new("healthStatus", health, Kind::Text),
-        Field::new("onboardingStatus", "'onboarded'", Kind::Text),
+        Field::new("onboardingStatus", "'Onboarded'", Kind::Text),
         Field::new("machineTags", "m.tags", Kind::TextList),
         Field::new("firstSeen", "m.first_seen_us", Kind::Time),
         Field::new("lastSeen", "m.last_seen_us", Kind::Time),

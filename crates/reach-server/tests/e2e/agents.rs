@@ -259,23 +259,25 @@ async fn a_node_at_its_connection_limit_refuses_more_agents_clearly() {
     assert!(server.state.hub.is_connected(&first.machine_id));
 }
 
-/// A gzip member of `raw` and its description as chunk `n`, announced as
-/// the agent does (by CRC-32), with the member's own hash.
+/// A deflate segment of `raw` and its description as chunk `n`, announced
+/// as the agent does (by CRC-32), with the segment's own hash.
 fn chunk(n: u32, raw: &[u8]) -> (reach_proto::agent::ChunkInfo, bytes::Bytes) {
     use sha2::Digest;
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(raw).unwrap();
-    let member = encoder.finish().unwrap();
+    let mut compress = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut segment = Vec::with_capacity(raw.len() + 1024);
+    compress
+        .compress_vec(raw, &mut segment, flate2::FlushCompress::Sync)
+        .unwrap();
+    assert_eq!(compress.total_in() as usize, raw.len());
     let info = reach_proto::agent::ChunkInfo {
         n,
         raw_size: raw.len() as u64,
         raw_crc32: Some(crc32fast::hash(raw)),
         raw_sha256: String::new(),
-        stored_size: member.len() as u64,
-        stored_sha256: hex::encode(sha2::Sha256::digest(&member)),
+        stored_size: segment.len() as u64,
+        stored_sha256: hex::encode(sha2::Sha256::digest(&segment)),
     };
-    (info, bytes::Bytes::from(member))
+    (info, bytes::Bytes::from(segment))
 }
 
 /// A GetFile of `path` handed to a device driven by hand: the action, the
@@ -316,16 +318,16 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
         b"the rest\n".repeat(50),
     ];
 
-    // A member whose bytes are not the ones announced is refused on arrival:
+    // A segment whose bytes are not the ones announced is refused on arrival:
     // by CRC-32, or by SHA-256 where one is announced.
-    let (honest, member) = chunk(0, &parts[0]);
+    let (honest, segment) = chunk(0, &parts[0]);
     let mut wrong_crc = honest.clone();
     wrong_crc.raw_crc32 = Some(crc32fast::hash(b"something else"));
     let mut wrong_sha = honest.clone();
     wrong_sha.raw_sha256 = hex::encode(sha2::Sha256::digest(b"something else"));
     for lying in [wrong_crc, wrong_sha] {
         let err = agent
-            .put_chunk(&action, index, &lying, member.clone())
+            .put_chunk(&action, index, &lying, segment.clone())
             .await
             .unwrap_err();
         assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
@@ -335,30 +337,46 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
     let mut unannounced = honest.clone();
     unannounced.raw_crc32 = None;
     let err = agent
-        .put_chunk(&action, index, &unannounced, member)
+        .put_chunk(&action, index, &unannounced, segment)
         .await
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
     assert!(err.to_string().contains("x-reach-raw-crc32"), "{err}");
-    // Bytes that are not gzip at all are refused too.
+    // Bytes that are not deflate at all are refused too, and so is a gzip
+    // segment, what agents sent before segments, with what to do about it.
     let mut garbage = chunk(0, &parts[0]).0;
-    garbage.stored_sha256 = hex::encode(sha2::Sha256::digest(b"not gzip"));
+    garbage.stored_sha256 = hex::encode(sha2::Sha256::digest(b"not deflate"));
     let err = agent
         .put_chunk(
             &action,
             index,
             &garbage,
-            bytes::Bytes::from_static(b"not gzip"),
+            bytes::Bytes::from_static(b"not deflate"),
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not valid gzip"), "{err}");
-    // A small member that inflates far past the size it announces is
+    assert!(
+        err.to_string().contains("not a valid deflate segment"),
+        "{err}"
+    );
+    let mut old = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut old, &parts[0]).unwrap();
+    let old = old.finish().unwrap();
+    let mut legacy = chunk(0, &parts[0]).0;
+    legacy.stored_sha256 = hex::encode(sha2::Sha256::digest(&old));
+    legacy.stored_size = old.len() as u64;
+    let err = agent
+        .put_chunk(&action, index, &legacy, bytes::Bytes::from(old))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+    assert!(err.to_string().contains("upgrade the agent"), "{err}");
+    // A small segment that inflates far past the size it announces is
     // refused once past that size, not after inflating it all.
-    let (mut bomb, member) = chunk(0, &vec![0u8; 48 * 1024 * 1024]);
+    let (mut bomb, segment) = chunk(0, &vec![0u8; 48 * 1024 * 1024]);
     bomb.raw_size = 1024 * 1024;
     let err = agent
-        .put_chunk(&action, index, &bomb, member)
+        .put_chunk(&action, index, &bomb, segment)
         .await
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
@@ -370,17 +388,17 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
     assert!(agent.chunks(&action, index).await.unwrap().is_empty());
 
     // Chunks out of order: the whole file is checked by reading them back.
-    // The member's own hash is optional, and a chunk may be announced by
+    // The segment's own hash is optional, and a chunk may be announced by
     // its SHA-256 instead of its CRC-32 (chunk 1 comes so).
     for n in [1u32, 0] {
-        let (mut info, member) = chunk(n, &parts[n as usize]);
+        let (mut info, segment) = chunk(n, &parts[n as usize]);
         if n == 1 {
             info.stored_sha256.clear();
             info.raw_crc32 = None;
             info.raw_sha256 = hex::encode(sha2::Sha256::digest(&parts[1]));
         }
         agent
-            .put_chunk(&action, index, &info, member)
+            .put_chunk(&action, index, &info, segment)
             .await
             .unwrap();
     }
@@ -421,13 +439,13 @@ async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
     let server = TestServer::start().await;
     let (created, _socket, run, agent) = getfile_on_a_raw_agent(&server, "/var/log/big.log").await;
     let (action, index) = (run.command.action_id.clone(), run.command.index);
-    let (info, member) = chunk(0, &b"part of a big file\n".repeat(1000));
+    let (info, segment) = chunk(0, &b"part of a big file\n".repeat(1000));
     agent
-        .put_chunk(&action, index, &info, member)
+        .put_chunk(&action, index, &info, segment)
         .await
         .unwrap();
     let stored = server.dir.path().join(format!(
-        "server/blobs/results/{action}/{index}/chunks/00000000"
+        "server/blobs/results/{action}/{index}/segments/00000000"
     ));
     assert!(stored.exists(), "{}", stored.display());
 

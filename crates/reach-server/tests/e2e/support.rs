@@ -421,12 +421,14 @@ fn uuid_like(text: &str) -> bool {
     text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4
 }
 
-/// Decompresses a collected file (one or more gzip members).
+/// Decompresses a collected file, which must be exactly one gzip member:
+/// the reader stops after the first member, as .NET's GZipStream and
+/// Python's `zlib.decompressobj(31)` do, and nothing may follow it.
 pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .unwrap();
+    let mut decoder = flate2::bufread::GzDecoder::new(bytes);
+    decoder.read_to_end(&mut out).unwrap();
+    assert!(decoder.into_inner().is_empty(), "more than one gzip member");
     out
 }

@@ -64,11 +64,13 @@ pub struct Done {
     pub result: Option<Vec<u8>>,
 }
 
-/// What a command returns on success: the collected file's hash (GetFile)
-/// and the result bytes still to upload (RunScript).
+/// What a command returns on success: the collected file's hash (GetFile),
+/// where a put file is (PutFile) and the result bytes still to upload
+/// (RunScript).
 #[derive(Default)]
 pub struct Success {
     pub sha256: Option<String>,
+    pub path: Option<String>,
     pub result: Option<Vec<u8>>,
 }
 
@@ -86,6 +88,7 @@ pub async fn execute(
         Ok(success) => Done {
             outcome: Outcome::Completed {
                 sha256: success.sha256,
+                path: success.path,
             },
             result: success.result,
         },

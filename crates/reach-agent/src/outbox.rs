@@ -194,7 +194,10 @@ mod tests {
         outbox
             .push(
                 command(0),
-                Outcome::Completed { sha256: None },
+                Outcome::Completed {
+                    sha256: None,
+                    path: None,
+                },
                 Some(b"transcript"),
             )
             .unwrap();

@@ -268,9 +268,10 @@ impl Agent {
                     .send()
                     .await;
                 match sent {
-                    Ok(response) if response.status().is_success() => {
-                        Outcome::Completed { sha256: None }
-                    }
+                    Ok(response) if response.status().is_success() => Outcome::Completed {
+                        sha256: None,
+                        path: None,
+                    },
                     Ok(response) => Outcome::Failed {
                         errors: vec![format!("result upload answered {}", response.status())],
                         timed_out: false,
@@ -281,7 +282,10 @@ impl Agent {
                     },
                 }
             }
-            Work::PutFile { .. } => Outcome::Completed { sha256: None },
+            Work::PutFile { .. } => Outcome::Completed {
+                sha256: None,
+                path: None,
+            },
             Work::GetFile { .. } => Outcome::Failed {
                 errors: vec!["simulated agents do not collect files".into()],
                 timed_out: false,

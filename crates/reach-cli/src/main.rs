@@ -52,8 +52,11 @@ enum Command {
         #[arg(long, env = "REACH_CA_FILE")]
         ca_file: Option<String>,
     },
-    /// List machines.
-    Machines,
+    /// List machines (or tag one: `reach machines tag ID --add T`).
+    Machines {
+        #[command(subcommand)]
+        command: Option<MachinesCommand>,
+    },
     /// Manage the live response library.
     Library {
         #[command(subcommand)]
@@ -88,6 +91,19 @@ enum Command {
         /// Keep a collected file gzip-compressed, as the API serves it.
         #[arg(long)]
         gzip: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MachinesCommand {
+    /// Add or remove one tag of a machine (by id or computer name); device
+    /// groups are tag rules, so this can move it between groups.
+    Tag {
+        id: String,
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        add: Option<String>,
+        #[arg(long)]
+        remove: Option<String>,
     },
 }
 
@@ -202,9 +218,20 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
             let path = creds.save()?;
             println!("Signed in; credentials saved in {}", path.display());
         }
-        Command::Machines => {
+        Command::Machines { command: None } => {
             let machines = client().await?.machines(&[]).await?;
             output::machines(&machines.value, json)?;
+        }
+        Command::Machines {
+            command: Some(MachinesCommand::Tag { id, add, remove }),
+        } => {
+            let (tag, adding) = match (add, remove) {
+                (Some(tag), _) => (tag, true),
+                (None, Some(tag)) => (tag, false),
+                (None, None) => anyhow::bail!("give --add TAG or --remove TAG"),
+            };
+            let machine = client().await?.tag_machine(&id, &tag, adding).await?;
+            output::machine_tags(&machine, json)?;
         }
         Command::Library { command } => library(command, json).await?,
         Command::Run(args) => {

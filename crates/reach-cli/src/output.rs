@@ -66,6 +66,20 @@ pub fn machines(machines: &[Machine], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A machine's tags after a change: one per line, or the Machine as JSON.
+pub fn machine_tags(machine: &Machine, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(machine);
+    }
+    println!(
+        "{} ({}) tags: {}",
+        clean(&machine.id),
+        clean(&machine.computer_dns_name),
+        clean(&machine.machine_tags.join(", "))
+    );
+    Ok(())
+}
+
 pub fn library(files: &[LibraryFile], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(files);

@@ -381,3 +381,62 @@ async fn terminal_escapes_in_script_output_are_shown_not_obeyed() {
         "{transcript}"
     );
 }
+
+#[tokio::test]
+async fn machines_are_tagged_and_untagged() {
+    let env = start().await;
+    let added = env
+        .reach(&["machines", "tag", &env.machine_id, "--add", "incident-42"])
+        .await;
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(
+        text(&added.stdout).contains("tags: incident-42"),
+        "{}",
+        text(&added.stdout)
+    );
+    let json = env
+        .reach(&[
+            "--json",
+            "machines",
+            "tag",
+            &env.machine_id,
+            "--add",
+            "triage",
+        ])
+        .await;
+    let machine: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        machine["machineTags"],
+        serde_json::json!(["incident-42", "triage"])
+    );
+    let removed = env
+        .reach(&[
+            "machines",
+            "tag",
+            &env.machine_id,
+            "--remove",
+            "incident-42",
+        ])
+        .await;
+    assert!(
+        text(&removed.stdout).ends_with("tags: triage\n"),
+        "{}",
+        text(&removed.stdout)
+    );
+    // One of --add or --remove, not both, not neither: a usage error.
+    for args in [
+        vec!["machines", "tag", &env.machine_id],
+        vec![
+            "machines",
+            "tag",
+            &env.machine_id,
+            "--add",
+            "a",
+            "--remove",
+            "b",
+        ],
+    ] {
+        let usage = env.reach(&args).await;
+        assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
+    }
+}

@@ -13,7 +13,7 @@ pub mod tls;
 
 use reach_proto::api::{
     AuditLogEntry, CancelRequest, Collection, ErrorEnvelope, LibraryFile, Machine, MachineAction,
-    RunLiveResponseRequest, StringValue, TokenResponse,
+    MachineTagRequest, RunLiveResponseRequest, StringValue, TokenResponse,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -199,6 +199,51 @@ impl Client {
     pub async fn machine(&self, id: &str) -> Result<Machine> {
         json(
             self.request(Method::GET, &format!("/api/machines/{}", segment(id)))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /api/machines/{id}/tags`: adds (`add`) or removes `tag`.
+    pub async fn tag_machine(&self, id: &str, tag: &str, add: bool) -> Result<Machine> {
+        let body = MachineTagRequest {
+            value: Some(tag.to_string()),
+            action: Some(if add { "Add" } else { "Remove" }.into()),
+            machine_ids: None,
+        };
+        let path = format!("/api/machines/{}/tags", segment(id));
+        json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    /// `POST /api/machines/AddOrRemoveTagForMultipleMachines`.
+    pub async fn tag_machines(
+        &self,
+        ids: &[String],
+        tag: &str,
+        add: bool,
+    ) -> Result<Collection<Machine>> {
+        let body = MachineTagRequest {
+            value: Some(tag.to_string()),
+            action: Some(if add { "Add" } else { "Remove" }.into()),
+            machine_ids: Some(ids.to_vec()),
+        };
+        let path = "/api/machines/AddOrRemoveTagForMultipleMachines";
+        json(self.request(Method::POST, path).json(&body).send().await?).await
+    }
+
+    /// `GET /api/machines/findbytag`: machines carrying `tag` (or, with
+    /// `starts_with`, a tag that starts with it).
+    pub async fn find_by_tag(&self, tag: &str, starts_with: bool) -> Result<Collection<Machine>> {
+        json(
+            self.request(Method::GET, "/api/machines/findbytag")
+                .query(&[
+                    ("tag", tag),
+                    (
+                        "useStartsWithFilter",
+                        if starts_with { "true" } else { "false" },
+                    ),
+                ])
                 .send()
                 .await?,
         )

@@ -158,6 +158,9 @@ pub enum Outcome {
         /// GetFile: hex SHA-256 of the collected file as it was on the device.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
+        /// PutFile: where the file now is on the device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     Failed {
         errors: Vec<String>,

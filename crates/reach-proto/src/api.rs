@@ -197,6 +197,20 @@ pub struct CancelRequest {
     pub comment: Option<String>,
 }
 
+/// Body of `POST /api/machines/{id}/tags` (`Value`, `Action`: `Add` or
+/// `Remove`) and of `POST /api/machines/AddOrRemoveTagForMultipleMachines`
+/// (with `MachineIds`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MachineTagRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_ids: Option<Vec<String>>,
+}
+
 /// One command of a live response action, with its progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -432,6 +446,17 @@ pub struct TokenResponse {
     #[serde(default)]
     pub ext_expires_in: u64,
     pub access_token: String,
+}
+
+/// The downloadable result of a PutFile command (a Reach addition; Defender
+/// has no result for PutFile): what was put, and where it is on the device
+/// (`null` when the agent did not say, as agents before this record did not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutFileRecord {
+    pub file_name: String,
+    pub sha256: String,
+    pub path: Option<String>,
 }
 
 /// The downloadable result of a RunScript command.

@@ -269,16 +269,13 @@ pub async fn change_tags(
     remove: &[String],
 ) -> anyhow::Result<Vec<String>> {
     let machine = store.get_machine(tenant_id, machine_id).await?;
-    let mut tags = machine.tags;
-    tags.retain(|t| !remove.iter().any(|r| r.eq_ignore_ascii_case(t)));
-    for tag in add {
-        let tag = check_label("machine tag", tag)?;
-        if !tags.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
-            tags.push(tag);
-        }
-    }
-    store.set_machine_tags(&machine.id, &tags).await?;
-    Ok(tags)
+    let add = add
+        .iter()
+        .map(|t| check_label("machine tag", t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(store
+        .change_machine_tags(tenant_id, &machine.id, &add, remove)
+        .await?)
 }
 
 /// The live response actions an app queued that have not started yet

@@ -7,6 +7,7 @@
 //! from the store, so a lost wake-up costs latency, never work.
 
 pub mod gateway;
+pub mod put_record;
 pub mod transfer;
 pub mod verify;
 

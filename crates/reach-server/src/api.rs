@@ -12,6 +12,7 @@ pub mod extract;
 pub mod library;
 pub mod live_response;
 pub mod machine_actions;
+pub mod machine_tags;
 pub mod machines;
 pub mod paging;
 pub mod part_headers;
@@ -41,6 +42,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/api/machines", get(machines::list))
         .route("/api/machines/{id}", get(machines::get))
+        .route("/api/machines/{id}/tags", post(machine_tags::tag_one))
+        .route(
+            "/api/machines/addorremovetagformultiplemachines",
+            post(machine_tags::tag_many),
+        )
+        .route("/api/machines/findbytag", get(machine_tags::find_by_tag))
         .route(
             "/api/machines/{id}/runliveresponse",
             post(live_response::run),
@@ -113,6 +120,10 @@ pub fn router(state: SharedState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::map_response(
             crate::console::security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forwarding,
         ))
         .with_state(state)
 }
@@ -396,27 +407,74 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResu
         .map_err(|err| ApiError::InvalidRequestBody(format!("Request body is incorrect: {err}")))
 }
 
-/// The base URL clients reach this server at: the configured `public_url`,
-/// or the request's scheme and Host.
+/// The first value of header `name`, when it is a plausible host name
+/// (letters, digits, `-.:[]`).
+fn host_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .map(str::to_string)
+}
+
+/// The base URL clients reach this server at: the configured `public_url`;
+/// or the scheme and host a trusted proxy forwarded (`X-Forwarded-Proto`,
+/// `X-Forwarded-Host`; `forwarding` removed them from anyone else's
+/// request); or the request's own scheme and Host.
 pub fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
     if !state.config.public_url.is_empty() {
         return state.config.public_url.trim_end_matches('/').to_string();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-        })
-        .map(str::to_string)
+    let host = host_header(headers, "x-forwarded-host")
+        .or_else(|| host_header(headers, header::HOST.as_str()))
         .unwrap_or_else(|| state.config.listen.to_string());
-    let scheme = if state.config.tls.enabled() {
-        "https"
-    } else {
-        "http"
+    let forwarded = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let scheme = match forwarded.as_deref() {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if state.config.tls.enabled() => "https",
+        _ => "http",
     };
     format!("{scheme}://{host}")
+}
+
+/// Middleware: drops the forwarded scheme and host of any request that did
+/// not come from one of `trusted_proxies`.
+async fn forwarding(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        Some(axum::extract::ConnectInfo(peer)) => {
+            let peer = peer.ip();
+            crate::net::forget_untrusted_forwarding(
+                peer,
+                request.headers_mut(),
+                &state.config.trusted_proxies,
+            );
+        }
+        // No peer known (not served by the accept loop): trust nobody.
+        None => {
+            for name in crate::net::FORWARDED_ORIGIN {
+                request.headers_mut().remove(name);
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// `https://host/api/$metadata#<entity>`.

@@ -2,7 +2,10 @@
 //! the operator trusts (`trusted_proxies`), the client address that proxy
 //! put in `X-Forwarded-For`. Used for the audit trail's `sourceIp` and a
 //! machine's `lastIpAddress`. It never trusts the header from anyone else:
-//! a client can write any `X-Forwarded-For` it likes.
+//! a client can write any `X-Forwarded-For` it likes. Likewise the scheme
+//! and host a trusted proxy forwards (`X-Forwarded-Proto`,
+//! `X-Forwarded-Host`), which the links the API hands out are built from:
+//! `forget_untrusted_forwarding` removes them from any other peer's request.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -98,6 +101,27 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -
         }
     }
     client
+}
+
+/// Headers through which a proxy tells the origin the client used.
+pub const FORWARDED_ORIGIN: [&str; 2] = ["x-forwarded-proto", "x-forwarded-host"];
+
+/// Removes `X-Forwarded-Proto` and `X-Forwarded-Host` unless `peer` is a
+/// trusted proxy, so that nothing after this sees a client's own claim of
+/// the scheme and host it used (a link built from them could point at the
+/// client's choice of host).
+pub fn forget_untrusted_forwarding(
+    peer: IpAddr,
+    headers: &mut HeaderMap,
+    trusted_proxies: &[IpNet],
+) {
+    let peer = peer.to_canonical();
+    if trusted_proxies.iter().any(|net| net.contains(peer)) {
+        return;
+    }
+    for name in FORWARDED_ORIGIN {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]

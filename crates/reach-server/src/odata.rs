@@ -82,6 +82,13 @@ pub enum Expr {
         field: String,
         value: Literal,
     },
+    /// A collection field holds a value that starts with `prefix` (without
+    /// case). Built by the API (`findbytag?useStartsWithFilter=true`); no
+    /// `$filter` spelling parses to it.
+    AnyStartsWith {
+        field: String,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

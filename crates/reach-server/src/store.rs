@@ -420,6 +420,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
     /// Replaces a machine's tags.
     async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> StoreResult<()>;
+    /// Adds `add` and removes `remove` (compared without case) from the tags
+    /// of a tenant's machine in one transaction, so that concurrent changes
+    /// all land; returns the tags it then carries.
+    async fn change_machine_tags(
+        &self,
+        tenant_id: &str,
+        machine_id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> StoreResult<Vec<String>>;
 
     /// Conflict when a user of that name (in any case) exists.
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()>;

@@ -345,7 +345,7 @@ pub async fn run(
                 tracing::info!(sha256 = %sha256, "file collected");
                 return Ok(Success {
                     sha256: Some(sha256),
-                    result: None,
+                    ..Success::default()
                 });
             }
             Err(Stop::Fatal(failure)) => return Err(failure),

@@ -1,5 +1,6 @@
 //! PutFile: copies a library file into the working folder, checking its
-//! SHA-256. Nothing to upload: PutFile has no result.
+//! SHA-256. Nothing to upload: the server records where the file went (the
+//! path reported with the outcome) as the command's result.
 
 use reach_proto::agent::CommandRef;
 
@@ -13,5 +14,8 @@ pub async fn run(
 ) -> Result<Success, Failure> {
     let path = download_payload(context, command, file_name, sha256).await?;
     tracing::info!(path = %path.display(), "library file put");
-    Ok(Success::default())
+    Ok(Success {
+        path: Some(path.display().to_string()),
+        ..Success::default()
+    })
 }

@@ -216,8 +216,8 @@ pub async fn run(
     // The transcript goes through the durable outbox, so it survives an
     // unreachable server and an agent restart.
     Ok(Success {
-        sha256: None,
         result: Some(body),
+        ..Success::default()
     })
 }
 

@@ -399,9 +399,12 @@ impl Session {
             AgentMessage::Heartbeat => Ok(()),
             AgentMessage::Finished { command, outcome } => {
                 let finish = match outcome {
-                    Outcome::Completed { sha256 } => Finish::Completed {
-                        file_sha256: sha256,
-                    },
+                    Outcome::Completed { sha256, path } => {
+                        super::put_record::store(&self.state, &machine_id, &command, path).await?;
+                        Finish::Completed {
+                            file_sha256: sha256,
+                        }
+                    }
                     Outcome::Failed { errors, timed_out } => Finish::Failed {
                         errors: errors
                             .into_iter()

@@ -84,7 +84,7 @@ fn result_file_name(work: &Work) -> String {
                 .collect();
             format!("{safe}.gz")
         }
-        Work::PutFile { .. } => "none".into(),
+        Work::PutFile { .. } => "putfile.json".into(),
     }
 }
 
@@ -124,16 +124,19 @@ pub async fn link(
                 "Machine action {id} has no command with index {index}"
             ))
         })?;
-    if matches!(command.work, Work::PutFile { .. }) {
-        return Err(ApiError::ResourceNotFound(format!(
-            "Command {index} is a PutFile, which has no result"
-        )));
-    }
-    if command.status != CommandStatus::Completed {
-        return Err(ApiError::ResourceNotFound(format!(
-            "Command {index} is {}; its result is available once it has Completed",
-            command.status
-        )));
+    match command.status {
+        CommandStatus::Completed => {}
+        CommandStatus::Failed => {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Command {index} failed, so it has no result; its errors are in the action's commands"
+            )));
+        }
+        CommandStatus::Created | CommandStatus::InProgress => {
+            return Err(ApiError::ResourceNotFound(format!(
+                "Command {index} is {}; its result is available once it has Completed",
+                command.status
+            )));
+        }
     }
     let blob = command
         .result

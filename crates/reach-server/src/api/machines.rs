@@ -16,7 +16,7 @@ use crate::odata::Query;
 use crate::store::MachineRow;
 use crate::time::Micros;
 
-const READ_ROLES: &[&str] = &[
+pub const READ_ROLES: &[&str] = &[
     roles::READ_ALL,
     roles::READ_WRITE_ALL,
     roles::READ,
@@ -79,7 +79,7 @@ async fn duplicated_names(
 }
 
 /// `machines` with `duplicateName` set where the caller sees the name twice.
-async fn mark_duplicates(
+pub async fn mark_duplicates(
     state: &SharedState,
     principal: &Principal,
     machines: &mut [Machine],

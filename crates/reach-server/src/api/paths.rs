@@ -8,7 +8,9 @@ use axum::extract::Request;
 use axum::http::Uri;
 
 const RESOURCES: &[&str] = &["machines", "machineactions", "libraryfiles", "auditlog"];
-const ACTIONS: &[&str] = &["runliveresponse", "cancel"];
+const ACTIONS: &[&str] = &["runliveresponse", "cancel", "tags"];
+/// Words that stand where a machine id would (`/api/machines/findbytag`).
+const MACHINE_COLLECTION_ACTIONS: &[&str] = &["findbytag", "addorremovetagformultiplemachines"];
 const DOWNLOAD_LINK: &str = "getliveresponseresultdownloadlink";
 
 fn is_version(segment: &str) -> bool {
@@ -41,6 +43,12 @@ pub fn normalise(path: &str) -> Option<String> {
         }
         if let Some(resource) = segments.get(1).and_then(|s| canonical(s, RESOURCES)) {
             segments[1] = resource.into();
+        }
+        if segments.len() == 3
+            && segments[1] == "machines"
+            && let Some(word) = canonical(&segments[2], MACHINE_COLLECTION_ACTIONS)
+        {
+            segments[2] = word.into();
         }
         if let Some(action) = segments.get(3).cloned() {
             if let Some(word) = canonical(&action, ACTIONS) {

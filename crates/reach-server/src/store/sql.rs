@@ -181,10 +181,7 @@ impl Builder<'_> {
                 if field.kind != Kind::Text {
                     return Err(ODataError(format!("{} is not a text property", field.name)));
                 }
-                let escaped = text
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
+                let escaped = like_escaped(text);
                 let pattern = match func {
                     TextFunc::StartsWith => format!("{escaped}%"),
                     TextFunc::EndsWith => format!("%{escaped}"),
@@ -199,6 +196,23 @@ impl Builder<'_> {
                     return Err(ODataError(format!("{} is not a collection", field.name)));
                 }
                 self.contains(&field, std::slice::from_ref(value))?
+            }
+            Expr::AnyStartsWith { field, prefix } => {
+                let field = self.field(field)?.clone();
+                if field.kind != Kind::TextList {
+                    return Err(ODataError(format!("{} is not a collection", field.name)));
+                }
+                let p = self.bind(Bind::Text(format!("{}%", like_escaped(prefix))));
+                match self.dialect {
+                    Dialect::Sqlite => format!(
+                        "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) LIKE lower({p}) ESCAPE '\\')",
+                        field.sql
+                    ),
+                    Dialect::Postgres => format!(
+                        "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) LIKE lower({p}) ESCAPE '\\')",
+                        field.sql
+                    ),
+                }
             }
         })
     }
@@ -225,6 +239,13 @@ impl Builder<'_> {
             ),
         })
     }
+}
+
+/// `text` with LIKE's wildcards and escape character escaped.
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// Compiles `query` for the entity described by `fields`. `first_param` is the

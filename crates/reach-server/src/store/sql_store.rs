@@ -915,6 +915,40 @@ impl Store for SqlStore {
         found(done.rows_affected(), || format!("Machine {machine_id}"))
     }
 
+    async fn change_machine_tags(
+        &self,
+        tenant_id: &str,
+        machine_id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.write().await?;
+        let sql = format!(
+            "SELECT m.tags FROM machines m WHERE m.id = $1 AND m.tenant_id = $2{}",
+            self.engine.for_update_of("m")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(machine_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
+        let mut tags: Vec<String> = from_json(row.try_get::<&str, _>("tags")?)?;
+        tags.retain(|t| !remove.iter().any(|r| r.eq_ignore_ascii_case(t)));
+        for tag in add {
+            if !tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                tags.push(tag.clone());
+            }
+        }
+        sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+            .bind(machine_id)
+            .bind(json(&tags))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(tags)
+    }
+
     async fn get_app(&self, client_id: &str) -> StoreResult<App> {
         let row = sqlx::query("SELECT * FROM apps WHERE client_id = $1")
             .bind(client_id)

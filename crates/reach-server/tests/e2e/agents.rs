@@ -421,6 +421,7 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
         command: run.command.clone(),
         outcome: reach_proto::agent::Outcome::Completed {
             sha256: Some(sha256),
+            path: None,
         },
     };
     socket

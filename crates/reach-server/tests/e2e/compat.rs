@@ -97,6 +97,8 @@ async fn an_unknown_machine_is_resource_not_found_on_every_machine_route() {
     ] {
         let body = if path.ends_with("runliveresponse") {
             serde_json::to_value(request(vec![get_file("/etc/hosts")], "test")).unwrap()
+        } else if path.ends_with("tags") {
+            serde_json::json!({"Value": "x", "Action": "Add"})
         } else {
             body.clone()
         };
@@ -141,14 +143,15 @@ async fn an_unknown_machine_is_resource_not_found_on_every_machine_route() {
 #[tokio::test]
 async fn a_malformed_path_answers_in_the_envelope() {
     let server = TestServer::start().await;
-    for path in [
-        "/api/machines/%FF",
-        "/api/machineactions/%C3%28",
-        "/api/machines/%FF/tags",
+    for (method, path) in [
+        (Method::GET, "/api/machines/%FF"),
+        (Method::GET, "/api/machineactions/%C3%28"),
+        (Method::POST, "/api/machines/%FF/tags"),
     ] {
         let response = server
             .client
-            .request(Method::GET, path)
+            .request(method, path)
+            .json(&serde_json::json!({"Value": "x", "Action": "Add"}))
             .send()
             .await
             .unwrap();
@@ -198,4 +201,99 @@ async fn a_list_past_a_page_links_to_the_rest() {
     let (_, page) = server.get_raw("/api/machines?$top=2&$skip=1").await;
     assert!(page.get("@odata.nextLink").is_none(), "{page}");
     assert_eq!(page["value"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn every_command_of_a_finished_action_answers_for_its_link() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("tool.bin", b"the tool").await;
+    server
+        .upload("args.sh", b"for a in \"$@\"; do echo \"[$a]\"; done\n")
+        .await;
+    // Kibana's connector sends `--noargs` when the user gives none: on
+    // Defender, and here, the script gets it as a literal argument.
+    let done = server
+        .run(
+            &device.machine_id,
+            vec![
+                put_file("tool.bin"),
+                run_script("args.sh", Some("--noargs")),
+            ],
+        )
+        .await;
+    assert_status(&done, reach_proto::api::ActionStatus::Succeeded);
+    let transcript: reach_proto::api::ScriptTranscript =
+        serde_json::from_slice(&server.result(&done.id, 1).await).unwrap();
+    assert_eq!(transcript.script_output, "[--noargs]\n");
+
+    // PutFile: a small record of what was put and where.
+    let link = server.client.download_link(&done.id, 0).await.unwrap();
+    let response = server.client.download(&link).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let record: reach_proto::api::PutFileRecord = response.json().await.unwrap();
+    let put = device.work_dir().join("tool.bin");
+    assert_eq!(record.file_name, "tool.bin");
+    assert_eq!(
+        record.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"the tool"))
+    );
+    assert_eq!(record.path.as_deref(), put.to_str());
+    assert_eq!(std::fs::read(&put).unwrap(), b"the tool");
+
+    // A failed command's link says it failed, not that it may come later.
+    let failed = server
+        .run(&device.machine_id, vec![get_file("/no/such/file")])
+        .await;
+    assert_status(&failed, reach_proto::api::ActionStatus::Failed);
+    let err = server
+        .client
+        .download_link(&failed.id, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceNotFound"), "{err}");
+    assert!(
+        err.to_string().contains("failed, so it has no result"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn links_follow_a_trusted_proxys_forwarded_scheme_and_host_only() {
+    let trusted =
+        TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let untrusted = TestServer::start().await;
+    for (server, expected) in [
+        (&trusted, "https://reach.example.com:8443/api/"),
+        (&untrusted, &format!("{}/api/", untrusted.url)[..]),
+    ] {
+        let response = server
+            .client
+            .request(Method::GET, "/api/machines")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "reach.example.com:8443")
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        let context = body["@odata.context"].as_str().unwrap();
+        assert!(context.starts_with(expected), "{context} vs {expected}");
+    }
+    // A forwarded host that is not a host name is ignored.
+    let response = trusted
+        .client
+        .request(Method::GET, "/api/machines")
+        .header("X-Forwarded-Host", "evil.example/path?x")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let context = body["@odata.context"].as_str().unwrap();
+    assert!(
+        context.starts_with(&format!("{}/api/", trusted.url)),
+        "{context}"
+    );
 }

@@ -121,9 +121,14 @@ async fn put_file_lands_in_the_working_folder_for_a_later_script() {
         serde_json::from_slice(&server.result(&done.id, 1).await).unwrap();
     assert_eq!(transcript.script_output, "payload from the library");
     assert_eq!(transcript.exit_code, 0);
-    let link = server.client.download_link(&done.id, 0).await.unwrap_err();
-    assert_eq!(link.code(), Some("ResourceNotFound"));
-    assert!(link.to_string().contains("PutFile"), "{link}");
+    // The PutFile's link serves the record of what was put, and where.
+    let record: reach_proto::api::PutFileRecord =
+        serde_json::from_slice(&server.result(&done.id, 0).await).unwrap();
+    assert_eq!(record.file_name, "data.txt");
+    assert_eq!(
+        record.path.as_deref(),
+        device.work_dir().join("data.txt").to_str()
+    );
 }
 
 #[tokio::test]

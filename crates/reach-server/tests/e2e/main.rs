@@ -26,4 +26,5 @@ mod operations;
 mod queueing;
 mod retention;
 mod signing;
+mod tags;
 mod tls;

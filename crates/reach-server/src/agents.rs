@@ -166,3 +166,16 @@ pub async fn authenticate(
         tenant_id: credential.tenant_id,
     })
 }
+
+/// `text` cut to at most `max` bytes, at a character boundary: what a
+/// device says is bounded before it is stored.
+pub fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

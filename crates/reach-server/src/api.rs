@@ -407,14 +407,19 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> ApiResu
         .map_err(|err| ApiError::InvalidRequestBody(format!("Request body is incorrect: {err}")))
 }
 
-/// The first value of header `name`, when it is a plausible host name
-/// (letters, digits, `-.:[]`).
-fn host_header(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The first value of header `name` (a proxy chain lists several).
+fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .map(str::trim)
+}
+
+/// The first value of header `name`, when it is a plausible host name
+/// (letters, digits, `-.:[]`).
+fn host_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    first_value(headers, name)
         .filter(|h| {
             !h.is_empty()
                 && h.chars()
@@ -434,11 +439,7 @@ pub fn base_url(state: &SharedState, headers: &HeaderMap) -> String {
     let host = host_header(headers, "x-forwarded-host")
         .or_else(|| host_header(headers, header::HOST.as_str()))
         .unwrap_or_else(|| state.config.listen.to_string());
-    let forwarded = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_ascii_lowercase());
+    let forwarded = first_value(headers, "x-forwarded-proto").map(str::to_ascii_lowercase);
     let scheme = match forwarded.as_deref() {
         Some("https") => "https",
         Some("http") => "http",

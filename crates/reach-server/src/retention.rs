@@ -173,8 +173,9 @@ async fn delete_objects(files: &Files, expired: &ExpiredResult) -> anyhow::Resul
         // stored, under today's prefix or (from before segments) the old one.
         let prefix = Files::chunks_prefix(&command.action_id, command.index);
         let legacy = Files::legacy_chunks_prefix(&command.action_id, command.index);
-        for frame in ["head", "tail"] {
-            files.delete(&format!("{prefix}/{frame}")).await?;
+        // With no chunks counted, a result's parts are its frame alone.
+        for frame in Files::result_parts(&prefix, 0) {
+            files.delete(&frame).await?;
         }
         for n in &expired.chunks {
             files.delete(&Files::chunk_key(&prefix, *n)).await?;

@@ -409,7 +409,7 @@ impl Session {
                         errors: errors
                             .into_iter()
                             .take(20)
-                            .map(|e| truncate(e, 4096))
+                            .map(|e| super::truncate(e, 4096))
                             .collect(),
                         timed_out,
                     },
@@ -479,15 +479,4 @@ async fn audit_finish(
         details,
     )
     .await;
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
 }

@@ -41,16 +41,7 @@ pub async fn store(
     let record = PutFileRecord {
         file_name,
         sha256,
-        path: path.map(|mut p| {
-            if p.len() > MAX_PATH {
-                let mut cut = MAX_PATH;
-                while !p.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                p.truncate(cut);
-            }
-            p
-        }),
+        path: path.map(|p| super::truncate(p, MAX_PATH)),
     };
     let bytes = serde_json::to_vec(&record)?;
     let key = Files::transcript_key(

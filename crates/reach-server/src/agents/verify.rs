@@ -64,15 +64,7 @@ impl Progress {
     /// Ends the stream with the final block, which must end it exactly,
     /// and sums up the whole file and the served stream.
     pub fn whole(mut self) -> std::io::Result<Whole> {
-        let mut nothing = ChunkSums::new(false, 0);
-        let ended = inflate(
-            &mut self.inflate,
-            &gzip_frame::FINAL_BLOCK,
-            FlushDecompress::Finish,
-            &mut nothing,
-            None,
-        )?;
-        if !ended.end || ended.left > 0 {
+        if !ends_cleanly(&mut self.inflate)? {
             return Err(invalid(
                 "the last chunk does not end where the stream can end (it must end with a sync flush)",
             ));
@@ -269,6 +261,21 @@ fn inflate(
     }
 }
 
+/// Feeds `decoder` the final block that follows the last segment: true when
+/// it ends the stream exactly there, with no byte more out. A segment that
+/// did not end on a sync flush (cut short, or ending mid-block) fails this.
+fn ends_cleanly(decoder: &mut Decompress) -> std::io::Result<bool> {
+    let mut after = ChunkSums::new(false, u64::MAX);
+    let ended = inflate(
+        decoder,
+        &gzip_frame::FINAL_BLOCK,
+        FlushDecompress::Finish,
+        &mut after,
+        None,
+    )?;
+    Ok(ended.end && ended.left == 0 && after.size == 0)
+}
+
 /// Decompresses one segment on a blocking thread while it streams in.
 pub struct Checker {
     sender: tokio::sync::mpsc::Sender<Bytes>,
@@ -319,20 +326,12 @@ impl Checker {
                     ));
                 }
             }
-            if let Some(mut decoder) = alone {
-                let before = chunk.size;
-                let ended = inflate(
-                    &mut decoder,
-                    &gzip_frame::FINAL_BLOCK,
-                    FlushDecompress::Finish,
-                    &mut chunk,
-                    None,
-                )?;
-                if !ended.end || ended.left > 0 || chunk.size != before {
-                    return Err(invalid(
-                        "it does not end where the next chunk can begin (it must end with a sync flush)",
-                    ));
-                }
+            if let Some(mut decoder) = alone
+                && !ends_cleanly(&mut decoder)?
+            {
+                return Err(invalid(
+                    "it does not end where the next chunk can begin (it must end with a sync flush)",
+                ));
             }
             Ok(Checked {
                 raw_size: chunk.size,

@@ -226,13 +226,7 @@ pub async fn find_by_tag(
                 value: Literal::Text(tag),
             }
         }),
-        top: Some(
-            state
-                .config
-                .limits
-                .page_size
-                .clamp(1, crate::odata::MAX_TOP),
-        ),
+        top: Some(super::paging::Page::bounded(state.config.limits.page_size)),
         ..Query::default()
     };
     let since = active_since(&state);

@@ -19,7 +19,7 @@ impl Page {
     /// Narrows `query` to one page, asking for one entity more than the
     /// page holds: if it comes back, another page follows.
     pub fn ask(query: &mut Query, page_size: u32) -> Page {
-        let page_size = page_size.clamp(1, MAX_TOP);
+        let page_size = Self::bounded(page_size);
         let wanted = query.top;
         let size = wanted.map_or(page_size, |top| top.min(page_size));
         query.top = Some(size + 1);
@@ -28,6 +28,11 @@ impl Page {
             skip: query.skip,
             wanted,
         }
+    }
+
+    /// The configured page size, within 1 and Defender's 10,000.
+    pub fn bounded(page_size: u32) -> u32 {
+        page_size.clamp(1, MAX_TOP)
     }
 
     /// Cuts `rows` to the page; returns the next page's link (for `url`,

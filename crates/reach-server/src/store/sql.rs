@@ -203,16 +203,7 @@ impl Builder<'_> {
                     return Err(ODataError(format!("{} is not a collection", field.name)));
                 }
                 let p = self.bind(Bind::Text(format!("{}%", like_escaped(prefix))));
-                match self.dialect {
-                    Dialect::Sqlite => format!(
-                        "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) LIKE lower({p}) ESCAPE '\\')",
-                        field.sql
-                    ),
-                    Dialect::Postgres => format!(
-                        "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) LIKE lower({p}) ESCAPE '\\')",
-                        field.sql
-                    ),
-                }
+                self.any_element(&field, &format!("LIKE lower({p}) ESCAPE '\\'"))
             }
         })
     }
@@ -228,16 +219,22 @@ impl Builder<'_> {
             placeholders.push(format!("lower({})", self.bind(Bind::Text(text.clone()))));
         }
         let list = placeholders.join(", ");
-        Ok(match self.dialect {
+        Ok(self.any_element(field, &format!("IN ({list})")))
+    }
+
+    /// Whether some element of the list in `field`, lower-cased, satisfies
+    /// `test` (the rest of a SQL condition: `IN (...)`, `LIKE ...`).
+    fn any_element(&self, field: &Field, test: &str) -> String {
+        match self.dialect {
             Dialect::Sqlite => format!(
-                "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) IN ({list}))",
+                "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) {test})",
                 field.sql
             ),
             Dialect::Postgres => format!(
-                "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) IN ({list}))",
+                "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) {test})",
                 field.sql
             ),
-        })
+        }
     }
 }
 

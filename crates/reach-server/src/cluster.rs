@@ -103,7 +103,8 @@ pub async fn send(state: &SharedState, machine_id: &str, event: HubEvent) {
         .execute(pool)
         .await
     {
-        // The agent still gets its command on its next connect or heartbeat wake.
+        // The sweeper wakes the machine again once its action has waited
+        // `rewake_after_secs` (or the agent claims it on its next connect).
         tracing::warn!(machine.id = %machine_id, error = %err, "publishing a wake-up failed");
     }
 }

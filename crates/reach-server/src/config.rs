@@ -193,6 +193,10 @@ pub struct LiveResponse {
     pub download_link_ttl_secs: u64,
     /// How often expired actions and leases are swept, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// A connected machine's action still Pending after this many seconds
+    /// lost its wake-up (a notification between nodes that failed): the
+    /// sweeper wakes the machine's connection again.
+    pub rewake_after_secs: u64,
     /// GetFile uploads files in chunks of this many bytes (before
     /// compression); a transfer resumes from the last chunk stored.
     pub chunk_bytes: u64,
@@ -301,6 +305,7 @@ impl Default for LiveResponse {
             lease_grace_secs: 120,
             download_link_ttl_secs: 1800,
             sweep_interval_ms: 1000,
+            rewake_after_secs: 5,
             chunk_bytes: 8 * 1024 * 1024,
             library_trusted_keys: Vec::new(),
             library_accept_v1_signatures: false,

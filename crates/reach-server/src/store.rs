@@ -472,6 +472,12 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()>;
     /// Revoked machines still recorded as connected (to any node).
     async fn revoked_connected(&self) -> StoreResult<Vec<String>>;
+    /// Machines recorded as connected (to any node) whose action has been
+    /// Pending since before `waited_since`: their wake-up was lost (a
+    /// connected, idle agent claims a new action at once). At most `limit`,
+    /// longest waiting first.
+    async fn waiting_connected(&self, waited_since: Micros, limit: u32)
+    -> StoreResult<Vec<String>>;
 
     /// Records a connection: device facts, address, connected = true, last
     /// seen = now. Returns the machine's former name when its reported name

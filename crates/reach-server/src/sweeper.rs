@@ -9,13 +9,40 @@
 //! per heartbeat. Every tenth sweep it deletes the chunks of GetFiles that
 //! ended without a result (`retention::discard_abandoned`). Each sweep
 //! writes the counts of unauthenticated refusals whose window ended
-//! (`audit::refusals`).
+//! (`audit::refusals`). Every fifth sweep it wakes this node's connections
+//! of machines whose action waited Pending longer than `rewake_after_secs`:
+//! a wake-up lost between nodes costs that much latency, never the action.
 
 use std::time::Duration;
 
 use crate::SharedState;
 use crate::agents::HubEvent;
 use crate::time::Micros;
+
+/// Connections woken again per sweep at most.
+const REWAKE_BATCH: u32 = 1000;
+
+/// Wakes this node's connections of machines whose action is still Pending
+/// past `rewake_after_secs` (machines connected elsewhere are that node's).
+async fn rewake(state: &SharedState) {
+    let waited_since = Micros::now().minus_secs(state.config.live_response.rewake_after_secs);
+    match state
+        .store
+        .waiting_connected(waited_since, REWAKE_BATCH)
+        .await
+    {
+        Ok(waiting) => {
+            for machine_id in waiting.iter().filter(|id| state.hub.is_connected(id)) {
+                tracing::info!(machine.id = %machine_id, "waking a connection whose action waits; its wake-up was lost");
+                state.hub.send(machine_id, HubEvent::Wake);
+            }
+        }
+        Err(err) => tracing::warn!(
+            error = format!("{err:#}"),
+            "looking for actions whose wake-up was lost failed"
+        ),
+    }
+}
 
 pub async fn run(state: SharedState) {
     let cfg = &state.config.live_response;
@@ -104,6 +131,9 @@ pub async fn run(state: SharedState) {
                 }
             }
             Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),
+        }
+        if sweeps.is_multiple_of(5) {
+            rewake(&state).await;
         }
         match state.store.revoked_connected().await {
             Ok(revoked) => {

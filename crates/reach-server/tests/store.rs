@@ -1342,3 +1342,43 @@ async fn the_tenant_limit_counts_running_actions_and_queues_are_per_requestor() 
         assert_eq!(pending, ["q2"], "{}", backend.name);
     }
 }
+
+#[tokio::test]
+async fn connected_machines_whose_action_waits_are_found_for_a_new_wake_up() {
+    for backend in backends().await {
+        let (store, machine) = with_action(&backend, vec![put_file("x")]).await;
+        let later = Micros::now().plus_secs(60);
+        // Not connected: nothing to wake.
+        assert!(store.waiting_connected(later, 10).await.unwrap().is_empty());
+        store
+            .machine_connected(&machine, &info("host-0"), None, Micros::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.waiting_connected(later, 10).await.unwrap(),
+            vec![machine.clone()],
+            "{}",
+            backend.name
+        );
+        // Not waiting long enough yet.
+        let earlier = Micros::now().minus_secs(60);
+        assert!(
+            store
+                .waiting_connected(earlier, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Claimed: it no longer waits.
+        store
+            .claim_next_command(&machine, "agent-1", Micros::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store.waiting_connected(later, 10).await.unwrap().is_empty(),
+            "{}",
+            backend.name
+        );
+    }
+}

@@ -1176,6 +1176,22 @@ impl Store for SqlStore {
         )
     }
 
+    async fn waiting_connected(
+        &self,
+        waited_since: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.machine_id FROM actions a JOIN machines m ON m.id = a.machine_id
+             WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1
+             ORDER BY a.created_us LIMIT $2",
+        )
+        .bind(waited_since.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn machine_connected(
         &self,
         machine_id: &str,

@@ -241,3 +241,62 @@ async fn a_command_whose_agent_never_returns_fails_when_its_lease_runs_out() {
         ["The agent did not report a result within the command's timeout plus 1 s"]
     );
 }
+
+#[tokio::test]
+async fn an_action_whose_wake_up_was_lost_still_starts() {
+    use reach_proto::agent::Work;
+    use reach_proto::api::{Command, CommandParam};
+    use reach_server::store::{ActionLimits, NewAction, NewCommand};
+
+    let server = TestServer::start_with(|c| c.live_response.rewake_after_secs = 1).await;
+    let device = server.agent().await;
+    std::fs::create_dir_all(device.work_dir()).unwrap();
+    let path = device.work_dir().join("evidence.log");
+    // One action first: the connection is then past its first claim, idle,
+    // and only a wake-up makes it claim again.
+    let first = server
+        .run(&device.machine_id, vec![get_file(path.to_str().unwrap())])
+        .await;
+    assert_status(&first, ActionStatus::Failed);
+    std::fs::write(&path, b"collected after a lost wake-up").unwrap();
+    // Created straight in the store: what a node sees when the notification
+    // that should have woken this machine's connection never arrived.
+    let path = path.to_str().unwrap().to_string();
+    let action = NewAction {
+        id: "lost-wake-up".into(),
+        tenant_id: server.tenant_id.clone(),
+        machine_id: device.machine_id.clone(),
+        requestor: "another node".into(),
+        requestor_id: "app:another-node".into(),
+        requestor_comment: None,
+        commands: vec![NewCommand {
+            command: Command {
+                kind: "GetFile".into(),
+                params: vec![CommandParam {
+                    key: "Path".into(),
+                    value: path.clone(),
+                }],
+            },
+            work: Work::GetFile { path },
+            timeout_secs: 60,
+        }],
+        now: reach_server::time::Micros::now(),
+    };
+    let limits = ActionLimits {
+        running_per_tenant: 25,
+        pending_per_requestor: 250,
+    };
+    server
+        .state
+        .store
+        .create_action(&action, limits)
+        .await
+        .unwrap();
+    // The sweeper wakes the connection again once the action waited.
+    let done = server.wait_final("lost-wake-up").await;
+    assert_status(&done, ActionStatus::Succeeded);
+    assert_eq!(
+        gunzip(&server.result("lost-wake-up", 0).await),
+        b"collected after a lost wake-up"
+    );
+}

@@ -105,8 +105,9 @@ function transcriptView(transcript) {
     h('pre', { class: 'output', 'data-stream': 'stderr' }, transcript.script_errors || '(nothing)'));
 }
 
-function resultCell(action, command) {
+function resultCell(action, command, ctx) {
   if (command.commandStatus !== 'Completed' || command.command.type === 'PutFile') return null;
+  if (!ctx.can('downloadResults')) return h('span', { class: 'hint' }, 'Your account may not download results');
   const slot = h('div');
   if (command.command.type === 'RunScript') {
     const show = h('button', { type: 'button', class: 'link', 'data-transcript': command.index }, 'Show transcript');
@@ -172,7 +173,10 @@ export async function detail(main, ctx, id) {
         problem.replaceChildren(errorBanner(explain(error)));
       }
     });
-    if (!ctx.can('Machine.LiveResponse')) cancel.disabled = true;
+    if (!ctx.can('cancelActions')) {
+      cancel.disabled = true;
+      cancel.title = 'Your account may not cancel actions';
+    }
     header.replaceChildren(h('div', { class: 'row spread' },
       h('div', {}, h('h1', {}, 'Live response on ', action.computerDnsName || action.machineId), h('p', { class: 'sub mono' }, action.id)),
       h('div', { class: 'row' }, h('span', { id: 'action-status' }, badge(action.status)), cancel)));
@@ -185,7 +189,7 @@ export async function detail(main, ctx, id) {
       action.cancellationRequestor ? [h('dt', {}, 'Cancelled by'), h('dd', {}, action.cancellationRequestor, ' — ', action.cancellationComment || '', ' ', time(action.cancellationDateTimeUtc))] : null));
     const body = h('tbody');
     for (const command of action.commands) {
-      if (!opened.has(command.index)) opened.set(command.index, resultCell(action, command));
+      if (!opened.has(command.index)) opened.set(command.index, resultCell(action, command, ctx));
       body.append(h('tr', { 'data-command': command.index },
         h('td', {}, String(command.index)),
         h('td', {}, command.command.type),

@@ -22,7 +22,9 @@ const routes = [
 function context() {
   return {
     session,
-    can: (...roles) => roles.some((role) => session.roles.includes(role)),
+    // What the API lets this user do, as the server decided it from the
+    // roles its handlers check (GET /console/session): never role names here.
+    can: (capability) => Boolean(session.capabilities && session.capabilities[capability]),
     go: (hash) => { window.location.hash = hash; },
   };
 }

@@ -1,5 +1,6 @@
 // Devices: the searchable list, and one device's page with its recent
-// actions and the form to run live response on it.
+// actions, its tags (editable with the right to tag) and the form to run
+// live response on it.
 import { api, odata, literal, explain } from './api.js';
 import { h, time, ago, badge, errorBanner } from './ui.js';
 import { runForm } from './run.js';
@@ -56,14 +57,56 @@ export async function list(main) {
   search.focus();
 }
 
+/** A device's tags; with the right to tag, each with a remove button and a
+ * field to add one. Device groups are tag rules, so a change can move the
+ * device into or out of a group; the API records each change. */
+function tagEditor(machine, ctx) {
+  const slot = h('div', { id: 'device-tags' });
+  const problem = h('div');
+  const change = async (tag, action) => {
+    problem.replaceChildren();
+    try {
+      const updated = await api(`/api/machines/${encodeURIComponent(machine.id)}/tags`, { method: 'POST', json: { Value: tag, Action: action } });
+      machine.machineTags = updated.machineTags;
+      draw();
+    } catch (error) {
+      problem.replaceChildren(errorBanner(explain(error)));
+    }
+  };
+  const draw = () => {
+    const tags = machine.machineTags || [];
+    const shown = tags.map((t) => {
+      if (!ctx.can('tagMachines')) return h('span', { class: 'tag' }, t);
+      const remove = h('button', { type: 'button', class: 'link', 'aria-label': `Remove tag ${t}`, 'data-remove-tag': t }, '×');
+      remove.addEventListener('click', () => change(t, 'Remove'));
+      return h('span', { class: 'tag' }, t, ' ', remove);
+    });
+    if (!ctx.can('tagMachines')) {
+      slot.replaceChildren(...shown, tags.length ? '' : '—');
+      return;
+    }
+    const input = h('input', { type: 'text', id: 'new-tag', maxlength: 200, placeholder: 'Add a tag', 'aria-label': 'New tag' });
+    const add = h('button', { type: 'submit', id: 'add-tag' }, 'Add');
+    const form = h('form', { class: 'row', novalidate: true }, input, add);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const tag = input.value.trim();
+      if (tag) change(tag, 'Add');
+    });
+    slot.replaceChildren(h('div', {}, ...shown), form, problem);
+  };
+  draw();
+  return slot;
+}
+
 export async function detail(main, ctx, id) {
   const machine = await api(`/api/machines/${encodeURIComponent(id)}`);
   const recent = h('tbody');
   const formSlot = h('div');
   const runButton = h('button', { type: 'button', class: 'primary', id: 'run-live-response' }, 'Run live response');
-  if (!ctx.can('Machine.LiveResponse')) {
+  if (!ctx.can('collectFiles')) {
     runButton.disabled = true;
-    runButton.title = 'Your account lacks the Machine.LiveResponse role';
+    runButton.title = 'Your account may not run live response';
   }
   runButton.addEventListener('click', async () => {
     runButton.hidden = true;
@@ -90,7 +133,7 @@ export async function detail(main, ctx, id) {
       h('dt', {}, 'First seen'), h('dd', {}, time(machine.firstSeen)),
       h('dt', {}, 'Connected from'), h('dd', { class: 'mono' }, machine.lastIpAddress || '—'),
       h('dt', {}, 'Addresses'), h('dd', { class: 'mono' }, (machine.ipAddresses || []).map((a) => `${a.ipAddress}${a.macAddress ? ` (${a.macAddress})` : ''}`).join(', ') || '—'),
-      h('dt', {}, 'Tags'), h('dd', {}, (machine.machineTags || []).map((t) => h('span', { class: 'tag' }, t)), (machine.machineTags || []).length ? null : '—'))),
+      h('dt', {}, 'Tags'), h('dd', {}, tagEditor(machine, ctx)))),
     h('h2', {}, 'Recent actions'),
     h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Status', 'Requestor', 'Commands', 'Comment'].map((c) => h('th', { scope: 'col' }, c)))), recent));
   const actions = (await api(`/api/machineactions${odata({ $filter: `machineId eq ${literal(machine.id)}`, $top: 20 })}`)).value;

@@ -89,7 +89,7 @@ export async function page(main, ctx) {
           h('td', {}, size(f.size)),
           h('td', {}, f.createdBy, h('div', { class: 'hint' }, time(f.creationTime))),
           h('td', {}, f.lastUpdatedBy || f.createdBy, h('div', { class: 'hint' }, time(f.lastUpdatedTime))),
-          h('td', {}, ctx.can('Library.Manage') ? remove : null));
+          h('td', {}, remove));
       }));
       if (!files.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'The library is empty. Upload a script or a tool above.')));
     } catch (error) {
@@ -99,8 +99,8 @@ export async function page(main, ctx) {
   main.append(
     h('h1', {}, 'Library'),
     h('p', { class: 'sub' }, 'Files and scripts that PutFile and RunScript can send to devices. Each is checked by its SHA-256 on the device.'),
-    ctx.can('Library.Manage') ? uploadForm(load) : infoBanner('Your account can read the library but not change it (Library.Manage).'),
+    ctx.can('manageLibrary') ? uploadForm(load) : infoBanner('Your account cannot use the library: that needs the Library.Manage role.'),
     problem,
     h('table', {}, h('thead', {}, h('tr', {}, ['File', 'SHA-256', 'Size', 'Created by', 'Last updated', ''].map((c) => h('th', { scope: 'col' }, c)))), body));
-  await load();
+  if (ctx.can('manageLibrary')) await load();
 }

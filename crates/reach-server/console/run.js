@@ -39,22 +39,27 @@ function toRequest(commands, comment) {
 }
 
 export async function runForm(machine, ctx, onClose) {
-  const files = (await api('/api/libraryfiles')).value;
-  const commands = [{ type: 'RunScript', file: '', args: '', path: '' }];
+  // Basic live response collects files only: no library, no other types.
+  const advanced = ctx.can('putFilesAndRunScripts');
+  const types = advanced ? Object.keys(ORDER) : ['GetFile'];
+  const listable = advanced && ctx.can('manageLibrary');
+  const files = listable ? (await api('/api/libraryfiles')).value : [];
+  const commands = [{ type: advanced ? 'RunScript' : 'GetFile', file: '', args: '', path: '' }];
   const list = h('div', { id: 'commands' });
   const comment = h('textarea', { id: 'run-comment', maxlength: 1000, placeholder: 'Why, for the record (case number, ticket)' });
   const status = h('div', { id: 'run-status' });
   const submit = h('button', { type: 'submit', class: 'primary', id: 'run-submit' }, 'Run on ', machine.computerDnsName);
   let problems = new Map();
 
-  const options = (selected) => [h('option', { value: '' }, files.length ? '— choose —' : '— the library is empty —'),
+  const none = listable ? '— the library is empty —' : '— listing the library needs Library.Manage —';
+  const options = (selected) => [h('option', { value: '' }, files.length ? '— choose —' : none),
     ...files.map((f) => h('option', { value: f.fileName, selected: f.fileName === selected }, f.fileName))];
 
   const draw = () => {
     list.replaceChildren(...commands.map((command, i) => {
       const id = `cmd-${i}`;
       const type = h('select', { id: `${id}-type`, 'aria-label': `Command ${i + 1} type` },
-        Object.keys(ORDER).map((t) => h('option', { value: t, selected: t === command.type }, t)));
+        types.map((t) => h('option', { value: t, selected: t === command.type }, t)));
       type.addEventListener('change', () => { command.type = type.value; draw(); });
       let fields;
       if (command.type === 'GetFile') {
@@ -96,6 +101,7 @@ export async function runForm(machine, ctx, onClose) {
   const form = h('form', { class: 'panel', id: 'run-form', novalidate: true },
     h('h2', {}, 'Run live response on ', machine.computerDnsName),
     h('p', { class: 'hint' }, 'Commands run one after another, all PutFile first, then RunScript, then GetFile; the first command that fails stops the rest. ',
+      advanced ? null : 'Your account collects files only (basic live response). ',
       machine.healthStatus === 'Active' ? 'The device is online: it starts at once.' : 'The device is offline: the action waits until its agent connects.'),
     status, list, h('div', { class: 'row' }, add),
     h('div', { class: 'field' }, h('label', { for: 'run-comment' }, 'Comment'), comment),

@@ -140,22 +140,71 @@ pub struct SignIn {
     pub password: String,
 }
 
-/// Who is signed in, for the console's header and its permission checks.
+/// Who is signed in, for the console's header, and what the API lets them
+/// do, for its buttons.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub name: String,
     pub tenant_id: String,
     pub roles: Vec<String>,
+    pub capabilities: Capabilities,
+}
+
+/// What the API allows the signed-in user, decided from the very role
+/// lists its handlers check, so the console never keeps a copy of them: a
+/// button is enabled exactly when the call behind it would be authorised.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Start live response with GetFile (`runliveresponse`).
+    pub collect_files: bool,
+    /// Also PutFile and RunScript (advanced live response).
+    pub put_files_and_run_scripts: bool,
+    pub cancel_actions: bool,
+    pub download_results: bool,
+    pub tag_machines: bool,
+    pub manage_library: bool,
+    pub read_audit_log: bool,
+}
+
+impl Capabilities {
+    fn of(roles: &[String]) -> Self {
+        let holds = |allowed: &[&str]| roles.iter().any(|r| allowed.contains(&r.as_str()));
+        use crate::api::{
+            audit_log, download, library, live_response, machine_actions, machine_tags,
+        };
+        Self {
+            collect_files: holds(live_response::RUN_ROLES),
+            put_files_and_run_scripts: holds(live_response::ADVANCED_ROLES),
+            cancel_actions: holds(machine_actions::CANCEL_ROLES),
+            download_results: holds(download::LINK_ROLES),
+            tag_machines: holds(machine_tags::WRITE_ROLES),
+            manage_library: holds(library::ROLES),
+            read_audit_log: holds(audit_log::ROLES),
+        }
+    }
+}
+
+impl Session {
+    fn new(name: String, tenant_id: String, mut roles: Vec<String>) -> Self {
+        roles.sort();
+        Self {
+            capabilities: Capabilities::of(&roles),
+            name,
+            tenant_id,
+            roles,
+        }
+    }
 }
 
 impl From<&Principal> for Session {
     fn from(principal: &Principal) -> Self {
-        Self {
-            name: principal.name.clone(),
-            tenant_id: principal.tenant_id.clone(),
-            roles: principal.roles.iter().cloned().collect(),
-        }
+        Self::new(
+            principal.name.clone(),
+            principal.tenant_id.clone(),
+            principal.roles.iter().cloned().collect(),
+        )
     }
 }
 
@@ -244,11 +293,7 @@ pub async fn sign_in(
     };
     let token = state.auth.issue_user(&user).map_err(ApiError::internal)?;
     tracing::info!(user = %user.name, tenant.id = %user.tenant_id, "console sign-in");
-    let session = Session {
-        name: user.name,
-        tenant_id: user.tenant_id,
-        roles: user.roles,
-    };
+    let session = Session::new(user.name, user.tenant_id, user.roles);
     let mut response = Json(session).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,

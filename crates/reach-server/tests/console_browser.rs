@@ -54,6 +54,38 @@ async fn the_console_does_the_whole_job_in_a_browser() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // A second console user, with basic live response only, made the way an
+    // operator makes one.
+    let basic_password = "basic user password, long enough";
+    let mut create = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-server"))
+        .args(["--data-dir"])
+        .arg(&data)
+        .args([
+            "users",
+            "create",
+            "--name",
+            "basic",
+            "--roles",
+            "Machine.LiveResponse.Basic,Machine.Read.All",
+            "--password-stdin",
+        ])
+        .env("REACH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = create.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{basic_password}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    assert!(
+        create.wait().await.unwrap().success(),
+        "users create failed"
+    );
     let screenshots = workspace().join("docs/screenshots");
     let output = tokio::process::Command::new("node")
         .arg("console.test.mjs")
@@ -64,6 +96,8 @@ async fn the_console_does_the_whole_job_in_a_browser() {
         .env("REACH_MACHINE", &creds.machine_id)
         .env("REACH_CHROMIUM", &chromium)
         .env("REACH_SCREENSHOTS", &screenshots)
+        .env("REACH_BASIC_USER", "basic")
+        .env("REACH_BASIC_PASSWORD", basic_password)
         .stdin(Stdio::null())
         .output()
         .await

@@ -15,19 +15,16 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::odata::Query;
 
+/// Roles that may read the audit trail.
+pub const ROLES: &[&str] = &[roles::AUDIT_READ];
+
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<AuditLogEntry>>> {
-    authorize(
-        &state,
-        &principal,
-        &[roles::AUDIT_READ],
-        Api::Other("auditlog"),
-    )
-    .await?;
+    authorize(&state, &principal, ROLES, Api::Other("auditlog")).await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = Page::ask(&mut query, state.config.limits.page_size);

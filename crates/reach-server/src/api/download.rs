@@ -27,7 +27,7 @@ use crate::files::{FileError, Files};
 use crate::time::Micros;
 use futures::{StreamExt, TryStreamExt};
 
-const LINK_ROLES: &[&str] = &[
+pub const LINK_ROLES: &[&str] = &[
     roles::LIVE_RESPONSE,
     roles::LIVE_RESPONSE_BASIC,
     roles::READ_ALL,

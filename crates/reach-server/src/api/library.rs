@@ -20,7 +20,7 @@ use crate::files::{FileError, Files};
 use crate::store::LibraryRow;
 use crate::time::Micros;
 
-const ROLES: &[&str] = &[roles::LIBRARY_MANAGE];
+pub const ROLES: &[&str] = &[roles::LIBRARY_MANAGE];
 /// Longest file name accepted.
 pub const MAX_NAME: usize = reach_proto::api::MAX_LIBRARY_NAME;
 /// Most parts in one upload.

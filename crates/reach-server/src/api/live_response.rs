@@ -18,6 +18,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::{NewAction, NewCommand, StoreError};
 use crate::time::Micros;
 
+/// Roles that may start live response (GetFile at least).
+pub const RUN_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::LIVE_RESPONSE_BASIC];
+/// Roles that may also put files and run scripts (advanced live response).
+pub const ADVANCED_ROLES: &[&str] = &[roles::LIVE_RESPONSE];
+
 /// Longest `Comment` accepted.
 pub const MAX_COMMENT: usize = 4096;
 /// Longest parameter value accepted (`Args`, `Path`, names).
@@ -116,13 +121,7 @@ pub async fn run(
     JsonBody(request): JsonBody<RunLiveResponseRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     notes.machine(&machine);
-    authorize(
-        &state,
-        &principal,
-        &[roles::LIVE_RESPONSE, roles::LIVE_RESPONSE_BASIC],
-        Api::RunLiveResponse,
-    )
-    .await?;
+    authorize(&state, &principal, RUN_ROLES, Api::RunLiveResponse).await?;
     let limits = &state.config.limits;
     let commands = request
         .commands
@@ -163,7 +162,7 @@ pub async fn run(
             )));
         }
     }
-    if !principal.has_any(&[roles::LIVE_RESPONSE])
+    if !principal.has_any(ADVANCED_ROLES)
         && let Some(command) = checked.iter().find(|c| c.kind != CommandType::GetFile)
     {
         return Err(ApiError::Forbidden(format!(

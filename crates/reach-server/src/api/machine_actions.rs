@@ -23,7 +23,7 @@ const READ_ROLES: &[&str] = &[
     roles::READ,
     roles::READ_WRITE,
 ];
-const CANCEL_ROLES: &[&str] = &[
+pub const CANCEL_ROLES: &[&str] = &[
     roles::LIVE_RESPONSE,
     roles::LIVE_RESPONSE_BASIC,
     roles::COLLECT_FORENSICS,

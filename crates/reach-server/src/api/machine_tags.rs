@@ -23,7 +23,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::odata::{Expr, Literal, Query};
 
-const WRITE_ROLES: &[&str] = &[roles::READ_WRITE_ALL, roles::READ_WRITE];
+pub const WRITE_ROLES: &[&str] = &[roles::READ_WRITE_ALL, roles::READ_WRITE];
 
 /// Most machines one bulk call may tag (Defender's limit).
 pub const MAX_MACHINES: usize = 500;

@@ -1,8 +1,9 @@
 // The Reach web console in a real browser: Debian's chromium driven by
 // playwright-core (no browser download). Run by tests/console_browser.rs
 // against a `reach-server --dev` with its local agent; it passes
-// REACH_URL, REACH_USER, REACH_PASSWORD, REACH_MACHINE, REACH_CHROMIUM and
-// REACH_SCREENSHOTS. Exits non-zero on the first failed step.
+// REACH_URL, REACH_USER, REACH_PASSWORD, REACH_MACHINE, REACH_CHROMIUM,
+// REACH_SCREENSHOTS, and REACH_BASIC_USER / REACH_BASIC_PASSWORD (a user
+// with basic live response only). Exits non-zero on the first failed step.
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
@@ -18,6 +19,8 @@ const user = env('REACH_USER');
 const password = env('REACH_PASSWORD');
 const machine = env('REACH_MACHINE');
 const shots = env('REACH_SCREENSHOTS');
+const basicUser = env('REACH_BASIC_USER');
+const basicPassword = env('REACH_BASIC_PASSWORD');
 mkdirSync(shots, { recursive: true });
 
 const step = (text) => console.log(`- ${text}`);
@@ -161,6 +164,18 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('tbody tr [data-status]').length >= 2);
   await shot('action-center');
 
+  step('tag the device on its page, and remove the tag');
+  await page.locator(`a[href="#/devices/${machine}"]`).first().click();
+  await page.locator('#new-tag').fill('incident-42');
+  await page.locator('#add-tag').click();
+  await page.locator('[data-remove-tag="incident-42"]').waitFor();
+  await shot('device-tags');
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator('tbody tr', { has: page.locator(`a[href="#/devices/${machine}"]`) }).getByText('incident-42').waitFor();
+  await page.locator(`a[href="#/devices/${machine}"]`).click();
+  await page.locator('[data-remove-tag="incident-42"]').click();
+  await page.locator('[data-remove-tag="incident-42"]').waitFor({ state: 'detached' });
+
   step('delete a library file, after confirming');
   await page.locator('[data-nav="library"]').click();
   await page.locator('[data-delete="wait.sh"]').click();
@@ -170,6 +185,34 @@ try {
   await page.locator('tr[data-file="hello.sh"]').waitFor();
 
   step('sign out');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByText('You are signed out.').waitFor();
+
+  step('a basic live response user collects files and cancels, and sees nothing it may not use');
+  await page.getByLabel('User name').fill(basicUser);
+  await page.getByLabel('Password').fill(basicPassword);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  // Signed in, the console returns to the page it showed (the library).
+  await page.locator('#who-name', { hasText: basicUser }).waitFor();
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator(`a[href="#/devices/${machine}"]`).click();
+  await page.locator('#run-live-response').waitFor();
+  if (await page.locator('#new-tag').count()) fail('a user without Machine.ReadWrite is offered to tag');
+  const run = page.locator('#run-live-response');
+  if (await run.isDisabled()) fail('Run live response is disabled for a basic user');
+  await run.click();
+  const types = await page.locator('#cmd-0-type option').allTextContents();
+  if (types.join(',') !== 'GetFile') fail(`a basic user is offered ${types.join(', ')}`);
+  await page.locator('#cmd-0-path').fill('/etc/hostname');
+  await page.locator('#run-comment').fill('basic user');
+  await page.locator('#run-submit').click();
+  await waitForStatus(['Succeeded']);
+  const [basicDownload] = await Promise.all([page.waitForEvent('download'), page.locator('[data-download="0"]').click()]);
+  const basicCollected = gunzipSync(readFileSync(await basicDownload.path())).toString();
+  if (basicCollected !== readFileSync('/etc/hostname').toString()) fail(`the basic user's download holds ${JSON.stringify(basicCollected)}`);
+  await shot('basic-user');
+  await page.locator('[data-nav="library"]').click();
+  await page.getByText('Your account cannot use the library').waitFor();
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByText('You are signed out.').waitFor();
   if (problems.length) fail(problems.join('\n'));

@@ -250,6 +250,101 @@ async fn a_users_roles_limit_what_the_console_can_do() {
 }
 
 #[tokio::test]
+async fn the_session_says_what_the_api_allows_and_the_api_agrees() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    let basic = user(
+        &server,
+        "basic",
+        &[roles::LIVE_RESPONSE_BASIC, roles::READ_ALL],
+    )
+    .await;
+    let (status, set_cookie, session) = sign_in(&server, "basic", &basic).await;
+    assert_eq!(status, 200, "{session}");
+    let expected = serde_json::json!({
+        "collectFiles": true,
+        "putFilesAndRunScripts": false,
+        "cancelActions": true,
+        "downloadResults": true,
+        "tagMachines": false,
+        "manageLibrary": false,
+        "readAuditLog": false,
+    });
+    assert_eq!(session["capabilities"], expected);
+    // The same from the session endpoint, and each claim holds at the API:
+    // a basic user collects, cancels and downloads (the buttons the console
+    // used to disable), and may not tag.
+    let http = reqwest::Client::new();
+    let cookie = cookie_pair(&set_cookie);
+    let call = |method: reqwest::Method, path: String| {
+        http.request(method, format!("{}{path}", server.url))
+            .header("cookie", &cookie)
+            .header("x-requested-with", "reach-console")
+    };
+    let me: serde_json::Value = call(reqwest::Method::GET, "/console/session".into())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["capabilities"], expected);
+    std::fs::create_dir_all(device.work_dir()).unwrap();
+    let path = device.work_dir().join("collected.log");
+    std::fs::write(&path, b"basic").unwrap();
+    let created = call(
+        reqwest::Method::POST,
+        format!("/api/machines/{}/runliveresponse", device.machine_id),
+    )
+    .json(&request(vec![get_file(path.to_str().unwrap())], "basic"))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    server.wait_final(&id).await;
+    let link = call(
+        reqwest::Method::GET,
+        format!("/api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=0)"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(link.status(), 200);
+    let cancel = call(
+        reqwest::Method::POST,
+        format!("/api/machineactions/{id}/cancel"),
+    )
+    .json(&serde_json::json!({"Comment": "done"}))
+    .send()
+    .await
+    .unwrap();
+    // Authorised (the action is already final, so it cannot be cancelled).
+    assert_error(cancel, 400, "BadRequest").await;
+    let tag = call(
+        reqwest::Method::POST,
+        format!("/api/machines/{}/tags", device.machine_id),
+    )
+    .json(&serde_json::json!({"Value": "x", "Action": "Add"}))
+    .send()
+    .await
+    .unwrap();
+    assert_error(tag, 403, "Forbidden").await;
+
+    let admin = user(&server, "admin", roles::ALL).await;
+    let (_, _, session) = sign_in(&server, "admin", &admin).await;
+    assert!(
+        session["capabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == true),
+        "{session}"
+    );
+}
+
+#[tokio::test]
 async fn guessing_passwords_is_rate_limited() {
     let server = TestServer::start().await;
     let password = user(&server, "target", &[roles::READ]).await;

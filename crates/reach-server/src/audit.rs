@@ -7,7 +7,7 @@
 //! Entries are append-only and chained: each carries the hash of the one
 //! before it (`link_hash`), so `verify` finds the first entry that was
 //! altered, removed or inserted. The store places entries in the chain
-//! (`Store::append_audit`); this module decides what an entry says.
+//! (`AuditLog::append_audit`); this module decides what an entry says.
 //!
 //! HTTP calls are recorded by one middleware (`record_api`) after the
 //! handler answers and before the response leaves, so an entry exists by
@@ -33,41 +33,13 @@ use axum::response::Response;
 use reach_proto::agent::CommandRef;
 use reach_proto::api::AuditLogEntry;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedState;
 use crate::auth::Principal;
-use crate::store::{AuditEntry, AuditEvent, Store};
+use crate::store::audit::{GENESIS, link_hash};
+use crate::store::{AuditEntry, AuditEvent, AuditLog};
 use crate::time::Micros;
-
-/// `prev_hash` of the first entry.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Hex SHA-256 of an entry's number, its fields and the hash before it,
-/// written as one JSON array (serde_json writes the same text for the same
-/// values, so the hash does not depend on the engine that stored them).
-pub fn link_hash(seq: i64, event: &AuditEvent, prev_hash: &str) -> String {
-    let text = serde_json::json!([
-        "reach-audit-v1",
-        seq,
-        event.time.0,
-        event.tenant_id,
-        event.actor_type,
-        event.actor_id,
-        event.actor_name,
-        event.source_ip,
-        event.operation,
-        event.machine_id,
-        event.target,
-        event.outcome,
-        event.http_status,
-        event.details,
-        prev_hash,
-    ])
-    .to_string();
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
 
 /// An entry as clients and SIEMs read it.
 pub fn to_wire(entry: AuditEntry) -> AuditLogEntry {
@@ -238,7 +210,7 @@ const BATCH: usize = 256;
 
 impl Auditor {
     /// Starts the writer task on the current runtime.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn AuditLog>) -> Self {
         let (queue, mut incoming) = mpsc::channel::<(AuditEvent, oneshot::Sender<bool>)>(4096);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -449,7 +421,7 @@ pub enum Verdict {
 }
 
 /// Walks the whole chain, oldest first, a page at a time.
-pub async fn verify(store: &dyn Store) -> anyhow::Result<Verdict> {
+pub async fn verify(store: &dyn AuditLog) -> anyhow::Result<Verdict> {
     const PAGE: u32 = 5_000;
     let mut entries = 0u64;
     let mut first = 0i64;
@@ -519,7 +491,7 @@ pub async fn verify(store: &dyn Store) -> anyhow::Result<Verdict> {
 /// Writes entries at or after `since` (of one tenant, or all) as JSON
 /// lines, oldest first, a page at a time.
 pub async fn export(
-    store: &dyn Store,
+    store: &dyn AuditLog,
     since: Micros,
     tenant_id: Option<&str>,
     out: &mut impl std::io::Write,
@@ -550,7 +522,7 @@ pub const PRUNED: &str = "AuditPruned";
 
 /// The hash of entry `through` as recorded by the pruning entry that
 /// removed it, if there is one.
-async fn pruned_through(store: &dyn Store, through: i64) -> anyhow::Result<Option<String>> {
+async fn pruned_through(store: &dyn AuditLog, through: i64) -> anyhow::Result<Option<String>> {
     let mut after = through;
     loop {
         let page = store.audit_page(after, Micros(i64::MIN), 5_000).await?;
@@ -575,45 +547,6 @@ async fn pruned_through(store: &dyn Store, through: i64) -> anyhow::Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> AuditEvent {
-        event(
-            "t1",
-            Actor::system(),
-            "Test",
-            "Succeeded",
-            serde_json::json!({"a": 1}),
-        )
-    }
-
-    #[test]
-    fn the_hash_covers_every_field_and_the_link() {
-        let base = sample();
-        let hash = link_hash(7, &base, GENESIS);
-        assert_eq!(hash.len(), 64);
-        assert_eq!(hash, link_hash(7, &base.clone(), GENESIS));
-        assert_ne!(hash, link_hash(8, &base, GENESIS));
-        assert_ne!(hash, link_hash(7, &base, &"1".repeat(64)));
-        let changes: Vec<fn(&mut AuditEvent)> = vec![
-            |e| e.time.0 += 1,
-            |e| e.tenant_id.push('x'),
-            |e| e.actor_type.push('x'),
-            |e| e.actor_id.push('x'),
-            |e| e.actor_name.push('x'),
-            |e| e.source_ip = Some("10.0.0.1".into()),
-            |e| e.operation.push('x'),
-            |e| e.machine_id = Some("m".into()),
-            |e| e.target = Some("t".into()),
-            |e| e.outcome.push('x'),
-            |e| e.http_status = Some(200),
-            |e| e.details = "{\"a\":2}".into(),
-        ];
-        for change in changes {
-            let mut changed = base.clone();
-            change(&mut changed);
-            assert_ne!(hash, link_hash(7, &changed, GENESIS), "{changed:?}");
-        }
-    }
 
     #[test]
     fn state_changes_links_and_downloads_are_audited_and_agent_transfers_are_not() {

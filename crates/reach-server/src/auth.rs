@@ -19,7 +19,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{App, Scope, Store, StoreError, User};
+use crate::store::{App, Identities, Scope, StoreError, User};
 
 /// Audience of the tokens Reach issues: Defender's resource identifier.
 pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
@@ -95,7 +95,7 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub async fn load_or_create(store: &dyn crate::store::Store) -> anyhow::Result<Self> {
+    pub async fn load_or_create(store: &dyn Identities) -> anyhow::Result<Self> {
         Ok(Self {
             jwt: shared_key(store, "jwt-signing").await?,
             link: shared_key(store, "download-link").await?,
@@ -103,7 +103,7 @@ impl Keys {
     }
 }
 
-async fn shared_key(store: &dyn crate::store::Store, name: &str) -> anyhow::Result<Vec<u8>> {
+async fn shared_key(store: &dyn Identities, name: &str) -> anyhow::Result<Vec<u8>> {
     let mut fresh = vec![0u8; 32];
     rand::rng().fill_bytes(&mut fresh);
     let stored = store
@@ -268,7 +268,7 @@ impl Authenticator {
 /// revokes every earlier token at once). Keeps only the roles the account
 /// holds now, and sets the caller's device-group scope. External issuers'
 /// tokens pass unchanged.
-pub async fn admit(store: &dyn Store, principal: &mut Principal) -> Result<(), AdmitError> {
+pub async fn admit(store: &dyn Identities, principal: &mut Principal) -> Result<(), AdmitError> {
     let Some(generation) = principal.generation else {
         return Ok(());
     };

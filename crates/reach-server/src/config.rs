@@ -340,7 +340,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field(
                 "database_url",
-                &crate::store::sql_store::redact_url(&self.database_url),
+                &crate::store::sql::redact_url(&self.database_url),
             )
             .field("object_store_url", &self.object_store_url)
             .field("public_url", &self.public_url)

@@ -84,13 +84,13 @@ pub type SharedState = Arc<AppState>;
 /// Opens the store, the file store and the signing keys named by `config`.
 pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     let store = if config.database_url.is_empty() {
-        store::sql_store::SqlStore::open_sqlite(&config.data_dir).await?
+        store::sql::SqlStore::open_sqlite(&config.data_dir).await?
     } else {
-        store::sql_store::SqlStore::connect(&config.database_url).await?
+        store::sql::SqlStore::connect(&config.database_url).await?
     };
     let cluster = match store.engine() {
-        store::sql_store::Engine::Sqlite => cluster::Cluster::Single,
-        store::sql_store::Engine::Postgres => {
+        store::sql::Engine::Sqlite => cluster::Cluster::Single,
+        store::sql::Engine::Postgres => {
             cluster::Cluster::postgres(store.pool().clone(), config.database_url.clone())
         }
     };
@@ -99,7 +99,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         database = %if config.database_url.is_empty() {
             format!("sqlite in {}", config.data_dir.display())
         } else {
-            store::sql_store::redact_url(&config.database_url)
+            store::sql::redact_url(&config.database_url)
         },
         files = %files.location(),
         "storage opened"

@@ -393,7 +393,7 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
     assert!(later.status.success() && later.stdout.is_empty());
 
     sqlx::any::install_default_drivers();
-    let url = reach_server::store::sql_store::sqlite_url(&dir.path().join("data/reach.db"));
+    let url = reach_server::store::sql::sqlite_url(&dir.path().join("data/reach.db"));
     let db = sqlx::AnyPool::connect(&url).await.unwrap();
     sqlx::query("UPDATE audit_log SET details = '{\"name\":\"other\"}' WHERE seq = $1")
         .bind(created.id)

@@ -10,7 +10,7 @@ use reach_proto::agent::{CommandRef, MachineInfo, Work};
 use reach_proto::api::{ActionStatus, Command, CommandStatus};
 use reach_server::odata::Query;
 use reach_server::ratelimit::Window;
-use reach_server::store::sql_store::SqlStore;
+use reach_server::store::sql::SqlStore;
 use reach_server::store::*;
 use reach_server::testing;
 use reach_server::time::Micros;
@@ -35,7 +35,7 @@ async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let mut all = vec![Backend {
         name: "sqlite",
-        url: reach_server::store::sql_store::sqlite_url(&dir.path().join("reach.db")),
+        url: reach_server::store::sql::sqlite_url(&dir.path().join("reach.db")),
         _dir: Some(dir),
     }];
     if let Some(url) = testing::fresh_postgres().await {

@@ -1,334 +1,243 @@
-//! Turns an OData `Query` into a SQL `WHERE`/`ORDER BY`/`LIMIT` tail with
-//! bound parameters, for any SQL store. Properties map to column expressions
-//! through a per-entity table of `Field`s; client text only ever becomes a
-//! bound parameter, never SQL.
+//! The SQL `Store`: one implementation for both engines Reach runs on,
+//! SQLite (the embedded default, a file in the data directory, WAL mode) and
+//! PostgreSQL (several nodes sharing one database), through sqlx's `Any`
+//! driver. The SQL is portable (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`); `Engine` holds the few places where the engines differ.
 //!
-//! Text comparisons are case-insensitive (`lower(a) = lower(b)`), as
-//! Defender's are.
+//! Every write that checks before it changes runs in one transaction that
+//! excludes concurrent writers of the same thing: on SQLite `BEGIN IMMEDIATE`
+//! (one writer at a time), on PostgreSQL row locks (`FOR UPDATE` on the
+//! tenant, machine or action row) and advisory locks, so two nodes racing
+//! cannot both pass a check (one active action per machine, actions per
+//! tenant, claiming a command, rate limits).
+//!
+//!
+//! This file holds the connection's parts every domain shares (the engine,
+//! write transactions, locks, value conversions); `connect` opens and
+//! migrates the database, `paging` runs OData pages, `odata_to_sql` compiles
+//! OData queries, and one file per domain holds that domain's SQL.
 
-use crate::odata::{CompareOp, Expr, Literal, ODataError, Query, TextFunc};
+mod actions;
+mod audit;
+mod commands;
+mod connect;
+mod enrollment;
+mod identities;
+mod library;
+mod machines;
+pub mod odata_to_sql;
+mod paging;
+mod rate_limits;
+mod retention;
 
-/// How a property is stored.
+use std::str::FromStr;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::{Any, AnyPool, Transaction};
+
+pub use connect::{redact_url, sqlite_url};
+
+use super::{Store, StoreError, StoreResult};
+use actions::action_from_row;
+use actions::{command_from_row, load_commands};
+use library::library_from_row;
+use machines::machine_from_row;
+use odata_to_sql::{Bind, Field, Kind};
+use paging::{placeholders, select_page};
+
+/// The database engine behind a `SqlStore`, and the few places their SQL
+/// differs: how a checking transaction starts, row locks, and (in
+/// `odata_to_sql`) collection membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Text,
-    /// Microseconds since the epoch.
-    Time,
-    /// A JSON array of text.
-    TextList,
-    /// A whole number.
-    Int,
-}
-
-/// One filterable, sortable property of an entity.
-#[derive(Debug, Clone)]
-pub struct Field {
-    /// OData property name (matched case-insensitively).
-    pub name: &'static str,
-    /// SQL expression of its value.
-    pub sql: String,
-    pub kind: Kind,
-}
-
-impl Field {
-    pub fn new(name: &'static str, sql: impl Into<String>, kind: Kind) -> Self {
-        Self {
-            name,
-            sql: sql.into(),
-            kind,
-        }
-    }
-}
-
-/// A value bound to a placeholder.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Collection membership differs between engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub enum Engine {
     Sqlite,
     Postgres,
 }
 
-pub struct Compiled {
-    /// `WHERE ...` (empty when no filter).
-    pub where_sql: String,
-    /// `ORDER BY ...` (always present; `default_order` when none requested).
-    pub order_sql: String,
-    pub binds: Vec<Bind>,
-}
-
-struct Builder<'a> {
-    fields: &'a [Field],
-    dialect: Dialect,
-    binds: Vec<Bind>,
-    first_param: usize,
-}
-
-impl Builder<'_> {
-    fn field(&self, name: &str) -> Result<&Field, ODataError> {
-        self.fields
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.fields.iter().map(|f| f.name).collect();
-                ODataError(format!(
-                    "Unknown property '{name}'; filterable properties are {}",
-                    known.join(", ")
-                ))
-            })
-    }
-
-    fn bind(&mut self, value: Bind) -> String {
-        self.binds.push(value);
-        // `$n` placeholders: PostgreSQL's, and SQLite reads them the same way.
-        format!("${}", self.first_param + self.binds.len() - 1)
-    }
-
-    fn value(&mut self, field: &Field, literal: &Literal) -> Result<String, ODataError> {
-        match (field.kind, literal) {
-            (Kind::Text | Kind::TextList, Literal::Text(t)) => {
-                let p = self.bind(Bind::Text(t.clone()));
-                Ok(format!("lower({p})"))
-            }
-            (Kind::Text | Kind::TextList, Literal::Int(n)) => Err(ODataError(format!(
-                "{} holds text; quote the value: '{n}'",
-                field.name
-            ))),
-            (Kind::Int, Literal::Int(n)) => Ok(self.bind(Bind::Int(*n))),
-            (Kind::Time, Literal::DateTime(t)) => Ok(self.bind(Bind::Int(t.0))),
-            (Kind::Time, Literal::Text(t)) => match crate::time::Micros::parse(t) {
-                Some(t) => Ok(self.bind(Bind::Int(t.0))),
-                None => Err(ODataError(format!(
-                    "'{t}' is not a date-time, as {} needs",
-                    field.name
-                ))),
-            },
-            (_, other) => Err(ODataError(format!(
-                "{} cannot be compared with {other:?}",
-                field.name
-            ))),
+impl Engine {
+    /// How a checking write transaction starts.
+    fn begin(self) -> &'static str {
+        match self {
+            // Takes the write lock now, so a check and its write see one state.
+            Engine::Sqlite => "BEGIN IMMEDIATE",
+            Engine::Postgres => "BEGIN",
         }
     }
 
-    fn column(field: &Field) -> String {
-        match field.kind {
-            Kind::Text | Kind::TextList => format!("lower({})", field.sql),
-            Kind::Time | Kind::Int => field.sql.clone(),
+    /// Appended to a SELECT in a write transaction to lock the rows of table
+    /// alias `alias` it reads. SQLite needs none: its write transaction
+    /// already excludes other writers.
+    fn for_update_of(self, alias: &str) -> String {
+        match self {
+            Engine::Sqlite => String::new(),
+            Engine::Postgres => format!(" FOR UPDATE OF {alias}"),
+        }
+    }
+}
+
+pub struct SqlStore {
+    /// Reads (and, on PostgreSQL, writes).
+    pool: AnyPool,
+    /// SQLite: the one connection that writes. Its page cache stays valid
+    /// across its own commits (a connection's cache is dropped whenever
+    /// another connection has written), and writers never meet in SQLite's
+    /// busy handler. On PostgreSQL, the same pool as `pool`.
+    writer_pool: AnyPool,
+    engine: Engine,
+    /// SQLite: writers take turns here, in the async runtime, instead of in
+    /// SQLite's busy handler (which sleeps up to 100 ms between retries).
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the SQLite writer's turn until it ends.
+struct WriteTx {
+    tx: Tx,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> StoreResult<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// NotFound (named by `what`) when an update changed no row.
+fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(what()));
+    }
+    Ok(())
+}
+
+fn other(err: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Other(err.into())
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Other(err.into())
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("store values serialise")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(other)
+}
+
+const ACTIVE: &str = "('Pending', 'InProgress')";
+
+/// Advisory lock key held (per transaction) by the node that sweeps, so
+/// that one node at a time sweeps on PostgreSQL.
+const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1
+
+/// Advisory lock key held (per transaction) while appending to the audit
+/// trail on PostgreSQL, so that appends from several nodes form one chain.
+const AUDIT_LOCK: i64 = 0x5245_4143_4802; // "REACH" + 2
+
+type Tx = Transaction<'static, Any>;
+
+impl SqlStore {
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool, for LISTEN/NOTIFY (`cluster`) and tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Engine::Postgres => None,
         }
     }
 
-    fn expr(&mut self, expr: &Expr) -> Result<String, ODataError> {
-        Ok(match expr {
-            Expr::And(a, b) => format!("({} AND {})", self.expr(a)?, self.expr(b)?),
-            Expr::Or(a, b) => format!("({} OR {})", self.expr(a)?, self.expr(b)?),
-            Expr::Not(a) => format!("(NOT {})", self.expr(a)?),
-            Expr::Compare { field, op, value } => {
-                let field = self.field(field)?.clone();
-                if field.kind == Kind::TextList {
-                    return match op {
-                        CompareOp::Eq => self.contains(&field, std::slice::from_ref(value)),
-                        CompareOp::Ne => Ok(format!(
-                            "(NOT {})",
-                            self.contains(&field, std::slice::from_ref(value))?
-                        )),
-                        _ => Err(ODataError(format!(
-                            "{} is a collection; use eq, ne or {}/any(t: t eq 'value')",
-                            field.name, field.name
-                        ))),
-                    };
-                }
-                let column = Self::column(&field);
-                if *value == Literal::Null {
-                    return match op {
-                        CompareOp::Eq => Ok(format!("({} IS NULL)", field.sql)),
-                        CompareOp::Ne => Ok(format!("({} IS NOT NULL)", field.sql)),
-                        _ => Err(ODataError("null can only be compared with eq or ne".into())),
-                    };
-                }
-                let value = self.value(&field, value)?;
-                let op = match op {
-                    CompareOp::Eq => "=",
-                    CompareOp::Ne => "<>",
-                    CompareOp::Gt => ">",
-                    CompareOp::Ge => ">=",
-                    CompareOp::Lt => "<",
-                    CompareOp::Le => "<=",
-                };
-                format!("({column} {op} {value})")
-            }
-            Expr::In { field, values } => {
-                let field = self.field(field)?.clone();
-                if field.kind == Kind::TextList {
-                    return self.contains(&field, values);
-                }
-                let column = Self::column(&field);
-                let values = values
-                    .iter()
-                    .map(|v| self.value(&field, v))
-                    .collect::<Result<Vec<_>, _>>()?;
-                format!("({column} IN ({}))", values.join(", "))
-            }
-            Expr::Func { func, field, value } => {
-                let field = self.field(field)?.clone();
-                let Literal::Text(text) = value else {
-                    return Err(ODataError("text functions take a quoted text value".into()));
-                };
-                if field.kind != Kind::Text {
-                    return Err(ODataError(format!("{} is not a text property", field.name)));
-                }
-                let escaped = like_escaped(text);
-                let pattern = match func {
-                    TextFunc::StartsWith => format!("{escaped}%"),
-                    TextFunc::EndsWith => format!("%{escaped}"),
-                    TextFunc::Contains => format!("%{escaped}%"),
-                };
-                let p = self.bind(Bind::Text(pattern));
-                format!("({} LIKE lower({p}) ESCAPE '\\')", Self::column(&field))
-            }
-            Expr::AnyEq { field, value } => {
-                let field = self.field(field)?.clone();
-                if field.kind != Kind::TextList {
-                    return Err(ODataError(format!("{} is not a collection", field.name)));
-                }
-                self.contains(&field, std::slice::from_ref(value))?
-            }
-            Expr::AnyStartsWith { field, prefix } => {
-                let field = self.field(field)?.clone();
-                if field.kind != Kind::TextList {
-                    return Err(ODataError(format!("{} is not a collection", field.name)));
-                }
-                let p = self.bind(Bind::Text(format!("{}%", like_escaped(prefix))));
-                self.any_element(&field, &format!("LIKE lower({p}) ESCAPE '\\'"))
-            }
+    async fn write(&self) -> StoreResult<WriteTx> {
+        let turn = self.turn().await;
+        Ok(WriteTx {
+            tx: self.writer_pool.begin_with(self.engine.begin()).await?,
+            _turn: turn,
         })
     }
 
-    /// Whether the list in `field` holds any of `values` (without case):
-    /// one EXISTS over one flat IN list, however many values.
-    fn contains(&mut self, field: &Field, values: &[Literal]) -> Result<String, ODataError> {
-        let mut placeholders = Vec::with_capacity(values.len());
-        for value in values {
-            let Literal::Text(text) = value else {
-                return Err(ODataError(format!("{} holds text values", field.name)));
-            };
-            placeholders.push(format!("lower({})", self.bind(Bind::Text(text.clone()))));
+    /// Runs one writing statement (SQLite: in the writers' turn). The
+    /// engine's error comes back as is, for callers that map a constraint.
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let _turn = self.turn().await;
+        query.execute(&self.writer_pool).await
+    }
+
+    /// Locks an action's row until the transaction ends.
+    async fn lock_action(&self, tx: &mut WriteTx, action_id: &str) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT id FROM actions WHERE id = $1 FOR UPDATE")
+                .bind(action_id)
+                .fetch_optional(&mut **tx)
+                .await?;
         }
-        let list = placeholders.join(", ");
-        Ok(self.any_element(field, &format!("IN ({list})")))
+        Ok(())
     }
 
-    /// Whether some element of the list in `field`, lower-cased, satisfies
-    /// `test` (the rest of a SQL condition: `IN (...)`, `LIKE ...`).
-    fn any_element(&self, field: &Field, test: &str) -> String {
-        match self.dialect {
-            Dialect::Sqlite => format!(
-                "EXISTS (SELECT 1 FROM json_each({}) WHERE lower(json_each.value) {test})",
-                field.sql
-            ),
-            Dialect::Postgres => format!(
-                "EXISTS (SELECT 1 FROM jsonb_array_elements_text({}::jsonb) AS tag WHERE lower(tag) {test})",
-                field.sql
-            ),
+    /// Serialises appends to the audit trail across nodes (SQLite's write
+    /// transaction already does).
+    async fn lock_audit(&self, tx: &mut WriteTx) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut **tx)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Serialises checking writes within a tenant across nodes.
+    async fn lock_tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> StoreResult<()> {
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 }
 
-/// `text` with LIKE's wildcards and escape character escaped.
-fn like_escaped(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+fn parse_status<T: FromStr>(text: &str) -> StoreResult<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(other)
 }
 
-/// Compiles `query` for the entity described by `fields`. `first_param` is the
-/// number of the first placeholder (`$1` when the filter comes first).
-pub fn compile(
-    query: &Query,
-    fields: &[Field],
-    default_order: &str,
-    dialect: Dialect,
-    first_param: usize,
-) -> Result<Compiled, ODataError> {
-    let mut builder = Builder {
-        fields,
-        dialect,
-        binds: Vec::new(),
-        first_param,
-    };
-    let where_sql = match &query.filter {
-        Some(expr) => builder.expr(expr)?,
-        None => String::new(),
-    };
-    let mut order = Vec::new();
-    for item in &query.order_by {
-        let field = builder.field(&item.field)?;
-        let dir = if item.descending { "DESC" } else { "ASC" };
-        order.push(format!("{} {dir}", field.sql));
-    }
-    order.push(default_order.to_string());
-    Ok(Compiled {
-        where_sql,
-        order_sql: format!("ORDER BY {}", order.join(", ")),
-        binds: builder.binds,
-    })
+fn odata(err: crate::odata::ODataError) -> StoreError {
+    StoreError::InvalidQuery(err.0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::odata::parse_filter;
-
-    fn fields() -> Vec<Field> {
-        vec![
-            Field::new("status", "a.status", Kind::Text),
-            Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),
-            Field::new("machineTags", "m.tags", Kind::TextList),
-        ]
-    }
-
-    fn where_of(filter: &str, dialect: Dialect) -> (String, Vec<Bind>) {
-        let query = Query {
-            filter: Some(parse_filter(filter).unwrap()),
-            ..Query::default()
-        };
-        let c = compile(&query, &fields(), "a.seq DESC", dialect, 3).unwrap();
-        (c.where_sql, c.binds)
-    }
-
-    #[test]
-    fn client_text_is_always_bound() {
-        let (sql, binds) = where_of("Status eq 'x'' OR 1=1 --'", Dialect::Sqlite);
-        assert_eq!(sql, "(lower(a.status) = lower($3))");
-        assert_eq!(binds, vec![Bind::Text("x' OR 1=1 --".into())]);
-        let (sql, _) = where_of(
-            "status in ('a','b') and creationDateTimeUtc ge 2024-01-01Z",
-            Dialect::Postgres,
-        );
-        assert_eq!(
-            sql,
-            "((lower(a.status) IN (lower($3), lower($4))) AND (a.created_us >= $5))"
-        );
-    }
-
-    #[test]
-    fn unknown_properties_and_type_mismatches_are_odata_errors() {
-        let query = Query {
-            filter: Some(parse_filter("color eq 'red'").unwrap()),
-            ..Query::default()
-        };
-        let e = compile(&query, &fields(), "x", Dialect::Sqlite, 1)
-            .err()
-            .unwrap();
-        assert!(e.0.contains("Unknown property 'color'"), "{e}");
-        let query = Query {
-            filter: Some(parse_filter("creationDateTimeUtc gt 'soon'").unwrap()),
-            ..Query::default()
-        };
-        assert!(compile(&query, &fields(), "x", Dialect::Sqlite, 1).is_err());
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }

@@ -191,8 +191,7 @@ async fn odata_narrows_and_pages_the_trail() {
 /// Opens the test server's SQLite database beside it, for tampering.
 async fn database(server: &TestServer) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
-    let url =
-        reach_server::store::sql_store::sqlite_url(&server.state.config.data_dir.join("reach.db"));
+    let url = reach_server::store::sql::sqlite_url(&server.state.config.data_dir.join("reach.db"));
     sqlx::AnyPool::connect(&url).await.unwrap()
 }
 
@@ -236,7 +235,7 @@ async fn verify_finds_an_altered_and_a_removed_entry() {
         .audit_page(upload - 1, reach_server::time::Micros(i64::MIN), 1)
         .await
         .unwrap();
-    let forged = audit::link_hash(upload, &rows[0].event, &rows[0].prev_hash);
+    let forged = reach_server::store::audit::link_hash(upload, &rows[0].event, &rows[0].prev_hash);
     sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
         .bind(&forged)
         .bind(upload)

@@ -1,0 +1,132 @@
+//! Live response actions as analysts submit, list and cancel them, with
+//! their commands and the limits on how many may wait or run.
+
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, Work};
+use reach_proto::api::{ActionStatus, Command, CommandStatus};
+
+use super::*;
+use crate::odata::Query;
+use crate::time::Micros;
+
+/// The limits `create_action` enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionLimits {
+    /// Actions running on devices (InProgress) per tenant: Defender's
+    /// concurrent live response sessions.
+    pub running_per_tenant: u32,
+    /// Actions waiting for their devices (Pending) per requestor.
+    pub pending_per_requestor: u32,
+}
+
+/// A command of a new action, validated, with the library file's hash
+/// recorded at submit time for PutFile and RunScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    pub command: Command,
+    pub work: Work,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAction {
+    pub id: String,
+    pub tenant_id: String,
+    pub machine_id: String,
+    pub requestor: String,
+    /// Who queued it, as a stable key (`Principal::rate_key`): what the
+    /// per-requestor queue limit counts.
+    pub requestor_id: String,
+    pub requestor_comment: Option<String>,
+    pub commands: Vec<NewCommand>,
+    pub now: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub machine_id: String,
+    pub computer_dns_name: String,
+    pub requestor: String,
+    pub requestor_comment: Option<String>,
+    pub status: ActionStatus,
+    pub created: Micros,
+    pub last_update: Micros,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+    pub cancellation_time: Option<Micros>,
+    pub commands: Vec<CommandRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRow {
+    pub index: u32,
+    pub command: Command,
+    pub work: Work,
+    pub status: CommandStatus,
+    pub start_time: Option<Micros>,
+    pub end_time: Option<Micros>,
+    pub errors: Vec<String>,
+    pub timeout_secs: u64,
+    pub result: Option<ResultBlob>,
+    /// GetFile: hex SHA-256 of the collected file as it was on the device.
+    pub file_sha256: Option<String>,
+    /// When retention deleted the stored result.
+    pub result_deleted: Option<Micros>,
+}
+
+/// A stored command result: where its bytes are and what they hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultBlob {
+    /// The object, or with `chunks` the prefix of the chunk objects.
+    pub key: String,
+    pub size: u64,
+    /// Hex SHA-256 of the stored bytes; none for a result served as its
+    /// chunks (checked by their decompressed bytes and the whole file's
+    /// SHA-256 instead, which the command records).
+    pub sha256: Option<String>,
+    /// Set when the result is `chunks` objects to serve one after another.
+    pub chunks: Option<u32>,
+}
+
+#[async_trait]
+pub trait Actions: Send + Sync {
+    /// Live response actions of all tenants by status (every status listed).
+    async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>>;
+    /// Creates an action atomically, enforcing one active action per machine
+    /// (`ActiveActionExists`), at most `limits.running_per_tenant` actions
+    /// running (InProgress) in the tenant (`TenantActionLimit`) and at most
+    /// `limits.pending_per_requestor` queued (Pending) by its requestor
+    /// (`RequestorQueueLimit`).
+    async fn create_action(
+        &self,
+        action: &NewAction,
+        limits: ActionLimits,
+    ) -> StoreResult<ActionRow>;
+    /// The Pending actions queued by `requestor_id`, oldest first.
+    async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>>;
+    async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow>;
+    /// One command of an action of `machine_id` (NotFound for any other
+    /// machine's): what the agent's transfer endpoints check, in one read.
+    async fn machine_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+    ) -> StoreResult<CommandRow>;
+    async fn list_actions(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<ActionRow>, Option<u64>)>;
+    /// Cancels a Pending or InProgress action; Conflict when it is already final.
+    /// A command still running is marked Failed.
+    async fn cancel_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        requestor: &str,
+        comment: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<ActionRow>;
+}

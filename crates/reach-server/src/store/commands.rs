@@ -1,0 +1,117 @@
+//! Commands as agents work through them: claimed, run, their results and
+//! GetFile chunks recorded, finished; and the sweep that ends what waited
+//! or ran too long.
+
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, Work};
+
+use super::*;
+use crate::time::Micros;
+
+/// One stored chunk of a result, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub n: u32,
+    pub raw_size: u64,
+    pub raw_crc32: Option<u32>,
+    /// Empty when the agent did not send it.
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+    /// Completed uploads of this chunk (more than 1: it was sent again).
+    pub attempts: u32,
+}
+
+/// A command handed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub command: CommandRef,
+    pub work: Work,
+    pub timeout_secs: u64,
+    /// When its action was submitted.
+    pub action_created: Micros,
+}
+
+/// A command InProgress on a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub command: CommandRef,
+    /// The agent process it was handed to (empty: unknown).
+    pub agent_instance: String,
+}
+
+/// How a command ended, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// `file_sha256`: for GetFile, the hash of the file on the device.
+    Completed { file_sha256: Option<String> },
+    Failed {
+        errors: Vec<String>,
+        timed_out: bool,
+    },
+}
+
+/// What a sweep changed, so the caller can log it and wake machines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Actions that waited longer than the queue TTL and ended TimeOut.
+    pub queue_expired: Vec<String>,
+    /// Commands whose lease ran out without a result from the agent, with their machine.
+    pub lease_expired: Vec<(String, CommandRef)>,
+}
+
+#[async_trait]
+pub trait Commands: Send + Sync {
+    /// Claims the next command for a machine: the first Created command of its
+    /// active action, if no command of that action is InProgress. Marks the
+    /// command and action InProgress and records the agent process
+    /// (`agent_instance`) it is handed to.
+    async fn claim_next_command(
+        &self,
+        machine_id: &str,
+        agent_instance: &str,
+        now: Micros,
+    ) -> StoreResult<Option<Claimed>>;
+    /// The commands currently InProgress on a machine, with the agent
+    /// process each was handed to.
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>>;
+    /// Puts an InProgress command of this machine back to Created, for a
+    /// command its agent never received. False if it was not InProgress.
+    async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool>;
+    /// Records the bytes of a command's result. The command must be InProgress
+    /// on this machine.
+    async fn record_result(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        blob: &ResultBlob,
+    ) -> StoreResult<()>;
+    /// Records (or replaces) a stored chunk of an InProgress command of this machine.
+    async fn put_chunk(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        chunk: &ChunkRow,
+    ) -> StoreResult<()>;
+    /// The chunks recorded for a command, by number.
+    async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>>;
+    /// Ends an InProgress command on this machine and moves its action on.
+    /// A RunScript or GetFile reported Completed without a recorded result
+    /// fails instead. Returns None if the command was not InProgress (a
+    /// repeated delivery).
+    async fn finish_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        finish: &Finish,
+        now: Micros,
+    ) -> StoreResult<Option<ActionRow>>;
+    /// Ends actions queued past `queue_deadline` (created before it) with
+    /// TimeOut, and fails commands whose lease ran out by `now`.
+    async fn sweep(
+        &self,
+        queue_deadline: Micros,
+        lease_grace_secs: u64,
+        now: Micros,
+    ) -> StoreResult<Swept>;
+}

@@ -1,0 +1,376 @@
+//! The SQL of `Actions` (see `store::actions`), for both engines. Checks
+//! and writes of one submission happen in one transaction, so concurrent
+//! callers cannot both pass a limit.
+
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, Work};
+use reach_proto::api::{ActionStatus, Command, CommandStatus};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::*;
+use crate::odata::Query;
+use crate::store::*;
+use crate::time::Micros;
+
+#[async_trait]
+impl Actions for SqlStore {
+    async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM actions GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(ActionStatus, u64)> =
+            ActionStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in &rows {
+            let status: ActionStatus = parse_status(row.try_get::<&str, _>("status")?)?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
+                entry.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn create_action(
+        &self,
+        action: &NewAction,
+        limits: ActionLimits,
+    ) -> StoreResult<ActionRow> {
+        let mut tx = self.write().await?;
+        // One creator at a time per tenant: the counts below stay true until commit.
+        self.lock_tenant(&mut tx, &action.tenant_id).await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress'",
+        )
+        .bind(&action.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= i64::from(limits.running_per_tenant) {
+            return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
+        }
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM actions WHERE requestor_id = $1 AND status = 'Pending'",
+        )
+        .bind(&action.requestor_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if queued >= i64::from(limits.pending_per_requestor) {
+            return Err(StoreError::RequestorQueueLimit(
+                limits.pending_per_requestor,
+            ));
+        }
+        // The machine must be the tenant's (no row: not found); a second
+        // active action on it breaks the unique index `actions_one_active_per_machine`.
+        let dns: String = sqlx::query_scalar(
+            "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
+                status, created_us, updated_us, requestor_id)
+             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5, $8 FROM machines
+             WHERE id = $6 AND tenant_id = $7
+             RETURNING computer_dns_name",
+        )
+        .bind(&action.id)
+        .bind(&action.requestor)
+        .bind(&action.requestor_comment)
+        .bind(action.now.0)
+        .bind(action.now.0)
+        .bind(&action.machine_id)
+        .bind(&action.tenant_id)
+        .bind(&action.requestor_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|err| match err.as_database_error() {
+            Some(db) if db.is_unique_violation() => StoreError::ActiveActionExists,
+            _ => err.into(),
+        })?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
+        let mut commands = Vec::with_capacity(action.commands.len());
+        // Rows of 5 values after the shared action id, at most 100 rows a
+        // statement (well inside both engines' bind limits).
+        for (first, batch) in action.commands.chunks(100).enumerate() {
+            let rows = (0..batch.len())
+                .map(|r| {
+                    let n = r * 5;
+                    format!(
+                        "($1, ${}, ${}, ${}, ${}, 'Created', ${})",
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs) VALUES {rows}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&action.id);
+            for (offset, command) in batch.iter().enumerate() {
+                let index = first * 100 + offset;
+                let payload_sha = match &command.work {
+                    Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
+                        Some(sha256.clone())
+                    }
+                    Work::GetFile { .. } => None,
+                };
+                query = query
+                    .bind(index as i64)
+                    .bind(json(&command.command))
+                    .bind(json(&command.work))
+                    .bind(payload_sha)
+                    .bind(command.timeout_secs as i64);
+                commands.push(CommandRow {
+                    index: index as u32,
+                    command: command.command.clone(),
+                    work: command.work.clone(),
+                    status: CommandStatus::Created,
+                    start_time: None,
+                    end_time: None,
+                    errors: Vec::new(),
+                    timeout_secs: command.timeout_secs,
+                    result: None,
+                    file_sha256: None,
+                    result_deleted: None,
+                });
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        // What the rows now hold, without reading them back.
+        Ok(ActionRow {
+            id: action.id.clone(),
+            tenant_id: action.tenant_id.clone(),
+            machine_id: action.machine_id.clone(),
+            computer_dns_name: dns,
+            requestor: action.requestor.clone(),
+            requestor_comment: action.requestor_comment.clone(),
+            status: ActionStatus::Pending,
+            created: action.now,
+            last_update: action.now,
+            cancellation_requestor: None,
+            cancellation_comment: None,
+            cancellation_time: None,
+            commands,
+        })
+    }
+
+    async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM actions WHERE requestor_id = $1 AND status = 'Pending' ORDER BY created_us, seq",
+        )
+        .bind(requestor_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut actions = rows
+            .iter()
+            .map(action_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        load_commands(&mut conn, &mut actions).await?;
+        Ok(actions)
+    }
+
+    async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow> {
+        let mut conn = self.pool.acquire().await?;
+        let action = fetch_action(&mut conn, id).await?;
+        if action.tenant_id != tenant_id {
+            return Err(StoreError::NotFound(format!("Machine action {id}")));
+        }
+        Ok(action)
+    }
+
+    async fn machine_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+    ) -> StoreResult<CommandRow> {
+        let row = sqlx::query(
+            "SELECT c.* FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = $1 AND c.idx = $2 AND a.machine_id = $3",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "Command {} of action {}",
+                command.index, command.action_id
+            ))
+        })?;
+        command_from_row(&row)
+    }
+
+    async fn list_actions(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+    ) -> StoreResult<(Vec<ActionRow>, Option<u64>)> {
+        let mut conn = self.pool.acquire().await?;
+        let (rows, count) = select_page(
+            &mut conn,
+            self.engine,
+            "actions",
+            "a",
+            tenant_id,
+            query,
+            &action_fields(),
+            "a.created_us DESC, a.seq DESC",
+        )
+        .await?;
+        let mut actions = rows
+            .iter()
+            .map(action_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        load_commands(&mut conn, &mut actions).await?;
+        Ok((actions, count))
+    }
+
+    async fn cancel_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        requestor: &str,
+        comment: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<ActionRow> {
+        let mut tx = self.write().await?;
+        self.lock_action(&mut tx, id).await?;
+        let action = fetch_action(&mut tx, id).await?;
+        if action.tenant_id != tenant_id {
+            return Err(StoreError::NotFound(format!("Machine action {id}")));
+        }
+        if action.status.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "Machine action {id} is already {} and cannot be cancelled",
+                action.status
+            )));
+        }
+        sqlx::query(
+            "UPDATE actions SET status = 'Cancelled', cancellation_requestor = $1, cancellation_comment = $2,
+                cancelled_us = $3, updated_us = $4 WHERE id = $5",
+        )
+        .bind(requestor)
+        .bind(comment)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2 WHERE action_id = $3 AND status = 'InProgress'",
+        )
+        .bind(now.0)
+        .bind(json(&vec![format!("Cancelled by {requestor}")]))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let action = fetch_action(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(action)
+    }
+}
+
+pub(super) fn action_fields() -> Vec<Field> {
+    vec![
+        Field::new("id", "a.id", Kind::Text),
+        Field::new("status", "a.status", Kind::Text),
+        Field::new("machineId", "a.machine_id", Kind::Text),
+        Field::new("type", "'LiveResponse'", Kind::Text),
+        Field::new("requestor", "a.requestor", Kind::Text),
+        Field::new("computerDnsName", "a.computer_dns_name", Kind::Text),
+        Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),
+        Field::new("lastUpdateDateTimeUtc", "a.updated_us", Kind::Time),
+        // The action's machine's tags: what device-group scopes filter on.
+        Field::new(
+            "machineTags",
+            "(SELECT m.tags FROM machines m WHERE m.id = a.machine_id)",
+            Kind::TextList,
+        ),
+    ]
+}
+
+pub(super) fn action_from_row(row: &AnyRow) -> StoreResult<ActionRow> {
+    Ok(ActionRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        machine_id: row.try_get("machine_id")?,
+        computer_dns_name: row.try_get("computer_dns_name")?,
+        requestor: row.try_get("requestor")?,
+        requestor_comment: row.try_get("requestor_comment")?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        created: Micros(row.try_get("created_us")?),
+        last_update: Micros(row.try_get("updated_us")?),
+        cancellation_requestor: row.try_get("cancellation_requestor")?,
+        cancellation_comment: row.try_get("cancellation_comment")?,
+        cancellation_time: row.try_get::<Option<i64>, _>("cancelled_us")?.map(Micros),
+        commands: Vec::new(),
+    })
+}
+
+pub(super) fn command_from_row(row: &AnyRow) -> StoreResult<CommandRow> {
+    let result = match row.try_get::<Option<String>, _>("result_key")? {
+        Some(key) => Some(ResultBlob {
+            key,
+            size: row.try_get::<Option<i64>, _>("result_size")?.unwrap_or(0) as u64,
+            sha256: row.try_get::<Option<String>, _>("result_sha256")?,
+            chunks: row
+                .try_get::<Option<i64>, _>("result_chunks")?
+                .map(|n| n as u32),
+        }),
+        None => None,
+    };
+    Ok(CommandRow {
+        index: row.try_get::<i64, _>("idx")? as u32,
+        command: from_json::<Command>(row.try_get("command")?)?,
+        work: from_json::<Work>(row.try_get("work")?)?,
+        status: parse_status(row.try_get::<&str, _>("status")?)?,
+        start_time: row.try_get::<Option<i64>, _>("start_us")?.map(Micros),
+        end_time: row.try_get::<Option<i64>, _>("end_us")?.map(Micros),
+        errors: from_json(row.try_get::<&str, _>("errors")?)?,
+        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+        result,
+        file_sha256: row.try_get("file_sha256")?,
+        result_deleted: row
+            .try_get::<Option<i64>, _>("result_deleted_us")?
+            .map(Micros),
+    })
+}
+
+pub(super) async fn load_commands(
+    conn: &mut sqlx::AnyConnection,
+    actions: &mut [ActionRow],
+) -> StoreResult<()> {
+    for chunk in actions.chunks_mut(500) {
+        let ids = placeholders(1, chunk.len());
+        let sql =
+            format!("SELECT * FROM commands WHERE action_id IN ({ids}) ORDER BY action_id, idx");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for action in chunk.iter() {
+            query = query.bind(action.id.clone());
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        for row in &rows {
+            let action_id: String = row.try_get("action_id")?;
+            if let Some(action) = chunk.iter_mut().find(|a| a.id == action_id) {
+                action.commands.push(command_from_row(row)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn fetch_action(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> StoreResult<ActionRow> {
+    let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))?;
+    let mut actions = vec![action_from_row(&row)?];
+    load_commands(conn, &mut actions).await?;
+    Ok(actions.remove(0))
+}

@@ -1,0 +1,377 @@
+//! The SQL of `Commands` (see `store::commands`), for both engines. Every
+//! change names the machine it comes from: a device can only move its own
+//! commands.
+
+use async_trait::async_trait;
+use reach_proto::agent::{CommandRef, Work};
+use reach_proto::api::{ActionStatus, CommandStatus};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::*;
+use crate::store::*;
+use crate::time::Micros;
+
+#[async_trait]
+impl Commands for SqlStore {
+    async fn claim_next_command(
+        &self,
+        machine_id: &str,
+        agent_instance: &str,
+        now: Micros,
+    ) -> StoreResult<Option<Claimed>> {
+        let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            // Lock first, read after: a read that waits on a row lock sees
+            // the locked row anew, but not what its subqueries and joins saw.
+            let sql = format!(
+                "SELECT id FROM actions WHERE machine_id = $1 AND status IN {ACTIVE} FOR UPDATE"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        // The machine's active action, whether one of its commands runs, and
+        // its first command not yet started: one read.
+        let sql = format!(
+            "SELECT a.id, a.created_us,
+                (SELECT count(*) FROM commands r WHERE r.action_id = a.id AND r.status = 'InProgress') AS running,
+                c.idx, c.work, c.timeout_secs
+             FROM actions a LEFT JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
+             WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
+             ORDER BY c.idx LIMIT 1"
+        );
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(machine_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let action_id: String = row.try_get("id")?;
+        let action_created = Micros(row.try_get("created_us")?);
+        let running: i64 = row.try_get("running")?;
+        let Some(index) = row.try_get::<Option<i64>, _>("idx")? else {
+            return Ok(None);
+        };
+        if running > 0 {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1, agent_instance = $4 WHERE action_id = $2 AND idx = $3")
+            .bind(now.0)
+            .bind(&action_id)
+            .bind(index)
+            .bind(agent_instance)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = $1 WHERE id = $2")
+            .bind(now.0)
+            .bind(&action_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            command: CommandRef {
+                action_id,
+                index: index as u32,
+            },
+            work: from_json(row.try_get::<&str, _>("work")?)?,
+            timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+            action_created,
+        }))
+    }
+
+    async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>> {
+        let rows = sqlx::query(
+            "SELECT c.action_id, c.idx, c.agent_instance FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE a.machine_id = $1 AND c.status = 'InProgress'",
+        )
+        .bind(machine_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Running {
+                    command: CommandRef {
+                        action_id: r.try_get("action_id")?,
+                        index: r.try_get::<i64, _>("idx")? as u32,
+                    },
+                    agent_instance: r
+                        .try_get::<Option<String>, _>("agent_instance")?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        self.lock_action(&mut tx, &command.action_id).await?;
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'Created', start_us = NULL, agent_instance = NULL
+             WHERE action_id = $1 AND idx = $2 AND status = 'InProgress'
+               AND action_id IN (SELECT id FROM actions WHERE machine_id = $3 AND status = 'InProgress')",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_result(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        blob: &ResultBlob,
+    ) -> StoreResult<()> {
+        let done = self.write_one(sqlx::query(
+            "UPDATE commands SET result_key = $1, result_size = $2, result_sha256 = $3, result_chunks = $4
+             WHERE action_id = $5 AND idx = $6 AND status = 'InProgress'
+               AND action_id IN (SELECT id FROM actions WHERE machine_id = $7)",
+        )
+        .bind(&blob.key)
+        .bind(blob.size as i64)
+        .bind(&blob.sha256)
+        .bind(blob.chunks.map(i64::from))
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        )
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_running(command));
+        }
+        Ok(())
+    }
+
+    async fn put_chunk(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        chunk: &ChunkRow,
+    ) -> StoreResult<()> {
+        let done = self.write_one(sqlx::query(
+            "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256, raw_crc32)
+             SELECT c.action_id, c.idx, $1, $2, $3, $4, $5, $9 FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = $6 AND c.idx = $7 AND c.status = 'InProgress' AND a.machine_id = $8
+             ON CONFLICT (action_id, idx, n) DO UPDATE SET raw_size = excluded.raw_size,
+                raw_sha256 = excluded.raw_sha256, stored_size = excluded.stored_size,
+                stored_sha256 = excluded.stored_sha256, raw_crc32 = excluded.raw_crc32,
+                attempts = result_chunks.attempts + 1",
+        )
+        .bind(i64::from(chunk.n))
+        .bind(chunk.raw_size as i64)
+        .bind(&chunk.raw_sha256)
+        .bind(chunk.stored_size as i64)
+        .bind(&chunk.stored_sha256)
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .bind(chunk.raw_crc32.map(i64::from))
+        )
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_running(command));
+        }
+        Ok(())
+    }
+
+    async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
+                .bind(&command.action_id)
+                .bind(i64::from(command.index))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChunkRow {
+                    n: row.try_get::<i64, _>("n")? as u32,
+                    raw_size: row.try_get::<i64, _>("raw_size")? as u64,
+                    raw_crc32: row
+                        .try_get::<Option<i64>, _>("raw_crc32")?
+                        .and_then(|crc| u32::try_from(crc).ok()),
+                    raw_sha256: row.try_get("raw_sha256")?,
+                    stored_size: row.try_get::<i64, _>("stored_size")? as u64,
+                    stored_sha256: row.try_get("stored_sha256")?,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_command(
+        &self,
+        machine_id: &str,
+        command: &CommandRef,
+        finish: &Finish,
+        now: Micros,
+    ) -> StoreResult<Option<ActionRow>> {
+        let mut tx = self.write().await?;
+        self.lock_action(&mut tx, &command.action_id).await?;
+        let found = sqlx::query(
+            "SELECT a.status, c.work, c.result_key,
+                (SELECT count(*) FROM commands r WHERE r.action_id = c.action_id AND r.status = 'Created') AS remaining
+             FROM commands c JOIN actions a ON a.id = c.action_id
+             WHERE c.action_id = $1 AND c.idx = $2 AND c.status = 'InProgress' AND a.machine_id = $3",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(machine_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let action_status: ActionStatus = parse_status(found.try_get::<&str, _>("status")?)?;
+        let work: Work = from_json(found.try_get::<&str, _>("work")?)?;
+        let has_result = found.try_get::<Option<String>, _>("result_key")?.is_some();
+        let needs_result = !matches!(work, Work::PutFile { .. });
+        let missing = Finish::Failed {
+            errors: vec!["The agent reported success but no result was uploaded".into()],
+            timed_out: false,
+        };
+        let finish = match finish {
+            Finish::Completed { .. } if needs_result && !has_result => &missing,
+            other => other,
+        };
+        let file_sha256 = match finish {
+            Finish::Completed { file_sha256 } => file_sha256.clone(),
+            Finish::Failed { .. } => None,
+        };
+        let (status, errors, next_action) = match finish {
+            Finish::Completed { .. } => (CommandStatus::Completed, Vec::new(), None),
+            Finish::Failed { errors, timed_out } => (
+                CommandStatus::Failed,
+                errors.clone(),
+                Some(if *timed_out {
+                    ActionStatus::TimeOut
+                } else {
+                    ActionStatus::Failed
+                }),
+            ),
+        };
+        sqlx::query(
+            "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4 WHERE action_id = $5 AND idx = $6",
+        )
+            .bind(status.as_str())
+            .bind(now.0)
+            .bind(json(&errors))
+            .bind(file_sha256)
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut *tx)
+            .await?;
+        let remaining: i64 = found.try_get("remaining")?;
+        let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));
+        let row = if action_status.is_final() {
+            sqlx::query("SELECT * FROM actions WHERE id = $1")
+                .bind(&command.action_id)
+                .fetch_one(&mut *tx)
+                .await?
+        } else {
+            let status = next_action.unwrap_or(action_status);
+            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3 RETURNING *")
+                .bind(status.as_str())
+                .bind(now.0)
+                .bind(&command.action_id)
+                .fetch_one(&mut *tx)
+                .await?
+        };
+        let mut actions = vec![action_from_row(&row)?];
+        load_commands(&mut tx, &mut actions).await?;
+        tx.commit().await?;
+        Ok(actions.pop())
+    }
+
+    async fn sweep(
+        &self,
+        queue_deadline: Micros,
+        lease_grace_secs: u64,
+        now: Micros,
+    ) -> StoreResult<Swept> {
+        let mut tx = self.write().await?;
+        if self.engine == Engine::Postgres {
+            // One node sweeps at a time; the others skip this round.
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(SWEEP_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !mine {
+                return Ok(Swept::default());
+            }
+        }
+        let sql = format!(
+            "UPDATE actions SET status = 'TimeOut', updated_us = $1
+             WHERE status IN {ACTIVE} AND updated_us < $2
+               AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
+             RETURNING id"
+        );
+        let queue_expired: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(now.0)
+            .bind(queue_deadline.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        // Lock the actions first (as finish_command does), then their commands.
+        let sql = format!(
+            "SELECT a.id, a.machine_id, c.idx FROM actions a JOIN commands c ON c.action_id = a.id
+             WHERE c.status = 'InProgress' AND c.start_us + (c.timeout_secs + $1) * 1000000 < $2{}",
+            self.engine.for_update_of("a")
+        );
+        let expired = sqlx::query(AssertSqlSafe(sql))
+            .bind(lease_grace_secs as i64)
+            .bind(now.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        let message = format!(
+            "The agent did not report a result within the command's timeout plus {lease_grace_secs} s"
+        );
+        let mut lease_expired = Vec::new();
+        for row in &expired {
+            let machine_id: String = row.try_get("machine_id")?;
+            let command = CommandRef {
+                action_id: row.try_get("id")?,
+                index: row.try_get::<i64, _>("idx")? as u32,
+            };
+            let failed = sqlx::query(
+                "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2
+                 WHERE action_id = $3 AND idx = $4 AND status = 'InProgress'",
+            )
+            .bind(now.0)
+            .bind(json(&vec![message.clone()]))
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut *tx)
+            .await?;
+            if failed.rows_affected() == 0 {
+                continue;
+            }
+            let sql = format!(
+                "UPDATE actions SET status = CASE WHEN status IN {ACTIVE} THEN 'Failed' ELSE status END,
+                    updated_us = $1 WHERE id = $2"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(now.0)
+                .bind(&command.action_id)
+                .execute(&mut *tx)
+                .await?;
+            lease_expired.push((machine_id, command));
+        }
+        tx.commit().await?;
+        Ok(Swept {
+            queue_expired,
+            lease_expired,
+        })
+    }
+}
+
+/// The command is not InProgress on the calling machine.
+pub(super) fn not_running(command: &CommandRef) -> StoreError {
+    StoreError::NotFound(format!(
+        "Running command {} of action {} on this machine",
+        command.index, command.action_id
+    ))
+}

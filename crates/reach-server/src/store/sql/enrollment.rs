@@ -1,0 +1,189 @@
+//! The SQL of `Enrollment` (see `store::enrollment`), for both engines.
+//! Tokens and credentials are stored only as hashes.
+
+use async_trait::async_trait;
+use reach_proto::agent::MachineInfo;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::*;
+use crate::store::*;
+use crate::time::Micros;
+
+#[async_trait]
+impl Enrollment for SqlStore {
+    async fn create_enrollment_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        expires: Option<Micros>,
+        max_uses: Option<u64>,
+        now: Micros,
+    ) -> StoreResult<()> {
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us, expires_us, max_uses)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(tenant_id)
+            .bind(now.0)
+            .bind(expires.map(|e| e.0))
+            .bind(max_uses.map(|m| i64::try_from(m).unwrap_or(i64::MAX))),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentTokenRow>> {
+        let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_us DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(enrollment_token_from_row).collect()
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        id: &str,
+        now: Micros,
+    ) -> StoreResult<EnrollmentTokenRow> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 6 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(format!("Enrollment token {id}")));
+        }
+        let mut tx = self.write().await?;
+        let rows = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash LIKE $1 LIMIT 2")
+            .bind(format!("{id}%"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let row = match rows.as_slice() {
+            [] => return Err(StoreError::NotFound(format!("Enrollment token {id}"))),
+            [row] => row,
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "More than one enrollment token starts with {id}; give more of its id"
+                )));
+            }
+        };
+        let hash: String = row.try_get("token_hash")?;
+        sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_us = COALESCE(revoked_us, $2) WHERE token_hash = $1",
+        )
+        .bind(&hash)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        enrollment_token_from_row(&row)
+    }
+
+    async fn enroll_machine(
+        &self,
+        token_hash: &str,
+        machine_id: &str,
+        credential_hash: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<MachineRow> {
+        let mut tx = self.write().await?;
+        // Counting the use and checking the token are one statement, so two
+        // nodes cannot both take a token's last use.
+        let taken: Option<String> = sqlx::query_scalar(
+            "UPDATE enrollment_tokens SET uses = uses + 1
+             WHERE token_hash = $1 AND revoked_us IS NULL
+               AND (expires_us IS NULL OR expires_us > $2)
+               AND (max_uses IS NULL OR uses < max_uses)
+             RETURNING tenant_id",
+        )
+        .bind(token_hash)
+        .bind(now.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(tenant_id) = taken else {
+            let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let why = match row.as_ref().map(enrollment_token_from_row).transpose()? {
+                None => "The enrollment token is not valid",
+                Some(token) if token.revoked.is_some() => "The enrollment token was revoked",
+                Some(token) if token.expires.is_some_and(|e| e <= now) => {
+                    "The enrollment token has expired"
+                }
+                Some(_) => "The enrollment token has been used as many times as it allows",
+            };
+            return Err(StoreError::Refused(why.into()));
+        };
+        sqlx::query(
+            "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
+                os_architecture, agent_version, last_ip, first_seen_us, last_seen_us, ip_addresses)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(machine_id)
+        .bind(&tenant_id)
+        .bind(credential_hash)
+        .bind(&info.hostname)
+        .bind(&info.os_platform)
+        .bind(&info.os_version)
+        .bind(&info.os_architecture)
+        .bind(&info.agent_version)
+        .bind(ip)
+        .bind(now.0)
+        .bind(now.0)
+        .bind(json(&info.ip_addresses))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT * FROM machines WHERE id = $1")
+            .bind(machine_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        machine_from_row(&row)
+    }
+
+    async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
+        let row =
+            sqlx::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = $1")
+                .bind(machine_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
+        Ok(MachineCredential {
+            tenant_id: row.try_get("tenant_id")?,
+            credential_hash: row.try_get("credential_hash")?,
+            revoked: row.try_get::<i64, _>("revoked")? != 0,
+        })
+    }
+
+    async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query("UPDATE machines SET revoked = 1 WHERE id = $1").bind(machine_id),
+            )
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("Machine {machine_id}")));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn enrollment_token_from_row(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> {
+    let hash: String = row.try_get("token_hash")?;
+    Ok(EnrollmentTokenRow {
+        id: hash.chars().take(12).collect(),
+        tenant_id: row.try_get("tenant_id")?,
+        created: Micros(row.try_get("created_us")?),
+        expires: row.try_get::<Option<i64>, _>("expires_us")?.map(Micros),
+        max_uses: row
+            .try_get::<Option<i64>, _>("max_uses")?
+            .map(|m| u64::try_from(m).unwrap_or(0)),
+        uses: u64::try_from(row.try_get::<i64, _>("uses")?).unwrap_or(0),
+        revoked: row.try_get::<Option<i64>, _>("revoked_us")?.map(Micros),
+    })
+}

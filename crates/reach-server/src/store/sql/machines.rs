@@ -1,0 +1,264 @@
+//! The SQL of `Machines` (see `store::machines`), for both engines. A
+//! machine's identity is its id; names are what its agent reports and never
+//! authenticate it.
+
+use async_trait::async_trait;
+use reach_proto::agent::MachineInfo;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::*;
+use crate::odata::Query;
+use crate::store::*;
+use crate::time::Micros;
+
+#[async_trait]
+impl Machines for SqlStore {
+    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> StoreResult<()> {
+        let done = self
+            .write_one(
+                sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+                    .bind(machine_id)
+                    .bind(json(&tags)),
+            )
+            .await?;
+        found(done.rows_affected(), || format!("Machine {machine_id}"))
+    }
+
+    async fn change_machine_tags(
+        &self,
+        tenant_id: &str,
+        machine_id: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.write().await?;
+        let sql = format!(
+            "SELECT m.tags FROM machines m WHERE m.id = $1 AND m.tenant_id = $2{}",
+            self.engine.for_update_of("m")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(machine_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
+        let mut tags: Vec<String> = from_json(row.try_get::<&str, _>("tags")?)?;
+        tags.retain(|t| !remove.iter().any(|r| r.eq_ignore_ascii_case(t)));
+        for tag in add {
+            if !tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                tags.push(tag.clone());
+            }
+        }
+        sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+            .bind(machine_id)
+            .bind(json(&tags))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(tags)
+    }
+
+    async fn revoked_connected(&self) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM machines WHERE revoked = 1 AND connected = 1")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn waiting_connected(
+        &self,
+        waited_since: Micros,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.machine_id FROM actions a JOIN machines m ON m.id = a.machine_id
+             WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1
+             ORDER BY a.created_us LIMIT $2",
+        )
+        .bind(waited_since.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn machine_connected(
+        &self,
+        machine_id: &str,
+        info: &MachineInfo,
+        ip: Option<&str>,
+        now: Micros,
+    ) -> StoreResult<Option<String>> {
+        let mut tx = self.write().await?;
+        let former: Option<String> =
+            sqlx::query_scalar("SELECT computer_dns_name FROM machines WHERE id = $1")
+                .bind(machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
+                agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
+                ip_addresses = $8
+             WHERE id = $9",
+        )
+        .bind(&info.hostname)
+        .bind(&info.os_platform)
+        .bind(&info.os_version)
+        .bind(&info.os_architecture)
+        .bind(&info.agent_version)
+        .bind(ip)
+        .bind(now.0)
+        .bind(json(&info.ip_addresses))
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(former.filter(|name| *name != info.hostname))
+    }
+
+    async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        for chunk in machine_ids.chunks(500) {
+            let ids = placeholders(2, chunk.len());
+            let sql =
+                format!("UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id IN ({ids})");
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now.0);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
+        self.write_one(
+            sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
+                .bind(now.0)
+                .bind(machine_id),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>> {
+        let row = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
+            .bind(id.to_ascii_lowercase())
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
+               AND revoked = 0
+             ORDER BY last_seen_us DESC LIMIT 50",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(machine_from_row).collect()
+    }
+
+    async fn duplicated_names(&self, tenant_id: &str) -> StoreResult<Vec<(String, Vec<String>)>> {
+        let rows = sqlx::query(
+            "SELECT lower(computer_dns_name) AS name, tags FROM machines
+             WHERE tenant_id = $1 AND revoked = 0 AND lower(computer_dns_name) IN (
+                 SELECT lower(computer_dns_name) FROM machines WHERE tenant_id = $1 AND revoked = 0
+                 GROUP BY lower(computer_dns_name) HAVING count(*) > 1)",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("name")?,
+                    from_json(row.try_get::<&str, _>("tags")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn list_machines(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+        active_since: Micros,
+    ) -> StoreResult<(Vec<MachineRow>, Option<u64>)> {
+        let (rows, count) = select_page(
+            &mut *self.pool.acquire().await?,
+            self.engine,
+            "machines",
+            "m",
+            tenant_id,
+            query,
+            &machine_fields(active_since),
+            "m.computer_dns_name ASC, m.id ASC",
+        )
+        .await?;
+        let machines = rows
+            .iter()
+            .map(machine_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((machines, count))
+    }
+}
+
+/// Machine properties. `active_since` is a number we produce, never client text.
+pub(super) fn machine_fields(active_since: Micros) -> Vec<Field> {
+    let health = format!(
+        "(CASE WHEN m.connected = 1 AND m.last_seen_us >= {} THEN 'Active' ELSE 'Inactive' END)",
+        active_since.0
+    );
+    let mut fields = vec![
+        Field::new("id", "m.id", Kind::Text),
+        Field::new("computerDnsName", "m.computer_dns_name", Kind::Text),
+        Field::new("osPlatform", "m.os_platform", Kind::Text),
+        Field::new("osVersion", "m.os_version", Kind::Text),
+        Field::new("osArchitecture", "m.os_architecture", Kind::Text),
+        Field::new("version", "m.agent_version", Kind::Text),
+        Field::new("lastIpAddress", "m.last_ip", Kind::Text),
+        Field::new("healthStatus", health, Kind::Text),
+        Field::new("onboardingStatus", "'Onboarded'", Kind::Text),
+        Field::new("machineTags", "m.tags", Kind::TextList),
+        Field::new("firstSeen", "m.first_seen_us", Kind::Time),
+        Field::new("lastSeen", "m.last_seen_us", Kind::Time),
+    ];
+    // Defender properties Reach does not track: filters on them match nothing.
+    for name in [
+        "deviceValue",
+        "aadDeviceId",
+        "exposureLevel",
+        "riskScore",
+        "rbacGroupId",
+    ] {
+        fields.push(Field::new(name, "CAST(NULL AS TEXT)", Kind::Text));
+    }
+    fields
+}
+
+pub(super) fn machine_from_row(row: &AnyRow) -> StoreResult<MachineRow> {
+    Ok(MachineRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        info: MachineInfo {
+            hostname: row.try_get("computer_dns_name")?,
+            os_platform: row.try_get("os_platform")?,
+            os_version: row.try_get("os_version")?,
+            os_architecture: row.try_get("os_architecture")?,
+            agent_version: row.try_get("agent_version")?,
+            ip_addresses: from_json(row.try_get::<&str, _>("ip_addresses")?)?,
+        },
+        last_ip: row.try_get("last_ip")?,
+        tags: from_json(row.try_get::<&str, _>("tags")?)?,
+        first_seen: Micros(row.try_get("first_seen_us")?),
+        last_seen: Micros(row.try_get("last_seen_us")?),
+        connected: row.try_get::<i64, _>("connected")? != 0,
+    })
+}

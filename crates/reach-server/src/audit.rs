@@ -36,7 +36,6 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::SharedState;
-use crate::auth::Principal;
 use crate::store::audit::{GENESIS, link_hash};
 use crate::store::{AuditEntry, AuditEvent, AuditLog};
 use crate::time::Micros;
@@ -72,13 +71,6 @@ pub struct Actor {
 }
 
 impl Actor {
-    pub fn of(principal: &Principal) -> Self {
-        match &principal.app_id {
-            Some(id) => Self::app(id, &principal.name),
-            None => Self::user(&principal.name),
-        }
-    }
-
     /// A client app, by client id and display name.
     pub fn app(client_id: &str, name: &str) -> Self {
         Self {
@@ -269,10 +261,11 @@ impl Notes {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn caller(&self, principal: &Principal) {
+    /// The caller, once its token is verified and admitted.
+    pub fn caller(&self, actor: Actor, tenant_id: &str) {
         self.with(|n| {
-            n.actor = Some(Actor::of(principal));
-            n.tenant_id = Some(principal.tenant_id.clone());
+            n.actor = Some(actor);
+            n.tenant_id = Some(tenant_id.to_string());
             n.authenticated = true;
         });
     }

@@ -6,11 +6,13 @@
 //! This module never logs a token or a secret, and never trusts a token's
 //! algorithm header beyond the algorithms allowed for its issuer.
 
+pub mod extract;
 pub mod oidc;
+pub mod permissions;
 pub mod secrets;
+pub mod session_cookie;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use anyhow::Context;
 use base64::Engine;
@@ -52,6 +54,14 @@ impl Principal {
         match &self.app_id {
             Some(id) => format!("app:{id}"),
             None => format!("user:{}:{}", self.tenant_id, self.name),
+        }
+    }
+
+    /// The caller as the audit trail names it.
+    pub fn actor(&self) -> crate::audit::Actor {
+        match &self.app_id {
+            Some(id) => crate::audit::Actor::app(id, &self.name),
+            None => crate::audit::Actor::user(&self.name),
         }
     }
 }
@@ -111,12 +121,6 @@ async fn shared_key(store: &dyn Identities, name: &str) -> anyhow::Result<Vec<u8
         .await
         .with_context(|| format!("loading the {name} key"))?;
     hex::decode(stored.trim()).with_context(|| format!("the stored {name} key is not hex"))
-}
-
-/// Writes a file only its owner can read (0600 on Unix).
-pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    reach_client::private_file::write_private(path, contents)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why a token was refused. Shown to the caller; never contains the token.

@@ -17,7 +17,7 @@ use sqlx::AnyPool;
 use sqlx::postgres::PgListener;
 
 use crate::SharedState;
-use crate::agents::HubEvent;
+use crate::hub::HubEvent;
 
 /// The PostgreSQL notification channel.
 const CHANNEL: &str = "reach_hub";
@@ -40,37 +40,7 @@ struct Notice {
     node: String,
     machine: String,
     #[serde(flatten)]
-    event: Event,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "event", rename_all = "lowercase")]
-enum Event {
-    Wake,
-    Cancel { action: String },
-    Close,
-}
-
-impl From<&HubEvent> for Event {
-    fn from(event: &HubEvent) -> Self {
-        match event {
-            HubEvent::Wake => Event::Wake,
-            HubEvent::Cancel(action) => Event::Cancel {
-                action: action.clone(),
-            },
-            HubEvent::Close => Event::Close,
-        }
-    }
-}
-
-impl From<Event> for HubEvent {
-    fn from(event: Event) -> Self {
-        match event {
-            Event::Wake => HubEvent::Wake,
-            Event::Cancel { action } => HubEvent::Cancel(action),
-            Event::Close => HubEvent::Close,
-        }
-    }
+    event: HubEvent,
 }
 
 impl Cluster {
@@ -94,7 +64,7 @@ pub async fn send(state: &SharedState, machine_id: &str, event: HubEvent) {
     let notice = Notice {
         node: node_id.clone(),
         machine: machine_id.to_string(),
-        event: Event::from(&event),
+        event: event.clone(),
     };
     let payload = serde_json::to_string(&notice).expect("notices serialise");
     if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
@@ -157,7 +127,7 @@ pub async fn listen(state: SharedState) {
             };
             match serde_json::from_str::<Notice>(notification.payload()) {
                 Ok(notice) if notice.node == *node_id => {}
-                Ok(notice) => state.hub.send(&notice.machine, notice.event.into()),
+                Ok(notice) => state.hub.send(&notice.machine, notice.event),
                 Err(err) => tracing::warn!(error = %err, "ignoring a malformed cluster notice"),
             }
         }
@@ -168,12 +138,16 @@ pub async fn listen(state: SharedState) {
 mod tests {
     use super::*;
 
+    /// Nodes of different versions read each other's notices: the text
+    /// of each event is pinned.
     #[test]
     fn notices_round_trip() {
         let notice = Notice {
             node: "n".into(),
             machine: "m".into(),
-            event: Event::from(&HubEvent::Cancel("a".into())),
+            event: HubEvent::Cancel {
+                action_id: "a".into(),
+            },
         };
         let text = serde_json::to_string(&notice).unwrap();
         assert_eq!(
@@ -181,6 +155,23 @@ mod tests {
             r#"{"node":"n","machine":"m","event":"cancel","action":"a"}"#
         );
         let back: Notice = serde_json::from_str(&text).unwrap();
-        assert_eq!(HubEvent::from(back.event), HubEvent::Cancel("a".into()));
+        assert_eq!(back, notice);
+        for (event, text) in [
+            (
+                HubEvent::Wake,
+                r#"{"node":"n","machine":"m","event":"wake"}"#,
+            ),
+            (
+                HubEvent::Close,
+                r#"{"node":"n","machine":"m","event":"close"}"#,
+            ),
+        ] {
+            let notice = Notice {
+                node: "n".into(),
+                machine: "m".into(),
+                event,
+            };
+            assert_eq!(serde_json::to_string(&notice).unwrap(), text);
+        }
     }
 }

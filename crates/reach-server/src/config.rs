@@ -338,10 +338,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field(
-                "database_url",
-                &crate::store::sql::redact_url(&self.database_url),
-            )
+            .field("database_url", &crate::net::redact_url(&self.database_url))
             .field("object_store_url", &self.object_store_url)
             .field("public_url", &self.public_url)
             .field("trusted_proxies", &self.trusted_proxies)

@@ -12,24 +12,20 @@
 use axum::Json;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::SharedState;
-use crate::api::JsonBody;
 use crate::auth::Principal;
+use crate::auth::session_cookie::COOKIE;
 use crate::error::{ApiError, ApiResult};
+use crate::http::JsonBody;
 use crate::ratelimit::Window;
 use crate::store::StoreError;
 use crate::time::Micros;
-
-/// The session cookie's name.
-pub const COOKIE: &str = "reach_session";
-/// The header (and value) a console request must carry for its cookie to count.
-pub const REQUESTED_WITH: &str = "reach-console";
 
 /// The console's Content-Security-Policy: only this origin's own files, no
 /// inline scripts or styles, no framing.
@@ -171,17 +167,15 @@ pub struct Capabilities {
 impl Capabilities {
     fn of(roles: &[String]) -> Self {
         let holds = |allowed: &[&str]| roles.iter().any(|r| allowed.contains(&r.as_str()));
-        use crate::api::{
-            audit_log, download, library, live_response, machine_actions, machine_tags,
-        };
+        use crate::auth::permissions;
         Self {
-            collect_files: holds(live_response::RUN_ROLES),
-            put_files_and_run_scripts: holds(live_response::ADVANCED_ROLES),
-            cancel_actions: holds(machine_actions::CANCEL_ROLES),
-            download_results: holds(download::LINK_ROLES),
-            tag_machines: holds(machine_tags::WRITE_ROLES),
-            manage_library: holds(library::ROLES),
-            read_audit_log: holds(audit_log::ROLES),
+            collect_files: holds(permissions::RUN_LIVE_RESPONSE),
+            put_files_and_run_scripts: holds(permissions::RUN_ADVANCED),
+            cancel_actions: holds(permissions::CANCEL_ACTIONS),
+            download_results: holds(permissions::DOWNLOAD_RESULTS),
+            tag_machines: holds(permissions::TAG_MACHINES),
+            manage_library: holds(permissions::MANAGE_LIBRARY),
+            read_audit_log: holds(permissions::READ_AUDIT_LOG),
         }
     }
 }
@@ -206,37 +200,6 @@ impl From<&Principal> for Session {
             principal.roles.iter().cloned().collect(),
         )
     }
-}
-
-/// The session token from the cookie, when the request may use it.
-/// A cookie without `X-Requested-With: reach-console` is refused: it may
-/// come from another site's form.
-pub fn session_token(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(token) = cookie(headers, COOKIE) else {
-        return Ok(None);
-    };
-    let marked = headers
-        .get("x-requested-with")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == REQUESTED_WITH);
-    if !marked {
-        return Err(ApiError::Unauthorized(format!(
-            "A console session is only accepted with the header X-Requested-With: {REQUESTED_WITH}"
-        )));
-    }
-    Ok(Some(token))
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
-        .filter(|value| !value.is_empty())
 }
 
 fn set_cookie(state: &SharedState, value: &str, max_age: u64) -> HeaderValue {
@@ -312,7 +275,7 @@ async fn slow_down_guesses(state: &SharedState, name: &str, client: IpAddr) -> A
     let now = Micros::now();
     let per_address = format!(
         "signin:{name}:{}",
-        crate::api::by_address::client_block(client)
+        crate::http::by_address::client_block(client)
     );
     if let Err(retry_after_secs) = state
         .limiter

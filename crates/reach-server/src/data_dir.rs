@@ -19,6 +19,12 @@ use anyhow::Context;
 pub const DATABASE_FILES: [&str; 3] = ["reach.db", "reach.db-wal", "reach.db-shm"];
 
 /// Creates `dir` (and missing parents) readable by the owner only, and
+/// Writes a file only its owner can read (0600 on Unix).
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    reach_client::private_file::write_private(path, contents)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// refuses one that group or others can reach.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();

@@ -14,7 +14,7 @@ use reach_proto::api::roles;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{SharedState, admin, auth};
+use crate::{SharedState, admin};
 
 /// Contents of `dev-credentials.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,7 +68,7 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
             .with_context(|| format!("{} names an app the database does not have; remove the data directory to start over", path.display()))?;
         if seed.console_user.is_none() {
             seed.console_user = Some(console_user(state, &seed.tenant_id).await?);
-            auth::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
+            crate::data_dir::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
         }
         return Ok(seed);
     }
@@ -90,7 +90,7 @@ async fn seed(state: &SharedState) -> anyhow::Result<DevSeed> {
         enrollment_token,
         console_user: Some(console),
     };
-    auth::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
+    crate::data_dir::write_private(&path, serde_json::to_string_pretty(&seed)?.as_bytes())?;
     Ok(seed)
 }
 
@@ -169,7 +169,7 @@ pub async fn start(
         console_user: seed.console_user.clone().unwrap_or_default().0,
         console_password: seed.console_user.unwrap_or_default().1,
     };
-    auth::write_private(
+    crate::data_dir::write_private(
         &credentials_path(&state.config.data_dir),
         serde_json::to_string_pretty(&credentials)?.as_bytes(),
     )?;

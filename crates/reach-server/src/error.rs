@@ -124,16 +124,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Too many secret checks are running and waiting (`auth::secrets::Gate`).
-impl From<crate::auth::secrets::Busy> for ApiError {
-    fn from(_: crate::auth::secrets::Busy) -> Self {
-        Self::TooManyRequests {
-            message: "The server is busy checking other credentials; retry in 1 s".into(),
-            retry_after_secs: 1,
-        }
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = self.code_and_status();

@@ -25,12 +25,15 @@ pub mod data_dir;
 pub mod dev;
 pub mod error;
 pub mod files;
+pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod net;
 pub mod odata;
 pub mod process;
 pub mod ratelimit;
 pub mod retention;
+pub mod router;
 pub mod store;
 pub mod sweeper;
 #[cfg(feature = "testing")]
@@ -59,7 +62,7 @@ pub struct AppState {
     pub address_limiter: ratelimit::Limiter,
     /// Every secret and password check passes here.
     pub gate: auth::secrets::Gate,
-    pub hub: agents::Hub,
+    pub hub: hub::Hub,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
     /// Caps on file transfer rates.
@@ -99,7 +102,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         database = %if config.database_url.is_empty() {
             format!("sqlite in {}", config.data_dir.display())
         } else {
-            store::sql::redact_url(&config.database_url)
+            net::redact_url(&config.database_url)
         },
         files = %files.location(),
         "storage opened"
@@ -146,7 +149,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         },
         address_limiter: ratelimit::Limiter::local(),
         gate,
-        hub: agents::Hub::default(),
+        hub: hub::Hub::default(),
         chunks_in_order: agents::verify::InOrder::default(),
         cluster,
         bandwidth,
@@ -179,12 +182,7 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweeper::run(state.clone()));
     let retention = tokio::spawn(retention::run(state.clone()));
     let listener_task = tokio::spawn(cluster::listen(state.clone()));
-    let router = api::router(state.clone());
-    // Paths are rewritten (case, API version, OData call syntax) before routing.
-    let app = axum::Router::new().fallback_service(tower::Layer::layer(
-        &tower::util::MapRequestLayer::new(api::paths::normalise_request),
-        router,
-    ));
+    let app = router::app(state.clone());
     tracing::info!(listen = %listener.local_addr()?, https = tls.is_some(), "reach-server listening");
     let stop = state.shutdown.clone();
     let serving = tokio::spawn(connections::serve(

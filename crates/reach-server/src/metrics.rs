@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::SharedState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 /// Bucket bounds, in seconds.
 const BUCKETS: &[f64] = &[
@@ -143,6 +143,23 @@ pub async fn render(State(state): State<SharedState>) -> ApiResult<Response> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// `GET /readyz`: 200 when the database and the object store answer, else 503.
+pub async fn readyz(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+) -> ApiResult<&'static str> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("The database does not answer: {err}")))?;
+    state
+        .files
+        .probe()
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("The object store does not answer: {err}")))?;
+    Ok("ready")
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! and host a trusted proxy forwards (`X-Forwarded-Proto`,
 //! `X-Forwarded-Host`), which the links the API hands out are built from:
 //! `forget_untrusted_forwarding` removes them from any other peer's request.
+//! And `redact_url`: a URL as messages and logs may show it, without its
+//! password.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -121,6 +123,19 @@ pub fn forget_untrusted_forwarding(
     }
     for name in FORWARDED_ORIGIN {
         headers.remove(name);
+    }
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) if url.is_empty() => String::new(),
+        Err(_) => "(an invalid URL)".to_string(),
     }
 }
 

@@ -198,7 +198,7 @@ async fn prune_library(state: &SharedState, unused_since: Micros) -> anyhow::Res
             Err(StoreError::NotFound(_)) => continue,
             Err(err) => return Err(err.into()),
         }
-        crate::api::library::release_blob(state, &file.tenant_id, &file.sha256).await;
+        release_library_blob(state, &file.tenant_id, &file.sha256).await;
         pruned += 1;
         let mut event = audit::event(
             &file.tenant_id,
@@ -214,4 +214,23 @@ async fn prune_library(state: &SharedState, unused_since: Micros) -> anyhow::Res
         state.auditor.record(event).await;
     }
     Ok(pruned)
+}
+
+/// Deletes a library blob unless a library entry or an active action still needs it.
+pub async fn release_library_blob(state: &SharedState, tenant_id: &str, sha256: &str) {
+    match state.store.library_blob_in_use(tenant_id, sha256).await {
+        Ok(false) => {
+            if let Err(err) = state
+                .files
+                .delete(&Files::library_key(tenant_id, sha256))
+                .await
+            {
+                tracing::warn!(sha256 = %sha256, error = %err, "deleting an unused library blob failed");
+            }
+        }
+        Ok(true) => {}
+        Err(err) => {
+            tracing::warn!(sha256 = %sha256, error = %err, "checking library blob use failed")
+        }
+    }
 }

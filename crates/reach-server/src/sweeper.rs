@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use crate::SharedState;
-use crate::agents::HubEvent;
+use crate::hub::HubEvent;
 use crate::time::Micros;
 
 /// Connections woken again per sweep at most.
@@ -125,7 +125,9 @@ pub async fn run(state: SharedState) {
                     crate::cluster::send(
                         &state,
                         machine_id,
-                        HubEvent::Cancel(command.action_id.clone()),
+                        HubEvent::Cancel {
+                            action_id: command.action_id.clone(),
+                        },
                     )
                     .await;
                 }

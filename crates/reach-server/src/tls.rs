@@ -92,7 +92,7 @@ pub fn dev_pki(dir: &Path, hosts: &[String]) -> anyhow::Result<DevPki> {
         let cert = params.signed_by(&key, &ca)?;
         std::fs::write(&pki.ca_path, ca.pem())?;
         std::fs::write(&pki.cert_path, cert.pem())?;
-        crate::auth::write_private(&pki.key_path, key.serialize_pem().as_bytes())?;
+        crate::data_dir::write_private(&pki.key_path, key.serialize_pem().as_bytes())?;
     }
     Ok(DevPki {
         ca_fingerprint: fingerprint(&pki.ca_path)?,

@@ -20,10 +20,11 @@ use reach_proto::agent::{
 };
 use tokio::sync::mpsc;
 
-use super::{AgentIdentity, HubEvent, authenticate};
+use super::{AgentIdentity, authenticate};
 use crate::SharedState;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::HubEvent;
 use crate::store::{Finish, StoreError};
 use crate::time::Micros;
 
@@ -79,7 +80,7 @@ pub async fn enroll(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     notes: crate::audit::Notes,
-    crate::api::JsonBody(request): crate::api::JsonBody<EnrollRequest>,
+    crate::http::JsonBody(request): crate::http::JsonBody<EnrollRequest>,
 ) -> ApiResult<Json<EnrollResponse>> {
     check_info(&request.info)?;
     let client = crate::net::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
@@ -288,7 +289,7 @@ impl Session {
                 }
                 event = events.recv() => match event {
                     Some(HubEvent::Wake) => self.dispatch().await?,
-                    Some(HubEvent::Cancel(action_id)) => {
+                    Some(HubEvent::Cancel { action_id }) => {
                         self.send(&ServerMessage::Cancel { action_id: action_id.clone() }).await?;
                         if self.in_flight.as_ref().is_some_and(|c| c.action_id == action_id) {
                             self.in_flight = None;

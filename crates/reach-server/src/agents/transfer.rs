@@ -11,7 +11,7 @@
 //! object store, at most one chunk at a time in memory; a machine can only
 //! reach the commands of its own actions.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -32,7 +32,7 @@ use crate::store::{ChunkRow, CommandRow, ResultBlob};
 /// The answer to an upload that could not be stored; `too_large` words the size limit.
 fn upload_failed(err: FileError, too_large: impl FnOnce(u64) -> ApiError) -> ApiError {
     match err {
-        FileError::Body(why) if why.contains(crate::api::slow_body::STALLED) => {
+        FileError::Body(why) if why.contains(crate::http::slow_body::STALLED) => {
             ApiError::RequestTimeout(format!("The upload was cut off: {why}"))
         }
         FileError::Body(why) => ApiError::BadRequest(format!("The upload was interrupted: {why}")),
@@ -178,7 +178,7 @@ pub async fn result(
             &key,
             state.bandwidth.throttle(
                 &identity.machine_id,
-                crate::api::slow_body::guard(body.into_data_stream(), &state.config.http),
+                crate::http::slow_body::guard(body.into_data_stream(), &state.config.http),
             ),
             max,
         )
@@ -355,7 +355,7 @@ pub async fn put_chunk(
                     .bandwidth
                     .throttle(
                         &identity.machine_id,
-                        crate::api::slow_body::guard(body.into_data_stream(), &state.config.http),
+                        crate::http::slow_body::guard(body.into_data_stream(), &state.config.http),
                     ),
             ),
             Some(limit),
@@ -424,7 +424,7 @@ pub async fn complete(
     State(state): State<SharedState>,
     Path((action_id, index)): Path<(String, String)>,
     headers: HeaderMap,
-    crate::api::JsonBody(body): crate::api::JsonBody<CompleteChunks>,
+    crate::http::JsonBody(body): crate::http::JsonBody<CompleteChunks>,
 ) -> ApiResult<StatusCode> {
     let identity = authenticate(&state, &headers).await?;
     let index = parse_index(&index)?;

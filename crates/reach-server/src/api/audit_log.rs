@@ -6,17 +6,16 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use reach_proto::api::{AuditLogEntry, Collection, roles};
+use reach_proto::api::{AuditLogEntry, Collection};
 
 use super::paging::Page;
-use super::{Api, authorize, base_url, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{base_url, odata_context};
 use crate::odata::Query;
-
-/// Roles that may read the audit trail.
-pub const ROLES: &[&str] = &[roles::AUDIT_READ];
 
 pub async fn list(
     State(state): State<SharedState>,
@@ -24,7 +23,13 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<AuditLogEntry>>> {
-    authorize(&state, &principal, ROLES, Api::Other("auditlog")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::READ_AUDIT_LOG,
+        Api::Other("auditlog"),
+    )
+    .await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = Page::ask(&mut query, state.config.limits.page_size);

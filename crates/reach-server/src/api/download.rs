@@ -7,7 +7,7 @@
 //! the link is instead a presigned S3 GET URL, as Defender's are presigned
 //! blob URLs, and the bytes go straight from the object store.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -16,23 +16,19 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use reach_proto::agent::Work;
-use reach_proto::api::{CommandStatus, StringValue, roles};
+use reach_proto::api::{CommandStatus, StringValue};
 use sha2::Sha256;
 
-use super::{Api, authorize, base_url, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
+use crate::auth::permissions;
 use crate::auth::{Principal, constant_time_eq};
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
+use crate::http::{base_url, odata_context};
 use crate::time::Micros;
 use futures::{StreamExt, TryStreamExt};
 
-pub const LINK_ROLES: &[&str] = &[
-    roles::LIVE_RESPONSE,
-    roles::LIVE_RESPONSE_BASIC,
-    roles::READ_ALL,
-    roles::READ_WRITE_ALL,
-];
 const SAS_VERSION: &str = "2019-07-07";
 
 /// The link's signature over its path, its expiry and the tenant it was
@@ -104,7 +100,13 @@ pub async fn link(
     notes: crate::audit::Notes,
 ) -> ApiResult<Json<StringValue>> {
     notes.target(format!("{id}/{args}"));
-    authorize(&state, &principal, LINK_ROLES, Api::Other("downloadlink")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::DOWNLOAD_RESULTS,
+        Api::Other("downloadlink"),
+    )
+    .await?;
     let index: u32 = args
         .strip_prefix("index=")
         .and_then(|n| n.trim().parse().ok())

@@ -5,22 +5,23 @@
 //! Bytes are stored content-addressed, so replacing a file never changes the
 //! bytes a queued action will run; old bytes are deleted once nothing uses them.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use futures::TryStreamExt;
-use reach_proto::api::{Collection, LibraryFile, roles};
+use reach_proto::api::{Collection, LibraryFile};
 
-use super::{Api, authorize, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
+use crate::http::odata_context;
 use crate::store::LibraryRow;
 use crate::time::Micros;
 
-pub const ROLES: &[&str] = &[roles::LIBRARY_MANAGE];
 /// Longest file name accepted.
 pub const MAX_NAME: usize = reach_proto::api::MAX_LIBRARY_NAME;
 /// Most parts in one upload.
@@ -114,7 +115,7 @@ async fn read_form(
                     FileError::TooLarge(max) => ApiError::PayloadTooLarge(format!(
                         "The file is larger than the library limit of {max} bytes"
                     )),
-                    FileError::Body(why) if why.contains(super::slow_body::STALLED) => {
+                    FileError::Body(why) if why.contains(crate::http::slow_body::STALLED) => {
                         ApiError::RequestTimeout(why)
                     }
                     FileError::Body(why) => {
@@ -180,7 +181,7 @@ fn malformed(e: axum::extract::multipart::MultipartError) -> ApiError {
 fn refused(e: &axum::extract::multipart::MultipartError) -> Option<ApiError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(slow) = err.downcast_ref::<super::slow_body::SlowBodyError>() {
+        if let Some(slow) = err.downcast_ref::<crate::http::slow_body::SlowBodyError>() {
             return Some(ApiError::RequestTimeout(format!(
                 "The upload was cut off: {slow}"
             )));
@@ -204,7 +205,13 @@ pub async fn upload(
     notes: crate::audit::Notes,
     request: Request,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::MANAGE_LIBRARY,
+        Api::Other("libraryfiles"),
+    )
+    .await?;
     // Each part's headers are bounded before the parser buffers them.
     let boundary = request
         .headers()
@@ -219,7 +226,7 @@ pub async fn upload(
         })?;
     let (parts, body) = request.into_parts();
     let guarded = super::part_headers::bounded(
-        super::slow_body::guard(body.into_data_stream(), &state.config.http),
+        crate::http::slow_body::guard(body.into_data_stream(), &state.config.http),
         &boundary,
         super::part_headers::MAX_PART_HEADERS,
     );
@@ -302,14 +309,15 @@ async fn commit(
     {
         Ok(replaced) => replaced,
         Err(err) => {
-            release_blob(state, &principal.tenant_id, &stored.sha256).await;
+            crate::retention::release_library_blob(state, &principal.tenant_id, &stored.sha256)
+                .await;
             return Err(err.into());
         }
     };
     if let Some(old) = &replaced
         && old.sha256 != row.sha256
     {
-        release_blob(state, &principal.tenant_id, &old.sha256).await;
+        crate::retention::release_library_blob(state, &principal.tenant_id, &old.sha256).await;
     }
     tracing::info!(library.file = %row.file_name, sha256 = %row.sha256, bytes = row.size, replaced = replaced.is_some(), "library file stored");
     Ok(state
@@ -318,31 +326,18 @@ async fn commit(
         .await?)
 }
 
-/// Deletes a library blob unless a library entry or an active action still needs it.
-pub(crate) async fn release_blob(state: &SharedState, tenant_id: &str, sha256: &str) {
-    match state.store.library_blob_in_use(tenant_id, sha256).await {
-        Ok(false) => {
-            if let Err(err) = state
-                .files
-                .delete(&Files::library_key(tenant_id, sha256))
-                .await
-            {
-                tracing::warn!(sha256 = %sha256, error = %err, "deleting an unused library blob failed");
-            }
-        }
-        Ok(true) => {}
-        Err(err) => {
-            tracing::warn!(sha256 = %sha256, error = %err, "checking library blob use failed")
-        }
-    }
-}
-
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,
     headers: HeaderMap,
 ) -> ApiResult<Json<Collection<LibraryFile>>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::MANAGE_LIBRARY,
+        Api::Other("libraryfiles"),
+    )
+    .await?;
     let rows = state.store.list_library_files(&principal.tenant_id).await?;
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "LibraryFiles"),
@@ -358,7 +353,13 @@ pub async fn get(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::MANAGE_LIBRARY,
+        Api::Other("libraryfiles"),
+    )
+    .await?;
     check_name(&name)?;
     let row = state
         .store
@@ -376,14 +377,20 @@ pub async fn delete(
     notes: crate::audit::Notes,
 ) -> ApiResult<StatusCode> {
     notes.target(&name);
-    authorize(&state, &principal, ROLES, Api::Other("libraryfiles")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::MANAGE_LIBRARY,
+        Api::Other("libraryfiles"),
+    )
+    .await?;
     check_name(&name)?;
     let row = state
         .store
         .delete_library_file(&principal.tenant_id, &name)
         .await?;
     notes.detail("sha256", row.sha256.as_str());
-    release_blob(&state, &principal.tenant_id, &row.sha256).await;
+    crate::retention::release_library_blob(&state, &principal.tenant_id, &row.sha256).await;
     tracing::info!(library.file = %row.file_name, requestor = %principal.name, "library file deleted");
     Ok(StatusCode::NO_CONTENT)
 }

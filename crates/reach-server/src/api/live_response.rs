@@ -3,25 +3,22 @@
 //! names), creates the action atomically in the store, and wakes the
 //! machine's agent. Answers 201 with the MachineAction.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use reach_proto::agent::Work;
 use reach_proto::api::{Command, CommandType, MachineAction, RunLiveResponseRequest, roles};
 
-use super::{Api, JsonBody, authorize, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
-use crate::agents::HubEvent;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{JsonBody, odata_context};
+use crate::hub::HubEvent;
 use crate::store::{NewAction, NewCommand, StoreError};
 use crate::time::Micros;
-
-/// Roles that may start live response (GetFile at least).
-pub const RUN_ROLES: &[&str] = &[roles::LIVE_RESPONSE, roles::LIVE_RESPONSE_BASIC];
-/// Roles that may also put files and run scripts (advanced live response).
-pub const ADVANCED_ROLES: &[&str] = &[roles::LIVE_RESPONSE];
 
 /// Longest `Comment` accepted.
 pub const MAX_COMMENT: usize = 4096;
@@ -121,7 +118,13 @@ pub async fn run(
     JsonBody(request): JsonBody<RunLiveResponseRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     notes.machine(&machine);
-    authorize(&state, &principal, RUN_ROLES, Api::RunLiveResponse).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::RUN_LIVE_RESPONSE,
+        Api::RunLiveResponse,
+    )
+    .await?;
     let limits = &state.config.limits;
     let commands = request
         .commands
@@ -162,7 +165,7 @@ pub async fn run(
             )));
         }
     }
-    if !principal.has_any(ADVANCED_ROLES)
+    if !principal.has_any(permissions::RUN_ADVANCED)
         && let Some(command) = checked.iter().find(|c| c.kind != CommandType::GetFile)
     {
         return Err(ApiError::Forbidden(format!(

@@ -2,37 +2,22 @@
 //! /api/machineactions/{id}` and `POST /api/machineactions/{id}/cancel`.
 //! Cancelling tells the machine's agent to kill the running command.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use reach_proto::api::{CancelRequest, Collection, CommandEntry, MachineAction, roles};
+use reach_proto::api::{CancelRequest, Collection, CommandEntry, MachineAction};
 
-use super::{Api, OptionalJsonBody, authorize, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
-use crate::agents::HubEvent;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{OptionalJsonBody, odata_context};
+use crate::hub::HubEvent;
 use crate::odata::Query;
 use crate::store::ActionRow;
 use crate::time::Micros;
-
-const READ_ROLES: &[&str] = &[
-    roles::READ_ALL,
-    roles::READ_WRITE_ALL,
-    roles::READ,
-    roles::READ_WRITE,
-];
-pub const CANCEL_ROLES: &[&str] = &[
-    roles::LIVE_RESPONSE,
-    roles::LIVE_RESPONSE_BASIC,
-    roles::COLLECT_FORENSICS,
-    roles::ISOLATE,
-    roles::RESTRICT_EXECUTION,
-    roles::SCAN,
-    roles::OFFBOARD,
-    roles::STOP_AND_QUARANTINE,
-];
 
 pub fn to_wire(row: ActionRow) -> MachineAction {
     MachineAction {
@@ -77,7 +62,13 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<MachineAction>>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::READ,
+        Api::Other("machineactions"),
+    )
+    .await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
@@ -90,7 +81,10 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
-    let url = format!("{}/api/machineactions", super::base_url(&state, &headers));
+    let url = format!(
+        "{}/api/machineactions",
+        crate::http::base_url(&state, &headers)
+    );
     let next_link = page.finish(&mut rows, &url, raw.as_deref());
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "MachineActions"),
@@ -106,7 +100,13 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MachineAction>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machineactions")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::READ,
+        Api::Other("machineactions"),
+    )
+    .await?;
     let row = visible_action(&state, &principal, &id).await?;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
@@ -122,7 +122,13 @@ pub async fn cancel(
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Json<MachineAction>> {
     notes.target(&id);
-    authorize(&state, &principal, CANCEL_ROLES, Api::Other("cancel")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::CANCEL_ACTIONS,
+        Api::Other("cancel"),
+    )
+    .await?;
     let comment = body.and_then(|b| b.comment);
     if comment
         .as_ref()
@@ -153,7 +159,14 @@ pub async fn cancel(
         })?;
     notes.machine(&row.machine_id);
     tracing::info!(action.id = %row.id, machine.id = %row.machine_id, requestor = %principal.name, "action cancelled");
-    crate::cluster::send(&state, &row.machine_id, HubEvent::Cancel(row.id.clone())).await;
+    crate::cluster::send(
+        &state,
+        &row.machine_id,
+        HubEvent::Cancel {
+            action_id: row.id.clone(),
+        },
+    )
+    .await;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
     Ok(Json(action))

@@ -11,19 +11,19 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use reach_proto::api::{Collection, Machine, MachineTagRequest, roles};
+use reach_proto::api::{Collection, Machine, MachineTagRequest};
 use serde_json::json;
 
-use super::extract::Path;
 use super::machines::{active_since, mark_duplicates, to_wire};
-use super::{Api, JsonBody, authorize, odata_context, visible_machine};
+use super::{Api, authorize, visible_machine};
 use crate::SharedState;
-use crate::audit::{Actor, Notes};
+use crate::audit::Notes;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Path;
+use crate::http::{JsonBody, odata_context};
 use crate::odata::{Expr, Literal, Query};
-
-pub const WRITE_ROLES: &[&str] = &[roles::READ_WRITE_ALL, roles::READ_WRITE];
 
 /// Most machines one bulk call may tag (Defender's limit).
 pub const MAX_MACHINES: usize = 500;
@@ -75,7 +75,7 @@ async fn apply(
         .await?;
     let mut event = crate::audit::event(
         &principal.tenant_id,
-        Actor::of(principal),
+        principal.actor(),
         "MachineTagsChanged",
         "Succeeded",
         json!({
@@ -117,7 +117,13 @@ pub async fn tag_one(
     notes: Notes,
     JsonBody(body): JsonBody<MachineTagRequest>,
 ) -> ApiResult<Json<Machine>> {
-    authorize(&state, &principal, WRITE_ROLES, Api::Other("tags")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::TAG_MACHINES,
+        Api::Other("tags"),
+    )
+    .await?;
     let change = change(body.value, body.action)?;
     let mut row = visible_machine(&state, &principal, &id).await?;
     notes.machine(&row.id);
@@ -139,7 +145,13 @@ pub async fn tag_many(
     notes: Notes,
     JsonBody(body): JsonBody<MachineTagRequest>,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(&state, &principal, WRITE_ROLES, Api::Other("tags")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::TAG_MACHINES,
+        Api::Other("tags"),
+    )
+    .await?;
     let change = change(body.value, body.action)?;
     let ids = body
         .machine_ids
@@ -182,7 +194,7 @@ pub async fn find_by_tag(
     authorize(
         &state,
         &principal,
-        super::machines::READ_ROLES,
+        permissions::READ,
         Api::Other("machines"),
     )
     .await?;

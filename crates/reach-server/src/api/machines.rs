@@ -2,26 +2,21 @@
 //! devices whose agents enrolled, with `healthStatus` derived from the
 //! agent's connection and heartbeats.
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use reach_proto::api::{Collection, Machine, MachineIpAddress, roles};
+use reach_proto::api::{Collection, Machine, MachineIpAddress};
 
-use super::{Api, authorize, odata_context};
+use super::{Api, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
+use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
+use crate::http::odata_context;
 use crate::odata::Query;
 use crate::store::MachineRow;
 use crate::time::Micros;
-
-pub const READ_ROLES: &[&str] = &[
-    roles::READ_ALL,
-    roles::READ_WRITE_ALL,
-    roles::READ,
-    roles::READ_WRITE,
-];
 
 /// Machines heard from since this instant (and connected) are Active.
 pub fn active_since(state: &SharedState) -> Micros {
@@ -100,7 +95,13 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::READ,
+        Api::Other("machines"),
+    )
+    .await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
@@ -114,7 +115,7 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
-    let url = format!("{}/api/machines", super::base_url(&state, &headers));
+    let url = format!("{}/api/machines", crate::http::base_url(&state, &headers));
     let next_link = page.finish(&mut rows, &url, raw.as_deref());
     let mut value: Vec<Machine> = rows.into_iter().map(|r| to_wire(r, since)).collect();
     mark_duplicates(&state, &principal, &mut value).await?;
@@ -132,7 +133,13 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Machine>> {
-    authorize(&state, &principal, READ_ROLES, Api::Other("machines")).await?;
+    authorize(
+        &state,
+        &principal,
+        permissions::READ,
+        Api::Other("machines"),
+    )
+    .await?;
     let row = super::visible_machine(&state, &principal, &id).await?;
     let mut machine = to_wire(row, active_since(&state));
     mark_duplicates(&state, &principal, std::slice::from_mut(&mut machine)).await?;

@@ -6,16 +6,16 @@
 
 use std::collections::HashMap;
 
-use crate::api::extract::Path;
+use crate::http::Path;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use reach_proto::api::TokenResponse;
 
 use crate::SharedState;
-use crate::api::RawBody;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::http::RawBody;
 use crate::store::StoreError;
 
 pub async fn token(

@@ -287,6 +287,16 @@ impl Drop for QueueSlot<'_> {
     }
 }
 
+/// Too many secret checks are running and waiting (`auth::secrets::Gate`).
+impl From<Busy> for crate::error::ApiError {
+    fn from(_: Busy) -> Self {
+        Self::TooManyRequests {
+            message: "The server is busy checking other credentials; retry in 1 s".into(),
+            retry_after_secs: 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

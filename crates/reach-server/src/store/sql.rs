@@ -36,7 +36,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::{Any, AnyPool, Transaction};
 
-pub use connect::{redact_url, sqlite_url};
+pub use connect::sqlite_url;
 
 use super::{Store, StoreError, StoreResult};
 use actions::action_from_row;

@@ -10,6 +10,7 @@ use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::*;
+use crate::net::redact_url;
 
 impl SqlStore {
     /// Opens the database named by `url` (`sqlite://...` or `postgres://...`)
@@ -134,17 +135,4 @@ pub fn sqlite_url(path: &Path) -> String {
     url.set_path(&path.to_string_lossy());
     url.set_query(Some("mode=rwc"));
     url.to_string()
-}
-
-/// A database URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) if url.is_empty() => String::new(),
-        Err(_) => "(an invalid URL)".to_string(),
-    }
 }

@@ -1,7 +1,12 @@
-//! Administrative operations behind `reach-server apps create`,
-//! `users create`, `enrollment-token create`, `machines revoke` and dev
-//! mode: creating tenants, client apps, console users and enrollment tokens. Secrets are returned once to
-//! the caller and stored only as hashes.
+//! Administrative operations: creating tenants, client apps, console
+//! users, device groups and enrollment tokens, rotating secrets, tagging
+//! machines, cancelling an app's queue. The functions here are the changes
+//! alone, as dev mode and tests set a server up; `operator` performs each
+//! with its audit entry, as the `reach-server` subcommands do. Secrets are
+//! returned once to the caller and stored only as hashes; nothing here
+//! logs one.
+
+pub mod operator;
 
 use reach_proto::api::roles;
 

@@ -73,8 +73,8 @@ pub async fn run_once(state: &SharedState, now: Micros) -> anyhow::Result<Report
         let event = audit::event(
             "",
             Actor::system(),
-            audit::PRUNED,
-            "Succeeded",
+            audit::Operation::AuditPruned,
+            crate::audit::Outcome::Succeeded,
             json!({ "retentionDays": cfg.audit_days }),
         );
         if let Some(entry) = state.store.prune_audit(cutoff, event).await? {
@@ -107,8 +107,8 @@ async fn delete_results(state: &SharedState, ended_before: Micros) -> anyhow::Re
                     Actor::system(),
                     &expired.machine_id,
                     &expired.command,
-                    "ResultDeleted",
-                    "Succeeded",
+                    crate::audit::Operation::ResultDeleted,
+                    crate::audit::Outcome::Succeeded,
                     json!({
                         "retentionDays": state.config.retention.results_days,
                         "bytes": expired.result.as_ref().map(|r| r.size),
@@ -144,8 +144,8 @@ pub async fn discard_abandoned(state: &SharedState) -> anyhow::Result<u64> {
                 Actor::system(),
                 &abandoned.machine_id,
                 &abandoned.command,
-                "PartialResultDeleted",
-                "Succeeded",
+                crate::audit::Operation::PartialResultDeleted,
+                crate::audit::Outcome::Succeeded,
                 json!({ "chunks": abandoned.chunks.len() }),
             );
             state.auditor.record(event).await;
@@ -203,8 +203,8 @@ async fn prune_library(state: &SharedState, unused_since: Micros) -> anyhow::Res
         let mut event = audit::event(
             &file.tenant_id,
             Actor::system(),
-            "LibraryFilePruned",
-            "Succeeded",
+            crate::audit::Operation::LibraryFilePruned,
+            crate::audit::Outcome::Succeeded,
             json!({
                 "sha256": file.sha256,
                 "unusedDays": state.config.retention.unused_library_days,

@@ -111,8 +111,8 @@ pub async fn run(state: SharedState) {
                         crate::audit::Actor::system(),
                         machine_id,
                         command,
-                        "CommandFinished",
-                        "Failed",
+                        crate::audit::Operation::CommandFinished,
+                        crate::audit::Outcome::Failed,
                         serde_json::json!({ "errors": ["The command's lease ran out without a result from the agent"] }),
                     );
                     state.auditor.record(event).await;

@@ -4,6 +4,7 @@
 //! notice). Races are real: several tasks on several connections (and, on
 //! PostgreSQL, two separately opened stores standing in for two nodes).
 
+use reach_server::audit::{Operation, Outcome};
 use std::sync::Arc;
 
 use reach_proto::agent::{CommandRef, MachineInfo, Work};
@@ -845,8 +846,8 @@ async fn nodes_appending_to_the_audit_trail_at_once_form_one_chain() {
                         let mut event = reach_server::audit::event(
                             TENANT,
                             reach_server::audit::Actor::system(),
-                            "Test",
-                            "Succeeded",
+                            Operation::MachineTagged,
+                            Outcome::Succeeded,
                             serde_json::json!({ "task": i, "event": j }),
                         );
                         event.http_status = Some(200);
@@ -1111,8 +1112,8 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
             ..reach_server::audit::event(
                 TENANT,
                 reach_server::audit::Actor::system(),
-                "Test",
-                "Succeeded",
+                Operation::MachineTagged,
+                Outcome::Succeeded,
                 serde_json::json!({}),
             )
         };
@@ -1123,8 +1124,8 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
         let pruning = reach_server::audit::event(
             "",
             reach_server::audit::Actor::system(),
-            reach_server::audit::PRUNED,
-            "Succeeded",
+            Operation::AuditPruned,
+            Outcome::Succeeded,
             serde_json::json!({ "retentionDays": 30 }),
         );
         assert!(

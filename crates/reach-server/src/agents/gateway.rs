@@ -215,8 +215,8 @@ impl Session {
             let mut event = crate::audit::event(
                 &identity.tenant_id,
                 crate::audit::Actor::machine(&machine_id),
-                "MachineRenamed",
-                "Succeeded",
+                crate::audit::Operation::MachineRenamed,
+                crate::audit::Outcome::Succeeded,
                 serde_json::json!({ "from": former, "to": info.hostname }),
             );
             event.machine_id = Some(machine_id.clone());
@@ -374,8 +374,16 @@ impl Session {
             serde_json::json!({ "work": claimed.work }),
         );
         let started = async move {
-            let operation = "CommandStarted";
-            audit_command(&state, &identity, operation, &command, "Succeeded", details).await;
+            let operation = crate::audit::Operation::CommandStarted;
+            audit_command(
+                &state,
+                &identity,
+                operation,
+                &command,
+                crate::audit::Outcome::Succeeded,
+                details,
+            )
+            .await;
         };
         tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
         if claimed.command.index == 0 {
@@ -447,9 +455,9 @@ impl Session {
 async fn audit_command(
     state: &SharedState,
     identity: &AgentIdentity,
-    operation: &str,
+    operation: crate::audit::Operation,
     command: &CommandRef,
-    outcome: &str,
+    outcome: crate::audit::Outcome,
     details: serde_json::Value,
 ) {
     let event = crate::audit::command_event(
@@ -474,7 +482,7 @@ async fn audit_finish(
     audit_command(
         state,
         identity,
-        "CommandFinished",
+        crate::audit::Operation::CommandFinished,
         command,
         outcome,
         details,

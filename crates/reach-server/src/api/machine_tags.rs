@@ -76,8 +76,8 @@ async fn apply(
     let mut event = crate::audit::event(
         &principal.tenant_id,
         principal.actor(),
-        "MachineTagsChanged",
-        "Succeeded",
+        crate::audit::Operation::MachineTagsChanged,
+        crate::audit::Outcome::Succeeded,
         json!({
             "action": if change.add { "Add" } else { "Remove" },
             "tag": change.tag,

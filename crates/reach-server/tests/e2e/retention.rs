@@ -162,7 +162,7 @@ async fn the_audit_trail_records_its_own_pruning_and_stays_verifiable() {
     let after = store.audit_page(0, Micros(i64::MIN), 1000).await.unwrap();
     let pruning = after
         .iter()
-        .find(|e| e.event.operation == audit::PRUNED)
+        .find(|e| e.event.operation == audit::Operation::AuditPruned.as_str())
         .expect("the pruning is in the trail");
     let details: serde_json::Value = serde_json::from_str(&pruning.event.details).unwrap();
     assert_eq!(details["throughId"], before.last().unwrap().seq);

@@ -1,40 +1,18 @@
 //! The `reach-server` subcommands operators run on the server itself:
 //! tenants, apps, users, enrollment tokens, device groups, machines, queued
 //! actions and the audit trail. Each opens the configured store, does one
-//! thing, and records it in the audit trail as the operator (the OS user).
+//! thing through `admin::operator::Operator` (which records the change in
+//! the audit trail as the operator, the OS user), and prints the outcome.
+//! This file parses and prints; it changes nothing itself.
 
 mod args;
 
 use anyhow::Context;
-use reach_server::{Config, admin, audit};
-use serde_json::json;
+use reach_server::admin::{self, operator::Operator};
+use reach_server::{Config, audit};
 
 pub use args::Command;
 use args::*;
-
-/// The tenant named on the command line, or the only one there is.
-async fn tenant_or_only(
-    state: &reach_server::SharedState,
-    tenant: Option<String>,
-) -> anyhow::Result<String> {
-    if let Some(tenant) = tenant {
-        return Ok(tenant);
-    }
-    let tenants = state.store.list_tenants().await?;
-    match tenants.as_slice() {
-        [only] => Ok(only.id.clone()),
-        [] => anyhow::bail!(
-            "there is no tenant yet: create one with `reach-server tenants create --name NAME`"
-        ),
-        many => {
-            let names: Vec<String> = many
-                .iter()
-                .map(|t| format!("{} ({})", t.id, t.name))
-                .collect();
-            anyhow::bail!("give --tenant, one of: {}", names.join(", "))
-        }
-    }
-}
 
 /// A comma-separated list, without empty items.
 fn list(text: Option<&str>) -> Vec<String> {
@@ -46,92 +24,24 @@ fn list(text: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// Records an administrative change made from this command line.
-async fn audit(
-    state: &reach_server::SharedState,
-    tenant_id: &str,
-    operation: &str,
-    details: serde_json::Value,
-) -> anyhow::Result<()> {
-    let event = audit::event(
-        tenant_id,
-        audit::Actor::operator(),
-        operation,
-        "Succeeded",
-        details,
-    );
-    if !state.auditor.record(event).await {
-        anyhow::bail!("the change was made but its audit entry could not be written; see the log");
-    }
-    Ok(())
-}
-
-/// `apps disable` / `apps enable`: either way the app's earlier tokens stop working.
-async fn set_app_disabled(
-    state: &reach_server::SharedState,
-    client_id: &str,
-    disabled: bool,
-) -> anyhow::Result<()> {
-    let app = state.store.get_app(client_id).await?;
-    state.store.set_app_disabled(client_id, disabled).await?;
-    let operation = if disabled {
-        "AppDisabled"
-    } else {
-        "AppEnabled"
-    };
-    audit(
-        state,
-        &app.tenant_id,
-        operation,
-        json!({ "clientId": client_id }),
-    )
-    .await?;
-    match disabled {
-        true => println!("app {client_id} disabled; its tokens no longer work"),
-        false => println!("app {client_id} enabled; request new tokens"),
-    }
-    Ok(())
-}
-
-/// `users disable` / `users enable`: either way the user's earlier tokens stop working.
-async fn set_user_disabled(
-    state: &reach_server::SharedState,
-    name: &str,
-    disabled: bool,
-) -> anyhow::Result<()> {
-    let user = state.store.get_user(name).await?;
-    state.store.set_user_disabled(name, disabled).await?;
-    let operation = if disabled {
-        "UserDisabled"
-    } else {
-        "UserEnabled"
-    };
-    audit(
-        state,
-        &user.tenant_id,
-        operation,
-        json!({ "name": user.name }),
-    )
-    .await?;
-    match disabled {
-        true => println!("user {} disabled; their sessions no longer work", user.name),
-        false => println!(
-            "user {} enabled; earlier sessions stay signed out",
-            user.name
-        ),
-    }
-    Ok(())
+/// Reads one line (the password) from standard input.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> {
     let state = reach_server::open(config).await?;
+    let operator = Operator::new(state.clone());
     let store = state.store.as_ref();
     match command {
         Command::Tenants {
             command: TenantCommand::Create { name },
         } => {
-            let tenant = admin::create_tenant(store, &name).await?;
-            audit(&state, &tenant.id, "TenantCreated", json!({ "name": name })).await?;
+            let tenant = operator.create_tenant(&name).await?;
             println!("tenant id: {}", tenant.id);
         }
         Command::Apps {
@@ -143,13 +53,8 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
                     groups,
                 },
         } => {
-            let roles = admin::parse_roles(&roles)?;
-            let tenant = tenant_or_only(&state, tenant).await?;
             let groups = list(groups.as_deref());
-            let app =
-                admin::create_scoped_app(store, &tenant, &name, roles, groups.clone()).await?;
-            let details = json!({ "clientId": app.client_id, "name": name, "roles": app.roles, "deviceGroups": groups });
-            audit(&state, &tenant, "AppCreated", details).await?;
+            let app = operator.create_app(tenant, &name, &roles, groups).await?;
             println!("tenant id:     {}", app.tenant_id);
             println!("client id:     {}", app.client_id);
             println!("client secret: {}", app.client_secret);
@@ -167,21 +72,13 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
                 },
         } => {
             let groups = list(groups.as_deref());
-            let roles = admin::parse_roles(&roles)?;
-            let tenant = tenant_or_only(&state, tenant).await?;
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .context("reading the password from stdin")?;
-                Some(line.trim_end_matches(['\r', '\n']).to_string())
-            } else {
-                None
+            let password = match password_stdin {
+                true => Some(password_from_stdin()?),
+                false => None,
             };
-            let user =
-                admin::create_user(store, &tenant, &name, roles, groups.clone(), password).await?;
-            let details = json!({ "name": user.name, "roles": user.roles, "deviceGroups": groups });
-            audit(&state, &tenant, "UserCreated", details).await?;
+            let user = operator
+                .create_user(tenant, &name, &roles, groups, password)
+                .await?;
             println!("tenant id: {}", user.tenant_id);
             println!("user:      {}", user.name);
             if !password_stdin {
@@ -193,33 +90,44 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
         Command::Apps {
             command: AppCommand::RotateSecret { client_id },
         } => {
-            let app = store.get_app(&client_id).await?;
-            let secret = admin::rotate_app_secret(store, &client_id).await?;
-            let details = json!({ "clientId": client_id });
-            audit(&state, &app.tenant_id, "AppSecretRotated", details).await?;
+            let secret = operator.rotate_app_secret(&client_id).await?;
             println!("client id:     {client_id}");
             println!("client secret: {secret}");
             println!("The secret is shown only now; tokens issued before this no longer work.");
         }
         Command::Apps {
             command: AppCommand::Disable { client_id },
-        } => set_app_disabled(&state, &client_id, true).await?,
+        } => {
+            operator.set_app_disabled(&client_id, true).await?;
+            println!("app {client_id} disabled; its tokens no longer work");
+        }
         Command::Apps {
             command: AppCommand::Enable { client_id },
-        } => set_app_disabled(&state, &client_id, false).await?,
+        } => {
+            operator.set_app_disabled(&client_id, false).await?;
+            println!("app {client_id} enabled; request new tokens");
+        }
         Command::Users {
             command: UserCommand::Disable { name },
-        } => set_user_disabled(&state, &name, true).await?,
+        } => {
+            let user = operator.set_user_disabled(&name, true).await?;
+            println!("user {} disabled; their sessions no longer work", user.name);
+        }
         Command::Users {
             command: UserCommand::Enable { name },
-        } => set_user_disabled(&state, &name, false).await?,
+        } => {
+            let user = operator.set_user_disabled(&name, false).await?;
+            println!(
+                "user {} enabled; earlier sessions stay signed out",
+                user.name
+            );
+        }
         Command::Groups {
             command: GroupCommand::Create { name, tags, tenant },
         } => {
-            let tenant = tenant_or_only(&state, tenant).await?;
-            let group = admin::create_group(store, &tenant, &name, &list(Some(&tags))).await?;
-            let details = json!({ "name": group.name, "tags": group.tags });
-            audit(&state, &tenant, "DeviceGroupDefined", details).await?;
+            let group = operator
+                .define_group(tenant, &name, &list(Some(&tags)))
+                .await?;
             println!(
                 "device group {}: machines tagged {}",
                 group.name,
@@ -229,7 +137,7 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
         Command::Groups {
             command: GroupCommand::List { tenant },
         } => {
-            let tenant = tenant_or_only(&state, tenant).await?;
+            let tenant = operator.tenant_or_only(tenant).await?;
             for group in store.list_device_groups(&tenant).await? {
                 println!("{}\t{}", group.name, group.tags.join(","));
             }
@@ -237,17 +145,9 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
         Command::Machines {
             command: MachineCommand::Tag { id, add, remove },
         } => {
-            let machine = store.machine_credential(&id).await?;
-            let tags = admin::change_tags(
-                store,
-                &machine.tenant_id,
-                &id,
-                &list(add.as_deref()),
-                &list(remove.as_deref()),
-            )
-            .await?;
-            let details = json!({ "added": list(add.as_deref()), "removed": list(remove.as_deref()), "tags": tags });
-            audit(&state, &machine.tenant_id, "MachineTagged", details).await?;
+            let tags = operator
+                .tag_machine(&id, &list(add.as_deref()), &list(remove.as_deref()))
+                .await?;
             println!("machine {id} tags: {}", tags.join(", "));
         }
         Command::EnrollmentToken {
@@ -258,12 +158,9 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
                     uses,
                 },
         } => {
-            let tenant = tenant_or_only(&state, tenant).await?;
-            let valid_for = admin::parse_validity(&expires)?;
-            let token = admin::create_enrollment_token(store, &tenant, valid_for, uses).await?;
-            let details =
-                json!({ "validForSecs": valid_for.map(|d| d.as_secs()), "maxUses": uses });
-            audit(&state, &tenant, "EnrollmentTokenCreated", details).await?;
+            let token = operator
+                .create_enrollment_token(tenant, &expires, uses)
+                .await?;
             println!("{token}");
         }
         Command::EnrollmentToken {
@@ -277,16 +174,7 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
         Command::EnrollmentToken {
             command: TokenCommand::Revoke { id },
         } => {
-            let token = store
-                .revoke_enrollment_token(&id, reach_server::time::Micros::now())
-                .await?;
-            audit(
-                &state,
-                &token.tenant_id,
-                "EnrollmentTokenRevoked",
-                json!({ "tokenId": token.id }),
-            )
-            .await?;
+            let token = operator.revoke_enrollment_token(&id).await?;
             println!("enrollment token {} revoked", token.id);
         }
         Command::Actions {
@@ -305,25 +193,13 @@ pub async fn administer(config: Config, command: Command) -> anyhow::Result<()> 
         Command::Actions {
             command: ActionCommand::CancelPending { app, comment },
         } => {
-            let app_row = store.get_app(&app).await?;
-            let cancelled = admin::cancel_pending(store, &app, &comment).await?;
-            let details = json!({ "clientId": app, "cancelled": cancelled });
-            audit(
-                &state,
-                &app_row.tenant_id,
-                "PendingActionsCancelled",
-                details,
-            )
-            .await?;
+            let cancelled = operator.cancel_pending(&app, &comment).await?;
             println!("{} pending actions of app {app} cancelled", cancelled.len());
         }
         Command::Machines {
             command: MachineCommand::Revoke { id },
         } => {
-            let machine = store.machine_credential(&id).await?;
-            store.revoke_machine(&id).await?;
-            let details = json!({ "machineId": id });
-            audit(&state, &machine.tenant_id, "MachineRevoked", details).await?;
+            operator.revoke_machine(&id).await?;
             println!("machine {id} revoked");
         }
         Command::Audit {

@@ -1,15 +1,19 @@
 //! The agent gateway: enrolment, the one WebSocket each agent holds
-//! (`gateway`), and the HTTP endpoints agents stream files through
-//! (`transfer`). Connections register in the `hub`, which wakes them the
+//! (`gateway`), and the HTTP endpoints agents stream files through: a
+//! command's payload and transcript (`payload`), a GetFile's chunks
+//! (`chunks`, checked by `verify`). Every transfer endpoint starts from the
+//! same checks (`extract`). Connections register in the `hub`, which wakes them the
 //! moment a command is created.
 //!
 //! What a machine must run is always read from the store, so a lost
 //! wake-up costs latency, never work. This module never imports the API or
 //! the console.
 
+pub mod chunks;
+pub mod extract;
 pub mod gateway;
+pub mod payload;
 pub mod put_record;
-pub mod transfer;
 pub mod verify;
 
 use axum::http::HeaderMap;
@@ -17,6 +21,7 @@ use axum::http::HeaderMap;
 use crate::SharedState;
 use crate::auth;
 use crate::error::ApiError;
+use crate::files::FileError;
 
 /// A machine, authenticated by its credential.
 #[derive(Debug, Clone)]
@@ -71,4 +76,16 @@ pub fn truncate(mut text: String, max: usize) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// The answer to an upload that could not be stored; `too_large` words the size limit.
+pub(crate) fn upload_failed(err: FileError, too_large: impl FnOnce(u64) -> ApiError) -> ApiError {
+    match err {
+        FileError::Body(why) if why.contains(crate::http::slow_body::STALLED) => {
+            ApiError::RequestTimeout(format!("The upload was cut off: {why}"))
+        }
+        FileError::Body(why) => ApiError::BadRequest(format!("The upload was interrupted: {why}")),
+        FileError::TooLarge(max) => too_large(max),
+        other => ApiError::internal(other),
+    }
 }

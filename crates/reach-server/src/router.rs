@@ -65,23 +65,23 @@ fn routes(state: SharedState) -> Router {
         .route(agents_paths::CONNECT, get(agents::gateway::connect))
         .route(
             "/agent/v1/commands/{action}/{index}/payload",
-            get(agents::transfer::payload),
+            get(agents::payload::payload),
         )
         .route(
             "/agent/v1/commands/{action}/{index}/result",
-            put(agents::transfer::result).layer(DefaultBodyLimit::disable()),
+            put(agents::payload::result).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/agent/v1/commands/{action}/{index}/chunks",
-            get(agents::transfer::list_chunks),
+            get(agents::chunks::list_chunks),
         )
         .route(
             "/agent/v1/commands/{action}/{index}/chunks/{n}",
-            put(agents::transfer::put_chunk).layer(DefaultBodyLimit::disable()),
+            put(agents::chunks::put_chunk).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/agent/v1/commands/{action}/{index}/complete",
-            post(agents::transfer::complete),
+            post(agents::chunks::complete),
         )
         .route("/", get(console::index))
         .route("/console/{file}", get(console::asset))

@@ -301,7 +301,7 @@ async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
     let log = std::fs::File::create(&log_path).unwrap();
     let logged = [
         ("REACH_LIMITS__AGENT_BYTES_PER_SEC", "33554432"),
-        ("REACH_LOG", "warn,reach_server::agents::transfer=debug"),
+        ("REACH_LOG", "warn,reach_server::agents::payload=debug"),
     ];
     let mut server = start_server_with(&data, port, &logged, Stdio::from(log)).await;
     let client = Client::new(&url)

@@ -1,234 +1,45 @@
-//! The agent's file transfers over HTTP: downloading the library file of a
-//! PutFile or RunScript command, uploading a RunScript transcript, and the
-//! chunked, resumable upload of a GetFile result: each chunk is a deflate
-//! segment, checked by its decompressed bytes and stored as its own object;
-//! the agent asks which chunks are stored and sends only the rest. Each
-//! chunk is decompressed and checked as it arrives (`verify`), and
-//! `complete` checks the whole file's SHA-256 (carried over chunks that
-//! arrived in order, or read back from the stored chunks) and stores the
-//! gzip header and tail that make the segments one gzip member, before the
-//! result becomes visible. Bytes stream between the connection and the
-//! object store, at most one chunk at a time in memory; a machine can only
-//! reach the commands of its own actions.
+//! The chunked, resumable upload of a GetFile result: each chunk is a
+//! deflate segment, decompressed and checked against the size and CRC-32
+//! (or SHA-256) it was announced with as it streams into its own object
+//! (`verify`); the agent asks which chunks are stored and sends only the
+//! rest. `complete` checks the whole file's SHA-256 (carried over chunks
+//! that arrived in order, or read back from the stored chunks) and stores
+//! the gzip header and tail that make the segments one gzip member, before
+//! the result becomes visible. At most one chunk is in memory; a machine
+//! only reaches the commands of its own actions (`OwnCommand`).
 
-use crate::http::Path;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks, Work, paths};
-use reach_proto::api::CommandStatus;
-use sha2::{Digest, Sha256};
+use serde::Deserialize;
 
-use super::{AgentIdentity, authenticate, verify};
+use super::extract::{OwnCommand, parse_index};
+use super::{upload_failed, verify};
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
+use crate::http::{JsonBody, Path};
 use crate::metrics::Metrics;
-use crate::store::{ChunkRow, CommandRow, ResultBlob};
+use crate::store::{ChunkRow, ResultBlob};
 
-/// The answer to an upload that could not be stored; `too_large` words the size limit.
-fn upload_failed(err: FileError, too_large: impl FnOnce(u64) -> ApiError) -> ApiError {
-    match err {
-        FileError::Body(why) if why.contains(crate::http::slow_body::STALLED) => {
-            ApiError::RequestTimeout(format!("The upload was cut off: {why}"))
-        }
-        FileError::Body(why) => ApiError::BadRequest(format!("The upload was interrupted: {why}")),
-        FileError::TooLarge(max) => too_large(max),
-        other => ApiError::internal(other),
-    }
-}
-
-/// A command index or chunk number of a transfer path.
-fn parse_index(text: &str) -> ApiResult<u32> {
-    text.parse()
-        .map_err(|_| ApiError::InvalidInput(format!("'{text}' is not a number")))
-}
-
-/// Finds a command of this machine's action, or 404 (also for other machines' actions).
-async fn own_command(
-    state: &SharedState,
-    identity: &AgentIdentity,
-    action_id: &str,
-    index: u32,
-) -> ApiResult<CommandRow> {
-    let not_found = || {
-        ApiError::ResourceNotFound(format!(
-            "Command {index} of action {action_id} was not found"
-        ))
-    };
-    let command = CommandRef {
-        action_id: action_id.to_string(),
-        index,
-    };
-    match state
-        .store
-        .machine_command(&identity.machine_id, &command)
-        .await
-    {
-        Ok(row) => Ok(row),
-        Err(crate::store::StoreError::NotFound(_)) => Err(not_found()),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// `GET /agent/v1/commands/{action}/{index}/payload?chunk=K`: chunk K of the
-/// library file (`chunk_bytes` each), with its SHA-256 and the file's size
-/// and chunk count in headers, so the agent checks every chunk and resumes
-/// from the next one. At most one chunk is in memory.
-pub async fn payload(
-    State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let identity = authenticate(&state, &headers).await?;
-    let index = parse_index(&index)?;
-    let chunk = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "chunk")
-        .map(|(_, v)| parse_index(&v))
-        .transpose()?
-        .unwrap_or(0);
-    let command = own_command(&state, &identity, &action_id, index).await?;
-    let sha256 = match &command.work {
-        Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256.clone(),
-        Work::GetFile { .. } => {
-            return Err(ApiError::BadRequest(
-                "GetFile commands have no payload".into(),
-            ));
-        }
-    };
-    if command.status != CommandStatus::InProgress {
-        return Err(ApiError::BadRequest(format!(
-            "Command {index} is {}, not InProgress",
-            command.status
-        )));
-    }
-    let key = Files::library_key(&identity.tenant_id, &sha256);
-    let gone = |err: FileError| match err {
-        FileError::NotFound(_) => {
-            ApiError::ResourceNotFound("The library file's bytes are gone".into())
-        }
-        other => ApiError::internal(other),
-    };
-    let size = state.files.size(&key).await.map_err(gone)?;
-    let chunk_bytes = state.config.live_response.chunk_bytes.max(1);
-    let chunks = size.div_ceil(chunk_bytes).max(1);
-    if u64::from(chunk) >= chunks {
-        return Err(ApiError::RangeNotSatisfiable(format!(
-            "The payload has {chunks} chunks; there is no chunk {chunk}"
-        )));
-    }
-    let start = u64::from(chunk) * chunk_bytes;
-    let end = (start + chunk_bytes).min(size);
-    let bytes = state
-        .files
-        .get_range(&key, start..end)
-        .await
-        .map_err(gone)?;
-    let chunk_sha256 = hex::encode(Sha256::digest(&bytes));
-    tracing::debug!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, chunk, "payload chunk served");
-    let len = bytes.len();
-    Metrics::add(&state.metrics.bytes_sent, len as u64);
-    let once = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
-    let stream = state.bandwidth.throttle(&identity.machine_id, once);
-    let mut response = Body::from_stream(stream).into_response();
-    let out = response.headers_mut();
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    out.insert(paths::CHUNKS, HeaderValue::from(chunks));
-    out.insert(paths::SIZE, HeaderValue::from(size));
-    if let Ok(value) = HeaderValue::from_str(&chunk_sha256) {
-        out.insert(paths::SHA256, value);
-    }
-    Ok(response)
-}
-
-/// `PUT /agent/v1/commands/{action}/{index}/result`.
-pub async fn result(
-    State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<StatusCode> {
-    let identity = authenticate(&state, &headers).await?;
-    let index = parse_index(&index)?;
-    let command = own_command(&state, &identity, &action_id, index).await?;
-    if matches!(command.work, Work::PutFile { .. }) {
-        return Err(ApiError::BadRequest(
-            "PutFile commands have no result".into(),
-        ));
-    }
-    if command.status != CommandStatus::InProgress {
-        return Err(ApiError::Conflict(format!(
-            "Command {index} is {}, not InProgress",
-            command.status
-        )));
-    }
-    let key = Files::transcript_key(&action_id, index, crate::time::Micros::now());
-    let max = Some(state.config.limits.result_max_bytes).filter(|max| *max > 0);
-    let stored = state
-        .files
-        .put_stream(
-            &key,
-            state.bandwidth.throttle(
-                &identity.machine_id,
-                crate::http::slow_body::guard(body.into_data_stream(), &state.config.http),
-            ),
-            max,
-        )
-        .await
-        .map_err(|err| {
-            upload_failed(err, |max| {
-                ApiError::PayloadTooLarge(format!(
-                    "The result is larger than this server accepts ({max} bytes, gzip-compressed)"
-                ))
-            })
-        })?;
-    Metrics::add(&state.metrics.bytes_received, stored.size);
-    let reference = CommandRef { action_id, index };
-    state
-        .store
-        .record_result(
-            &identity.machine_id,
-            &reference,
-            &ResultBlob {
-                key,
-                size: stored.size,
-                sha256: Some(stored.sha256),
-                chunks: None,
-            },
-        )
-        .await?;
-    tracing::info!(machine.id = %identity.machine_id, action.id = %reference.action_id, command.index = index, bytes = stored.size, "result stored");
-    Ok(StatusCode::NO_CONTENT)
+/// The chunk number of `.../chunks/{n}`.
+#[derive(Deserialize)]
+pub struct ChunkPath {
+    n: String,
 }
 
 /// A running GetFile command of the calling machine.
-async fn running_get_file(
-    state: &SharedState,
-    identity: &AgentIdentity,
-    action_id: &str,
-    index: u32,
-) -> ApiResult<CommandRow> {
-    let command = own_command(state, identity, action_id, index).await?;
-    if !matches!(command.work, Work::GetFile { .. }) {
+fn running_get_file(own: &OwnCommand) -> ApiResult<()> {
+    if !matches!(own.row.work, Work::GetFile { .. }) {
         return Err(ApiError::BadRequest(format!(
-            "Command {index} is not a GetFile"
+            "Command {} is not a GetFile",
+            own.command.index
         )));
     }
-    if command.status != CommandStatus::InProgress {
-        return Err(ApiError::Conflict(format!(
-            "Command {index} is {}, not InProgress",
-            command.status
-        )));
-    }
-    Ok(command)
+    own.running()
 }
 
 fn to_info(row: ChunkRow) -> ChunkInfo {
@@ -245,14 +56,10 @@ fn to_info(row: ChunkRow) -> ChunkInfo {
 /// `GET /agent/v1/commands/{action}/{index}/chunks`: what is already stored.
 pub async fn list_chunks(
     State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, String)>,
-    headers: HeaderMap,
+    own: OwnCommand,
 ) -> ApiResult<Json<Vec<ChunkInfo>>> {
-    let identity = authenticate(&state, &headers).await?;
-    let index = parse_index(&index)?;
-    running_get_file(&state, &identity, &action_id, index).await?;
-    let command = CommandRef { action_id, index };
-    let chunks = state.store.list_chunks(&command).await?;
+    running_get_file(&own)?;
+    let chunks = state.store.list_chunks(&own.command).await?;
     Ok(Json(chunks.into_iter().map(to_info).collect()))
 }
 
@@ -283,13 +90,17 @@ fn crc_header(headers: &HeaderMap) -> ApiResult<u32> {
 /// `PUT /agent/v1/commands/{action}/{index}/chunks/{n}`: one deflate segment.
 pub async fn put_chunk(
     State(state): State<SharedState>,
-    Path((action_id, index, n)): Path<(String, String, String)>,
+    own: OwnCommand,
+    Path(ChunkPath { n }): Path<ChunkPath>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let identity = authenticate(&state, &headers).await?;
-    let (index, n) = (parse_index(&index)?, parse_index(&n)?);
-    running_get_file(&state, &identity, &action_id, index).await?;
+    let n = parse_index(&n)?;
+    running_get_file(&own)?;
+    let OwnCommand {
+        identity, command, ..
+    } = own;
+    let index = command.index;
     // The decompressed bytes' CRC-32 or SHA-256 (or both), and optionally the
     // segment's own hash: its decompressed bytes are checked either way.
     let raw_crc32 = headers
@@ -324,7 +135,6 @@ pub async fn put_chunk(
                 paths::RAW_SIZE
             ))
         })?;
-    let command = CommandRef { action_id, index };
     // A segment is at most a little larger than its bytes (stored deflate blocks).
     let mut limit = raw_size + raw_size / 64 + 64 * 1024;
     let max_total = state.config.limits.result_max_bytes;
@@ -422,14 +232,14 @@ pub async fn put_chunk(
 /// and the whole file, then makes the result visible.
 pub async fn complete(
     State(state): State<SharedState>,
-    Path((action_id, index)): Path<(String, String)>,
-    headers: HeaderMap,
-    crate::http::JsonBody(body): crate::http::JsonBody<CompleteChunks>,
+    own: OwnCommand,
+    JsonBody(body): JsonBody<CompleteChunks>,
 ) -> ApiResult<StatusCode> {
-    let identity = authenticate(&state, &headers).await?;
-    let index = parse_index(&index)?;
-    running_get_file(&state, &identity, &action_id, index).await?;
-    let command = CommandRef { action_id, index };
+    running_get_file(&own)?;
+    let OwnCommand {
+        identity, command, ..
+    } = own;
+    let index = command.index;
     let chunks = state.store.list_chunks(&command).await?;
     if let Some(missing) =
         (0..body.chunks).find(|n| chunks.get(*n as usize).is_none_or(|c| c.n != *n))

@@ -1,0 +1,155 @@
+//! The files a command carries both ways, whole: a PutFile or RunScript
+//! command's library file, downloaded by the agent a chunk at a time (each
+//! with its SHA-256, so the agent checks every chunk and resumes from the
+//! next), and a RunScript transcript, uploaded in one stream into the object
+//! store. Bytes stream, at most one chunk in memory; a machine only reaches
+//! the commands of its own actions (`OwnCommand`).
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use reach_proto::agent::{Work, paths};
+use reach_proto::api::CommandStatus;
+use sha2::{Digest, Sha256};
+
+use super::extract::{OwnCommand, parse_index};
+use super::upload_failed;
+use crate::SharedState;
+use crate::error::{ApiError, ApiResult};
+use crate::files::{FileError, Files};
+use crate::metrics::Metrics;
+use crate::store::ResultBlob;
+
+/// `GET /agent/v1/commands/{action}/{index}/payload?chunk=K`: chunk K of the
+/// library file (`chunk_bytes` each), with its SHA-256 and the file's size
+/// and chunk count in headers, so the agent checks every chunk and resumes
+/// from the next one. At most one chunk is in memory.
+pub async fn payload(
+    State(state): State<SharedState>,
+    own: OwnCommand,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let OwnCommand {
+        identity,
+        command: reference,
+        row: command,
+    } = own;
+    let (action_id, index) = (&reference.action_id, reference.index);
+    let chunk = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "chunk")
+        .map(|(_, v)| parse_index(&v))
+        .transpose()?
+        .unwrap_or(0);
+    let sha256 = match &command.work {
+        Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256.clone(),
+        Work::GetFile { .. } => {
+            return Err(ApiError::BadRequest(
+                "GetFile commands have no payload".into(),
+            ));
+        }
+    };
+    if command.status != CommandStatus::InProgress {
+        return Err(ApiError::BadRequest(format!(
+            "Command {index} is {}, not InProgress",
+            command.status
+        )));
+    }
+    let key = Files::library_key(&identity.tenant_id, &sha256);
+    let gone = |err: FileError| match err {
+        FileError::NotFound(_) => {
+            ApiError::ResourceNotFound("The library file's bytes are gone".into())
+        }
+        other => ApiError::internal(other),
+    };
+    let size = state.files.size(&key).await.map_err(gone)?;
+    let chunk_bytes = state.config.live_response.chunk_bytes.max(1);
+    let chunks = size.div_ceil(chunk_bytes).max(1);
+    if u64::from(chunk) >= chunks {
+        return Err(ApiError::RangeNotSatisfiable(format!(
+            "The payload has {chunks} chunks; there is no chunk {chunk}"
+        )));
+    }
+    let start = u64::from(chunk) * chunk_bytes;
+    let end = (start + chunk_bytes).min(size);
+    let bytes = state
+        .files
+        .get_range(&key, start..end)
+        .await
+        .map_err(gone)?;
+    let chunk_sha256 = hex::encode(Sha256::digest(&bytes));
+    tracing::debug!(machine.id = %identity.machine_id, action.id = %action_id, command.index = index, chunk, "payload chunk served");
+    let len = bytes.len();
+    Metrics::add(&state.metrics.bytes_sent, len as u64);
+    let once = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let stream = state.bandwidth.throttle(&identity.machine_id, once);
+    let mut response = Body::from_stream(stream).into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    out.insert(paths::CHUNKS, HeaderValue::from(chunks));
+    out.insert(paths::SIZE, HeaderValue::from(size));
+    if let Ok(value) = HeaderValue::from_str(&chunk_sha256) {
+        out.insert(paths::SHA256, value);
+    }
+    Ok(response)
+}
+
+/// `PUT /agent/v1/commands/{action}/{index}/result`.
+pub async fn result(
+    State(state): State<SharedState>,
+    own: OwnCommand,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    if matches!(own.row.work, Work::PutFile { .. }) {
+        return Err(ApiError::BadRequest(
+            "PutFile commands have no result".into(),
+        ));
+    }
+    own.running()?;
+    let OwnCommand {
+        identity,
+        command: reference,
+        ..
+    } = own;
+    let index = reference.index;
+    let key = Files::transcript_key(&reference.action_id, index, crate::time::Micros::now());
+    let max = Some(state.config.limits.result_max_bytes).filter(|max| *max > 0);
+    let stored = state
+        .files
+        .put_stream(
+            &key,
+            state.bandwidth.throttle(
+                &identity.machine_id,
+                crate::http::slow_body::guard(body.into_data_stream(), &state.config.http),
+            ),
+            max,
+        )
+        .await
+        .map_err(|err| {
+            upload_failed(err, |max| {
+                ApiError::PayloadTooLarge(format!(
+                    "The result is larger than this server accepts ({max} bytes, gzip-compressed)"
+                ))
+            })
+        })?;
+    Metrics::add(&state.metrics.bytes_received, stored.size);
+    state
+        .store
+        .record_result(
+            &identity.machine_id,
+            &reference,
+            &ResultBlob {
+                key,
+                size: stored.size,
+                sha256: Some(stored.sha256),
+                chunks: None,
+            },
+        )
+        .await?;
+    tracing::info!(machine.id = %identity.machine_id, action.id = %reference.action_id, command.index = index, bytes = stored.size, "result stored");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,19 +1,31 @@
 //! The scenarios: idle, dispatch, fanout and getfile. Each prints a readable
 //! report and, as its last line, one JSON object with the figures.
+//! One file per scenario; this file holds what they share: where the server
+//! is (`Target`), the servers a run starts (`Servers`), the simulated fleet,
+//! outcome tracking and the report.
+
+mod dispatch;
+mod fanout;
+mod getfile;
+mod idle;
+
+pub use dispatch::dispatch;
+pub use fanout::fanout;
+pub use getfile::getfile;
+pub use idle::idle;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reach_client::{Client, LibraryUpload};
-use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
+use reach_proto::api::{Command, CommandType, RunLiveResponseRequest};
 use serde_json::json;
 
-use crate::agents::{Event, Workers, now_us};
-use crate::server::{self, Seed, ServerProcess};
+use crate::agents::{Event, Workers};
+use crate::server::{Seed, ServerProcess};
 
 /// Where the server is.
 #[derive(clap::Args, Debug, Clone)]
@@ -135,81 +147,6 @@ pub(crate) fn mib(bytes: f64) -> f64 {
     (bytes / 1024.0 / 1024.0 * 10.0).round() / 10.0
 }
 
-pub async fn idle(
-    target: &Target,
-    count: usize,
-    nodes: usize,
-    idle_secs: u64,
-) -> anyhow::Result<()> {
-    let servers = Servers::start(target, nodes).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let base = servers.rss()?;
-    let started = Instant::now();
-    let mut workers = Workers::start(&servers.urls, &servers.seed.enrollment_token, count)?;
-    workers.wait_connected(count).await?;
-    let connect_secs = started.elapsed().as_secs_f64();
-    // Let connection bookkeeping and the first heartbeats settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let loaded = servers.rss()?;
-    let cpu_before = servers.cpu()?;
-    let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-    let cpu_after = servers.cpu()?;
-    let elapsed = measured.elapsed().as_secs_f64();
-    let per_node: Vec<serde_json::Value> = (0..servers.nodes.len())
-        .map(|i| {
-            let agents_here = count / nodes + usize::from(i < count % nodes);
-            let grown = loaded[i].saturating_sub(base[i]) as f64;
-            json!({
-                "rss_base_bytes": base[i],
-                "rss_bytes": loaded[i],
-                "rss_per_agent_bytes": (grown / agents_here.max(1) as f64).round(),
-                "idle_cpu_percent": ((cpu_after[i] - cpu_before[i]) / elapsed * 1000.0).round() / 10.0,
-            })
-        })
-        .collect();
-    let total_grown: f64 = loaded
-        .iter()
-        .zip(&base)
-        .map(|(l, b)| l.saturating_sub(*b) as f64)
-        .sum();
-    let per_agent = (total_grown / count.max(1) as f64).round();
-    let worst_cpu = per_node
-        .iter()
-        .filter_map(|n| n["idle_cpu_percent"].as_f64())
-        .fold(0.0, f64::max);
-    report(
-        &[
-            format!(
-                "idle: {count} agents on {nodes} node(s), database {}",
-                database_name(target)
-            ),
-            format!(
-                "  all connected in {connect_secs:.2} s ({:.0} agents/s)",
-                count as f64 / connect_secs
-            ),
-            format!(
-                "  server RSS per connected agent: {per_agent} bytes ({:.1} KiB)",
-                per_agent / 1024.0
-            ),
-            format!(
-                "  server CPU while idle: {worst_cpu} % of one core (busiest node, over {idle_secs} s)"
-            ),
-        ],
-        json!({
-            "scenario": "idle",
-            "agents": count,
-            "nodes": nodes,
-            "database": database_name(target),
-            "connect_secs": (connect_secs * 100.0).round() / 100.0,
-            "rss_per_agent_bytes": per_agent,
-            "idle_cpu_percent": worst_cpu,
-            "per_node": per_node,
-        }),
-    );
-    Ok(())
-}
-
 fn database_name(target: &Target) -> &'static str {
     if target.database_url.is_empty() {
         "sqlite"
@@ -264,16 +201,16 @@ fn script_request() -> RunLiveResponseRequest {
     }
 }
 
+enum Outcome {
+    Sent,
+    Awaited(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Outcomes the agents have sent, so a lane polls the API only once its
 /// agent has answered (polling from submit on would flood the server it
 /// measures with reads).
 #[derive(Clone, Default)]
 struct Outcomes(Arc<std::sync::Mutex<HashMap<String, Outcome>>>);
-
-enum Outcome {
-    Sent,
-    Awaited(tokio::sync::oneshot::Sender<()>),
-}
 
 impl Outcomes {
     fn sent(&self, action: String) {
@@ -333,350 +270,4 @@ fn receive_times(
         seen
     });
     (handle, stop, outcomes)
-}
-
-pub async fn dispatch(
-    target: &Target,
-    count: usize,
-    actions: usize,
-    concurrency: usize,
-) -> anyhow::Result<()> {
-    let (servers, workers, client, machines) = fleet(target, count).await?;
-    let concurrency = concurrency.clamp(1, count.max(1));
-    let generator = workers.generator_pids();
-    let generator_cpu =
-        || -> anyhow::Result<f64> { generator.iter().map(|pid| server::cpu_seconds(*pid)).sum() };
-    let (receiver, stop, outcomes) = receive_times(workers);
-    let cpu_before: f64 = servers.cpu()?.iter().sum();
-    let generator_before = generator_cpu()?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for lane in 0..concurrency {
-        let client = client.clone();
-        let machines = machines.clone();
-        let outcomes = outcomes.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut results = Vec::new();
-            // Each lane has its own machines (every concurrency-th), so one is never busy twice.
-            let mine: Vec<&String> = machines.iter().skip(lane).step_by(concurrency).collect();
-            let mut next = lane;
-            let mut turn = 0;
-            while next < actions {
-                let machine = mine[turn % mine.len()];
-                let submitted = now_us();
-                let created = client.run_live_response(machine, &script_request()).await?;
-                // Poll once the agent has answered (or after 10 s without a
-                // word), then ever less often: an eighth of the time waited
-                // (1 to 20 ms), so polling adds at most 1/8 to a latency
-                // without flooding the server it measures.
-                outcomes.wait(&created.id, Duration::from_secs(10)).await;
-                let answered = Instant::now();
-                let done = loop {
-                    let action = client.action(&created.id).await?;
-                    if action.status.is_final() {
-                        break action;
-                    }
-                    let pause = (answered.elapsed() / 8)
-                        .clamp(Duration::from_millis(1), Duration::from_millis(20));
-                    tokio::time::sleep(pause).await;
-                };
-                if done.status != ActionStatus::Succeeded {
-                    bail!("action {} ended {}", done.id, done.status);
-                }
-                results.push((created.id, submitted, now_us()));
-                next += concurrency;
-                turn += 1;
-            }
-            Ok::<_, anyhow::Error>(results)
-        }));
-    }
-    let mut results = Vec::new();
-    for task in tasks {
-        results.extend(task.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_ms = (servers.cpu()?.iter().sum::<f64>() - cpu_before) * 1000.0;
-    let cpu_per_action = cpu_ms / results.len().max(1) as f64;
-    let generator_per_action =
-        (generator_cpu()? - generator_before) * 1000.0 / results.len().max(1) as f64;
-    let _ = stop.send(());
-    let received = receiver.await?;
-    let mut to_agent = Vec::new();
-    let mut to_done = Vec::new();
-    for (id, submitted, done) in &results {
-        if let Some(at) = received.get(id) {
-            to_agent.push((at - submitted) as f64 / 1000.0);
-        }
-        to_done.push((done - submitted) as f64 / 1000.0);
-    }
-    let receive = percentiles(to_agent);
-    let succeeded = percentiles(to_done);
-    let rate = results.len() as f64 / elapsed;
-    report(
-        &[
-            format!(
-                "dispatch: {} actions over {count} agents, {concurrency} in flight, database {}",
-                results.len(),
-                database_name(target)
-            ),
-            format!("  submit -> agent has the command (ms): {receive}"),
-            format!("  submit -> Succeeded through the API (ms): {succeeded}"),
-            format!("  {rate:.0} actions completed per second"),
-            format!("  server CPU per action: {cpu_per_action:.2} ms (all nodes; user + system)"),
-            format!(
-                "  load generator CPU per action: {generator_per_action:.2} ms (agents and client, same machine)"
-            ),
-        ],
-        json!({
-            "scenario": "dispatch",
-            "agents": count,
-            "actions": results.len(),
-            "concurrency": concurrency,
-            "database": database_name(target),
-            "receive_ms": receive,
-            "succeeded_ms": succeeded,
-            "actions_per_sec": rate.round(),
-            "server_cpu_ms_per_action": (cpu_per_action * 100.0).round() / 100.0,
-            "generator_cpu_ms_per_action": (generator_per_action * 100.0).round() / 100.0,
-        }),
-    );
-    Ok(())
-}
-
-pub async fn fanout(target: &Target, count: usize, concurrency: usize) -> anyhow::Result<()> {
-    let (_servers, workers, client, machines) = fleet(target, count).await?;
-    let (receiver, stop, _) = receive_times(workers);
-    let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let client = client.clone();
-        let machines = machines.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(machine) = machines.get(i) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                client.run_live_response(machine, &script_request()).await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let submitted_secs = started.elapsed().as_secs_f64();
-    let total = machines.len() as u64;
-    let mut at_99 = None;
-    let done_secs = loop {
-        let page = client
-            .actions(&[
-                ("$filter", "status eq 'Succeeded'"),
-                ("$count", "true"),
-                ("$top", "0"),
-            ])
-            .await?;
-        let done = page.count.unwrap_or(0);
-        if at_99.is_none() && done * 100 >= total * 99 {
-            at_99 = Some(started.elapsed().as_secs_f64());
-        }
-        if done >= total {
-            break started.elapsed().as_secs_f64();
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {done} of {total} actions Succeeded after 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = stop.send(());
-    let received = receiver.await?;
-    let at_99 = at_99.unwrap_or(done_secs);
-    report(
-        &[
-            format!(
-                "fanout: one action on each of {total} machines, {concurrency} submissions in flight, database {}",
-                database_name(target)
-            ),
-            format!(
-                "  all submitted in {submitted_secs:.2} s; {} commands reached their agents",
-                received.len()
-            ),
-            format!("  99% Succeeded after {at_99:.2} s, 100% after {done_secs:.2} s"),
-        ],
-        json!({
-            "scenario": "fanout",
-            "machines": total,
-            "concurrency": concurrency,
-            "database": database_name(target),
-            "submitted_secs": (submitted_secs * 100.0).round() / 100.0,
-            "succeeded_99_secs": (at_99 * 100.0).round() / 100.0,
-            "succeeded_100_secs": (done_secs * 100.0).round() / 100.0,
-        }),
-    );
-    Ok(())
-}
-
-/// Writes `size` bytes to `path`: random, or log-like text.
-fn make_file(path: &std::path::Path, size: u64, compressible: bool) -> anyhow::Result<()> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut written = 0u64;
-    let mut block = vec![0u8; 1 << 20];
-    let mut line = 0u64;
-    while written < size {
-        let n = (size - written).min(block.len() as u64) as usize;
-        if compressible {
-            let mut text = Vec::with_capacity(n + 200);
-            while text.len() < n {
-                line += 1;
-                text.extend_from_slice(
-                    format!("2026-11-23T01:{:02}:{:02}Z host sshd[{}]: Accepted publickey for user{} from 10.0.{}.{} port {}\n",
-                        line / 60 % 60, line % 60, 1000 + line % 5000, line % 97, line % 255, line % 253, 40000 + line % 20000).as_bytes(),
-                );
-            }
-            file.write_all(&text[..n])?;
-        } else {
-            rand::RngCore::fill_bytes(&mut rand::rng(), &mut block[..n]);
-            file.write_all(&block[..n])?;
-        }
-        written += n as u64;
-    }
-    file.flush()?;
-    Ok(())
-}
-
-/// The machine's own limits for this path: a loopback TCP copy of the file
-/// to a sink, and writing it to disk with fdatasync. Bytes per second.
-fn machine_limits(path: &std::path::Path, size: u64) -> anyhow::Result<(f64, f64)> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let sink = std::thread::spawn(move || -> std::io::Result<u64> {
-        let (mut stream, _) = listener.accept()?;
-        std::io::copy(&mut stream, &mut std::io::sink())
-    });
-    let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    let mut file = std::fs::File::open(path)?;
-    std::io::copy(&mut file, &mut stream)?;
-    drop(stream);
-    let copied = sink
-        .join()
-        .map_err(|_| anyhow::anyhow!("the sink panicked"))??;
-    let tcp = copied as f64 / started.elapsed().as_secs_f64();
-
-    let dir = path.parent().context("a folder")?;
-    let target = dir.join("disk-probe");
-    let started = Instant::now();
-    {
-        let mut source = std::fs::File::open(path)?;
-        let mut out = std::fs::File::create(&target)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = source.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])?;
-        }
-        out.sync_data()?;
-    }
-    let disk = size as f64 / started.elapsed().as_secs_f64();
-    std::fs::remove_file(&target)?;
-    Ok((tcp, disk))
-}
-
-pub async fn getfile(target: &Target, size: u64, compressible: bool) -> anyhow::Result<()> {
-    let servers = Servers::start(target, 1).await?;
-    let work = tempfile::tempdir()?;
-    let file = work.path().join("evidence.bin");
-    make_file(&file, size, compressible)?;
-    // A real agent, in this process, collects the file.
-    let agent_dir = work.path().join("agent");
-    let config = reach_agent::Config {
-        state_path: agent_dir.join("state.json"),
-        work_dir: Some(agent_dir.join("work")),
-        ..reach_agent::Config::default()
-    };
-    let state =
-        reach_agent::enroll(&servers.seed.url, &servers.seed.enrollment_token, &config).await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let agent = tokio::spawn(reach_agent::run(config, shutdown.clone()));
-    let client = servers.client().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.machine(&state.machine_id).await?.health_status != "Active" {
-        if Instant::now() > deadline {
-            bail!("the agent did not connect");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let request = RunLiveResponseRequest {
-        commands: Some(vec![Command::new(
-            CommandType::GetFile,
-            &[("Path", file.to_str().context("a UTF-8 path")?)],
-        )]),
-        comment: Some("reach-bench getfile".into()),
-    };
-    let started = Instant::now();
-    let created = client
-        .run_live_response(&state.machine_id, &request)
-        .await?;
-    let done = loop {
-        let action = client.action(&created.id).await?;
-        if action.status.is_final() {
-            break action;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    if done.status != ActionStatus::Succeeded {
-        bail!(
-            "the GetFile ended {}: {:?}",
-            done.status,
-            done.commands[0].errors
-        );
-    }
-    shutdown.cancel();
-    let _ = agent.await;
-    let peak = servers.nodes.first().map(|n| n.peak_rss()).transpose()?;
-    let reach = size as f64 / elapsed;
-    let (tcp, disk) = machine_limits(&file, size)?;
-    let limit = tcp.min(disk);
-    let mb = |b: f64| (b / 1e6 * 10.0).round() / 10.0;
-    report(
-        &[
-            format!(
-                "getfile: {} MiB of {} bytes, database {}",
-                mib(size as f64),
-                if compressible { "log-like" } else { "random" },
-                database_name(target)
-            ),
-            format!("  end to end: {elapsed:.2} s, {} MB/s", mb(reach)),
-            format!(
-                "  this machine: loopback TCP {} MB/s, disk write with fdatasync {} MB/s",
-                mb(tcp),
-                mb(disk)
-            ),
-            format!(
-                "  Reach reaches {:.0}% of the smaller",
-                reach / limit * 100.0
-            ),
-            format!(
-                "  server peak RSS: {} MiB",
-                peak.map(|p| mib(p as f64)).unwrap_or(0.0)
-            ),
-        ],
-        json!({
-            "scenario": "getfile",
-            "bytes": size,
-            "compressible": compressible,
-            "database": database_name(target),
-            "secs": (elapsed * 100.0).round() / 100.0,
-            "mb_per_sec": mb(reach),
-            "loopback_tcp_mb_per_sec": mb(tcp),
-            "disk_fdatasync_mb_per_sec": mb(disk),
-            "ratio_of_limit": (reach / limit * 1000.0).round() / 1000.0,
-            "server_peak_rss_bytes": peak,
-        }),
-    );
-    Ok(())
 }

@@ -96,7 +96,7 @@ pub struct ChunkInfo {
     pub stored_sha256: String,
 }
 
-/// `POST .../chunks/complete`: the whole file, for the server to check
+/// `POST .../complete`: the whole file, for the server to check
 /// before the result becomes visible.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteChunks {

@@ -2,6 +2,8 @@
 //! endpoint. Field names follow `shared/spec/mde-compat.md` exactly: request
 //! bodies are PascalCase where Defender's are, responses camelCase.
 
+pub mod roles;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -491,42 +493,4 @@ pub fn is_safe_library_name(name: &str) -> bool {
             && (stem.starts_with("COM") || stem.starts_with("LPT"))
             && stem.as_bytes()[3].is_ascii_digit());
     shaped && !device
-}
-
-pub mod roles {
-    /// Advanced live response: PutFile, RunScript and GetFile.
-    pub const LIVE_RESPONSE: &str = "Machine.LiveResponse";
-    /// Basic live response: GetFile only (collecting, never changing or
-    /// running anything on the device); a Reach role.
-    pub const LIVE_RESPONSE_BASIC: &str = "Machine.LiveResponse.Basic";
-    pub const READ_ALL: &str = "Machine.Read.All";
-    pub const READ_WRITE_ALL: &str = "Machine.ReadWrite.All";
-    pub const LIBRARY_MANAGE: &str = "Library.Manage";
-    /// Reads the audit trail (`GET /api/auditlog`); a Reach role.
-    pub const AUDIT_READ: &str = "AuditLog.Read";
-    /// Delegated (user) spellings.
-    pub const READ: &str = "Machine.Read";
-    pub const READ_WRITE: &str = "Machine.ReadWrite";
-    pub const COLLECT_FORENSICS: &str = "Machine.CollectForensics";
-    pub const ISOLATE: &str = "Machine.Isolate";
-    pub const RESTRICT_EXECUTION: &str = "Machine.RestrictExecution";
-    pub const SCAN: &str = "Machine.Scan";
-    pub const OFFBOARD: &str = "Machine.Offboard";
-    pub const STOP_AND_QUARANTINE: &str = "Machine.StopAndQuarantine";
-
-    /// Every role a dev-mode app receives.
-    pub const ALL: &[&str] = &[
-        LIVE_RESPONSE,
-        LIVE_RESPONSE_BASIC,
-        READ_ALL,
-        READ_WRITE_ALL,
-        LIBRARY_MANAGE,
-        AUDIT_READ,
-        COLLECT_FORENSICS,
-        ISOLATE,
-        RESTRICT_EXECUTION,
-        SCAN,
-        OFFBOARD,
-        STOP_AND_QUARANTINE,
-    ];
 }

@@ -8,8 +8,7 @@ use std::process::Stdio;
 
 use reach_client::LibraryUpload;
 use reach_proto::api::{ActionStatus, Command, CommandStatus, CommandType, RunLiveResponseRequest};
-use reach_server::Config;
-use reach_server::testing::{DEADLINE, InProcess, eventually, wait_final};
+use reach_server::testing::{DEADLINE, TestServer, eventually, wait_final};
 
 fn agent(state: &Path, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach-agent"));
@@ -26,11 +25,7 @@ fn agent(state: &Path, args: &[&str]) -> tokio::process::Command {
 #[tokio::test]
 async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let server = InProcess::start(Config {
-        data_dir: dir.path().join("server"),
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start().await;
     let (url, token) = (server.url.clone(), server.enrollment_token.clone());
     let state_path = dir.path().join("agent/state.json");
     let enrolled = agent(
@@ -51,7 +46,7 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
         .await
         .unwrap();
 
-    let client = server.client().await;
+    let client = server.client.clone();
     client
         .upload_library_file(LibraryUpload::bytes(
             "long.sh",
@@ -69,7 +64,7 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     };
     let created = client.run_live_response(&machine, &request).await.unwrap();
     let pid_file = dir.path().join("agent/work/script.pid");
-    eventually("the script starting", || {
+    eventually("the script starting", async || {
         std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
     })
     .await;
@@ -106,7 +101,7 @@ async fn kill_9_of_the_agent_during_a_script_fails_the_command_once_it_is_back()
     // The script and the child that left its group outlived the killed
     // agent; the agent's next start ended them.
     for pid in [&script_pid, &escaped_pid] {
-        eventually(&format!("process {pid} ending"), || !alive(pid)).await;
+        eventually(&format!("process {pid} ending"), async || !alive(pid)).await;
     }
     second.kill().await.unwrap();
     // Should the test have failed above, leave nothing running.

@@ -5,25 +5,20 @@
 
 use std::process::Output;
 
-use reach_server::Config;
-use reach_server::testing::{DEADLINE, InProcess};
+use reach_server::testing::{DEADLINE, TestServer};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
     vars: Vec<(&'static str, String)>,
     machine_id: String,
     dir: tempfile::TempDir,
-    _server: InProcess,
+    _server: TestServer,
     _agent: tokio_util::sync::DropGuard,
 }
 
 async fn start() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = InProcess::start(Config {
-        data_dir: dir.path().join("server"),
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start().await;
     let agent_config = reach_agent::Config {
         state_path: dir.path().join("agent/state.json"),
         ..reach_agent::Config::default()
@@ -40,8 +35,11 @@ async fn start() -> Env {
         vars: vec![
             ("REACH_SERVER", server.url.clone()),
             ("REACH_TENANT_ID", server.tenant_id.clone()),
-            ("REACH_CLIENT_ID", server.app.client_id.clone()),
-            ("REACH_CLIENT_SECRET", server.app.client_secret.clone()),
+            ("REACH_CLIENT_ID", server.admin_app.client_id.clone()),
+            (
+                "REACH_CLIENT_SECRET",
+                server.admin_app.client_secret.clone(),
+            ),
             (
                 "REACH_CONFIG_DIR",
                 dir.path().join("cli").display().to_string(),
@@ -229,11 +227,7 @@ async fn login_saves_private_credentials() {
 #[tokio::test]
 async fn a_server_with_a_private_ca_is_reached_with_reach_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let server = InProcess::start_tls(Config {
-        data_dir: dir.path().join("server"),
-        ..Config::default()
-    })
-    .await;
+    let server = TestServer::start_tls().await;
     let ca = server.ca_file.clone().unwrap();
     let run = |with_ca: bool| {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"));
@@ -241,8 +235,8 @@ async fn a_server_with_a_private_ca_is_reached_with_reach_ca_file() {
             .args(["machines", "--json"])
             .env("REACH_SERVER", &server.url)
             .env("REACH_TENANT_ID", &server.tenant_id)
-            .env("REACH_CLIENT_ID", &server.app.client_id)
-            .env("REACH_CLIENT_SECRET", &server.app.client_secret)
+            .env("REACH_CLIENT_ID", &server.admin_app.client_id)
+            .env("REACH_CLIENT_SECRET", &server.admin_app.client_secret)
             .env("REACH_CONFIG_DIR", dir.path().join("cli"));
         if with_ca {
             command.env("REACH_CA_FILE", &ca);

@@ -7,11 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use reach_server::dev::DevCredentials;
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use reach_server::testing::wait_for;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -41,19 +39,11 @@ async fn the_console_does_the_whole_job_in_a_browser() {
         .spawn()
         .unwrap();
     let credentials = reach_server::dev::credentials_path(&data);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let creds: DevCredentials = loop {
-        if let Ok(text) = std::fs::read_to_string(&credentials)
-            && let Ok(parsed) = serde_json::from_str(&text)
-        {
-            break parsed;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dev-credentials.json never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let creds: DevCredentials = wait_for("dev-credentials.json appearing", async || {
+        let text = std::fs::read_to_string(&credentials).ok()?;
+        serde_json::from_str(&text).ok()
+    })
+    .await;
     // A second console user, with basic live response only, made the way an
     // operator makes one.
     let basic_password = "basic user password, long enough";

@@ -7,14 +7,11 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use reach_client::{Client, LibraryUpload};
 use reach_proto::api::{ActionStatus, Command, CommandType, RunLiveResponseRequest};
 use reach_server::dev::DevCredentials;
-use reach_server::testing::{eventually, wait_final};
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use reach_server::testing::{eventually, wait_final, wait_for};
 
 /// Runs reach-server in `dir` with `--data-dir data`: a relative data
 /// directory, as a newcomer's `./reach-data` is.
@@ -49,19 +46,12 @@ async fn spawn_dev(
     let credentials = reach_server::dev::credentials_path(&dir.join("data"));
     let _ = std::fs::remove_file(&credentials);
     let child = command.stdout(Stdio::null()).spawn().unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&credentials)
-            && let Ok(parsed) = serde_json::from_str::<DevCredentials>(&text)
-        {
-            return (child, parsed);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dev-credentials.json never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let parsed = wait_for("dev-credentials.json appearing", async || {
+        let text = std::fs::read_to_string(&credentials).ok()?;
+        serde_json::from_str::<DevCredentials>(&text).ok()
+    })
+    .await;
+    (child, parsed)
 }
 
 /// Uploads `hi.sh` (echo hi) and runs it on `machine`; returns the action.
@@ -101,21 +91,12 @@ async fn dev_mode_is_ready_to_use_and_survives_a_restart() {
         .await
         .unwrap();
     let created = run_hi(&client, &creds.machine_id, "dev").await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let action = client.action(&created.id).await.unwrap();
-        if action.status.is_final() {
-            assert_eq!(action.status, ActionStatus::Succeeded, "{action:#?}");
-            let url = client.download_link(&created.id, 0).await.unwrap();
-            let transcript: serde_json::Value =
-                client.download(&url).await.unwrap().json().await.unwrap();
-            assert_eq!(transcript["exit_code"], 0, "{transcript}");
-            assert_eq!(transcript["script_output"], "hi\n", "{transcript}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let action = wait_final(&client, &created.id).await;
+    assert_eq!(action.status, ActionStatus::Succeeded, "{action:#?}");
+    let url = client.download_link(&created.id, 0).await.unwrap();
+    let transcript: serde_json::Value = client.download(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(transcript["exit_code"], 0, "{transcript}");
+    assert_eq!(transcript["script_output"], "hi\n", "{transcript}");
     first.kill().await.unwrap();
     #[cfg(unix)]
     assert_private(&data);
@@ -512,7 +493,7 @@ async fn kill_9_during_a_script_ends_the_command_failed_after_restart() {
         .await
         .unwrap();
     let pid_file = dir.path().join("data/agent/work/script.pid");
-    eventually("the script starting", || {
+    eventually("the script starting", async || {
         std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
     })
     .await;
@@ -577,15 +558,11 @@ async fn dev_mode_on_postgres_and_s3_and_a_second_node_joining_it() {
         .spawn()
         .unwrap();
     let url = format!("http://{listen}");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    eventually("node 2 being ready", async || {
         let ready = reqwest::get(format!("{url}/readyz")).await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node 2 never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ready.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 
     let client = Client::new(&url)
         .login(&creds.tenant_id, &creds.client_id, &creds.client_secret)

@@ -6,7 +6,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use reach_client::Client;
 use reach_proto::agent::CommandRef;
@@ -15,7 +14,6 @@ use reach_server::testing::{eventually, wait_final};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(120);
 const FILE_BYTES: usize = 256 * 1024 * 1024;
 const CHUNK_BYTES: &str = "8388608";
 
@@ -71,14 +69,10 @@ async fn start_server_with(
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/healthz");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while reqwest::get(&url).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the server never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the server answering", async || {
+        reqwest::get(&url).await.is_ok()
+    })
+    .await;
     child
 }
 
@@ -178,7 +172,7 @@ async fn kill_9_of_the_server_mid_getfile_resumes_and_loses_nothing() {
     let created = client.run_live_response(&machine, &request).await.unwrap();
 
     let chunks_dir = data.join(format!("blobs/results/{}/0/segments", created.id));
-    eventually("chunks arriving", || stored_chunks(&chunks_dir) >= 4).await;
+    eventually("chunks arriving", async || stored_chunks(&chunks_dir) >= 4).await;
     server.start_kill().unwrap(); // SIGKILL, in the middle of the transfer
     server.wait().await.unwrap();
     let before = stored_chunks(&chunks_dir);
@@ -288,7 +282,7 @@ async fn kill_9_of_the_server_mid_putfile_resumes_with_the_hash_checked() {
     let created = client.run_live_response(&machine, &request).await.unwrap();
 
     let partial = agent_dir.join("work/.tool.bin.partial");
-    eventually("the download getting going", || {
+    eventually("the download getting going", async || {
         std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 16 << 20
     })
     .await;

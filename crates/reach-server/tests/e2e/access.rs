@@ -6,7 +6,7 @@
 use reach_proto::api::{Command, roles};
 use reach_server::admin;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 fn everything() -> Vec<String> {
     roles::ALL.iter().map(|r| r.to_string()).collect()

@@ -1,7 +1,7 @@
 //! The agent-facing endpoints: enrolment, credentials, and isolation
 //! between machines. Errors here use the same envelope as the API.
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn enrolment_needs_a_valid_token_and_credentials_are_checked() {
@@ -115,14 +115,10 @@ async fn a_revoked_machine_is_disconnected_and_cannot_return() {
         .revoke_machine(&device.machine_id)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while server.state.hub.is_connected(&device.machine_id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the revoked agent is still connected"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the revoked agent's connection closing", async || {
+        !server.state.hub.is_connected(&device.machine_id)
+    })
+    .await;
     let machine = server.client.machine(&device.machine_id).await.unwrap();
     assert_eq!(machine.health_status, "Inactive");
     let refused = reqwest::Client::new()
@@ -154,11 +150,11 @@ mod raw {
     use reach_proto::agent::{AgentMessage, ServerMessage};
     use tokio_tungstenite::tungstenite::Message;
 
-    pub use crate::support::AgentSocket as Socket;
+    pub use reach_server::testing::AgentSocket as Socket;
 
     /// Connects as the device holding `bearer` and says Hello as `instance`.
     pub async fn hello(server: &str, bearer: &str, instance: &str) -> Socket {
-        let mut socket = crate::support::agent_socket(server, bearer).await;
+        let mut socket = reach_server::testing::agent_socket(server, bearer).await;
         let hello = AgentMessage::Hello {
             info: reach_agent::system::machine_info(),
             running: vec![],
@@ -456,14 +452,10 @@ async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
         .await
         .unwrap();
     let store = server.state.store.clone();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while stored.exists() || !store.list_chunks(&run.command).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the chunks were kept"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the chunks being deleted", async || {
+        !stored.exists() && store.list_chunks(&run.command).await.unwrap().is_empty()
+    })
+    .await;
     let (_, trail) = server
         .get_raw("/api/auditlog?$filter=operation+eq+'PartialResultDeleted'")
         .await;

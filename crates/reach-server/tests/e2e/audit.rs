@@ -5,7 +5,7 @@
 use reach_proto::api::{AuditLogEntry, roles};
 use reach_server::audit::{self, Verdict};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 fn find<'a>(entries: &'a [AuditLogEntry], operation: &str) -> Vec<&'a AuditLogEntry> {
     entries
@@ -350,18 +350,11 @@ async fn a_flood_of_refused_strangers_is_one_entry_then_one_count() {
     );
     assert_eq!(first[0].event.actor_id, "guess-0");
     // When the window ends, one more entry carries the count.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let entries = loop {
+    let entries = wait_for("the count being written", async || {
         let entries = from_there().await;
-        if entries.len() > 1 {
-            break entries;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the count was never written"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        (entries.len() > 1).then_some(entries)
+    })
+    .await;
     assert_eq!(entries.len(), 2);
     let details: serde_json::Value = serde_json::from_str(&entries[1].event.details).unwrap();
     assert_eq!(details["repeatedRefusals"], 29, "{details}");

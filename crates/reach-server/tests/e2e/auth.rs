@@ -4,7 +4,7 @@
 
 use reach_proto::api::roles;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn both_token_endpoints_issue_bearer_tokens_with_a_numeric_expiry() {

@@ -8,7 +8,7 @@ use reach_client::ClientError;
 use reach_proto::api::{ActionStatus, CommandStatus};
 use reach_server::testing;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// Node A on fresh PostgreSQL and S3 storage, or None (skip notice printed).
 async fn cluster_node() -> Option<TestServer> {

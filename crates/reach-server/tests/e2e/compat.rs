@@ -7,7 +7,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn the_machine_entity_has_every_defender_field() {

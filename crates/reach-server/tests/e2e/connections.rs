@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// A TCP connection to `server` from `source` (any 127.0.0.0/8 address).
 async fn connect(server: &TestServer, source: &str) -> TcpStream {
@@ -140,24 +140,19 @@ async fn connections_past_the_caps_are_closed_at_once() {
     for i in 0..room {
         held.push(connect(&server, &format!("127.0.1.{i}")).await);
     }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while server.state.connections.open() < 8 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("8 connections open", async || {
+        server.state.connections.open() >= 8
+    })
+    .await;
     let mut past_total = connect(&server, "127.0.0.46").await;
     let (said, _) = until_closed(&mut past_total).await;
     assert!(said.is_empty(), "{said}");
     // Closing one makes room again.
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while server.state.connections.open() >= 8 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slot was never given back"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the slot being given back", async || {
+        server.state.connections.open() < 8
+    })
+    .await;
     let mut again = connect(&server, "127.0.0.46").await;
     again
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -6,7 +6,7 @@
 use reach_proto::api::roles;
 use reach_server::admin;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 async fn user(server: &TestServer, name: &str, roles: &[&str]) -> String {
     let roles = roles.iter().map(|r| r.to_string()).collect();

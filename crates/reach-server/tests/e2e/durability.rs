@@ -6,7 +6,7 @@ use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
 
 use reach_server::testing::eventually;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 fn outbox_entries(device: &Device) -> usize {
     std::fs::read_dir(device.dir.path().join("outbox"))
@@ -45,10 +45,10 @@ async fn a_result_finished_while_the_server_is_down_arrives_after_it_returns() {
         .await;
 
     let started = device.work_dir().join("started");
-    eventually("the script starting", || started.exists()).await;
+    eventually("the script starting", async || started.exists()).await;
     server.stop().await;
     std::fs::write(device.work_dir().join("go"), "").unwrap();
-    eventually("the transcript reaching the outbox", || {
+    eventually("the transcript reaching the outbox", async || {
         outbox_entries(&device) == 1
     })
     .await;
@@ -62,7 +62,7 @@ async fn a_result_finished_while_the_server_is_down_arrives_after_it_returns() {
     let transcript: ScriptTranscript =
         serde_json::from_slice(&server.result(&created.id, 0).await).unwrap();
     assert_eq!(transcript.script_output, "finished offline\n");
-    eventually("the outbox emptying after the server's Ack", || {
+    eventually("the outbox emptying after the server's Ack", async || {
         outbox_entries(&device) == 0
     })
     .await;

@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 async fn post_run(
     server: &TestServer,

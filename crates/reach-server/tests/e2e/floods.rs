@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use reach_proto::api::roles;
 use reach_server::{admin, auth};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address).
 fn from(source: &str) -> reqwest::Client {

@@ -3,7 +3,7 @@
 //! GZipStream, Python's `zlib.decompressobj(31)`, flate2's `GzDecoder`)
 //! get the whole file, and gzip's own tools read its size from the trailer.
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// A file of several 64 KiB chunks, some compressible, some not, and a
 /// last one cut short.

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// A runner without a failure file (the suite runs from a clean checkout).
 fn runner(cases: u32) -> TestRunner {

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn upload_list_override_and_delete() {

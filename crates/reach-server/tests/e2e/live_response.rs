@@ -3,7 +3,7 @@
 
 use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 const HELLO: &[u8] = b"#!/bin/sh\necho \"hello $1\"\necho \"warn: $2\" >&2\nprintf 'collected by %s' \"$1\" > out.txt\nexit 3\n";
 
@@ -208,20 +208,12 @@ fn process_alive(pid: u32) -> bool {
 }
 
 async fn wait_for_file(path: &std::path::Path) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for(&format!("{} appearing", path.display()), async || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|text| text.ends_with('\n'))
+    })
+    .await
 }
 
 /// A script with a child in its process group and one that left it
@@ -244,15 +236,12 @@ async fn sleeper_pids(work: &std::path::Path) -> [u32; 2] {
 
 /// Waits until none of `pids` is alive.
 async fn all_gone(pids: &[u32], after: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     for pid in pids {
-        while process_alive(*pid) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "process {pid} survived the {after}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(
+            &format!("process {pid} ending after the {after}"),
+            async || !process_alive(*pid),
+        )
+        .await;
     }
 }
 

@@ -1,8 +1,6 @@
 //! End-to-end tests through the public boundary: a real reach-server on
 //! 127.0.0.1:0, in-process agents, and reach-client. One binary, one module
-//! per area; `support` holds the helpers.
-
-mod support;
+//! per area; the harness is `reach_server::testing`.
 
 mod access;
 mod agents;

@@ -10,7 +10,7 @@ use reach_proto::api::roles;
 use reach_server::admin;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 /// Enrolls a device that reports `hostname` with `token`.
 async fn enroll_as(
@@ -135,20 +135,13 @@ async fn a_machine_reporting_a_new_name_is_recorded() {
         .send(Message::text(serde_json::to_string(&hello).unwrap()))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let renamed = loop {
+    let renamed = wait_for("a MachineRenamed entry", async || {
         let (_, trail) = server
             .get_raw("/api/auditlog?$filter=operation+eq+'MachineRenamed'")
             .await;
-        if let Some(entry) = trail["value"].as_array().and_then(|v| v.first()).cloned() {
-            break entry;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no MachineRenamed entry"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        trail["value"].as_array().and_then(|v| v.first()).cloned()
+    })
+    .await;
     assert_eq!(renamed["machineId"], device.machine_id.as_str());
     assert_eq!(renamed["details"]["from"], "laptop-1");
     assert_eq!(renamed["details"]["to"], "dc01");
@@ -181,16 +174,11 @@ async fn enrollment_tokens_expire_run_out_and_can_be_revoked() {
     .await
     .unwrap();
     enroll_as(&server, &short, "in time").await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let why = loop {
-        match enroll_as(&server, &short, "late").await {
-            Ok(_) => {
-                assert!(tokio::time::Instant::now() < deadline);
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(err) => break err.to_string(),
-        }
-    };
+    let why = wait_for("the short-lived token expiring", async || {
+        enroll_as(&server, &short, "late").await.err()
+    })
+    .await
+    .to_string();
     assert!(why.contains("expired"), "{why}");
 
     let revocable = admin::create_enrollment_token(store, tenant, None, None)

@@ -3,7 +3,7 @@
 
 use reach_proto::api::ActionStatus;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn machine_actions_filter_order_and_page() {

@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reach_server::config::Oidc;
 use serde_json::json;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 const KEY: &[u8] = include_bytes!("../fixtures/oidc-test-key.pem");
 const JWKS: &str = include_str!("../fixtures/oidc-test-jwks.json");

@@ -1,7 +1,7 @@
 //! What a load balancer and an operator read: /healthz, /readyz and the
 //! Prometheus metrics, which count real work.
 
-use crate::support::*;
+use reach_server::testing::*;
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()

@@ -7,7 +7,7 @@ use reach_proto::api::{ActionStatus, CommandStatus, roles};
 use reach_server::admin;
 use reach_server::testing::eventually;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn an_offline_device_keeps_its_action_pending_until_it_connects() {
@@ -201,7 +201,7 @@ async fn an_agent_restart_fails_the_command_it_was_running() {
         })
         .await;
     let started = device.work_dir().join("started.txt");
-    eventually("the script starting", || started.exists()).await;
+    eventually("the script starting", async || started.exists()).await;
     device.stop().await;
     server.connect(&mut device).await;
     let done = server.wait_final(&created.id).await;
@@ -232,7 +232,7 @@ async fn a_command_whose_agent_never_returns_fails_when_its_lease_runs_out() {
         .await
         .unwrap();
     let started = device.work_dir().join("started.txt");
-    eventually("the script starting", || started.exists()).await;
+    eventually("the script starting", async || started.exists()).await;
     device.stop().await; // and it never comes back
     let done = server.wait_final(&created.id).await;
     assert_status(&done, ActionStatus::Failed);

@@ -8,7 +8,7 @@ use reach_server::audit::{self, Verdict};
 use reach_server::retention::{Report, run_once};
 use reach_server::time::Micros;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 const DAY: u64 = 24 * 3600;
 

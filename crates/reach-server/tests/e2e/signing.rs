@@ -7,7 +7,7 @@ use reach_client::LibraryUpload;
 use reach_client::signing;
 use reach_proto::api::{ActionStatus, CommandStatus};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -6,7 +6,7 @@ use reach_server::admin;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn a_machine_is_tagged_and_untagged_and_found_by_its_tags() {

@@ -4,7 +4,7 @@
 
 use reach_proto::api::{ActionStatus, ScriptTranscript};
 
-use crate::support::*;
+use reach_server::testing::*;
 
 #[tokio::test]
 async fn an_agent_pinned_to_the_servers_ca_works_over_tls() {

@@ -1,22 +1,25 @@
-//! Test helpers: start a server, create apps with chosen roles, start and
-//! stop in-process agents, upload library files, and wait for an action to
-//! reach a state (polling with a deadline, never a bare sleep).
-
-use std::time::Duration;
+//! A real server in this process on 127.0.0.1:0, with a tenant, an app
+//! holding every role (`admin_app`, and `client` logged in as it) and an
+//! enrollment token; apps with chosen roles, in-process agents, another
+//! node of the same cluster, a stop and a restart on the same address and
+//! data.
 
 use reach_client::{Client, LibraryUpload};
-use reach_proto::api::{ActionStatus, Command, CommandType, MachineAction, RunLiveResponseRequest};
-use reach_server::{Config, SharedState, admin};
+use reach_proto::api::{Command, MachineAction};
 use tokio_util::sync::CancellationToken;
 
-pub const DEADLINE: Duration = Duration::from_secs(30);
+use super::{DEADLINE, Device, request, wait_for};
+use crate::{Config, SharedState, admin};
 
+/// A server running in this process, stopped when dropped.
 pub struct TestServer {
     pub url: String,
     pub state: SharedState,
     pub tenant_id: String,
     pub enrollment_token: String,
-    /// Logged in with every role.
+    /// The app holding every role, with its secret.
+    pub admin_app: admin::NewApp,
+    /// Logged in as `admin_app`.
     pub client: Client,
     /// The CA agents and clients must trust when the server speaks HTTPS.
     pub ca_file: Option<std::path::PathBuf>,
@@ -37,17 +40,20 @@ fn serve(
 ) {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let handle = tokio::spawn(reach_server::serve(state, listener, async move {
+    let handle = tokio::spawn(crate::serve(state, listener, async move {
         stop.cancelled().await
     }));
     (shutdown, handle)
 }
 
 impl TestServer {
+    /// Starts a server on a fresh data directory, its sweeper quick and
+    /// its rate limits raised so that tests may poll.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
+    /// Like `start`, with `configure` applied to the configuration last.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         Self::start_inner(configure, false).await
     }
@@ -75,8 +81,7 @@ impl TestServer {
         configure(&mut config);
         let ca_file = tls.then(|| {
             let pki =
-                reach_server::tls::dev_pki(&dir.path().join("tls"), &["127.0.0.1".to_string()])
-                    .unwrap();
+                crate::tls::dev_pki(&dir.path().join("tls"), &["127.0.0.1".to_string()]).unwrap();
             config.tls.cert_path = pki.cert_path.display().to_string();
             config.tls.key_path = pki.key_path.display().to_string();
             pki.ca_path
@@ -84,7 +89,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr().unwrap());
-        let state = reach_server::open(config).await.unwrap();
+        let state = crate::open(config).await.unwrap();
         let serving = Some(serve(state.clone(), listener));
         let tenant = admin::create_tenant(state.store.as_ref(), "test")
             .await
@@ -93,22 +98,29 @@ impl TestServer {
             admin::create_enrollment_token(state.store.as_ref(), &tenant.id, None, None)
                 .await
                 .unwrap();
+        let admin_app = admin::create_app(
+            state.store.as_ref(),
+            &tenant.id,
+            "everything",
+            reach_proto::api::roles::ALL
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+        )
+        .await
+        .unwrap();
         let mut server = Self {
             url: url.clone(),
             state,
             tenant_id: tenant.id,
             enrollment_token,
-            client: match &ca_file {
-                Some(ca) => {
-                    Client::with_tls(&url, reach_agent::tls::client_config(Some(ca)).unwrap())
-                }
-                None => Client::new(&url),
-            },
+            client: Client::new(&url),
+            admin_app: admin_app.clone(),
             ca_file,
             serving,
             dir,
         };
-        server.client = server.app("everything", reach_proto::api::roles::ALL).await;
+        server.client = server.login(&admin_app).await;
         server
     }
 
@@ -202,18 +214,11 @@ impl TestServer {
         id: &str,
         done: impl Fn(&MachineAction) -> bool,
     ) -> MachineAction {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        wait_for(&format!("action {id} reaching the state"), async || {
             let action = self.client.action(id).await.unwrap();
-            if done(&action) {
-                return action;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "action never reached the state: {action:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            done(&action).then_some(action)
+        })
+        .await
     }
 
     /// Waits until the action is final.
@@ -272,7 +277,7 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = reach_server::open(config).await.unwrap();
+        let state = crate::open(config).await.unwrap();
         let serving = Some(serve(state.clone(), listener));
         TestServer {
             client: Client::new(&url).with_token(self.client.token().unwrap()),
@@ -280,6 +285,7 @@ impl TestServer {
             state,
             tenant_id: self.tenant_id.clone(),
             enrollment_token: self.enrollment_token.clone(),
+            admin_app: self.admin_app.clone(),
             ca_file: None,
             serving,
             dir,
@@ -299,7 +305,7 @@ impl TestServer {
         self.stop().await;
         let addr = self.url.trim_start_matches("http://").to_string();
         let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-        self.state = reach_server::open(self.state.config.clone()).await.unwrap();
+        self.state = crate::open(self.state.config.clone()).await.unwrap();
         self.serving = Some(serve(self.state.clone(), listener));
     }
 }
@@ -310,125 +316,4 @@ impl Drop for TestServer {
             shutdown.cancel();
         }
     }
-}
-
-/// An agent's WebSocket, driven by hand.
-pub type AgentSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens the agent WebSocket as the device holding `bearer`; sends nothing.
-pub async fn agent_socket(server: &str, bearer: &str) -> AgentSocket {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("{}/agent/v1/connect", server.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
-}
-
-/// The agent credential an enrolled device holds (for a raw protocol peer).
-pub fn bearer(device: &Device) -> String {
-    reach_agent::State::load(&device.dir.path().join("state.json"))
-        .unwrap()
-        .bearer()
-}
-
-pub struct Device {
-    pub machine_id: String,
-    pub dir: tempfile::TempDir,
-    agent: Option<(
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    )>,
-}
-
-impl Device {
-    pub fn work_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("work")
-    }
-
-    /// Stops the agent and waits for it to end.
-    pub async fn stop(&mut self) {
-        if let Some((shutdown, handle)) = self.agent.take() {
-            shutdown.cancel();
-            handle.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        if let Some((shutdown, _)) = &self.agent {
-            shutdown.cancel();
-        }
-    }
-}
-
-pub fn request(commands: Vec<Command>, comment: &str) -> RunLiveResponseRequest {
-    RunLiveResponseRequest {
-        commands: Some(commands),
-        comment: Some(comment.to_string()),
-    }
-}
-
-pub fn run_script(name: &str, args: Option<&str>) -> Command {
-    match args {
-        Some(args) => Command::new(
-            CommandType::RunScript,
-            &[("ScriptName", name), ("Args", args)],
-        ),
-        None => Command::new(CommandType::RunScript, &[("ScriptName", name)]),
-    }
-}
-
-pub fn get_file(path: &str) -> Command {
-    Command::new(CommandType::GetFile, &[("Path", path)])
-}
-
-pub fn put_file(name: &str) -> Command {
-    Command::new(CommandType::PutFile, &[("FileName", name)])
-}
-
-pub fn assert_status(action: &MachineAction, status: ActionStatus) {
-    assert_eq!(action.status, status, "{action:#?}");
-}
-
-/// Asserts a response is Reach's error envelope with this status and code.
-pub async fn assert_error(
-    response: reqwest::Response,
-    status: u16,
-    code: &str,
-) -> serde_json::Value {
-    assert_eq!(
-        response.status().as_u16(),
-        status,
-        "status of {}",
-        response.url()
-    );
-    let body: serde_json::Value = response.json().await.expect("an error envelope");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        !body["error"]["message"].as_str().unwrap().is_empty(),
-        "{body}"
-    );
-    let target = body["error"]["target"].as_str().unwrap();
-    assert!(uuid_like(target), "target is a GUID: {body}");
-    body
-}
-
-fn uuid_like(text: &str) -> bool {
-    text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4
-}
-
-/// Decompresses a collected file, which must be exactly one gzip member:
-/// the reader stops after the first member, as .NET's GZipStream and
-/// Python's `zlib.decompressobj(31)` do, and nothing may follow it.
-pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let mut decoder = flate2::bufread::GzDecoder::new(bytes);
-    decoder.read_to_end(&mut out).unwrap();
-    assert!(decoder.into_inner().is_empty(), "more than one gzip member");
-    out
 }

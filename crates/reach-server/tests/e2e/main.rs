@@ -23,6 +23,7 @@ mod oidc;
 mod operations;
 mod queueing;
 mod retention;
+mod shapes;
 mod signing;
 mod tags;
 mod tls;

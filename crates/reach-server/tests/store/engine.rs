@@ -1,0 +1,84 @@
+//! The engine itself: SQLite URLs and files, migrations run once when nodes start together.
+
+use super::*;
+
+#[tokio::test]
+async fn a_sqlite_url_names_a_file_created_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    assert!(path.exists());
+    let err = SqlStore::connect("mysql://localhost/reach")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("unsupported database URL"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn nodes_starting_at_once_migrate_once() {
+    for backend in backends().await {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = backend.url.clone();
+            tasks.push(tokio::spawn(async move { SqlStore::connect(&url).await }));
+        }
+        for task in tasks {
+            let store = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", backend.name));
+            store.ping().await.unwrap();
+        }
+    }
+}
+
+/// Migrations before this number were numbered per engine; from it on, a
+/// change has the same number and name in both (ARCHITECTURE.md).
+const FIRST_SHARED_MIGRATION: u32 = 17;
+
+/// The migration files of one engine at or after `FIRST_SHARED_MIGRATION`.
+fn shared_migrations(engine: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(engine);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let number: u32 = name
+                .split('_')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{name} does not start with its number"));
+            number >= FIRST_SHARED_MIGRATION
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn each_new_migration_has_the_same_number_and_name_in_both_engines() {
+    assert_eq!(
+        shared_migrations("sqlite"),
+        shared_migrations("postgres"),
+        "a schema change is one migration per engine, with the same number and name"
+    );
+    let legacy_sqlite = std::fs::read_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"),
+    )
+    .unwrap()
+    .count()
+        - shared_migrations("sqlite").len();
+    assert!(
+        legacy_sqlite < FIRST_SHARED_MIGRATION as usize,
+        "FIRST_SHARED_MIGRATION is past the newest SQLite migration numbered alone"
+    );
+}

@@ -16,10 +16,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+/// What every command needs from the agent.
 #[derive(Clone)]
 pub struct Context {
+    /// The agent's client of its server.
     pub client: AgentClient,
+    /// Where PutFile puts files and RunScript runs scripts.
     pub work_dir: PathBuf,
+    /// Most bytes of a script's stdout and stderr kept (the rest is counted).
     pub output_cap_bytes: usize,
     /// Keys library files must be signed by (empty: no signature needed).
     pub trusted_keys: Vec<reach_client::signing::TrustedKey>,
@@ -34,11 +38,14 @@ pub struct Context {
 /// A command failure, with the message shown to the analyst.
 #[derive(Debug)]
 pub struct Failure {
+    /// What the analyst reads.
     pub message: String,
+    /// The command was killed for running past its timeout.
     pub timed_out: bool,
 }
 
 impl Failure {
+    /// A failure that is not a timeout.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -60,7 +67,9 @@ impl From<reach_client::ClientError> for Failure {
 /// What a command produced: how it ended, and for RunScript the transcript
 /// to upload (GetFile streams its file during the command).
 pub struct Done {
+    /// How it ended.
     pub outcome: Outcome,
+    /// The transcript to upload first (RunScript).
     pub result: Option<Vec<u8>>,
 }
 
@@ -69,8 +78,11 @@ pub struct Done {
 /// (RunScript).
 #[derive(Default)]
 pub struct Success {
+    /// GetFile: hex SHA-256 of the collected file.
     pub sha256: Option<String>,
+    /// PutFile: where the file now is.
     pub path: Option<String>,
+    /// RunScript: the transcript to upload.
     pub result: Option<Vec<u8>>,
 }
 
@@ -216,6 +228,7 @@ fn safe_name(name: &str) -> Result<&str, Failure> {
 
 /// Waits between attempts while the server is unreachable.
 pub const RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest wait between attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why a transfer attempt stopped.
@@ -226,6 +239,7 @@ pub enum Stop {
     Retry(String),
 }
 
+/// Whether a failed call ends the command (the server refused) or may be tried again (it was unreachable).
 pub fn classify(err: reach_client::ClientError) -> Stop {
     match err {
         reach_client::ClientError::Api { status, .. } if status.is_client_error() => {

@@ -26,19 +26,25 @@ const STABLE: Duration = Duration::from_secs(30);
 
 /// What a session needs besides its socket.
 pub struct Parts<'a> {
+    /// The machine's identity and credential.
     pub state: &'a State,
     /// This agent process's id (see `AgentMessage::Hello`).
     pub instance: String,
     /// The servers to use, in order; `client` points at the one in use.
     pub servers: &'a [String],
+    /// Calls to the server in use.
     pub client: &'a AgentClient,
+    /// Runs commands one at a time.
     pub executor: &'a Executor,
+    /// Finished commands not yet acknowledged.
     pub outbox: &'a Outbox,
     /// Which servers to trust on `wss://`.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Cancelled when the agent stops.
     pub shutdown: &'a CancellationToken,
 }
 
+/// Holds the connection to the server (or the next one of a cluster) until shutdown, reconnecting with backoff.
 pub async fn run(config: &Config, parts: &Parts<'_>) {
     let shutdown = parts.shutdown;
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));

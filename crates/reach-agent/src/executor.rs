@@ -60,6 +60,7 @@ struct Shared {
     seen: Recent<CommandRef>,
 }
 
+/// Runs commands one at a time, de-duplicated, each cancellable.
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Mutex<Shared>>,
@@ -69,6 +70,7 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// Starts the worker task running commands with `context`.
     pub fn start(context: commands::Context, outbox: Arc<Outbox>) -> Self {
         let (queue, mut assignments) = mpsc::unbounded_channel::<Assignment>();
         let executor = Self {

@@ -50,6 +50,7 @@ pub struct Config {
     pub output_cap_bytes: usize,
     /// First reconnect delay, in milliseconds; doubles up to `reconnect_max_ms`.
     pub reconnect_min_ms: u64,
+    /// The longest reconnect delay, in milliseconds.
     pub reconnect_max_ms: u64,
     /// Ed25519 public keys (base64) library files must be signed by before
     /// this agent puts or runs them. Empty: no signature is needed.
@@ -97,6 +98,7 @@ impl Config {
             .join("outbox")
     }
 
+    /// Where PutFile puts files and scripts run: `work_dir`, or `work` beside the state file.
     pub fn work_dir(&self) -> PathBuf {
         self.work_dir.clone().unwrap_or_else(|| {
             self.state_path
@@ -110,8 +112,11 @@ impl Config {
 /// What enrolment produced; kept in the state file.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
+    /// The server it enrolled with.
     pub server: String,
+    /// Its machine id.
     pub machine_id: String,
+    /// Its secret (never logged).
     pub credential: String,
 }
 
@@ -126,6 +131,7 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
+    /// Reads the state file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(

@@ -19,8 +19,11 @@ use tokio::sync::Notify;
 /// One finished command waiting for the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Its place in the outbox (increasing).
     pub seq: u64,
+    /// Which command.
     pub command: CommandRef,
+    /// How it ended.
     pub outcome: Outcome,
     /// True when a result file must be uploaded before the outcome is sent.
     pub has_result: bool,
@@ -28,6 +31,7 @@ pub struct Entry {
     pub uploaded: bool,
 }
 
+/// Finished commands on disk until the server acknowledges them, so a restart loses none.
 pub struct Outbox {
     dir: PathBuf,
     entries: Mutex<VecDeque<Entry>>,
@@ -89,6 +93,7 @@ impl Outbox {
         self.dir.join(format!("{seq:020}.json"))
     }
 
+    /// Where the result of entry `seq` waits for its upload.
     pub fn result_path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}.result"))
     }

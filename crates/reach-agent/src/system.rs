@@ -31,6 +31,7 @@ fn mac_address(interface: &str) -> Option<String> {
     (mac.len() == 17 && mac != "00:00:00:00:00:00").then(|| mac.to_string())
 }
 
+/// This device's facts, as the agent reports them.
 pub fn machine_info() -> MachineInfo {
     MachineInfo {
         ip_addresses: ip_addresses(),

@@ -3,6 +3,9 @@
 //! clear message. (reach-server is only a dev-dependency here, to start a
 //! real server; the agent itself never links it.)
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Stdio;
 

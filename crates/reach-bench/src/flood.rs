@@ -119,7 +119,7 @@ pub async fn auth_flood(
                 };
                 *tally
                     .lock()
-                    .unwrap()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .entry(format!("{}: {outcome}", KINDS[kind]))
                     .or_default() += 1;
             }
@@ -145,7 +145,10 @@ pub async fn auth_flood(
     tokio::time::sleep(reach_server::auth::secrets::IDLE_TRIM).await;
     let settled = rss()?;
 
-    let tally = tally.lock().unwrap().clone();
+    let tally = tally
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
     let sent: u64 = tally.values().sum();
     let probe = percentiles(samples.clone());
     let show = |bytes: Option<u64>| {

@@ -2,6 +2,9 @@
 //! finish and end with its JSON figures. No timing is asserted here; the
 //! numbers that matter come from release builds (BENCHMARKS.md).
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn run(args: &[&str]) -> serde_json::Value {

@@ -21,7 +21,7 @@ use reach_client::{Client, LibraryUpload, UploadBody};
     version,
     about = "Reach live response from the command line"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,

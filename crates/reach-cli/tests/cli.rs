@@ -3,6 +3,9 @@
 //! download a result, and the exit codes (0, 1 when an action fails, 2 on
 //! usage errors).
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Output;
 
 use reach_server::testing::{DEADLINE, TestServer};

@@ -8,6 +8,7 @@ use reach_proto::agent::{
 
 use crate::{Result, check};
 
+/// An agent's client of its server: enrolment, payloads, results, chunks.
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
@@ -53,6 +54,7 @@ impl AgentClient {
         format!("{}{path}", self.server())
     }
 
+    /// `POST /agent/v1/enroll`: exchanges an enrollment token for an identity.
     pub async fn enroll(
         base: &str,
         token: &str,

@@ -22,28 +22,41 @@ pub use agent::AgentClient;
 /// The HTTP client library underneath, for streaming bodies.
 pub use reqwest;
 
+/// What a call can end with, other than its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error envelope.
     #[error("{status} {code}: {message}")]
     Api {
+        /// The HTTP status.
         status: StatusCode,
+        /// Defender's error code (`ResourceNotFound`, ...).
         code: String,
+        /// What went wrong, in words.
         message: String,
+        /// The request's id (a GUID) the server logged the error under.
         target: String,
         /// Seconds, from `Retry-After` on 429.
         retry_after: Option<u64>,
     },
     /// The server answered with something that is not Reach's envelope.
     #[error("unexpected response {status}: {body}")]
-    Unexpected { status: StatusCode, body: String },
+    Unexpected {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The body, as text.
+        body: String,
+    },
+    /// The request could not be made or its answer read.
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
+    /// A local file could not be read or written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 impl ClientError {
+    /// The HTTP status the server answered, if it answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Api { status, .. } | Self::Unexpected { status, .. } => Some(*status),
@@ -52,6 +65,7 @@ impl ClientError {
         }
     }
 
+    /// The error code of the server's envelope, if it sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Api { code, .. } => Some(code),
@@ -60,6 +74,7 @@ impl ClientError {
     }
 }
 
+/// A client call's result.
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// Turns a non-success response into `ClientError::Api`.
@@ -129,19 +144,23 @@ impl Client {
         }
     }
 
+    /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// The HTTP client underneath (for calls this crate does not wrap).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
+    /// The same client, calling with `token`.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
+    /// The bearer token it calls with, once logged in.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
@@ -186,6 +205,7 @@ impl Client {
         }
     }
 
+    /// `GET /api/machines` with OData options.
     pub async fn machines(&self, odata: &[(&str, &str)]) -> Result<Collection<Machine>> {
         json(
             self.request(Method::GET, "/api/machines")
@@ -196,6 +216,7 @@ impl Client {
         .await
     }
 
+    /// `GET /api/machines/{id}`.
     pub async fn machine(&self, id: &str) -> Result<Machine> {
         json(
             self.request(Method::GET, &format!("/api/machines/{}", segment(id)))
@@ -250,6 +271,7 @@ impl Client {
         .await
     }
 
+    /// `POST /api/machines/{id}/runliveresponse`.
     pub async fn run_live_response(
         &self,
         machine: &str,
@@ -265,6 +287,7 @@ impl Client {
         .await
     }
 
+    /// `GET /api/machineactions/{id}`.
     pub async fn action(&self, id: &str) -> Result<MachineAction> {
         json(
             self.request(Method::GET, &format!("/api/machineactions/{}", segment(id)))
@@ -274,6 +297,7 @@ impl Client {
         .await
     }
 
+    /// `GET /api/machineactions` with OData options.
     pub async fn actions(&self, odata: &[(&str, &str)]) -> Result<Collection<MachineAction>> {
         json(
             self.request(Method::GET, "/api/machineactions")
@@ -295,6 +319,7 @@ impl Client {
         .await
     }
 
+    /// `POST /api/machineactions/{id}/cancel`.
     pub async fn cancel(&self, id: &str, comment: &str) -> Result<MachineAction> {
         let path = format!("/api/machineactions/{}/cancel", segment(id));
         let body = CancelRequest {
@@ -303,6 +328,7 @@ impl Client {
         json(self.request(Method::POST, &path).json(&body).send().await?).await
     }
 
+    /// A fresh download link for command `index`'s result (`GetLiveResponseResultDownloadLink`).
     pub async fn download_link(&self, id: &str, index: u32) -> Result<String> {
         let path = format!(
             "/api/machineactions/{}/GetLiveResponseResultDownloadLink(index={index})",
@@ -317,6 +343,7 @@ impl Client {
         check(self.http.get(url).send().await?).await
     }
 
+    /// `GET /api/libraryfiles`.
     pub async fn library(&self) -> Result<Collection<LibraryFile>> {
         json(
             self.request(Method::GET, "/api/libraryfiles")
@@ -357,6 +384,7 @@ impl Client {
         .await
     }
 
+    /// `DELETE /api/libraryfiles/{name}`.
     pub async fn delete_library_file(&self, name: &str) -> Result<()> {
         let path = format!("/api/libraryfiles/{}", segment(name));
         check(self.request(Method::DELETE, &path).send().await?).await?;
@@ -366,6 +394,7 @@ impl Client {
 
 /// Bytes of a library upload.
 pub enum UploadBody {
+    /// The whole file in memory.
     Bytes(Vec<u8>),
     /// A streamed body and its length.
     Stream(reqwest::Body, u64),
@@ -373,17 +402,24 @@ pub enum UploadBody {
 
 /// A library file to upload.
 pub struct LibraryUpload {
+    /// The name it is stored under.
     pub file_name: String,
+    /// Its bytes.
     pub body: UploadBody,
+    /// What it is for.
     pub description: Option<String>,
+    /// How to call it (its arguments).
     pub parameters_description: Option<String>,
+    /// Whether the script takes arguments.
     pub has_parameters: bool,
+    /// Replace an existing file of that name.
     pub override_if_exists: bool,
     /// Ed25519 signature (base64) of the file, made offline (`signing::sign`).
     pub signature: Option<String>,
 }
 
 impl LibraryUpload {
+    /// An upload of `bytes` as `file_name`, without description or signature.
     pub fn bytes(file_name: &str, bytes: impl Into<Vec<u8>>) -> Self {
         Self {
             file_name: file_name.to_string(),

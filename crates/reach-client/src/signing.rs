@@ -23,18 +23,25 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+/// Why a key or signature was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigningError {
+    /// The private key file is not an Ed25519 key.
     #[error("the private key is not an Ed25519 PKCS#8 PEM key")]
     BadPrivateKey,
+    /// A trusted key is not an Ed25519 public key.
     #[error("'{0}' is not an Ed25519 public key (32 bytes in base64)")]
     BadPublicKey(String),
+    /// A signature is malformed.
     #[error("the signature is not 64 bytes in base64")]
     BadSignature,
+    /// A signature was required and the file has none.
     #[error("the file is not signed")]
     Unsigned,
+    /// No trusted key made the signature.
     #[error("the signature does not match the file under any trusted key")]
     Mismatch,
+    /// The system's random source failed.
     #[error("could not generate a key")]
     Generate,
 }
@@ -42,11 +49,14 @@ pub enum SigningError {
 /// What a library file may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Use {
+    /// Put on devices by PutFile.
     PutFile,
+    /// Run by RunScript.
     RunScript,
 }
 
 impl Use {
+    /// The name a signature covers.
     pub fn as_str(self) -> &'static str {
         match self {
             Use::PutFile => "PutFile",
@@ -58,7 +68,9 @@ impl Use {
 /// The uses a signature allows: one, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Uses {
+    /// For this use only.
     Only(Use),
+    /// For PutFile and RunScript.
     Both,
 }
 
@@ -181,6 +193,7 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
 pub struct TrustedKey(Vec<u8>);
 
 impl TrustedKey {
+    /// A key from its base64 (32 bytes).
     pub fn parse(base64: &str) -> Result<Self, SigningError> {
         match STANDARD.decode(base64.trim()) {
             Ok(bytes) if bytes.len() == 32 => Ok(Self(bytes)),
@@ -202,6 +215,7 @@ pub fn check_signature_form(signature: &str) -> Result<Vec<u8>, SigningError> {
 /// What a signature must cover to be accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
+    /// Hex SHA-256 of the file.
     pub sha256: &'a str,
     /// The library name the file is used under.
     pub name: &'a str,

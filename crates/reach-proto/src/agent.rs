@@ -7,12 +7,15 @@ use serde::{Deserialize, Serialize};
 /// What an agent tells the server about its device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineInfo {
+    /// The computer name (reported, never an identity: the server's machine id is).
     pub hostname: String,
     /// Defender-style platform name: `Linux`, `macOS`, `Windows10`, ...
     pub os_platform: String,
+    /// The operating system's version.
     pub os_version: String,
     /// `64-bit` or `32-bit`.
     pub os_architecture: String,
+    /// The agent's version.
     pub agent_version: String,
     /// The device's own addresses (loopback excluded), as it sees them.
     #[serde(default)]
@@ -22,6 +25,7 @@ pub struct MachineInfo {
 /// One address of a device's network interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpAddress {
+    /// The address.
     pub ip_address: String,
     /// `aa:bb:cc:dd:ee:ff` where the OS tells it.
     #[serde(default)]
@@ -34,12 +38,16 @@ pub struct IpAddress {
 /// `POST /agent/v1/enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
+    /// The token an operator created (`reach-server enrollment-token create`).
     pub enrollment_token: String,
+    /// The device the agent runs on.
     pub info: MachineInfo,
 }
 
+/// The answer to an enrollment: the machine's identity and its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
+    /// The machine's id (40 hex characters), chosen by the server.
     pub machine_id: String,
     /// Secret the agent presents as `Authorization: Bearer <machine_id>.<secret>`.
     pub credential: String,
@@ -48,13 +56,16 @@ pub struct EnrollResponse {
 /// Identifies one command: (action id, index). Delivery is idempotent on it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CommandRef {
+    /// The action's id.
     pub action_id: String,
+    /// The command's position in the action, from 0.
     pub index: u32,
 }
 
 /// A command the server asks the agent to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
+    /// Which command.
     #[serde(flatten)]
     pub command: CommandRef,
     /// The agent kills the command after this many seconds.
@@ -62,6 +73,7 @@ pub struct Assignment {
     /// GetFile uploads the file in chunks of this many (uncompressed) bytes.
     #[serde(default = "default_chunk_bytes")]
     pub chunk_bytes: u64,
+    /// What to do.
     pub work: Work,
 }
 
@@ -76,7 +88,9 @@ pub fn default_chunk_bytes() -> u64 {
 /// segments are the gzip result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkInfo {
+    /// The chunk's number, from 0.
     pub n: u32,
+    /// Bytes of the file the chunk holds (before compression).
     pub raw_size: u64,
     /// CRC-32 (gzip's) of the chunk's bytes in the file. The whole file's
     /// SHA-256 at `complete` is what proves the bytes; per chunk, the size
@@ -88,6 +102,7 @@ pub struct ChunkInfo {
     /// pass over every byte); checked when sent.
     #[serde(default)]
     pub raw_sha256: String,
+    /// Bytes of the stored segment.
     pub stored_size: u64,
     /// Hex SHA-256 of the stored segment, or empty: the server checks a
     /// segment by its decompressed bytes, so the agent need not hash it; a
@@ -100,7 +115,9 @@ pub struct ChunkInfo {
 /// before the result becomes visible.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompleteChunks {
+    /// How many chunks the file was sent in.
     pub chunks: u32,
+    /// The whole file's size in bytes.
     pub raw_size: u64,
     /// Hex SHA-256 of the whole file.
     pub raw_sha256: String,
@@ -111,21 +128,31 @@ pub struct CompleteChunks {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Work {
+    /// Copies a library file onto the device.
     PutFile {
+        /// The library file's name (the name it is put under, in the work directory).
         file_name: String,
+        /// Hex SHA-256 of the file as recorded at submission.
         sha256: String,
         /// Ed25519 signature (base64) of the library file, when it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
     },
+    /// Runs a library script and records its transcript.
     RunScript {
+        /// The library script's name.
         script_name: String,
+        /// Hex SHA-256 of the script as recorded at submission.
         sha256: String,
+        /// The arguments, split like a shell would and never given to one.
         args: Option<String>,
+        /// Ed25519 signature (base64) of the script, when it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
     },
+    /// Collects a file from the device.
     GetFile {
+        /// The file's full path on the device.
         path: String,
     },
 }
@@ -136,12 +163,16 @@ pub enum Work {
 pub enum ServerMessage {
     /// First message after the agent's Hello.
     Welcome {
+        /// The machine's id, as the server knows it.
         machine_id: String,
+        /// Seconds between the agent's heartbeats.
         heartbeat_secs: u64,
     },
+    /// Run this command (the agent answers with `Finished` once it ends).
     Run(Assignment),
     /// Stop the running command of this action, killing its whole process tree.
     Cancel {
+        /// The action whose running command to stop.
         action_id: String,
     },
     /// The server recorded this command's `Finished` (or had already): the
@@ -162,7 +193,9 @@ pub enum Outcome {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The command did not run or did not end well.
     Failed {
+        /// Why, for the analyst.
         errors: Vec<String>,
         /// True when the command was killed for running past its timeout.
         #[serde(default)]
@@ -181,18 +214,23 @@ pub enum AgentMessage {
     /// it was handed to this same agent process (`instance`), which then
     /// never received it: the server hands it out again.
     Hello {
+        /// The device, as it is now.
         info: MachineInfo,
+        /// The commands the agent still holds.
         running: Vec<CommandRef>,
         /// Random id of this agent process, new at every start.
         #[serde(default)]
         instance: String,
     },
+    /// Sent every `heartbeat_secs`: the device is still there.
     Heartbeat,
     /// `Finished` below is sent until the server answers `Ack`; repeating it
     /// is harmless.
     Finished {
+        /// Which command.
         #[serde(flatten)]
         command: CommandRef,
+        /// How it ended.
         #[serde(flatten)]
         outcome: Outcome,
     },
@@ -200,7 +238,9 @@ pub enum AgentMessage {
 
 /// Paths of the agent-facing HTTP endpoints.
 pub mod paths {
+    /// `POST`: enroll with a token (`EnrollRequest` → `EnrollResponse`).
     pub const ENROLL: &str = "/agent/v1/enroll";
+    /// `GET`, upgraded to the agent's WebSocket.
     pub const CONNECT: &str = "/agent/v1/connect";
 
     /// `GET`: chunk `chunk` of the library file of a PutFile or RunScript command.
@@ -234,9 +274,12 @@ pub mod paths {
     pub const RAW_SHA256: &str = "x-reach-raw-sha256";
     /// 8 hex digits.
     pub const RAW_CRC32: &str = "x-reach-raw-crc32";
+    /// The decompressed bytes' size.
     pub const RAW_SIZE: &str = "x-reach-raw-size";
+    /// Hex SHA-256 of the bytes sent (the segment itself, or a payload chunk).
     pub const SHA256: &str = "x-reach-sha256";
     /// Headers of a payload chunk: the whole file's size and chunk count.
     pub const SIZE: &str = "x-reach-size";
+    /// The number of chunks of the whole file.
     pub const CHUNKS: &str = "x-reach-chunks";
 }

@@ -2,164 +2,37 @@
 //! endpoint. Field names follow `shared/spec/mde-compat.md` exactly: request
 //! bodies are PascalCase where Defender's are, responses camelCase.
 
+mod machine;
 pub mod roles;
+mod status;
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
-/// Status of a machine action (spec section 2). Terminal: Succeeded, Failed, TimeOut, Cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ActionStatus {
-    Pending,
-    InProgress,
-    Succeeded,
-    Failed,
-    TimeOut,
-    Cancelled,
-}
-
-impl ActionStatus {
-    pub const ALL: [ActionStatus; 6] = [
-        Self::Pending,
-        Self::InProgress,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimeOut,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::InProgress => "InProgress",
-            Self::Succeeded => "Succeeded",
-            Self::Failed => "Failed",
-            Self::TimeOut => "TimeOut",
-            Self::Cancelled => "Cancelled",
-        }
-    }
-
-    /// True once the action can no longer change.
-    pub fn is_final(self) -> bool {
-        !matches!(self, Self::Pending | Self::InProgress)
-    }
-}
-
-/// Status of one command inside a live response action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum CommandStatus {
-    Created,
-    InProgress,
-    Completed,
-    Failed,
-}
-
-impl CommandStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "Created",
-            Self::InProgress => "InProgress",
-            Self::Completed => "Completed",
-            Self::Failed => "Failed",
-        }
-    }
-}
-
-/// Error returned when a status string is not one of the known values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownStatus(pub String);
-
-impl fmt::Display for UnknownStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown status '{}'", self.0)
-    }
-}
-
-impl std::error::Error for UnknownStatus {}
-
-impl FromStr for ActionStatus {
-    type Err = UnknownStatus;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownStatus(s.to_string()))
-    }
-}
-
-impl FromStr for CommandStatus {
-    type Err = UnknownStatus;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Created,
-            Self::InProgress,
-            Self::Completed,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|v| v.as_str().eq_ignore_ascii_case(s))
-        .ok_or_else(|| UnknownStatus(s.to_string()))
-    }
-}
-
-impl fmt::Display for ActionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for CommandStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The three live response command types, in the order the API requires them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CommandType {
-    PutFile,
-    RunScript,
-    GetFile,
-}
-
-impl CommandType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PutFile => "PutFile",
-            Self::RunScript => "RunScript",
-            Self::GetFile => "GetFile",
-        }
-    }
-
-    /// Parses the exact (case-sensitive) Defender spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "PutFile" => Some(Self::PutFile),
-            "RunScript" => Some(Self::RunScript),
-            "GetFile" => Some(Self::GetFile),
-            _ => None,
-        }
-    }
-}
+pub use machine::{Machine, MachineIpAddress, MachineTagRequest, MachineUnknowns};
+pub use status::{ActionStatus, CommandStatus, CommandType, UnknownStatus};
 
 /// One `{"key": ..., "value": ...}` pair of a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandParam {
+    /// The parameter's name: `FileName`, `ScriptName`, `Args` or `Path`.
     pub key: String,
+    /// The parameter's value, as the caller wrote it.
     pub value: String,
 }
 
 /// A command as submitted and as echoed back: `{"type", "params"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
+    /// `PutFile`, `RunScript` or `GetFile` (any case on input).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The command's parameters, in the caller's order.
     #[serde(default)]
     pub params: Vec<CommandParam>,
 }
 
 impl Command {
+    /// A command of `kind` with `params` as (key, value) pairs.
     pub fn new(kind: CommandType, params: &[(&str, &str)]) -> Self {
         Self {
             kind: kind.as_str().to_string(),
@@ -186,8 +59,10 @@ impl Command {
 /// that the server can name what is missing instead of failing to parse.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunLiveResponseRequest {
+    /// The commands to run, in order (PutFile before RunScript before GetFile).
     #[serde(rename = "Commands", default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<Vec<Command>>,
+    /// Why the action is taken; shown as `requestorComment`.
     #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -195,33 +70,26 @@ pub struct RunLiveResponseRequest {
 /// Body of `POST /api/machineactions/{id}/cancel`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequest {
+    /// Why the action is cancelled; shown as `cancellationComment`.
     #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-}
-
-/// Body of `POST /api/machines/{id}/tags` (`Value`, `Action`: `Add` or
-/// `Remove`) and of `POST /api/machines/AddOrRemoveTagForMultipleMachines`
-/// (with `MachineIds`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct MachineTagRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub machine_ids: Option<Vec<String>>,
 }
 
 /// One command of a live response action, with its progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandEntry {
+    /// The command's position in the action, from 0.
     pub index: u32,
+    /// When the device started it (ISO 8601), or null.
     pub start_time: Option<String>,
+    /// When it ended, or null.
     pub end_time: Option<String>,
+    /// `Created`, `InProgress`, `Completed` or `Failed`.
     pub command_status: CommandStatus,
+    /// Why it failed (empty unless Failed).
     pub errors: Vec<String>,
+    /// The command as submitted.
     pub command: Command,
 }
 
@@ -234,27 +102,48 @@ pub struct MachineAction {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    /// `https://host/api/$metadata#MachineActions/$entity` on a single entity.
     pub odata_context: Option<String>,
+    /// The action's id (a GUID).
     pub id: String,
+    /// `LiveResponse` for every action Reach runs.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Always null: Defender's title of an action.
     pub title: Option<String>,
+    /// Who asked: the app's or user's name.
     pub requestor: String,
+    /// The comment given when it was submitted.
     pub requestor_comment: Option<String>,
+    /// Where the action stands.
     pub status: ActionStatus,
+    /// The machine it runs on.
     pub machine_id: String,
+    /// The machine's computer name when the action was created.
     pub computer_dns_name: Option<String>,
+    /// When it was submitted (ISO 8601, 7-digit fraction, Z).
     pub creation_date_time_utc: String,
+    /// When its status last changed.
     pub last_update_date_time_utc: String,
+    /// Who cancelled it, if someone did.
     pub cancellation_requestor: Option<String>,
+    /// Why it was cancelled.
     pub cancellation_comment: Option<String>,
+    /// When it was cancelled.
     pub cancellation_date_time_utc: Option<String>,
+    /// Always 0: Defender's HRESULT of a failed action.
     pub error_h_result: i64,
+    /// Always null for live response.
     pub scope: Option<String>,
+    /// Always null: Defender's caller-supplied external id.
     pub external_id: Option<String>,
+    /// `PublicApi` for every action submitted through the API.
     pub request_source: String,
+    /// Always null for live response.
     pub related_file_info: Option<serde_json::Value>,
+    /// The action's commands, by index.
     pub commands: Vec<CommandEntry>,
+    /// Always null: Defender's troubleshooting detail.
     pub troubleshoot_info: Option<String>,
 }
 
@@ -267,15 +156,25 @@ pub struct LibraryFile {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    /// `https://host/api/$metadata#LibraryFiles/$entity` on a single entity.
     pub odata_context: Option<String>,
+    /// The file's name, unique in the tenant without regard to case.
     pub file_name: String,
+    /// Hex SHA-256 of its bytes.
     pub sha256: String,
+    /// What it is for, as the uploader described it.
     pub description: Option<String>,
+    /// When it was first uploaded.
     pub creation_time: String,
+    /// When it was last replaced.
     pub last_updated_time: String,
+    /// Who first uploaded it.
     pub created_by: String,
+    /// Who last replaced it.
     pub last_updated_by: Option<String>,
+    /// Whether the script takes `Args`.
     pub has_parameters: bool,
+    /// How to call it, as the uploader described it.
     pub parameters_description: Option<String>,
     /// Size in bytes (a Reach addition; Defender clients ignore it).
     #[serde(default)]
@@ -285,91 +184,6 @@ pub struct LibraryFile {
     pub signature: Option<String>,
 }
 
-/// The Machine entity (spec section 1.9): every field of Defender's, those
-/// Reach cannot know `null` (`unknown`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Machine {
-    #[serde(
-        rename = "@odata.context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub odata_context: Option<String>,
-    pub id: String,
-    pub computer_dns_name: String,
-    pub first_seen: String,
-    pub last_seen: String,
-    pub os_platform: String,
-    pub os_version: String,
-    pub os_architecture: String,
-    pub version: String,
-    pub last_ip_address: Option<String>,
-    /// The device's own addresses, as its agent last reported them.
-    #[serde(default)]
-    pub ip_addresses: Vec<MachineIpAddress>,
-    pub health_status: String,
-    pub onboarding_status: String,
-    pub machine_tags: Vec<String>,
-    /// A Reach addition: another machine the caller can see reports the
-    /// same name (a re-imaged device's stale record, or an impostor).
-    /// Naming such a machine answers 409; use its id.
-    #[serde(default)]
-    pub duplicate_name: bool,
-    /// Defender's fields that Reach does not know, always present (as
-    /// `null`) so that clients indexing them directly find them.
-    #[serde(flatten)]
-    pub unknown: MachineUnknowns,
-}
-
-/// The fields of Defender's Machine entity that Reach cannot know. Each is
-/// serialised, `null`, so a client that reads `machine["riskScore"]` gets
-/// a value rather than a missing key; a client reading another server's
-/// answer gets whatever it holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MachineUnknowns {
-    #[serde(default)]
-    pub os_processor: Option<String>,
-    #[serde(default)]
-    pub os_build: Option<i64>,
-    #[serde(default)]
-    pub last_external_ip_address: Option<String>,
-    #[serde(default)]
-    pub rbac_group_id: Option<i64>,
-    #[serde(default)]
-    pub rbac_group_name: Option<String>,
-    #[serde(default)]
-    pub risk_score: Option<String>,
-    #[serde(default)]
-    pub exposure_level: Option<String>,
-    #[serde(default)]
-    pub device_value: Option<String>,
-    #[serde(default)]
-    pub aad_device_id: Option<String>,
-    #[serde(default)]
-    pub is_aad_joined: Option<bool>,
-    #[serde(default)]
-    pub managed_by: Option<String>,
-    #[serde(default)]
-    pub managed_by_status: Option<String>,
-    #[serde(default)]
-    pub defender_av_status: Option<String>,
-    #[serde(default)]
-    pub vm_metadata: Option<serde_json::Value>,
-}
-
-/// One entry of a machine's `ipAddresses`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MachineIpAddress {
-    pub ip_address: String,
-    pub mac_address: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub operational_status: String,
-}
-
 /// One entry of Reach's audit trail (`GET /api/auditlog`, and each line of
 /// `reach-server audit export`). A Reach addition; Defender has no such API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -377,19 +191,29 @@ pub struct MachineIpAddress {
 pub struct AuditLogEntry {
     /// Position in the chain (1, 2, ...), across all tenants.
     pub id: i64,
+    /// When it happened (ISO 8601, 7-digit fraction, Z).
     pub timestamp: String,
+    /// The tenant it happened in (empty when no tenant was known).
     pub tenant_id: String,
     /// `app`, `user`, `machine`, `operator`, `link`, `anonymous` or `system`.
     pub actor_type: String,
+    /// The actor's id: a client id, a user name, a machine id, an OS user.
     pub actor_id: String,
+    /// The actor's display name.
     pub actor_name: String,
+    /// The client's address, for HTTP calls.
     pub source_ip: Option<String>,
+    /// The HTTP method and route, or the event's name (`CommandStarted`, ...).
     pub operation: String,
+    /// The machine it concerns, if one.
     pub machine_id: Option<String>,
+    /// What it acted on: an action id, `action/index`, a file name.
     pub target: Option<String>,
     /// `Succeeded`, `Failed` or `Denied`.
     pub outcome: String,
+    /// The HTTP status answered, for HTTP calls.
     pub http_status: Option<u16>,
+    /// What only this kind of event says (JSON object).
     pub details: serde_json::Value,
     /// Hex SHA-256 of the entry before this one (64 zeros for the first).
     pub previous_hash: String,
@@ -400,6 +224,7 @@ pub struct AuditLogEntry {
 /// An OData collection: `{"@odata.context", "@odata.count"?, "value": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Collection<T> {
+    /// `https://host/api/$metadata#<entity set>`.
     #[serde(rename = "@odata.context")]
     pub odata_context: String,
     #[serde(
@@ -407,7 +232,9 @@ pub struct Collection<T> {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    /// How many entities match in all, with `$count=true`.
     pub count: Option<u64>,
+    /// This page's entities.
     pub value: Vec<T>,
     /// The rest of the collection, when this page could not hold it.
     #[serde(
@@ -421,20 +248,26 @@ pub struct Collection<T> {
 /// A scalar OData result such as a download link (`$metadata#Edm.String`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StringValue {
+    /// `https://host/api/$metadata#Edm.String`.
     #[serde(rename = "@odata.context")]
     pub odata_context: String,
+    /// The value itself (a URL for download links).
     pub value: String,
 }
 
 /// Every error response: `{"error": {"code", "message", "target"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEnvelope {
+    /// What went wrong.
     pub error: ErrorBody,
 }
 
+/// What went wrong: a code clients match on, and words for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// Defender's error code: `ResourceNotFound`, `InvalidRequestBody`, ...
     pub code: String,
+    /// What went wrong, for a person.
     pub message: String,
     /// Per-request correlation id (a GUID).
     pub target: String,
@@ -443,10 +276,14 @@ pub struct ErrorBody {
 /// Reply of the OAuth2 token endpoints. `expires_in` is a JSON number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenResponse {
+    /// Always `Bearer`.
     pub token_type: String,
+    /// Seconds until the token expires.
     pub expires_in: u64,
+    /// The same as `expires_in`, as Entra ID answers.
     #[serde(default)]
     pub ext_expires_in: u64,
+    /// The token (a JWT), for `Authorization: Bearer`.
     pub access_token: String,
 }
 
@@ -456,17 +293,24 @@ pub struct TokenResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PutFileRecord {
+    /// The library file that was put.
     pub file_name: String,
+    /// Hex SHA-256 of the file as put on the device.
     pub sha256: String,
+    /// Where the agent put it, when it said.
     pub path: Option<String>,
 }
 
 /// The downloadable result of a RunScript command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScriptTranscript {
+    /// The library script that ran.
     pub script_name: String,
+    /// Its exit code (128 + the signal's number when a signal ended it).
     pub exit_code: i32,
+    /// What it wrote to standard output (up to the output cap).
     pub script_output: String,
+    /// What it wrote to standard error (up to the output cap).
     pub script_errors: String,
 }
 

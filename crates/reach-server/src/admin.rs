@@ -17,13 +17,19 @@ use crate::time::Micros;
 /// A newly created client app, with its secret in clear (shown once).
 #[derive(Debug, Clone)]
 pub struct NewApp {
+    /// The app's tenant.
     pub tenant_id: String,
+    /// Its client id.
     pub client_id: String,
+    /// Its secret, in clear: shown once, stored only as a hash.
     pub client_secret: String,
+    /// Its display name.
     pub name: String,
+    /// Its roles.
     pub roles: Vec<String>,
 }
 
+/// Creates a tenant with a fresh id.
 pub async fn create_tenant(store: &dyn Store, name: &str) -> anyhow::Result<Tenant> {
     let tenant = Tenant {
         id: uuid::Uuid::new_v4().to_string(),
@@ -55,6 +61,7 @@ pub fn parse_roles(text: &str) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Creates an app with `roles` seeing every machine of the tenant.
 pub async fn create_app(
     store: &dyn Store,
     tenant_id: &str,
@@ -99,9 +106,13 @@ pub async fn create_scoped_app(
 /// A newly created console user, with the password in clear (shown once).
 #[derive(Debug, Clone)]
 pub struct NewUser {
+    /// The user's tenant.
     pub tenant_id: String,
+    /// The user's name.
     pub name: String,
+    /// Its password, in clear: shown once, stored only as a hash.
     pub password: String,
+    /// Its roles.
     pub roles: Vec<String>,
 }
 

@@ -26,7 +26,9 @@ use crate::files::FileError;
 /// A machine, authenticated by its credential.
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
+    /// The machine's id.
     pub machine_id: String,
+    /// The machine's tenant.
     pub tenant_id: String,
 }
 

@@ -57,6 +57,7 @@ pub async fn not_found(
     }
 }
 
+/// Any route called with a method it does not take.
 pub async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed(format!(
         "{} is not allowed on {}",
@@ -68,7 +69,9 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
 /// Each API's rate limit budget, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
+    /// `runliveresponse`: 10 calls a minute by default.
     RunLiveResponse,
+    /// Any other API, by name: 100 a minute and 1,500 an hour by default.
     Other(&'static str),
 }
 

@@ -29,6 +29,7 @@ pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
 /// The caller of an API request, after its token was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The caller's tenant.
     pub tenant_id: String,
     /// Client id of the app, or None for a user.
     pub app_id: Option<String>,
@@ -45,6 +46,7 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether the caller holds any of `roles`.
     pub fn has_any(&self, roles: &[&str]) -> bool {
         roles.iter().any(|r| self.roles.contains(*r))
     }
@@ -105,6 +107,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The server's signing keys, made on first start and shared by every node through the store.
     pub async fn load_or_create(store: &dyn Identities) -> anyhow::Result<Self> {
         Ok(Self {
             jwt: shared_key(store, "jwt-signing").await?,
@@ -128,6 +131,7 @@ async fn shared_key(store: &dyn Identities, name: &str) -> anyhow::Result<Vec<u8
 #[error("{0}")]
 pub struct TokenError(pub String);
 
+/// Issues and checks tokens: Reach's own, and an external issuer's (OIDC).
 pub struct Authenticator {
     keys: Keys,
     issuer: String,
@@ -136,6 +140,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// An authenticator issuing tokens as `issuer`, valid for `lifetime_secs`.
     pub fn new(keys: Keys, issuer: String, lifetime_secs: u64, oidc: Option<oidc::Oidc>) -> Self {
         Self {
             keys,
@@ -145,10 +150,12 @@ impl Authenticator {
         }
     }
 
+    /// The key that signs download links.
     pub fn link_key(&self) -> &[u8] {
         &self.keys.link
     }
 
+    /// Seconds a token Reach issues is valid.
     pub fn lifetime_secs(&self) -> u64 {
         self.lifetime_secs
     }
@@ -340,8 +347,10 @@ fn revoked(why: &str) -> AdmitError {
 /// Why `admit` turned a verified token away.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
+    /// The account refused the token (disabled, rotated, unknown); said to the caller.
     #[error(transparent)]
     Refused(TokenError),
+    /// The store could not be read.
     #[error(transparent)]
     Store(StoreError),
 }

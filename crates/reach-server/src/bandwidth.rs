@@ -17,6 +17,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// A cap of `rate` bytes a second.
     pub fn new(rate: u64) -> Self {
         Self {
             rate: rate as f64,
@@ -44,6 +45,7 @@ impl Bucket {
     }
 }
 
+/// The caps on transfer rates: per agent and for the whole server.
 #[derive(Default)]
 pub struct Bandwidth {
     total: Option<Bucket>,

@@ -22,6 +22,7 @@ use crate::hub::HubEvent;
 /// The PostgreSQL notification channel.
 const CHANNEL: &str = "reach_hub";
 
+/// How hub events reach the node holding a machine's connection.
 pub enum Cluster {
     /// One node: the local hub holds every connection.
     Single,
@@ -29,7 +30,9 @@ pub enum Cluster {
     Postgres {
         /// This node's id, so that it skips its own notifications.
         node_id: String,
+        /// Where notices are published.
         pool: AnyPool,
+        /// The database URL, for the listening connection.
         url: String,
     },
 }
@@ -44,6 +47,7 @@ struct Notice {
 }
 
 impl Cluster {
+    /// A node of a cluster on PostgreSQL, with a fresh node id.
     pub fn postgres(pool: AnyPool, url: String) -> Self {
         Cluster::Postgres {
             node_id: uuid::Uuid::new_v4().to_string(),

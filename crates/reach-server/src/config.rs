@@ -6,7 +6,9 @@
 //! This module never reads files other than the config file, and never logs
 //! secrets: `Debug` redacts them.
 
-use anyhow::{Context, Result, bail};
+mod env;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// The documented example configuration, with every default spelled out.
 pub const EXAMPLE: &str = include_str!("../reach-server.example.toml");
 
+/// reach-server's configuration: defaults, then a TOML file, then `REACH_*` variables; `reach-server.example.toml` documents every key and default.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -36,12 +39,19 @@ pub struct Config {
     /// `X-Forwarded-For` names the client, for the audit trail's source
     /// address and machines' `lastIpAddress`. Empty: the TCP peer.
     pub trusted_proxies: Vec<crate::net::IpNet>,
+    /// Caps on calls, bodies, queues and results (`[limits]`).
     pub limits: Limits,
+    /// Live response: queue TTL, timeouts, chunks, the library (`[live_response]`).
     pub live_response: LiveResponse,
+    /// Agents' connections: heartbeats (`[agents]`).
     pub agents: Agents,
+    /// Tokens and an external issuer (`[auth]`).
     pub auth: Auth,
+    /// HTTPS (`[tls]`).
     pub tls: Tls,
+    /// How long results, library files and audit entries are kept (`[retention]`).
     pub retention: Retention,
+    /// Connections and request timing (`[http]`).
     pub http: Http,
 }
 
@@ -58,6 +68,7 @@ pub struct Http {
     /// A streamed upload (library files, agents' results) may keep the
     /// server waiting at most this many seconds for each `min_body_bytes`.
     pub stall_secs: u64,
+    /// See `stall_secs`.
     pub min_body_bytes: u64,
     /// Open API connections from one client address. Agents' WebSockets
     /// stop counting once established.
@@ -120,6 +131,7 @@ pub struct Tls {
 }
 
 impl Tls {
+    /// Whether HTTPS is configured (either path set).
     pub fn enabled(&self) -> bool {
         !self.cert_path.is_empty() || !self.key_path.is_empty()
     }
@@ -380,77 +392,9 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration a TOML text gives (defaults for what it leaves out).
     pub fn from_toml(text: &str) -> Result<Self> {
         Ok(toml::from_str(text)?)
-    }
-
-    /// Applies `REACH_*` overrides. Nested keys use double underscores:
-    /// `REACH_LIMITS__API_PER_MINUTE=500`, `REACH_LISTEN=0.0.0.0:8080`.
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
-        let mut table = toml::Table::try_from(&*self).context("serialising config")?;
-        let mut changed = false;
-        for (name, value) in vars {
-            let Some(key) = name.strip_prefix("REACH_") else {
-                continue;
-            };
-            let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            if !known_key(&table, &path) {
-                continue; // Other tools' REACH_* variables (the CLI's, for one) are not ours.
-            }
-            set_path(&mut table, &path, &value)
-                .with_context(|| format!("environment variable {name}"))?;
-            changed = true;
-        }
-        if changed {
-            *self = table.try_into().context("applying REACH_* environment")?;
-        }
-        Ok(())
-    }
-}
-
-fn known_key(table: &toml::Table, path: &[String]) -> bool {
-    match path {
-        [] => false,
-        [last] => table.contains_key(last) || matches!(last.as_str(), "oidc"),
-        [first, rest @ ..] => match table.get(first) {
-            Some(toml::Value::Table(inner)) => known_key(inner, rest),
-            _ => first == "auth" && rest.first().map(String::as_str) == Some("oidc"),
-        },
-    }
-}
-
-fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<()> {
-    match path {
-        [] => bail!("empty key"),
-        [last] => {
-            let value = match table.get(last) {
-                Some(toml::Value::Integer(_)) => toml::Value::Integer(
-                    raw.parse()
-                        .with_context(|| format!("'{raw}' is not an integer"))?,
-                ),
-                Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
-                    raw.parse()
-                        .with_context(|| format!("'{raw}' is not true or false"))?,
-                ),
-                Some(toml::Value::Array(_)) => toml::Value::Array(
-                    raw.split(',')
-                        .map(|s| toml::Value::String(s.trim().to_string()))
-                        .collect(),
-                ),
-                _ => toml::Value::String(raw.to_string()),
-            };
-            table.insert(last.clone(), value);
-            Ok(())
-        }
-        [first, rest @ ..] => {
-            let inner = table
-                .entry(first.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match inner {
-                toml::Value::Table(inner) => set_path(inner, rest, raw),
-                _ => bail!("{first} is not a section"),
-            }
-        }
     }
 }
 

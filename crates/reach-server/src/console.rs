@@ -129,10 +129,13 @@ pub async fn asset(Path(name): Path<String>) -> ApiResult<Response> {
         .into_response())
 }
 
+/// The body of `POST /console/session`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SignIn {
+    /// The user's name.
     pub name: String,
+    /// The user's password.
     pub password: String,
 }
 
@@ -141,9 +144,13 @@ pub struct SignIn {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
+    /// The user's name.
     pub name: String,
+    /// The user's tenant.
     pub tenant_id: String,
+    /// The user's roles, sorted.
     pub roles: Vec<String>,
+    /// What the user may do, for the page to offer only that.
     pub capabilities: Capabilities,
 }
 
@@ -157,10 +164,15 @@ pub struct Capabilities {
     pub collect_files: bool,
     /// Also PutFile and RunScript (advanced live response).
     pub put_files_and_run_scripts: bool,
+    /// Cancel actions.
     pub cancel_actions: bool,
+    /// Get download links of results.
     pub download_results: bool,
+    /// Add and remove machine tags.
     pub tag_machines: bool,
+    /// Upload and delete library files.
     pub manage_library: bool,
+    /// Read the audit trail.
     pub read_audit_log: bool,
 }
 

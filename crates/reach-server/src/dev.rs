@@ -20,14 +20,21 @@ use crate::{SharedState, admin};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DevCredentials {
+    /// The server's URL.
     pub server: String,
+    /// The dev tenant.
     pub tenant_id: String,
+    /// The dev app's client id.
     pub client_id: String,
+    /// The dev app's secret.
     pub client_secret: String,
+    /// An enrollment token for more agents.
     pub enrollment_token: String,
+    /// The local agent's machine.
     pub machine_id: String,
     /// The web console's user, with every role.
     pub console_user: String,
+    /// The console user's password (the user is `dev`).
     pub console_password: String,
 }
 
@@ -51,6 +58,7 @@ fn seed_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dev-seed.json")
 }
 
+/// Where dev mode writes these credentials.
 pub fn credentials_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dev-credentials.json")
 }

@@ -12,49 +12,72 @@ use reach_proto::api::{ErrorBody, ErrorEnvelope};
 
 use crate::store::StoreError;
 
+/// Every refusal and failure a handler answers, each with its code and status (`code_and_status`); the message is for the caller and never holds a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400 `BadRequest`.
     #[error("{0}")]
     BadRequest(String),
+    /// 400 `ODataError`: a query option is malformed or names an unknown property.
     #[error("{0}")]
     OData(String),
+    /// 400 `InvalidRequestBody`: the JSON body does not parse.
     #[error("{0}")]
     InvalidRequestBody(String),
+    /// 400 `InvalidInput`: a value is not acceptable.
     #[error("{0}")]
     InvalidInput(String),
+    /// 400 `MissingRequiredParameter`, naming it.
     #[error("Parameter {0} is missing")]
     MissingParameter(String),
+    /// 400 `MaximumBatchSizeExceeded`.
     #[error("{0}")]
     MaximumBatchSizeExceeded(String),
+    /// 400 `ActiveRequestAlreadyExists`: the machine already has an active live response action.
     #[error("Action is already in progress")]
     ActiveRequestAlreadyExists,
+    /// 401 `Unauthorized`.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403 `Forbidden`.
     #[error("{0}")]
     Forbidden(String),
+    /// 404 `NotFound`: no such route.
     #[error("{0}")]
     NotFound(String),
+    /// 404 `ResourceNotFound`: no such entity (or not visible to the caller).
     #[error("{0}")]
     ResourceNotFound(String),
+    /// 405 `MethodNotAllowed`.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 409 `Conflict`.
     #[error("{0}")]
     Conflict(String),
+    /// 413 `RequestEntityTooLarge`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415 `UnsupportedMediaType`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 416 `RangeNotSatisfiable`.
     #[error("{0}")]
     RangeNotSatisfiable(String),
+    /// 408 `RequestTimeout`: the body arrived too slowly.
     #[error("{0}")]
     RequestTimeout(String),
+    /// 503 `ServiceUnavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// 429 `TooManyRequests`, with `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
+        /// What the caller is told.
         message: String,
+        /// Seconds until a call would be allowed.
         retry_after_secs: u64,
     },
+    /// 500 `InternalServerError`: logged with its cause; the caller sees only the request id.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -94,6 +117,7 @@ impl ApiError {
         }
     }
 
+    /// A 500 whose cause is logged, never shown.
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         Self::Internal(err.into())
     }

@@ -28,14 +28,19 @@ use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
+/// Why a file could not be stored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The upload passed this many bytes.
     #[error("the file is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    /// The upload's stream failed (the client went away or stalled).
     #[error("the upload was interrupted: {0}")]
     Body(String),
+    /// No object under that key.
     #[error("{0} was not found")]
     NotFound(String),
+    /// The object store failed.
     #[error(transparent)]
     Store(#[from] object_store::Error),
 }
@@ -43,10 +48,13 @@ pub enum FileError {
 /// Size and hex SHA-256 of stored bytes (the hash empty when not asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// Bytes stored.
     pub size: u64,
+    /// Hex SHA-256 of the bytes stored.
     pub sha256: String,
 }
 
+/// The object store every file goes through: library files, results and their chunks.
 #[derive(Clone)]
 pub struct Files {
     store: Arc<dyn ObjectStore>,
@@ -165,6 +173,7 @@ impl Files {
         ObjectPath::from(format!("{}{key}", self.prefix))
     }
 
+    /// Where a tenant's library file of this hash is stored.
     pub fn library_key(tenant_id: &str, sha256: &str) -> String {
         format!("library/{tenant_id}/{sha256}")
     }
@@ -382,6 +391,7 @@ impl Files {
         self.size(key).await.map(drop)
     }
 
+    /// Moves an object to another key.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FileError> {
         self.store.rename(&self.path(from), &self.path(to)).await?;
         Ok(())

@@ -24,6 +24,7 @@ pub enum HubEvent {
     Wake,
     /// Stop the running command of this action.
     Cancel {
+        /// The action's id.
         #[serde(rename = "action")]
         action_id: String,
     },
@@ -36,6 +37,7 @@ struct Connection {
     events: mpsc::Sender<HubEvent>,
 }
 
+/// This node's agent connections, by machine.
 #[derive(Default)]
 pub struct Hub {
     connections: Mutex<HashMap<String, Connection>>,
@@ -99,10 +101,12 @@ impl Hub {
         }
     }
 
+    /// Whether the machine holds a connection to this node.
     pub fn is_connected(&self, machine_id: &str) -> bool {
         self.lock().contains_key(machine_id)
     }
 
+    /// How many machines hold a connection to this node.
     pub fn connected_count(&self) -> usize {
         self.lock().len()
     }

@@ -37,6 +37,8 @@ pub mod router;
 pub mod store;
 pub mod sweeper;
 #[cfg(feature = "testing")]
+// The test harness: a panic there is a failed test, with its message.
+#[allow(clippy::unwrap_used)]
 pub mod testing;
 pub mod time;
 pub mod tls;
@@ -51,9 +53,13 @@ pub use config::Config;
 
 /// Everything a request handler or agent connection needs, shared.
 pub struct AppState {
+    /// The configuration it started with.
     pub config: Config,
+    /// Every durable record (SQLite or PostgreSQL).
     pub store: Arc<dyn store::Store>,
+    /// Every file's bytes (local disk or S3).
     pub files: files::Files,
+    /// Issues and checks tokens.
     pub auth: auth::Authenticator,
     /// Where rate-limited calls are counted (this process, or the database).
     pub limiter: ratelimit::Limiter,
@@ -62,6 +68,7 @@ pub struct AppState {
     pub address_limiter: ratelimit::Limiter,
     /// Every secret and password check passes here.
     pub gate: auth::secrets::Gate,
+    /// This node's agent connections.
     pub hub: hub::Hub,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
@@ -69,6 +76,7 @@ pub struct AppState {
     pub bandwidth: Arc<bandwidth::Bandwidth>,
     /// Whole-file hashes of GetFiles whose chunks arrive here in order.
     pub chunks_in_order: agents::verify::InOrder,
+    /// Counters and histograms for `/metrics`.
     pub metrics: metrics::Metrics,
     /// Open API connections, per address and in all.
     pub connections: Arc<connections::Counts>,
@@ -82,6 +90,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// The state every handler and task shares.
 pub type SharedState = Arc<AppState>;
 
 /// Opens the store, the file store and the signing keys named by `config`.

@@ -38,6 +38,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// Counts one observation of `micros` microseconds.
     pub fn observe_micros(&self, micros: i64) {
         let micros = micros.max(0) as u64;
         let seconds = micros as f64 / 1e6;
@@ -66,6 +67,7 @@ impl Histogram {
     }
 }
 
+/// What `/metrics` shows: counters and histograms of this process.
 #[derive(Default)]
 pub struct Metrics {
     /// Submit → first command handed to the agent.
@@ -81,6 +83,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

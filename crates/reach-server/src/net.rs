@@ -24,6 +24,7 @@ pub struct IpNet {
 }
 
 impl IpNet {
+    /// Whether `ip` is in the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         match (self.addr, ip) {

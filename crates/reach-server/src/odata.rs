@@ -36,78 +36,122 @@ pub const MAX_IN_VALUES: usize = 200;
 /// Most properties in `$orderby`.
 pub const MAX_ORDER_BY: usize = 8;
 
+/// A literal of a `$filter`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
+    /// `'text'` (`''` is a quote).
     Text(String),
+    /// A whole number.
     Int(i64),
+    /// A date-time (`2026-11-01T00:00:00Z`), as microseconds.
     DateTime(Micros),
+    /// `true` or `false`.
     Bool(bool),
+    /// `null`.
     Null,
 }
 
+/// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
+    /// `eq`
     Eq,
+    /// `ne`
     Ne,
+    /// `gt`
     Gt,
+    /// `ge`
     Ge,
+    /// `lt`
     Lt,
+    /// `le`
     Le,
 }
 
+/// A text function of `$filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextFunc {
+    /// `startswith(field, 'text')`
     StartsWith,
+    /// `endswith(field, 'text')`
     EndsWith,
+    /// `contains(field, 'text')`
     Contains,
 }
 
+/// A parsed `$filter` expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
+    /// `a and b`
     And(Box<Expr>, Box<Expr>),
+    /// `a or b`
     Or(Box<Expr>, Box<Expr>),
+    /// `not a`
     Not(Box<Expr>),
+    /// `field op value`
     Compare {
+        /// The property's name, as written.
         field: String,
+        /// How it compares.
         op: CompareOp,
+        /// What it is compared with.
         value: Literal,
     },
+    /// `field in (v1, v2, ...)`
     In {
+        /// The property's name, as written.
         field: String,
+        /// The values it may equal.
         values: Vec<Literal>,
     },
+    /// `func(field, value)`
     Func {
+        /// Which function.
         func: TextFunc,
+        /// The property's name, as written.
         field: String,
+        /// Its text argument.
         value: Literal,
     },
     /// `field/any(x: x eq value)`: a collection field contains the value.
     AnyEq {
+        /// The collection property's name, as written.
         field: String,
+        /// The value it must contain.
         value: Literal,
     },
     /// A collection field holds a value that starts with `prefix` (without
     /// case). Built by the API (`findbytag?useStartsWithFilter=true`); no
     /// `$filter` spelling parses to it.
     AnyStartsWith {
+        /// The collection property's name.
         field: String,
+        /// The start one of its values must have.
         prefix: String,
     },
 }
 
+/// One property of `$orderby`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderBy {
+    /// The property's name, as written.
     pub field: String,
+    /// `desc` was given.
     pub descending: bool,
 }
 
 /// Parsed query options of one collection request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Query {
+    /// `$filter`, when given.
     pub filter: Option<Expr>,
+    /// `$orderby`, in order.
     pub order_by: Vec<OrderBy>,
+    /// `$top`, when given (at most `MAX_TOP`).
     pub top: Option<u32>,
+    /// `$skip` (0 when not given).
     pub skip: u32,
+    /// `$count=true` was given.
     pub count: bool,
 }
 

@@ -28,6 +28,7 @@ pub enum Limiter {
 }
 
 impl Limiter {
+    /// Counting in this process.
     pub fn local() -> Self {
         Limiter::Local(Mutex::new(HashMap::new()))
     }

@@ -30,8 +30,11 @@ const PAGE: u32 = 500;
 /// What one run deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Stored results deleted.
     pub results: u64,
+    /// Library files deleted.
     pub library_files: u64,
+    /// Audit entries deleted.
     pub audit_entries: u64,
 }
 

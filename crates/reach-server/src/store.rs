@@ -38,6 +38,7 @@ pub use machines::{MachineRow, Machines, Scope, resolve_machine};
 pub use rate_limits::RateLimits;
 pub use retention::{ExpiredResult, Retention};
 
+/// Why a store call failed; handlers map it to the error envelope.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist (or is not visible to the caller).
@@ -62,10 +63,12 @@ pub enum StoreError {
     /// The OData query cannot be applied (unknown property, wrong type).
     #[error("{0}")]
     InvalidQuery(String),
+    /// The database failed.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
+/// A store call's result.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Every domain of durable state, in one database.

@@ -44,6 +44,7 @@ async fn rewake(state: &SharedState) {
     }
 }
 
+/// Runs the sweeps on a timer until shutdown.
 pub async fn run(state: SharedState) {
     let cfg = &state.config.live_response;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.sweep_interval_ms.max(10)));

@@ -9,10 +9,12 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 pub struct Micros(pub i64);
 
 impl Micros {
+    /// The current time.
     pub fn now() -> Self {
         Self(Utc::now().timestamp_micros())
     }
 
+    /// `secs` seconds later.
     pub fn plus_secs(self, secs: u64) -> Self {
         Self(
             self.0
@@ -20,6 +22,7 @@ impl Micros {
         )
     }
 
+    /// `secs` seconds earlier.
     pub fn minus_secs(self, secs: u64) -> Self {
         Self(
             self.0

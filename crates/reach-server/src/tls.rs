@@ -43,8 +43,11 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Arc<Se
 /// Dev mode's certificate authority and the server certificate it signed.
 #[derive(Debug, Clone)]
 pub struct DevPki {
+    /// The CA certificate to trust.
     pub ca_path: PathBuf,
+    /// The server's certificate.
     pub cert_path: PathBuf,
+    /// The server's private key (0600).
     pub key_path: PathBuf,
     /// SHA-256 of the CA certificate (DER), as `AB:CD:...`.
     pub ca_fingerprint: String,

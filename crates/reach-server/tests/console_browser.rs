@@ -5,6 +5,9 @@
 //! tests/browser; without the variable it prints a skip notice. The
 //! screenshots of every page land in docs/screenshots/.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 

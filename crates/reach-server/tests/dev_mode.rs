@@ -5,6 +5,9 @@
 //! same data directory (and `audit verify` notices an altered entry), and its debug
 //! log holds none of the secrets and tokens used.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Stdio;
 

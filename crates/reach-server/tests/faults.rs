@@ -3,6 +3,9 @@
 //! resumes from the chunks the server had stored, sends at most one chunk
 //! again, and the result un-gzips to exactly the original bytes.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

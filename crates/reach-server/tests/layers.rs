@@ -5,6 +5,9 @@
 //! fails on an import that goes sideways or up, and on a module that no
 //! layer names, so that a new module has to be placed on purpose.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,9 @@
 //! multipart uploads; S3 results are handed out as presigned URLs that the
 //! S3 server itself checks.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use futures::StreamExt;
 use rand::RngCore;

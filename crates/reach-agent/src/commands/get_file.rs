@@ -324,6 +324,7 @@ async fn attempt(
     Ok(raw_sha256)
 }
 
+/// Collects `path`: streams it in deflate segments, resuming after what the server holds.
 pub async fn run(
     context: &Context,
     command: &CommandRef,

@@ -6,6 +6,7 @@ use reach_proto::agent::CommandRef;
 
 use super::{Context, Failure, Success, download_payload};
 
+/// Downloads the library file into the work directory, checking its hash (and signature).
 pub async fn run(
     context: &Context,
     command: &CommandRef,

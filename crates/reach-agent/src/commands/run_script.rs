@@ -109,6 +109,7 @@ async fn capture(
     text
 }
 
+/// Downloads the script, checks it, runs it in its own process group and returns its transcript.
 pub async fn run(
     context: &Context,
     command: &CommandRef,

@@ -27,6 +27,7 @@ impl Operator {
         }
     }
 
+    /// The server's state, for reads the binary prints.
     pub fn state(&self) -> &SharedState {
         &self.state
     }
@@ -73,6 +74,7 @@ impl Operator {
         }
     }
 
+    /// Creates a tenant.
     pub async fn create_tenant(&self, name: &str) -> anyhow::Result<Tenant> {
         let tenant = super::create_tenant(self.state.store.as_ref(), name).await?;
         let details = json!({ "name": name });
@@ -203,6 +205,7 @@ impl Operator {
         Ok(token)
     }
 
+    /// Revokes the enrollment token whose id starts with `id`.
     pub async fn revoke_enrollment_token(&self, id: &str) -> anyhow::Result<EnrollmentTokenRow> {
         let store = self.state.store.as_ref();
         let token = store.revoke_enrollment_token(id, Micros::now()).await?;

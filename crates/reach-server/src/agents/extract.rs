@@ -42,8 +42,11 @@ struct CommandPath {
 
 /// A command of one of the calling machine's actions, as stored now.
 pub struct OwnCommand {
+    /// The machine asking.
     pub identity: AgentIdentity,
+    /// Which command.
     pub command: CommandRef,
+    /// The command as stored.
     pub row: CommandRow,
 }
 

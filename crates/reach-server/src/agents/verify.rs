@@ -93,7 +93,9 @@ struct Sums {
 
 /// The whole file (and served stream) of a command whose chunks were all checked.
 pub struct Whole {
+    /// The file's size.
     pub raw_size: u64,
+    /// Hex SHA-256 of the file.
     pub raw_sha256: String,
     /// What ends the served file: the final block, CRC-32 and size.
     pub tail: [u8; 10],
@@ -146,7 +148,9 @@ impl InOrder {
 
 /// What one chunk held once decompressed.
 pub struct Checked {
+    /// Bytes it decompressed to.
     pub raw_size: u64,
+    /// CRC-32 of those bytes.
     pub raw_crc32: u32,
     /// When the checker was asked to hash the chunk.
     pub raw_sha256: Option<String>,

@@ -17,6 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{base_url, odata_context};
 use crate::odata::Query;
 
+/// `GET /api/auditlog` with OData.
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,

@@ -92,6 +92,7 @@ fn content_type(file_name: &str) -> &'static str {
     }
 }
 
+/// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=N)`.
 pub async fn link(
     State(state): State<SharedState>,
     principal: Principal,
@@ -191,6 +192,7 @@ pub async fn link(
     }))
 }
 
+/// `GET /download/...`: a result through a signed link, without a token.
 pub async fn download(
     State(state): State<SharedState>,
     Path(path): Path<String>,

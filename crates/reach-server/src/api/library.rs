@@ -41,6 +41,7 @@ pub fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
+/// An entry as clients read it.
 pub fn to_wire(row: LibraryRow) -> LibraryFile {
     LibraryFile {
         odata_context: None,
@@ -198,6 +199,7 @@ fn refused(e: &axum::extract::multipart::MultipartError) -> Option<ApiError> {
     None
 }
 
+/// `POST /api/libraryfiles` (multipart: the file and its fields).
 pub async fn upload(
     State(state): State<SharedState>,
     principal: Principal,
@@ -326,6 +328,7 @@ async fn commit(
         .await?)
 }
 
+/// `GET /api/libraryfiles`.
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,
@@ -347,6 +350,7 @@ pub async fn list(
     }))
 }
 
+/// `GET /api/libraryfiles/{name}`.
 pub async fn get(
     State(state): State<SharedState>,
     principal: Principal,
@@ -370,6 +374,7 @@ pub async fn get(
     Ok(Json(file))
 }
 
+/// `DELETE /api/libraryfiles/{name}`.
 pub async fn delete(
     State(state): State<SharedState>,
     principal: Principal,

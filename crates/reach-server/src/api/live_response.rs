@@ -109,6 +109,7 @@ pub fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
     })
 }
 
+/// `POST /api/machines/{id}/runliveresponse`.
 pub async fn run(
     State(state): State<SharedState>,
     principal: Principal,

@@ -19,6 +19,7 @@ use crate::odata::Query;
 use crate::store::ActionRow;
 use crate::time::Micros;
 
+/// An action as clients read it.
 pub fn to_wire(row: ActionRow) -> MachineAction {
     MachineAction {
         odata_context: None,
@@ -56,6 +57,7 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
     }
 }
 
+/// `GET /api/machineactions` with OData.
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,
@@ -94,6 +96,7 @@ pub async fn list(
     }))
 }
 
+/// `GET /api/machineactions/{id}`.
 pub async fn get(
     State(state): State<SharedState>,
     principal: Principal,
@@ -113,6 +116,7 @@ pub async fn get(
     Ok(Json(action))
 }
 
+/// `POST /api/machineactions/{id}/cancel`.
 pub async fn cancel(
     State(state): State<SharedState>,
     principal: Principal,

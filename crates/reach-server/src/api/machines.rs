@@ -23,6 +23,7 @@ pub fn active_since(state: &SharedState) -> Micros {
     Micros::now().minus_secs(state.config.agents.heartbeat_secs.max(1) * 3)
 }
 
+/// A machine as clients read it; Active when connected and heard from since `active_since`.
 pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
     let active = row.connected && row.last_seen >= active_since;
     Machine {
@@ -89,6 +90,7 @@ pub async fn mark_duplicates(
     Ok(())
 }
 
+/// `GET /api/machines` with OData.
 pub async fn list(
     State(state): State<SharedState>,
     principal: Principal,
@@ -127,6 +129,7 @@ pub async fn list(
     }))
 }
 
+/// `GET /api/machines/{id}` (by id or computer name).
 pub async fn get(
     State(state): State<SharedState>,
     principal: Principal,

@@ -15,8 +15,10 @@ pub const MAX_PART_HEADERS: usize = 8 * 1024;
 /// Why the stream stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
+    /// A part's headers passed the limit.
     #[error("a multipart part's headers are longer than {MAX_PART_HEADERS} bytes")]
     HeadersTooLong,
+    /// The body itself failed.
     #[error("{0}")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -100,6 +100,7 @@ fn download_link_args(segment: &str) -> Option<String> {
     })
 }
 
+/// Rewrites a request's path before routing: case, API version prefix, OData call syntax.
 pub fn normalise_request(mut request: Request) -> Request {
     if let Some(path) = normalise(request.uri().path()) {
         let new = match request.uri().query() {

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::RawBody;
 use crate::store::StoreError;
 
+/// `POST /{tenant}/oauth2/token` and `/oauth2/v2.0/token`: the client-credentials grant.
 pub async fn token(
     State(state): State<SharedState>,
     Path(tenant): Path<String>,

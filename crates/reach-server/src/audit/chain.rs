@@ -19,12 +19,20 @@ pub enum Verdict {
     /// number and hash (compare it with a copy kept elsewhere: removing the
     /// newest entries leaves an intact, shorter chain).
     Intact {
+        /// How many entries there are.
         entries: u64,
+        /// The oldest entry's number (after pruning, more than 1).
         first: i64,
+        /// The newest entry's number and hash; None for an empty trail.
         head: Option<(i64, String)>,
     },
     /// The first entry that does not fit, and why.
-    Broken { seq: i64, reason: String },
+    Broken {
+        /// Its number.
+        seq: i64,
+        /// What does not fit.
+        reason: String,
+    },
 }
 
 /// Walks the whole chain, oldest first, a page at a time.

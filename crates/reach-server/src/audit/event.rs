@@ -35,8 +35,11 @@ pub fn to_wire(entry: AuditEntry) -> AuditLogEntry {
 /// Who an event is about, as the trail names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
+    /// `app`, `user`, `machine`, `operator`, `link`, `anonymous` or `system`.
     pub kind: &'static str,
+    /// Its id.
     pub id: String,
+    /// Its display name.
     pub name: String,
 }
 
@@ -68,6 +71,7 @@ impl Actor {
         }
     }
 
+    /// An agent, by its machine id.
     pub fn machine(machine_id: &str) -> Self {
         Self {
             kind: "machine",
@@ -88,6 +92,7 @@ impl Actor {
         }
     }
 
+    /// The server itself (sweeper, retention).
     pub fn system() -> Self {
         Self {
             kind: "system",

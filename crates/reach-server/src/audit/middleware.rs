@@ -60,14 +60,17 @@ impl Notes {
         });
     }
 
+    /// The machine the call concerns.
     pub fn machine(&self, machine_id: &str) {
         self.with(|n| n.machine_id = Some(machine_id.to_string()));
     }
 
+    /// What the call acted on.
     pub fn target(&self, target: impl Into<String>) {
         self.with(|n| n.target = Some(target.into()));
     }
 
+    /// One more detail of the call.
     pub fn detail(&self, key: &str, value: impl Into<Value>) {
         self.with(|n| {
             n.details.insert(key.to_string(), value.into());

@@ -33,12 +33,14 @@ struct Window {
 /// What refusals are counted together by: source address, operation, status.
 type Key = (Option<String>, String, Option<u16>);
 
+/// Refusals of strangers, counted per source, operation and status until their window ends.
 pub struct Refusals {
     window_us: i64,
     held: Mutex<HashMap<Key, Window>>,
 }
 
 impl Refusals {
+    /// Counting over windows of `window_secs`.
     pub fn new(window_secs: u64) -> Self {
         Self {
             window_us: i64::try_from(window_secs.max(1)).unwrap_or(i64::MAX / 2) * 1_000_000,

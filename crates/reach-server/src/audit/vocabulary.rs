@@ -23,25 +23,38 @@ pub enum Operation {
     LibraryFilePruned,
     /// Retention deleted the oldest entries of the trail itself.
     AuditPruned,
+    /// An operator created a tenant.
     TenantCreated,
+    /// An operator created an app.
     AppCreated,
+    /// An operator disabled an app.
     AppDisabled,
+    /// An operator enabled an app.
     AppEnabled,
+    /// An operator gave an app a new secret.
     AppSecretRotated,
+    /// An operator created a console user.
     UserCreated,
+    /// An operator disabled a user.
     UserDisabled,
+    /// An operator enabled a user.
     UserEnabled,
+    /// An operator created or redefined a device group.
     DeviceGroupDefined,
     /// An operator replaced a machine's tags from the command line.
     MachineTagged,
+    /// An operator created an enrollment token.
     EnrollmentTokenCreated,
+    /// An operator revoked an enrollment token.
     EnrollmentTokenRevoked,
+    /// An operator revoked a machine.
     MachineRevoked,
     /// An operator cancelled every Pending action of an app.
     PendingActionsCancelled,
 }
 
 impl Operation {
+    /// Every operation.
     pub const ALL: [Operation; 22] = [
         Operation::CommandStarted,
         Operation::CommandFinished,
@@ -99,7 +112,9 @@ impl Operation {
 /// How an event ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// It did what was asked.
     Succeeded,
+    /// It was refused or went wrong (other than for want of a credential).
     Failed,
     /// Refused for want of a credential or a permission (401, 403).
     Denied,

@@ -30,6 +30,7 @@ const ACCEPTED: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
+/// An external issuer whose tokens the API accepts (its keys fetched and cached).
 pub struct Oidc {
     config: config::Oidc,
     http: reqwest::Client,
@@ -67,6 +68,7 @@ struct Claims {
 }
 
 impl Oidc {
+    /// The issuer `config` names.
     pub fn new(config: config::Oidc) -> Self {
         Self {
             config,
@@ -78,6 +80,7 @@ impl Oidc {
         }
     }
 
+    /// The issuer's URL.
     pub fn issuer(&self) -> &str {
         &self.config.issuer
     }
@@ -122,6 +125,7 @@ impl Oidc {
             .await?)
     }
 
+    /// Checks a token the issuer signed and maps its claims to a caller.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(describe_jwt_error)?;
         if !ACCEPTED.contains(&header.alg) {

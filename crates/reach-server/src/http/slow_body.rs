@@ -22,8 +22,10 @@ pub const STALLED: &str = "arrived too slowly";
 /// Why the stream stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SlowBodyError {
+    /// Fewer than the first number of bytes in the second number of seconds.
     #[error("the request body arrived too slowly: less than {0} bytes in {1} s")]
     Stalled(u64, u64),
+    /// The body itself failed.
     #[error("{0}")]
     Body(String),
 }
@@ -46,6 +48,7 @@ where
     }
 }
 
+/// A body stream cut off when the client stalls.
 pub struct SlowBody<S> {
     inner: S,
     window: Duration,

@@ -23,52 +23,87 @@ pub struct ActionLimits {
 /// recorded at submit time for PutFile and RunScript.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCommand {
+    /// The command as submitted (echoed back to callers).
     pub command: Command,
+    /// What the agent is to do, with library files resolved to their hashes.
     pub work: Work,
+    /// Seconds the agent lets it run.
     pub timeout_secs: u64,
 }
 
+/// An action to create, as the API validated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAction {
+    /// Its id (a GUID the API chose).
     pub id: String,
+    /// The caller's tenant.
     pub tenant_id: String,
+    /// The machine it runs on.
     pub machine_id: String,
+    /// Who asked (the app's or user's name), as shown.
     pub requestor: String,
     /// Who queued it, as a stable key (`Principal::rate_key`): what the
     /// per-requestor queue limit counts.
     pub requestor_id: String,
+    /// The caller's comment.
     pub requestor_comment: Option<String>,
+    /// Its commands, in order.
     pub commands: Vec<NewCommand>,
+    /// When it was submitted.
     pub now: Micros,
 }
 
+/// A live response action as stored, with its commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionRow {
+    /// Its id.
     pub id: String,
+    /// The tenant it belongs to.
     pub tenant_id: String,
+    /// The machine it runs on.
     pub machine_id: String,
+    /// The machine's computer name when the action was created.
     pub computer_dns_name: String,
+    /// Who asked.
     pub requestor: String,
+    /// The caller's comment.
     pub requestor_comment: Option<String>,
+    /// Where it stands.
     pub status: ActionStatus,
+    /// When it was submitted.
     pub created: Micros,
+    /// When its status last changed.
     pub last_update: Micros,
+    /// Who cancelled it.
     pub cancellation_requestor: Option<String>,
+    /// Why it was cancelled.
     pub cancellation_comment: Option<String>,
+    /// When it was cancelled.
     pub cancellation_time: Option<Micros>,
+    /// Its commands, by index.
     pub commands: Vec<CommandRow>,
 }
 
+/// One command of an action as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRow {
+    /// Its position in the action, from 0.
     pub index: u32,
+    /// The command as submitted.
     pub command: Command,
+    /// What the agent is to do.
     pub work: Work,
+    /// Where it stands.
     pub status: CommandStatus,
+    /// When it was handed to the agent.
     pub start_time: Option<Micros>,
+    /// When it ended.
     pub end_time: Option<Micros>,
+    /// Why it failed.
     pub errors: Vec<String>,
+    /// Seconds the agent lets it run.
     pub timeout_secs: u64,
+    /// Its stored result, once recorded (and until retention forgets it).
     pub result: Option<ResultBlob>,
     /// GetFile: hex SHA-256 of the collected file as it was on the device.
     pub file_sha256: Option<String>,
@@ -81,6 +116,7 @@ pub struct CommandRow {
 pub struct ResultBlob {
     /// The object, or with `chunks` the prefix of the chunk objects.
     pub key: String,
+    /// Bytes stored.
     pub size: u64,
     /// Hex SHA-256 of the stored bytes; none for a result served as its
     /// chunks (checked by their decompressed bytes and the whole file's
@@ -90,6 +126,7 @@ pub struct ResultBlob {
     pub chunks: Option<u32>,
 }
 
+/// Live response actions as analysts submit, list and cancel them.
 #[async_trait]
 pub trait Actions: Send + Sync {
     /// Live response actions of all tenants by status (every status listed).
@@ -106,6 +143,7 @@ pub trait Actions: Send + Sync {
     ) -> StoreResult<ActionRow>;
     /// The Pending actions queued by `requestor_id`, oldest first.
     async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>>;
+    /// An action of the tenant by id (NotFound for another tenant's).
     async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow>;
     /// One command of an action of `machine_id` (NotFound for any other
     /// machine's): what the agent's transfer endpoints check, in one read.
@@ -114,6 +152,7 @@ pub trait Actions: Send + Sync {
         machine_id: &str,
         command: &CommandRef,
     ) -> StoreResult<CommandRow>;
+    /// A page of the tenant's actions matching `query`, with `$count` the number that match.
     async fn list_actions(
         &self,
         tenant_id: &str,

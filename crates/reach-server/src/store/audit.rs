@@ -13,21 +13,28 @@ use crate::time::Micros;
 /// One event of the audit trail, before the store places it in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// When it happened.
     pub time: Micros,
     /// Empty when no tenant is known (a refused token).
     pub tenant_id: String,
     /// `app`, `user`, `machine`, `operator` (the CLI on the server), `link`
     /// (a signed download link), `anonymous` or `system`.
     pub actor_type: String,
+    /// The actor's id.
     pub actor_id: String,
+    /// The actor's display name.
     pub actor_name: String,
+    /// The client's address, for HTTP calls.
     pub source_ip: Option<String>,
     /// `POST /api/machines/{id}/runliveresponse`, `CommandStarted`, ...
     pub operation: String,
+    /// The machine it concerns.
     pub machine_id: Option<String>,
+    /// What it acted on.
     pub target: Option<String>,
     /// `Succeeded`, `Failed` or `Denied`.
     pub outcome: String,
+    /// The HTTP status answered, for HTTP calls.
     pub http_status: Option<u16>,
     /// A JSON object, as text (hashed as stored).
     pub details: String,
@@ -36,12 +43,17 @@ pub struct AuditEvent {
 /// An event in the chain: its number, and the hashes that link it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// Its number in the chain, from 1.
     pub seq: i64,
+    /// What it records.
     pub event: AuditEvent,
+    /// The hash of the entry before it.
     pub prev_hash: String,
+    /// The hash of this entry and `prev_hash` (`link_hash`).
     pub hash: String,
 }
 
+/// The audit trail's storage: one chain for all tenants.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     /// Appends events to the audit trail in one transaction, each chained to

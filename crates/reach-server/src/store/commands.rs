@@ -11,12 +11,17 @@ use crate::time::Micros;
 /// One stored chunk of a result, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRow {
+    /// The chunk's number, from 0.
     pub n: u32,
+    /// Bytes of the file it holds.
     pub raw_size: u64,
+    /// CRC-32 of those bytes, as the server computed them.
     pub raw_crc32: Option<u32>,
     /// Empty when the agent did not send it.
     pub raw_sha256: String,
+    /// Bytes of the stored segment.
     pub stored_size: u64,
+    /// Hex SHA-256 of the stored segment.
     pub stored_sha256: String,
     /// Completed uploads of this chunk (more than 1: it was sent again).
     pub attempts: u32,
@@ -25,8 +30,11 @@ pub struct ChunkRow {
 /// A command handed to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
+    /// Which command.
     pub command: CommandRef,
+    /// What to do.
     pub work: Work,
+    /// Seconds the agent lets it run.
     pub timeout_secs: u64,
     /// When its action was submitted.
     pub action_created: Micros,
@@ -35,6 +43,7 @@ pub struct Claimed {
 /// A command InProgress on a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
+    /// Which command.
     pub command: CommandRef,
     /// The agent process it was handed to (empty: unknown).
     pub agent_instance: String,
@@ -43,10 +52,16 @@ pub struct Running {
 /// How a command ended, as the store records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
-    /// `file_sha256`: for GetFile, the hash of the file on the device.
-    Completed { file_sha256: Option<String> },
+    /// It ran.
+    Completed {
+        /// GetFile: hex SHA-256 of the file as it was on the device.
+        file_sha256: Option<String>,
+    },
+    /// It did not run or did not end well.
     Failed {
+        /// Why, for the analyst.
         errors: Vec<String>,
+        /// It ran past its timeout.
         timed_out: bool,
     },
 }
@@ -60,6 +75,7 @@ pub struct Swept {
     pub lease_expired: Vec<(String, CommandRef)>,
 }
 
+/// Commands as agents work through them.
 #[async_trait]
 pub trait Commands: Send + Sync {
     /// Claims the next command for a machine: the first Created command of its

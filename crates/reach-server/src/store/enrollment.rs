@@ -12,23 +12,32 @@ use crate::time::Micros;
 pub struct EnrollmentTokenRow {
     /// The first 12 hex characters of the token's SHA-256.
     pub id: String,
+    /// Its tenant.
     pub tenant_id: String,
+    /// When it was created.
     pub created: Micros,
+    /// When it stops working, if ever.
     pub expires: Option<Micros>,
+    /// How many enrollments it allows, if limited.
     pub max_uses: Option<u64>,
+    /// How many it made.
     pub uses: u64,
+    /// When it was revoked.
     pub revoked: Option<Micros>,
 }
 
 /// What the gateway needs to authenticate an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineCredential {
+    /// The machine's tenant.
     pub tenant_id: String,
     /// Hex SHA-256 of the agent's secret.
     pub credential_hash: String,
+    /// Revoked machines are refused.
     pub revoked: bool,
 }
 
+/// How machines get and prove their identity.
 #[async_trait]
 pub trait Enrollment: Send + Sync {
     /// Stores an enrollment token by its hash, valid until `expires` (None:
@@ -62,6 +71,7 @@ pub trait Enrollment: Send + Sync {
         ip: Option<&str>,
         now: Micros,
     ) -> StoreResult<MachineRow>;
+    /// What the gateway checks an agent's credential against.
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential>;
     /// Marks a machine revoked; its credential stops working.
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()>;

@@ -6,20 +6,27 @@ use async_trait::async_trait;
 use super::*;
 use crate::time::Micros;
 
+/// A tenant: the unit every other record belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
+    /// Its id (a GUID; the `{tenant}` of the token endpoints).
     pub id: String,
+    /// Its name, for people.
     pub name: String,
 }
 
 /// A client app (client-credentials identity).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
+    /// The app's client id (a GUID).
     pub client_id: String,
+    /// Its tenant.
     pub tenant_id: String,
+    /// Its display name (shown as `requestor`).
     pub name: String,
     /// argon2 PHC string.
     pub secret_hash: String,
+    /// Its roles (`reach_proto::api::roles`).
     pub roles: Vec<String>,
     /// Disabled apps get no token, and their tokens stop working.
     pub disabled: bool,
@@ -33,11 +40,15 @@ pub struct App {
 /// A person who signs in to the web console.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The user's name (unique without case).
     pub name: String,
+    /// Its tenant.
     pub tenant_id: String,
     /// argon2 PHC string.
     pub password_hash: String,
+    /// Its roles.
     pub roles: Vec<String>,
+    /// Disabled users cannot sign in, and their tokens stop working.
     pub disabled: bool,
     /// Bumped when the user is disabled: older tokens stop working.
     pub token_generation: u64,
@@ -48,20 +59,29 @@ pub struct User {
 /// A named set of machine tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceGroup {
+    /// Its tenant.
     pub tenant_id: String,
+    /// Its name, as app and user records name it.
     pub name: String,
+    /// Machines carrying any of these tags (without case) are in the group.
     pub tags: Vec<String>,
 }
 
+/// Who may call, with which roles, limited to which machines; and the server's own secrets.
 #[async_trait]
 pub trait Identities: Send + Sync {
     /// The secret stored under `name`, storing `fresh` first if there is none.
     /// Concurrent callers all get the one value that won.
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String>;
+    /// Conflict when the id exists.
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()>;
+    /// By id.
     async fn get_tenant(&self, id: &str) -> StoreResult<Tenant>;
+    /// Every tenant.
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// Conflict when the client id exists.
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()>;
+    /// By client id.
     async fn get_app(&self, client_id: &str) -> StoreResult<App>;
     /// Replaces an app's secret hash; its earlier tokens stop working.
     async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()>;
@@ -82,5 +102,6 @@ pub trait Identities: Send + Sync {
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()>;
     /// Creates or replaces a tenant's device group.
     async fn put_device_group(&self, group: &DeviceGroup, now: Micros) -> StoreResult<()>;
+    /// A tenant's device groups.
     async fn list_device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>>;
 }

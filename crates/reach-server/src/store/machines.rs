@@ -12,6 +12,7 @@ use crate::time::Micros;
 /// tags of the caller's device groups.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Scope {
+    /// Every machine of the tenant.
     #[default]
     All,
     /// Machines with any of these tags (compared without case); none when empty.
@@ -19,6 +20,7 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Whether a machine with `machine_tags` is visible.
     pub fn allows(&self, machine_tags: &[String]) -> bool {
         match self {
             Scope::All => true,
@@ -67,18 +69,28 @@ pub async fn resolve_machine<S: Machines + ?Sized>(
     }
 }
 
+/// A machine as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineRow {
+    /// Its id (40 hex characters).
     pub id: String,
+    /// Its tenant.
     pub tenant_id: String,
+    /// What its agent last reported.
     pub info: MachineInfo,
+    /// The address its agent last connected from.
     pub last_ip: Option<String>,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// When it enrolled.
     pub first_seen: Micros,
+    /// When its agent was last heard from.
     pub last_seen: Micros,
+    /// Whether its agent holds a connection to a node.
     pub connected: bool,
 }
 
+/// Machines: their facts, tags, connections and visibility.
 #[async_trait]
 pub trait Machines: Send + Sync {
     /// Replaces a machine's tags.
@@ -115,6 +127,7 @@ pub trait Machines: Send + Sync {
     /// transaction (heartbeats are batched: one write per node per interval,
     /// not one per agent).
     async fn machines_seen(&self, machine_ids: &[String], now: Micros) -> StoreResult<()>;
+    /// Records that a machine's connection ended.
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()>;
     /// By id, or by computer name: `resolve_machine` over every machine.
     async fn get_machine(&self, tenant_id: &str, id_or_name: &str) -> StoreResult<MachineRow> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::*;
 use crate::time::Micros;
 
+/// Rate-limit counts shared by every node.
 #[async_trait]
 pub trait RateLimits: Send + Sync {
     /// Records a call under `key` (a caller and an API) if every window
@@ -38,11 +39,14 @@ pub fn span(windows: &[Window], now: Micros) -> (i64, i64) {
 /// One window of a limit: at most `calls` within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// At most this many calls...
     pub calls: u32,
+    /// ...within this long.
     pub window: Duration,
 }
 
 impl Window {
+    /// `calls` a minute.
     pub fn per_minute(calls: u32) -> Self {
         Self {
             calls,
@@ -50,6 +54,7 @@ impl Window {
         }
     }
 
+    /// `calls` an hour.
     pub fn per_hour(calls: u32) -> Self {
         Self {
             calls,
@@ -61,7 +66,9 @@ impl Window {
 /// The calls a caller made to an API within one Unix second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
+    /// The Unix second.
     pub second: i64,
+    /// Calls made in it.
     pub calls: u64,
 }
 

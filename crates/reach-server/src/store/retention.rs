@@ -11,14 +11,19 @@ use crate::time::Micros;
 /// to delete from the object store before `Store::forget_result`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredResult {
+    /// Which command.
     pub command: CommandRef,
+    /// Its tenant.
     pub tenant_id: String,
+    /// Its machine.
     pub machine_id: String,
+    /// Its stored result, if one was recorded.
     pub result: Option<ResultBlob>,
     /// Chunks recorded for the command (a GetFile, whole or cut short).
     pub chunks: Vec<u32>,
 }
 
+/// What retention finds to delete, and forgets once deleted.
 #[async_trait]
 pub trait Retention: Send + Sync {
     /// Stored results (and recorded chunks) of commands whose action ended

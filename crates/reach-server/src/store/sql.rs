@@ -51,7 +51,9 @@ use paging::{placeholders, select_page};
 /// `odata_to_sql`) collection membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// The embedded default: one file, one node.
     Sqlite,
+    /// Several nodes sharing one database.
     Postgres,
 }
 
@@ -76,6 +78,7 @@ impl Engine {
     }
 }
 
+/// The store on SQLite or PostgreSQL.
 pub struct SqlStore {
     /// Reads (and, on PostgreSQL, writes).
     pool: AnyPool,
@@ -154,6 +157,7 @@ const AUDIT_LOCK: i64 = 0x5245_4143_4802; // "REACH" + 2
 type Tx = Transaction<'static, Any>;
 
 impl SqlStore {
+    /// Which engine it runs on.
     pub fn engine(&self) -> Engine {
         self.engine
     }

@@ -27,8 +27,11 @@ pub fn bearer(device: &Device) -> String {
         .bearer()
 }
 
+/// An enrolled machine, with its agent running in this process or not.
 pub struct Device {
+    /// Its machine id.
     pub machine_id: String,
+    /// Its directory: state file and work directory.
     pub dir: tempfile::TempDir,
     pub(super) agent: Option<(
         CancellationToken,
@@ -37,6 +40,7 @@ pub struct Device {
 }
 
 impl Device {
+    /// Where its agent puts files and runs scripts.
     pub fn work_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("work")
     }

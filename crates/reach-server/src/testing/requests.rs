@@ -4,6 +4,7 @@
 
 use reach_proto::api::{ActionStatus, Command, CommandType, MachineAction, RunLiveResponseRequest};
 
+/// A runliveresponse body.
 pub fn request(commands: Vec<Command>, comment: &str) -> RunLiveResponseRequest {
     RunLiveResponseRequest {
         commands: Some(commands),
@@ -11,6 +12,7 @@ pub fn request(commands: Vec<Command>, comment: &str) -> RunLiveResponseRequest 
     }
 }
 
+/// A RunScript of `name`, with `args` when given.
 pub fn run_script(name: &str, args: Option<&str>) -> Command {
     match args {
         Some(args) => Command::new(
@@ -21,14 +23,17 @@ pub fn run_script(name: &str, args: Option<&str>) -> Command {
     }
 }
 
+/// A GetFile of `path`.
 pub fn get_file(path: &str) -> Command {
     Command::new(CommandType::GetFile, &[("Path", path)])
 }
 
+/// A PutFile of `name`.
 pub fn put_file(name: &str) -> Command {
     Command::new(CommandType::PutFile, &[("FileName", name)])
 }
 
+/// Fails unless the action is in `status`, showing it.
 pub fn assert_status(action: &MachineAction, status: ActionStatus) {
     assert_eq!(action.status, status, "{action:#?}");
 }

@@ -13,9 +13,13 @@ use crate::{Config, SharedState, admin};
 
 /// A server running in this process, stopped when dropped.
 pub struct TestServer {
+    /// Its base URL (`http://127.0.0.1:port`, or https).
     pub url: String,
+    /// Its state, for looking behind the API.
     pub state: SharedState,
+    /// The test tenant.
     pub tenant_id: String,
+    /// An enrollment token of the test tenant.
     pub enrollment_token: String,
     /// The app holding every role, with its secret.
     pub admin_app: admin::NewApp,
@@ -27,6 +31,7 @@ pub struct TestServer {
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     )>,
+    /// Its data directory's parent.
     pub dir: tempfile::TempDir,
 }
 
@@ -201,6 +206,7 @@ impl TestServer {
             .expect("the agent connects");
     }
 
+    /// Uploads `bytes` to the library as `name`.
     pub async fn upload(&self, name: &str, bytes: &[u8]) {
         self.client
             .upload_library_file(LibraryUpload::bytes(name, bytes.to_vec()))

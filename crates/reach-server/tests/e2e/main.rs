@@ -2,6 +2,9 @@
 //! 127.0.0.1:0, in-process agents, and reach-client. One binary, one module
 //! per area; the harness is `reach_server::testing`.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 mod access;
 mod agents;
 mod audit;

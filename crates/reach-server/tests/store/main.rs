@@ -5,6 +5,9 @@
 //! PostgreSQL, two separately opened stores standing in for two nodes).
 //! One module per domain of the store, as `store/` is split.
 
+// Helpers here panic on what a test cannot go on without.
+#![allow(clippy::unwrap_used)]
+
 mod actions;
 mod audit;
 mod commands;

@@ -12,6 +12,7 @@ use crate::odata::{CompareOp, Expr, Literal, ODataError, Query, TextFunc};
 /// How a property is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Text, compared without case.
     Text,
     /// Microseconds since the epoch.
     Time,
@@ -28,10 +29,12 @@ pub struct Field {
     pub name: &'static str,
     /// SQL expression of its value.
     pub sql: String,
+    /// How its value is stored.
     pub kind: Kind,
 }
 
 impl Field {
+    /// A property named `name` whose value is the SQL expression `sql`.
     pub fn new(name: &'static str, sql: impl Into<String>, kind: Kind) -> Self {
         Self {
             name,
@@ -44,15 +47,19 @@ impl Field {
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
+    /// Bound as text.
     Text(String),
+    /// Bound as a whole number.
     Int(i64),
 }
 
+/// A query's SQL, ready to append after `FROM ... WHERE tenant = $1`.
 pub struct Compiled {
     /// `WHERE ...` (empty when no filter).
     pub where_sql: String,
     /// `ORDER BY ...` (always present; `default_order` when none requested).
     pub order_sql: String,
+    /// The values of its placeholders, in order.
     pub binds: Vec<Bind>,
 }
 

@@ -29,6 +29,7 @@ pub mod odata_to_sql;
 mod paging;
 mod rate_limits;
 mod retention;
+mod rows;
 
 use std::str::FromStr;
 
@@ -39,10 +40,7 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use connect::sqlite_url;
 
 use super::{Store, StoreError, StoreResult};
-use actions::action_from_row;
-use actions::{command_from_row, load_commands};
-use library::library_from_row;
-use machines::machine_from_row;
+use actions::load_commands;
 use odata_to_sql::{Bind, Field, Kind};
 use paging::{placeholders, select_page};
 

@@ -4,8 +4,7 @@
 
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, Work};
-use reach_proto::api::{ActionStatus, Command, CommandStatus};
-use sqlx::any::AnyRow;
+use reach_proto::api::{ActionStatus, CommandStatus};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
@@ -164,7 +163,7 @@ impl Actions for SqlStore {
         .await?;
         let mut actions = rows
             .iter()
-            .map(action_from_row)
+            .map(rows::action)
             .collect::<StoreResult<Vec<_>>>()?;
         load_commands(&mut conn, &mut actions).await?;
         Ok(actions)
@@ -199,7 +198,7 @@ impl Actions for SqlStore {
                 command.index, command.action_id
             ))
         })?;
-        command_from_row(&row)
+        rows::command(&row)
     }
 
     async fn list_actions(
@@ -221,7 +220,7 @@ impl Actions for SqlStore {
         .await?;
         let mut actions = rows
             .iter()
-            .map(action_from_row)
+            .map(rows::action)
             .collect::<StoreResult<Vec<_>>>()?;
         load_commands(&mut conn, &mut actions).await?;
         Ok((actions, count))
@@ -291,53 +290,6 @@ pub(super) fn action_fields() -> Vec<Field> {
     ]
 }
 
-pub(super) fn action_from_row(row: &AnyRow) -> StoreResult<ActionRow> {
-    Ok(ActionRow {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        machine_id: row.try_get("machine_id")?,
-        computer_dns_name: row.try_get("computer_dns_name")?,
-        requestor: row.try_get("requestor")?,
-        requestor_comment: row.try_get("requestor_comment")?,
-        status: parse_status(row.try_get::<&str, _>("status")?)?,
-        created: Micros(row.try_get("created_us")?),
-        last_update: Micros(row.try_get("updated_us")?),
-        cancellation_requestor: row.try_get("cancellation_requestor")?,
-        cancellation_comment: row.try_get("cancellation_comment")?,
-        cancellation_time: row.try_get::<Option<i64>, _>("cancelled_us")?.map(Micros),
-        commands: Vec::new(),
-    })
-}
-
-pub(super) fn command_from_row(row: &AnyRow) -> StoreResult<CommandRow> {
-    let result = match row.try_get::<Option<String>, _>("result_key")? {
-        Some(key) => Some(ResultBlob {
-            key,
-            size: row.try_get::<Option<i64>, _>("result_size")?.unwrap_or(0) as u64,
-            sha256: row.try_get::<Option<String>, _>("result_sha256")?,
-            chunks: row
-                .try_get::<Option<i64>, _>("result_chunks")?
-                .map(|n| n as u32),
-        }),
-        None => None,
-    };
-    Ok(CommandRow {
-        index: row.try_get::<i64, _>("idx")? as u32,
-        command: from_json::<Command>(row.try_get("command")?)?,
-        work: from_json::<Work>(row.try_get("work")?)?,
-        status: parse_status(row.try_get::<&str, _>("status")?)?,
-        start_time: row.try_get::<Option<i64>, _>("start_us")?.map(Micros),
-        end_time: row.try_get::<Option<i64>, _>("end_us")?.map(Micros),
-        errors: from_json(row.try_get::<&str, _>("errors")?)?,
-        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
-        result,
-        file_sha256: row.try_get("file_sha256")?,
-        result_deleted: row
-            .try_get::<Option<i64>, _>("result_deleted_us")?
-            .map(Micros),
-    })
-}
-
 pub(super) async fn load_commands(
     conn: &mut sqlx::AnyConnection,
     actions: &mut [ActionRow],
@@ -354,7 +306,7 @@ pub(super) async fn load_commands(
         for row in &rows {
             let action_id: String = row.try_get("action_id")?;
             if let Some(action) = chunk.iter_mut().find(|a| a.id == action_id) {
-                action.commands.push(command_from_row(row)?);
+                action.commands.push(rows::command(row)?);
             }
         }
     }
@@ -370,7 +322,7 @@ pub(super) async fn fetch_action(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))?;
-    let mut actions = vec![action_from_row(&row)?];
+    let mut actions = vec![rows::action(&row)?];
     load_commands(conn, &mut actions).await?;
     Ok(actions.remove(0))
 }

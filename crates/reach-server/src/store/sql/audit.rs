@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::*;
 use crate::odata::Query;
@@ -42,7 +41,7 @@ impl AuditLog for SqlStore {
         .await?;
         let entries = rows
             .iter()
-            .map(audit_from_row)
+            .map(rows::audit)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((entries, count))
     }
@@ -61,7 +60,7 @@ impl AuditLog for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(audit_from_row).collect()
+        rows.iter().map(rows::audit).collect()
     }
 
     async fn prune_audit(
@@ -167,29 +166,4 @@ pub(super) fn audit_fields() -> Vec<Field> {
         Field::new("outcome", "l.outcome", Kind::Text),
         Field::new("httpStatus", "l.http_status", Kind::Int),
     ]
-}
-
-pub(super) fn audit_from_row(row: &AnyRow) -> StoreResult<AuditEntry> {
-    Ok(AuditEntry {
-        seq: row.try_get("seq")?,
-        event: AuditEvent {
-            time: Micros(row.try_get("time_us")?),
-            tenant_id: row.try_get("tenant_id")?,
-            actor_type: row.try_get("actor_type")?,
-            actor_id: row.try_get("actor_id")?,
-            actor_name: row.try_get("actor_name")?,
-            source_ip: row.try_get("source_ip")?,
-            operation: row.try_get("operation")?,
-            machine_id: row.try_get("machine_id")?,
-            target: row.try_get("target")?,
-            outcome: row.try_get("outcome")?,
-            http_status: row
-                .try_get::<Option<i64>, _>("http_status")?
-                .map(|s| u16::try_from(s).map_err(other))
-                .transpose()?,
-            details: row.try_get("details")?,
-        },
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
 }

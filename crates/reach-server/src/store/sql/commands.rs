@@ -186,21 +186,7 @@ impl Commands for SqlStore {
                 .bind(i64::from(command.index))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ChunkRow {
-                    n: row.try_get::<i64, _>("n")? as u32,
-                    raw_size: row.try_get::<i64, _>("raw_size")? as u64,
-                    raw_crc32: row
-                        .try_get::<Option<i64>, _>("raw_crc32")?
-                        .and_then(|crc| u32::try_from(crc).ok()),
-                    raw_sha256: row.try_get("raw_sha256")?,
-                    stored_size: row.try_get::<i64, _>("stored_size")? as u64,
-                    stored_sha256: row.try_get("stored_sha256")?,
-                    attempts: row.try_get::<i64, _>("attempts")? as u32,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::chunk).collect()
     }
 
     async fn finish_command(
@@ -281,7 +267,7 @@ impl Commands for SqlStore {
                 .fetch_one(&mut *tx)
                 .await?
         };
-        let mut actions = vec![action_from_row(&row)?];
+        let mut actions = vec![rows::action(&row)?];
         load_commands(&mut tx, &mut actions).await?;
         tx.commit().await?;
         Ok(actions.pop())

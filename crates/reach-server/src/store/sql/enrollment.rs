@@ -4,7 +4,6 @@
 use async_trait::async_trait;
 use reach_proto::agent::MachineInfo;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::*;
 use crate::store::*;
@@ -39,7 +38,7 @@ impl Enrollment for SqlStore {
         let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_us DESC")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(enrollment_token_from_row).collect()
+        rows.iter().map(rows::enrollment_token).collect()
     }
 
     async fn revoke_enrollment_token(
@@ -78,7 +77,7 @@ impl Enrollment for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        enrollment_token_from_row(&row)
+        rows::enrollment_token(&row)
     }
 
     async fn enroll_machine(
@@ -109,7 +108,7 @@ impl Enrollment for SqlStore {
                 .bind(token_hash)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let why = match row.as_ref().map(enrollment_token_from_row).transpose()? {
+            let why = match row.as_ref().map(rows::enrollment_token).transpose()? {
                 None => "The enrollment token is not valid",
                 Some(token) if token.revoked.is_some() => "The enrollment token was revoked",
                 Some(token) if token.expires.is_some_and(|e| e <= now) => {
@@ -143,7 +142,7 @@ impl Enrollment for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        machine_from_row(&row)
+        rows::machine(&row)
     }
 
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
@@ -171,19 +170,4 @@ impl Enrollment for SqlStore {
         }
         Ok(())
     }
-}
-
-pub(super) fn enrollment_token_from_row(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> {
-    let hash: String = row.try_get("token_hash")?;
-    Ok(EnrollmentTokenRow {
-        id: hash.chars().take(12).collect(),
-        tenant_id: row.try_get("tenant_id")?,
-        created: Micros(row.try_get("created_us")?),
-        expires: row.try_get::<Option<i64>, _>("expires_us")?.map(Micros),
-        max_uses: row
-            .try_get::<Option<i64>, _>("max_uses")?
-            .map(|m| u64::try_from(m).unwrap_or(0)),
-        uses: u64::try_from(row.try_get::<i64, _>("uses")?).unwrap_or(0),
-        revoked: row.try_get::<Option<i64>, _>("revoked_us")?.map(Micros),
-    })
 }

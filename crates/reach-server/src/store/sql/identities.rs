@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::*;
 use crate::store::*;
@@ -44,14 +43,14 @@ impl Identities for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Tenant {id}")))?;
-        tenant_from_row(&row)
+        rows::tenant(&row)
     }
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY created_us")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(tenant_from_row).collect()
+        rows.iter().map(rows::tenant).collect()
     }
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
@@ -79,16 +78,7 @@ impl Identities for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("App {client_id}")))?;
-        Ok(App {
-            client_id: row.try_get("client_id")?,
-            tenant_id: row.try_get("tenant_id")?,
-            name: row.try_get("name")?,
-            secret_hash: row.try_get("secret_hash")?,
-            roles: from_json(row.try_get::<&str, _>("roles")?)?,
-            disabled: row.try_get::<i64, _>("disabled")? != 0,
-            token_generation: row.try_get::<i64, _>("token_generation")? as u64,
-            device_groups: from_json(row.try_get::<&str, _>("device_groups")?)?,
-        })
+        rows::app(&row)
     }
 
     async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()> {
@@ -162,15 +152,7 @@ impl Identities for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("User {name}")))?;
-        Ok(User {
-            name: row.try_get("name")?,
-            tenant_id: row.try_get("tenant_id")?,
-            password_hash: row.try_get("password_hash")?,
-            roles: from_json(row.try_get::<&str, _>("roles")?)?,
-            disabled: row.try_get::<i64, _>("disabled")? != 0,
-            token_generation: row.try_get::<i64, _>("token_generation")? as u64,
-            device_groups: from_json(row.try_get::<&str, _>("device_groups")?)?,
-        })
+        rows::user(&row)
     }
 
     async fn end_user_sessions(&self, name: &str) -> StoreResult<()> {
@@ -232,11 +214,4 @@ impl Identities for SqlStore {
             })
             .collect()
     }
-}
-
-pub(super) fn tenant_from_row(row: &AnyRow) -> StoreResult<Tenant> {
-    Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-    })
 }

@@ -2,12 +2,10 @@
 //! are in `files`; this is only the catalogue.
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::*;
 use crate::store::*;
-use crate::time::Micros;
 
 #[async_trait]
 impl Library for SqlStore {
@@ -25,7 +23,7 @@ impl Library for SqlStore {
         .bind(&row.file_name)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| library_from_row(&r))
+        .map(|r| rows::library(&r))
         .transpose()?;
         match &existing {
             Some(old) if !replace => {
@@ -90,7 +88,7 @@ impl Library for SqlStore {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
-        library_from_row(&row)
+        rows::library(&row)
     }
 
     async fn list_library_files(&self, tenant_id: &str) -> StoreResult<Vec<LibraryRow>> {
@@ -99,7 +97,7 @@ impl Library for SqlStore {
                 .bind(tenant_id)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter().map(library_from_row).collect()
+        rows.iter().map(rows::library).collect()
     }
 
     async fn delete_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
@@ -113,7 +111,7 @@ impl Library for SqlStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
-        let row = library_from_row(&row)?;
+        let row = rows::library(&row)?;
         sqlx::query(
             "DELETE FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
         )
@@ -138,21 +136,4 @@ impl Library for SqlStore {
             .await?;
         Ok(used != 0)
     }
-}
-
-pub(super) fn library_from_row(row: &AnyRow) -> StoreResult<LibraryRow> {
-    Ok(LibraryRow {
-        tenant_id: row.try_get("tenant_id")?,
-        file_name: row.try_get("file_name")?,
-        sha256: row.try_get("sha256")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        description: row.try_get("description")?,
-        has_parameters: row.try_get::<i64, _>("has_parameters")? != 0,
-        parameters_description: row.try_get("parameters_description")?,
-        created_by: row.try_get("created_by")?,
-        last_updated_by: row.try_get("last_updated_by")?,
-        creation_time: Micros(row.try_get("creation_us")?),
-        last_updated_time: Micros(row.try_get("last_updated_us")?),
-        signature: row.try_get("signature")?,
-    })
 }

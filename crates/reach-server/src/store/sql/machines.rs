@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use reach_proto::agent::MachineInfo;
-use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
@@ -149,7 +148,7 @@ impl Machines for SqlStore {
             .bind(tenant_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(machine_from_row).transpose()
+        row.as_ref().map(rows::machine).transpose()
     }
 
     async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>> {
@@ -162,7 +161,7 @@ impl Machines for SqlStore {
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(machine_from_row).collect()
+        rows.iter().map(rows::machine).collect()
     }
 
     async fn duplicated_names(&self, tenant_id: &str) -> StoreResult<Vec<(String, Vec<String>)>> {
@@ -204,7 +203,7 @@ impl Machines for SqlStore {
         .await?;
         let machines = rows
             .iter()
-            .map(machine_from_row)
+            .map(rows::machine)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((machines, count))
     }
@@ -241,24 +240,4 @@ pub(super) fn machine_fields(active_since: Micros) -> Vec<Field> {
         fields.push(Field::new(name, "CAST(NULL AS TEXT)", Kind::Text));
     }
     fields
-}
-
-pub(super) fn machine_from_row(row: &AnyRow) -> StoreResult<MachineRow> {
-    Ok(MachineRow {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        info: MachineInfo {
-            hostname: row.try_get("computer_dns_name")?,
-            os_platform: row.try_get("os_platform")?,
-            os_version: row.try_get("os_version")?,
-            os_architecture: row.try_get("os_architecture")?,
-            agent_version: row.try_get("agent_version")?,
-            ip_addresses: from_json(row.try_get::<&str, _>("ip_addresses")?)?,
-        },
-        last_ip: row.try_get("last_ip")?,
-        tags: from_json(row.try_get::<&str, _>("tags")?)?,
-        first_seen: Micros(row.try_get("first_seen_us")?),
-        last_seen: Micros(row.try_get("last_seen_us")?),
-        connected: row.try_get::<i64, _>("connected")? != 0,
-    })
 }

@@ -83,7 +83,7 @@ impl Retention for SqlStore {
         .bind(before.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(library_from_row).collect()
+        rows.iter().map(rows::library).collect()
     }
 }
 
@@ -95,7 +95,7 @@ pub(super) async fn expired_from_rows(
 ) -> StoreResult<Vec<ExpiredResult>> {
     let mut expired = Vec::with_capacity(rows.len());
     for row in rows {
-        let command = command_from_row(&row)?;
+        let command = rows::command(&row)?;
         let command_ref = CommandRef {
             action_id: row.try_get("action_id")?,
             index: command.index,

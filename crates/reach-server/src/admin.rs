@@ -11,7 +11,7 @@ pub mod operator;
 use reach_proto::api::roles;
 
 use crate::auth;
-use crate::store::{App, DeviceGroup, Store, Tenant, User};
+use crate::store::{App, DeviceGroup, Identities, Machines, Store, Tenant, User};
 use crate::time::Micros;
 
 /// A newly created client app, with its secret in clear (shown once).
@@ -30,7 +30,7 @@ pub struct NewApp {
 }
 
 /// Creates a tenant with a fresh id.
-pub async fn create_tenant(store: &dyn Store, name: &str) -> anyhow::Result<Tenant> {
+pub async fn create_tenant(store: &dyn Identities, name: &str) -> anyhow::Result<Tenant> {
     let tenant = Tenant {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
@@ -63,7 +63,7 @@ pub fn parse_roles(text: &str) -> anyhow::Result<Vec<String>> {
 
 /// Creates an app with `roles` seeing every machine of the tenant.
 pub async fn create_app(
-    store: &dyn Store,
+    store: &dyn Identities,
     tenant_id: &str,
     name: &str,
     roles: Vec<String>,
@@ -74,7 +74,7 @@ pub async fn create_app(
 /// Like `create_app`, limited to `device_groups` (existing groups of the
 /// tenant; empty: every machine).
 pub async fn create_scoped_app(
-    store: &dyn Store,
+    store: &dyn Identities,
     tenant_id: &str,
     name: &str,
     roles: Vec<String>,
@@ -118,7 +118,7 @@ pub struct NewUser {
 
 /// Creates a console user. Without `password`, a random one is made.
 pub async fn create_user(
-    store: &dyn Store,
+    store: &dyn Identities,
     tenant_id: &str,
     name: &str,
     roles: Vec<String>,
@@ -217,7 +217,11 @@ pub fn describe_token(token: &crate::store::EnrollmentTokenRow, now: Micros) -> 
 }
 
 /// Fails unless every name is a device group of the tenant.
-async fn check_groups(store: &dyn Store, tenant_id: &str, names: &[String]) -> anyhow::Result<()> {
+async fn check_groups(
+    store: &dyn Identities,
+    tenant_id: &str,
+    names: &[String],
+) -> anyhow::Result<()> {
     if names.is_empty() {
         return Ok(());
     }
@@ -243,7 +247,7 @@ pub fn check_label(what: &str, text: &str) -> anyhow::Result<String> {
 
 /// Creates (or redefines) a device group: the machines carrying any of `tags`.
 pub async fn create_group(
-    store: &dyn Store,
+    store: &dyn Identities,
     tenant_id: &str,
     name: &str,
     tags: &[String],
@@ -267,7 +271,7 @@ pub async fn create_group(
 
 /// Gives an app a new secret (returned in clear, shown once); tokens issued
 /// under the old one stop working at once.
-pub async fn rotate_app_secret(store: &dyn Store, client_id: &str) -> anyhow::Result<String> {
+pub async fn rotate_app_secret(store: &dyn Identities, client_id: &str) -> anyhow::Result<String> {
     let secret = auth::random_secret(32);
     store
         .set_app_secret(client_id, &auth::secrets::hash_client_secret(&secret))
@@ -278,7 +282,7 @@ pub async fn rotate_app_secret(store: &dyn Store, client_id: &str) -> anyhow::Re
 /// Adds and removes a machine's tags (compared without case); returns the
 /// tags it then carries.
 pub async fn change_tags(
-    store: &dyn Store,
+    store: &dyn Machines,
     tenant_id: &str,
     machine_id: &str,
     add: &[String],

@@ -75,14 +75,67 @@ pub enum Api {
     Other(&'static str),
 }
 
+/// What a handler does, as `authorize` checks it: the roles that allow it
+/// and the rate budget it draws on. One row per kind of call; a new route
+/// picks its row (or adds one) here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// List and read machines, find them by tag.
+    ReadMachines,
+    /// Add or remove machine tags.
+    TagMachines,
+    /// List and read machine actions.
+    ReadActions,
+    /// Cancel a machine action.
+    CancelActions,
+    /// Submit a live response action.
+    RunLiveResponse,
+    /// Get a download link for a result.
+    DownloadResults,
+    /// List, read, upload and delete library files.
+    ManageLibrary,
+    /// Read the audit trail.
+    ReadAuditLog,
+}
+
+impl Access {
+    /// The roles that allow it (`auth::permissions`).
+    pub fn roles(self) -> &'static [&'static str] {
+        use crate::auth::permissions;
+        match self {
+            Access::ReadMachines | Access::ReadActions => permissions::READ,
+            Access::TagMachines => permissions::TAG_MACHINES,
+            Access::CancelActions => permissions::CANCEL_ACTIONS,
+            Access::RunLiveResponse => permissions::RUN_LIVE_RESPONSE,
+            Access::DownloadResults => permissions::DOWNLOAD_RESULTS,
+            Access::ManageLibrary => permissions::MANAGE_LIBRARY,
+            Access::ReadAuditLog => permissions::READ_AUDIT_LOG,
+        }
+    }
+
+    /// The rate budget it draws on.
+    pub fn api(self) -> Api {
+        match self {
+            Access::ReadMachines => Api::Other("machines"),
+            Access::TagMachines => Api::Other("tags"),
+            Access::ReadActions => Api::Other("machineactions"),
+            Access::CancelActions => Api::Other("cancel"),
+            Access::RunLiveResponse => Api::RunLiveResponse,
+            Access::DownloadResults => Api::Other("downloadlink"),
+            Access::ManageLibrary => Api::Other("libraryfiles"),
+            Access::ReadAuditLog => Api::Other("auditlog"),
+        }
+    }
+}
+
 /// Checks the caller holds one of `roles` (403) and is within the API's rate
 /// limit (429).
 pub async fn authorize(
     state: &SharedState,
     principal: &Principal,
-    roles: &[&str],
-    api: Api,
+    access: Access,
 ) -> ApiResult<()> {
+    let (roles, api) = (access.roles(), access.api());
     if !principal.has_any(roles) {
         return Err(ApiError::Forbidden(format!(
             "The caller lacks the permission for this operation; it needs one of: {}",

@@ -9,10 +9,9 @@ use axum::http::HeaderMap;
 use reach_proto::api::{AuditLogEntry, Collection};
 
 use super::paging::Page;
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
-use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{base_url, odata_context};
 use crate::odata::Query;
@@ -24,13 +23,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<AuditLogEntry>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ_AUDIT_LOG,
-        Api::Other("auditlog"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadAuditLog).await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = Page::ask(&mut query, state.config.limits.page_size);

@@ -19,9 +19,8 @@ use reach_proto::agent::Work;
 use reach_proto::api::{CommandStatus, StringValue};
 use sha2::Sha256;
 
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
-use crate::auth::permissions;
 use crate::auth::{Principal, constant_time_eq};
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
@@ -101,13 +100,7 @@ pub async fn link(
     notes: crate::audit::Notes,
 ) -> ApiResult<Json<StringValue>> {
     notes.target(format!("{id}/{args}"));
-    authorize(
-        &state,
-        &principal,
-        permissions::DOWNLOAD_RESULTS,
-        Api::Other("downloadlink"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::DownloadResults).await?;
     let index: u32 = args
         .strip_prefix("index=")
         .and_then(|n| n.trim().parse().ok())

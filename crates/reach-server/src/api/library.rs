@@ -12,10 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use futures::TryStreamExt;
 use reach_proto::api::{Collection, LibraryFile};
 
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
-use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::files::{FileError, Files};
 use crate::http::odata_context;
@@ -207,13 +206,7 @@ pub async fn upload(
     notes: crate::audit::Notes,
     request: Request,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::MANAGE_LIBRARY,
-        Api::Other("libraryfiles"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ManageLibrary).await?;
     // Each part's headers are bounded before the parser buffers them.
     let boundary = request
         .headers()
@@ -334,13 +327,7 @@ pub async fn list(
     principal: Principal,
     headers: HeaderMap,
 ) -> ApiResult<Json<Collection<LibraryFile>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::MANAGE_LIBRARY,
-        Api::Other("libraryfiles"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ManageLibrary).await?;
     let rows = state.store.list_library_files(&principal.tenant_id).await?;
     Ok(Json(Collection {
         odata_context: odata_context(&state, &headers, "LibraryFiles"),
@@ -357,13 +344,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<LibraryFile>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::MANAGE_LIBRARY,
-        Api::Other("libraryfiles"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ManageLibrary).await?;
     check_name(&name)?;
     let row = state
         .store
@@ -382,13 +363,7 @@ pub async fn delete(
     notes: crate::audit::Notes,
 ) -> ApiResult<StatusCode> {
     notes.target(&name);
-    authorize(
-        &state,
-        &principal,
-        permissions::MANAGE_LIBRARY,
-        Api::Other("libraryfiles"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ManageLibrary).await?;
     check_name(&name)?;
     let row = state
         .store

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use reach_proto::agent::Work;
 use reach_proto::api::{Command, CommandType, MachineAction, RunLiveResponseRequest, roles};
 
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
 use crate::auth::permissions;
@@ -119,13 +119,7 @@ pub async fn run(
     JsonBody(request): JsonBody<RunLiveResponseRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     notes.machine(&machine);
-    authorize(
-        &state,
-        &principal,
-        permissions::RUN_LIVE_RESPONSE,
-        Api::RunLiveResponse,
-    )
-    .await?;
+    authorize(&state, &principal, Access::RunLiveResponse).await?;
     let limits = &state.config.limits;
     let commands = request
         .commands

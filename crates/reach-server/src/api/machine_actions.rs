@@ -8,10 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use reach_proto::api::{CancelRequest, Collection, CommandEntry, MachineAction};
 
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
-use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{OptionalJsonBody, odata_context};
 use crate::hub::HubEvent;
@@ -64,13 +63,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<MachineAction>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ,
-        Api::Other("machineactions"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadActions).await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
@@ -103,13 +96,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<MachineAction>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ,
-        Api::Other("machineactions"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadActions).await?;
     let row = visible_action(&state, &principal, &id).await?;
     let mut action = to_wire(row);
     action.odata_context = Some(odata_context(&state, &headers, "MachineActions/$entity"));
@@ -126,13 +113,7 @@ pub async fn cancel(
     OptionalJsonBody(body): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Json<MachineAction>> {
     notes.target(&id);
-    authorize(
-        &state,
-        &principal,
-        permissions::CANCEL_ACTIONS,
-        Api::Other("cancel"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::CancelActions).await?;
     let comment = body.and_then(|b| b.comment);
     if comment
         .as_ref()

@@ -15,11 +15,10 @@ use reach_proto::api::{Collection, Machine, MachineTagRequest};
 use serde_json::json;
 
 use super::machines::{active_since, mark_duplicates, to_wire};
-use super::{Api, authorize, visible_machine};
+use super::{Access, authorize, visible_machine};
 use crate::SharedState;
 use crate::audit::Notes;
 use crate::auth::Principal;
-use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::http::Path;
 use crate::http::{JsonBody, odata_context};
@@ -117,13 +116,7 @@ pub async fn tag_one(
     notes: Notes,
     JsonBody(body): JsonBody<MachineTagRequest>,
 ) -> ApiResult<Json<Machine>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::TAG_MACHINES,
-        Api::Other("tags"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::TagMachines).await?;
     let change = change(body.value, body.action)?;
     let mut row = visible_machine(&state, &principal, &id).await?;
     notes.machine(&row.id);
@@ -145,13 +138,7 @@ pub async fn tag_many(
     notes: Notes,
     JsonBody(body): JsonBody<MachineTagRequest>,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::TAG_MACHINES,
-        Api::Other("tags"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::TagMachines).await?;
     let change = change(body.value, body.action)?;
     let ids = body
         .machine_ids
@@ -191,13 +178,7 @@ pub async fn find_by_tag(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ,
-        Api::Other("machines"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadMachines).await?;
     // Parameter names compare without case, as Defender's do.
     let params: Vec<(String, String)> =
         url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())

@@ -8,10 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use reach_proto::api::{Collection, Machine, MachineIpAddress};
 
-use super::{Api, authorize};
+use super::{Access, authorize};
 use crate::SharedState;
 use crate::auth::Principal;
-use crate::auth::permissions;
 use crate::error::{ApiError, ApiResult};
 use crate::http::odata_context;
 use crate::odata::Query;
@@ -97,13 +96,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<Machine>>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ,
-        Api::Other("machines"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadMachines).await?;
     let raw = query;
     let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
     let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
@@ -136,13 +129,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Machine>> {
-    authorize(
-        &state,
-        &principal,
-        permissions::READ,
-        Api::Other("machines"),
-    )
-    .await?;
+    authorize(&state, &principal, Access::ReadMachines).await?;
     let row = super::visible_machine(&state, &principal, &id).await?;
     let mut machine = to_wire(row, active_since(&state));
     mark_duplicates(&state, &principal, std::slice::from_mut(&mut machine)).await?;

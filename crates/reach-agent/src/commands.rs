@@ -163,12 +163,13 @@ async fn run(
         Work::PutFile {
             file_name, sha256, ..
         } => {
-            guarded(
-                timeout,
-                &cancel,
-                put_file::run(context, command, file_name, sha256),
-            )
-            .await
+            let payload = Payload {
+                command,
+                name: file_name,
+                sha256,
+                inline: assignment.inline_payload.as_deref(),
+            };
+            guarded(timeout, &cancel, put_file::run(context, &payload)).await
         }
         Work::RunScript {
             script_name,
@@ -177,16 +178,13 @@ async fn run(
             ..
         } => {
             // The script handles its own timeout and cancel, to kill its process tree.
-            run_script::run(
-                context,
+            let payload = Payload {
                 command,
-                script_name,
+                name: script_name,
                 sha256,
-                args.as_deref(),
-                timeout,
-                &cancel,
-            )
-            .await
+                inline: assignment.inline_payload.as_deref(),
+            };
+            run_script::run(context, &payload, args.as_deref(), timeout, &cancel).await
         }
         Work::GetFile { path } => {
             guarded(
@@ -249,20 +247,49 @@ pub fn classify(err: reach_client::ClientError) -> Stop {
     }
 }
 
-/// Downloads the command's library file into the working folder, checking
-/// every chunk's SHA-256 as it arrives and the whole file's before it
-/// becomes visible under its name. A broken download resumes from the next
-/// chunk, so at most one chunk is fetched twice.
-pub async fn download_payload(
-    context: &Context,
-    command: &reach_proto::agent::CommandRef,
-    name: &str,
-    sha256: &str,
-) -> Result<PathBuf, Failure> {
-    let name = safe_name(name)?;
+/// The library file a PutFile or RunScript command needs.
+pub struct Payload<'a> {
+    /// The command it belongs to.
+    pub command: &'a reach_proto::agent::CommandRef,
+    /// The name it is put under in the working folder.
+    pub name: &'a str,
+    /// Hex SHA-256 of the file, as recorded when the action was submitted.
+    pub sha256: &'a str,
+    /// The file itself (base64), when the server sent it with the command.
+    pub inline: Option<&'a str>,
+}
+
+/// Puts the command's library file into the working folder, checking the
+/// whole file's SHA-256 before it becomes visible under its name: the bytes
+/// that came with the command when there are any, or else a download that
+/// checks every chunk's SHA-256 as it arrives and resumes from the next
+/// chunk after a break, so at most one chunk is fetched twice.
+pub async fn fetch_payload(context: &Context, payload: &Payload<'_>) -> Result<PathBuf, Failure> {
+    let name = safe_name(payload.name)?;
     let target = context.work_dir.join(name);
     let partial = context.work_dir.join(format!(".{name}.partial"));
     let io = |e: std::io::Error| Failure::new(format!("Writing {} failed: {e}", partial.display()));
+    let sha256 = payload.sha256;
+    if let Some(inline) = payload.inline {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(inline)
+            .map_err(|_| {
+                Failure::new("The server sent the library file in a form that is not base64")
+            })?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(Failure::new(format!(
+                "The library file sent with the command has SHA-256 {actual}, not the library's {sha256}"
+            )));
+        }
+        tokio::fs::write(&partial, &bytes).await.map_err(io)?;
+        tokio::fs::rename(&partial, &target).await.map_err(|e| {
+            Failure::new(format!("Saving {name} in the working folder failed: {e}"))
+        })?;
+        return Ok(target);
+    }
+    let command = payload.command;
     let mut download = Download {
         file: tokio::fs::File::create(&partial).await.map_err(io)?,
         hasher: Sha256::new(),
@@ -360,5 +387,63 @@ impl Download {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn context(dir: &std::path::Path) -> Context {
+        Context {
+            client: AgentClient::new("http://127.0.0.1:9", "m.secret", None),
+            work_dir: dir.to_path_buf(),
+            output_cap_bytes: 1 << 20,
+            trusted_keys: Vec::new(),
+            allow_special_files: false,
+            accept_v1_signatures: false,
+            containment: crate::containment::Containment::open(dir, "test"),
+        }
+    }
+
+    /// A file that came with its command is checked exactly as a downloaded
+    /// one: bytes that do not match the recorded SHA-256 fail the command
+    /// and never appear under their name; matching bytes do.
+    #[tokio::test]
+    async fn an_inline_file_is_put_only_when_it_matches_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = context(dir.path());
+        let command = reach_proto::agent::CommandRef {
+            action_id: "a".into(),
+            index: 0,
+        };
+        let bytes = b"echo hi\n";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let wrong = Payload {
+            command: &command,
+            name: "x.sh",
+            sha256: &"ab".repeat(32),
+            inline: Some(&encoded),
+        };
+        let failure = fetch_payload(&context, &wrong).await.unwrap_err();
+        assert!(
+            failure.message.contains("not the library's"),
+            "{}",
+            failure.message
+        );
+        assert!(!dir.path().join("x.sh").exists());
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let right = Payload {
+            sha256: &sha256,
+            ..wrong
+        };
+        let path = fetch_payload(&context, &right).await.unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), bytes);
+        let garbled = Payload {
+            inline: Some("not base64!"),
+            ..right
+        };
+        assert!(fetch_payload(&context, &garbled).await.is_err());
     }
 }

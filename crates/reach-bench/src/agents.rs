@@ -1,8 +1,9 @@
 //! Simulated agents: many per process, each a small task holding one real
 //! WebSocket to the server and speaking the real agent protocol (Hello,
-//! heartbeats, Run → transcript upload → Finished → Ack). A RunScript does
-//! not run anything: the agent answers with a trivial transcript at once,
-//! so the figures are Reach's own cost.
+//! heartbeats, Run → the script, from the message or downloaded → transcript
+//! upload → Finished → Ack), as the real agent does. A RunScript does not
+//! run anything: the agent answers with a trivial transcript at once, so the
+//! figures are Reach's own cost.
 //!
 //! A process holds at most 20,000 open files here, so the coordinator
 //! spreads agents over several worker processes (`reach-bench agents`), each
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use reach_proto::agent::{
-    AgentMessage, CommandRef, MachineInfo, Outcome, ServerMessage, Work, paths,
+    AgentMessage, Assignment, CommandRef, MachineInfo, Outcome, ServerMessage, Work, paths,
 };
 use reach_proto::api::ScriptTranscript;
 use serde::{Deserialize, Serialize};
@@ -229,7 +230,10 @@ impl Agent {
                         }
                         ServerMessage::Run(assignment) => {
                             emit(&Event::Run { action: assignment.command.action_id.clone(), at_us: now_us() });
-                            let outcome = self.run(&bearer, &assignment.command, &assignment.work).await;
+                            let outcome = match self.fetch(&bearer, &assignment).await {
+                                Ok(()) => self.run(&bearer, &assignment.command, &assignment.work).await,
+                                Err(why) => Outcome::Failed { errors: vec![why], timed_out: false },
+                            };
                             let action = assignment.command.action_id.clone();
                             let finished = AgentMessage::Finished { command: assignment.command, outcome };
                             socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
@@ -246,6 +250,48 @@ impl Agent {
     }
 
     /// Answers a command at once: a trivial transcript for RunScript.
+    /// Takes a RunScript's or PutFile's library file as the real agent
+    /// does: from the `Run` message when it came with it, else downloaded
+    /// chunk by chunk (its bytes are read, not kept).
+    async fn fetch(&self, bearer: &str, assignment: &Assignment) -> Result<(), String> {
+        if assignment.inline_payload.is_some() || matches!(assignment.work, Work::GetFile { .. }) {
+            return Ok(());
+        }
+        let command = &assignment.command;
+        let mut chunk = 0;
+        loop {
+            let url = format!(
+                "{}{}",
+                self.server,
+                paths::payload(&command.action_id, command.index, chunk)
+            );
+            let response = self
+                .http
+                .get(url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .map_err(|err| format!("payload download failed: {err}"))?;
+            if !response.status().is_success() {
+                return Err(format!("payload download answered {}", response.status()));
+            }
+            let chunks: u32 = response
+                .headers()
+                .get(paths::CHUNKS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            response
+                .bytes()
+                .await
+                .map_err(|err| format!("payload download failed: {err}"))?;
+            chunk += 1;
+            if chunk >= chunks {
+                return Ok(());
+            }
+        }
+    }
+
     async fn run(&self, bearer: &str, command: &CommandRef, work: &Work) -> Outcome {
         match work {
             Work::RunScript { script_name, .. } => {

@@ -153,6 +153,9 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     // Thousands of simulated agents enrol and upload from each loopback address.
     config.http.max_connections_per_address = 1_000_000;
     config.http.max_api_connections = 1_000_000;
+    // REACH_* variables set for the bench reach its server too, so that a
+    // run can compare one setting's two values with one binary.
+    config.apply_env(std::env::vars())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let state = reach_server::open(config).await?;

@@ -75,6 +75,13 @@ pub struct Assignment {
     pub chunk_bytes: u64,
     /// What to do.
     pub work: Work,
+    /// PutFile and RunScript: the library file itself (base64), when it is
+    /// small enough to travel in this message; the agent checks it against
+    /// `work`'s SHA-256 (and signature) exactly as a downloaded one, and
+    /// downloads the file when this is absent. Agents before this field
+    /// ignore it and download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_payload: Option<String>,
 }
 
 /// 8 MiB.

@@ -212,6 +212,10 @@ pub struct LiveResponse {
     /// GetFile uploads files in chunks of this many bytes (before
     /// compression); a transfer resumes from the last chunk stored.
     pub chunk_bytes: u64,
+    /// A PutFile's or RunScript's library file of at most this many bytes
+    /// travels inside the command's `Run` message instead of being
+    /// downloaded by the agent in a request of its own. 0: always download.
+    pub inline_payload_bytes: u64,
     /// Ed25519 public keys (base64). When any is set, a library upload must
     /// carry a signature by one of them. Agents check signatures themselves
     /// (their own `trusted_keys`); this catches a wrong one at upload.
@@ -319,6 +323,7 @@ impl Default for LiveResponse {
             sweep_interval_ms: 1000,
             rewake_after_secs: 5,
             chunk_bytes: 8 * 1024 * 1024,
+            inline_payload_bytes: 64 * 1024,
             library_trusted_keys: Vec::new(),
             library_accept_v1_signatures: false,
         }

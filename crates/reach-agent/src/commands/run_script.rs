@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use reach_proto::agent::CommandRef;
 use reach_proto::api::ScriptTranscript;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Failure, Success, download_payload};
+use super::{Context, Failure, Payload, Success, fetch_payload};
 
 /// The program (and leading arguments) that runs a script with this extension.
 pub fn interpreter(script: &Path) -> Result<(PathBuf, Vec<String>), Failure> {
@@ -112,15 +111,14 @@ async fn capture(
 /// Downloads the script, checks it, runs it in its own process group and returns its transcript.
 pub async fn run(
     context: &Context,
-    command: &CommandRef,
-    script_name: &str,
-    sha256: &str,
+    payload: &Payload<'_>,
     args: Option<&str>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Success, Failure> {
+    let (script_name, command) = (payload.name, payload.command);
     let script = tokio::select! {
-        script = download_payload(context, command, script_name, sha256) => script?,
+        script = fetch_payload(context, payload) => script?,
         _ = cancel.cancelled() => return Err(Failure::new("Cancelled")),
     };
     let (program, leading) = interpreter(&script)?;

@@ -391,13 +391,21 @@ impl Session {
             self.state.metrics.dispatch_latency.observe_micros(waited);
         }
         self.in_flight = Some(claimed.command.clone());
-        let run = ServerMessage::Run(reach_proto::agent::Assignment {
-            command: claimed.command,
-            timeout_secs: claimed.timeout_secs,
-            chunk_bytes: self.state.config.live_response.chunk_bytes,
-            work: claimed.work,
-        });
-        let ((), sent) = tokio::join!(started, self.send(&run));
+        // A small library file is read to travel with the command, while
+        // the CommandStarted entry is committed.
+        let send = async {
+            let inline_payload =
+                super::payload::inline(&self.state, &self.identity.tenant_id, &claimed.work).await;
+            let run = ServerMessage::Run(reach_proto::agent::Assignment {
+                command: claimed.command,
+                timeout_secs: claimed.timeout_secs,
+                chunk_bytes: self.state.config.live_response.chunk_bytes,
+                work: claimed.work,
+                inline_payload,
+            });
+            self.send(&run).await
+        };
+        let ((), sent) = tokio::join!(started, send);
         sent
     }
 

@@ -3,7 +3,9 @@
 //! with its SHA-256, so the agent checks every chunk and resumes from the
 //! next), and a RunScript transcript, uploaded in one stream into the object
 //! store. Bytes stream, at most one chunk in memory; a machine only reaches
-//! the commands of its own actions (`OwnCommand`).
+//! the commands of its own actions (`OwnCommand`). A library file of at most
+//! `live_response.inline_payload_bytes` skips its download: it travels in
+//! the command's `Run` message (`inline`), checked by the agent the same way.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -152,4 +154,29 @@ pub async fn result(
         .await?;
     tracing::info!(machine.id = %identity.machine_id, action.id = %reference.action_id, command.index = index, bytes = stored.size, "result stored");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A PutFile's or RunScript's library file, base64, when it is at most
+/// `live_response.inline_payload_bytes` long: it then travels inside the
+/// `Run` message. None for GetFile, a larger file, or a file that cannot be
+/// read now (the agent then downloads it, and a missing file fails there,
+/// with the download's message).
+pub async fn inline(state: &SharedState, tenant_id: &str, work: &Work) -> Option<String> {
+    use base64::Engine;
+    let limit = state.config.live_response.inline_payload_bytes;
+    let sha256 = match work {
+        Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256,
+        Work::GetFile { .. } => return None,
+    };
+    if limit == 0 {
+        return None;
+    }
+    let key = Files::library_key(tenant_id, sha256);
+    let size = state.files.size(&key).await.ok()?;
+    if size > limit {
+        return None;
+    }
+    let bytes = state.files.get_range(&key, 0..size).await.ok()?;
+    Metrics::add(&state.metrics.bytes_sent, bytes.len() as u64);
+    Some(base64::engine::general_purpose::STANDARD.encode(&bytes))
 }

@@ -268,30 +268,55 @@ pub async fn fetch_payload(context: &Context, payload: &Payload<'_>) -> Result<P
     let name = safe_name(payload.name)?;
     let target = context.work_dir.join(name);
     let partial = context.work_dir.join(format!(".{name}.partial"));
-    let io = |e: std::io::Error| Failure::new(format!("Writing {} failed: {e}", partial.display()));
-    let sha256 = payload.sha256;
-    if let Some(inline) = payload.inline {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(inline)
-            .map_err(|_| {
-                Failure::new("The server sent the library file in a form that is not base64")
-            })?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(Failure::new(format!(
-                "The library file sent with the command has SHA-256 {actual}, not the library's {sha256}"
-            )));
-        }
-        tokio::fs::write(&partial, &bytes).await.map_err(io)?;
-        tokio::fs::rename(&partial, &target).await.map_err(|e| {
-            Failure::new(format!("Saving {name} in the working folder failed: {e}"))
-        })?;
-        return Ok(target);
+    match payload.inline {
+        Some(inline) => write_inline(&partial, inline, payload.sha256).await?,
+        None => download(context, payload.command, &partial, payload.sha256).await?,
     }
-    let command = payload.command;
+    tokio::fs::rename(&partial, &target)
+        .await
+        .map_err(|e| Failure::new(format!("Saving {name} in the working folder failed: {e}")))?;
+    Ok(target)
+}
+
+fn writing(partial: &std::path::Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::new(format!("Writing {} failed: {e}", partial.display()))
+}
+
+/// Writes the bytes that came with the command to `partial`, once they
+/// match `sha256`.
+async fn write_inline(
+    partial: &std::path::Path,
+    inline: &str,
+    sha256: &str,
+) -> Result<(), Failure> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(inline)
+        .map_err(|_| {
+            Failure::new("The server sent the library file in a form that is not base64")
+        })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(Failure::new(format!(
+            "The library file sent with the command has SHA-256 {actual}, not the library's {sha256}"
+        )));
+    }
+    tokio::fs::write(partial, &bytes)
+        .await
+        .map_err(writing(partial))
+}
+
+/// Downloads the library file into `partial`, chunk by chunk, resuming
+/// after a break; removes it unless the whole file matches `sha256`.
+async fn download(
+    context: &Context,
+    command: &reach_proto::agent::CommandRef,
+    partial: &std::path::Path,
+    sha256: &str,
+) -> Result<(), Failure> {
+    let io = writing(partial);
     let mut download = Download {
-        file: tokio::fs::File::create(&partial).await.map_err(io)?,
+        file: tokio::fs::File::create(partial).await.map_err(&io)?,
         hasher: Sha256::new(),
         next_chunk: 0,
     };
@@ -300,7 +325,7 @@ pub async fn fetch_payload(context: &Context, payload: &Payload<'_>) -> Result<P
         match download.fetch(context, command).await {
             Ok(()) => break,
             Err(Stop::Fatal(failure)) => {
-                let _ = tokio::fs::remove_file(&partial).await;
+                let _ = tokio::fs::remove_file(partial).await;
                 return Err(failure);
             }
             Err(Stop::Retry(why)) => {
@@ -310,19 +335,16 @@ pub async fn fetch_payload(context: &Context, payload: &Payload<'_>) -> Result<P
             }
         }
     }
-    download.file.flush().await.map_err(io)?;
+    download.file.flush().await.map_err(&io)?;
     drop(download.file);
     let actual = hex::encode(download.hasher.finalize());
     if !actual.eq_ignore_ascii_case(sha256) {
-        let _ = tokio::fs::remove_file(&partial).await;
+        let _ = tokio::fs::remove_file(partial).await;
         return Err(Failure::new(format!(
             "The downloaded file's SHA-256 {actual} does not match the library's {sha256}"
         )));
     }
-    tokio::fs::rename(&partial, &target)
-        .await
-        .map_err(|e| Failure::new(format!("Saving {name} in the working folder failed: {e}")))?;
-    Ok(target)
+    Ok(())
 }
 
 /// A library file download in progress: the verified chunks written and

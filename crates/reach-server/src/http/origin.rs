@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, header};
 use crate::SharedState;
 
 /// The first value of header `name` (a proxy chain lists several).
-pub fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

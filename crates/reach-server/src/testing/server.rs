@@ -229,7 +229,7 @@ impl TestServer {
 
     /// Waits until the action is final.
     pub async fn wait_final(&self, id: &str) -> MachineAction {
-        self.wait_until(id, |a| a.status.is_final()).await
+        super::wait_final(&self.client, id).await
     }
 
     /// Runs commands on a machine and waits for the action to end.

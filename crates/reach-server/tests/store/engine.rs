@@ -39,6 +39,30 @@ async fn nodes_starting_at_once_migrate_once() {
     }
 }
 
+/// Tasks opening one fresh SQLite file at once: switching it to WAL and
+/// migrating take turns, so none is answered "database is locked" (two
+/// connections upgrading their shared locks get that at once, whatever the
+/// busy timeout). Many rounds, because the race is narrow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_opening_a_fresh_sqlite_file_at_once_all_succeed() {
+    for round in 0..25 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move { SqlStore::connect(&url).await }));
+        }
+        for task in tasks {
+            let store = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+            store.ping().await.unwrap();
+        }
+    }
+}
+
 /// Migrations before this number were numbered per engine; from it on, a
 /// change has the same number and name in both (ARCHITECTURE.md).
 const FIRST_SHARED_MIGRATION: u32 = 17;

@@ -14,8 +14,9 @@ use crate::net::redact_url;
 
 impl SqlStore {
     /// Opens the database named by `url` (`sqlite://...` or `postgres://...`)
-    /// and brings its schema up to date. Migrations hold a lock in the
-    /// database, so nodes starting at once migrate one after another.
+    /// and brings its schema up to date. Nodes starting at once set up and
+    /// migrate the database one after another (a lock file for SQLite, an
+    /// advisory lock for PostgreSQL).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
@@ -38,6 +39,16 @@ impl SqlStore {
         let options: AnyConnectOptions = url
             .parse()
             .with_context(|| format!("parsing the database URL {}", redact_url(url)))?;
+        // SQLite takes no lock of its own for migrations, and switching a
+        // fresh file to WAL needs an exclusive lock that two connections both
+        // reading answer with an immediate "database is locked" (SQLite's
+        // deadlock avoidance skips the busy timeout). So processes and tasks
+        // opening one file at once take turns on a lock file for both steps.
+        // PostgreSQL migrations hold an advisory lock instead.
+        let _turn = match engine {
+            Engine::Sqlite => Some(sqlite_migration_lock(url).await?),
+            Engine::Postgres => None,
+        };
         let (pool, writer_pool) = match engine {
             Engine::Sqlite => {
                 // WAL is a property of the database file: set it once, before the pool.
@@ -86,12 +97,6 @@ impl SqlStore {
         let migrations = match engine {
             Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        // PostgreSQL migrations hold an advisory lock; SQLite's hold none, so
-        // processes opening one file at once take turns on a lock file.
-        let _turn = match engine {
-            Engine::Sqlite => Some(sqlite_migration_lock(url).await?),
-            Engine::Postgres => None,
         };
         migrations
             .run(&writer_pool)

@@ -1,7 +1,8 @@
 //! The agent's one WebSocket to the server: connect with the machine
 //! credential, say Hello (with the commands still held), then pass Run and
-//! Cancel to the executor, deliver the outbox one entry at a time (upload
-//! the result, send Finished, wait for the server's Ack), and heartbeat. On
+//! Cancel to the executor, deliver the outbox one entry at a time (send
+//! Finished with a small result inside it, or upload a larger one first,
+//! then wait for the server's Ack), and heartbeat. On
 //! any failure it reconnects after a jittered, doubling delay; it stops only
 //! on shutdown.
 
@@ -92,13 +93,39 @@ fn websocket_url(server: &str) -> String {
     format!("{ws}{}", reach_proto::agent::paths::CONNECT)
 }
 
-/// Uploads an entry's result file if it still needs it. A server that no
-/// longer wants it (the command ended meanwhile) is not an error.
-async fn upload(parts: &Parts<'_>, entry: &Entry) -> anyhow::Result<()> {
+/// The `Finished` message of an outbox entry. Its result file, if it still
+/// needs delivering, travels inside the message when the server takes it
+/// there (`inline_limit`, from its `Welcome`) and is uploaded first
+/// otherwise.
+async fn finished(
+    parts: &Parts<'_>,
+    entry: &Entry,
+    inline_limit: u64,
+) -> anyhow::Result<AgentMessage> {
+    let mut message = AgentMessage::Finished {
+        command: entry.command.clone(),
+        outcome: entry.outcome.clone(),
+        result: None,
+    };
     if !entry.has_result || entry.uploaded {
-        return Ok(());
+        return Ok(message);
     }
     let bytes = tokio::fs::read(parts.outbox.result_path(entry.seq)).await?;
+    let rest = serde_json::to_string(&message)?.len();
+    if bytes.len() as u64 <= inline_limit && rest < reach_proto::agent::FINISHED_ROOM {
+        use base64::Engine;
+        if let AgentMessage::Finished { result, .. } = &mut message {
+            *result = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        }
+        return Ok(message);
+    }
+    upload(parts, entry, bytes).await?;
+    Ok(message)
+}
+
+/// Uploads an entry's result file. A server that no longer wants it (the
+/// command ended meanwhile) is not an error.
+async fn upload(parts: &Parts<'_>, entry: &Entry, bytes: Vec<u8>) -> anyhow::Result<()> {
     let command = &entry.command;
     match parts
         .client
@@ -154,6 +181,9 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
     tracing::info!(server = %server, "connected");
     // The outbox entry sent and not yet acknowledged on this connection.
     let mut awaiting: Option<CommandRef> = None;
+    // Outcomes wait for the server's Welcome, which says how large a
+    // result may travel inside them.
+    let mut inline_limit: Option<u64> = None;
     loop {
         tokio::select! {
             incoming = socket.next() => {
@@ -167,9 +197,10 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
                     _ => continue,
                 };
                 match serde_json::from_str::<ServerMessage>(&text)? {
-                    ServerMessage::Welcome { heartbeat_secs, .. } => {
+                    ServerMessage::Welcome { heartbeat_secs, inline_result_bytes, .. } => {
                         heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
                         heartbeat.tick().await;
+                        inline_limit = Some(inline_result_bytes);
                     }
                     ServerMessage::Run(assignment) => parts.executor.submit(assignment),
                     ServerMessage::Cancel { action_id } => parts.executor.cancel(&action_id),
@@ -181,10 +212,9 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = parts.outbox.ready(), if awaiting.is_none() => {
+            _ = parts.outbox.ready(), if awaiting.is_none() && inline_limit.is_some() => {
                 if let Some(entry) = parts.outbox.front() {
-                    upload(parts, &entry).await?;
-                    let finished = AgentMessage::Finished { command: entry.command.clone(), outcome: entry.outcome.clone() };
+                    let finished = finished(parts, &entry, inline_limit.unwrap_or(0)).await?;
                     socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
                     awaiting = Some(entry.command);
                 }

@@ -214,6 +214,7 @@ impl Agent {
         let Connected { mut socket, bearer } = connected;
         let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
         heartbeat.tick().await;
+        let mut inline_limit = 0;
         loop {
             tokio::select! {
                 message = socket.next() => {
@@ -224,18 +225,19 @@ impl Agent {
                         Some(Err(err)) => return Err(err.into()),
                     };
                     match serde_json::from_str::<ServerMessage>(&text)? {
-                        ServerMessage::Welcome { heartbeat_secs, .. } => {
+                        ServerMessage::Welcome { heartbeat_secs, inline_result_bytes, .. } => {
                             heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
                             heartbeat.tick().await;
+                            inline_limit = inline_result_bytes;
                         }
                         ServerMessage::Run(assignment) => {
                             emit(&Event::Run { action: assignment.command.action_id.clone(), at_us: now_us() });
-                            let outcome = match self.fetch(&bearer, &assignment).await {
-                                Ok(()) => self.run(&bearer, &assignment.command, &assignment.work).await,
-                                Err(why) => Outcome::Failed { errors: vec![why], timed_out: false },
+                            let (outcome, result) = match self.fetch(&bearer, &assignment).await {
+                                Ok(()) => self.run(&bearer, &assignment.command, &assignment.work, inline_limit).await,
+                                Err(why) => (Outcome::Failed { errors: vec![why], timed_out: false }, None),
                             };
                             let action = assignment.command.action_id.clone();
-                            let finished = AgentMessage::Finished { command: assignment.command, outcome };
+                            let finished = AgentMessage::Finished { command: assignment.command, outcome, result };
                             socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
                             emit(&Event::Finished { action, at_us: now_us() });
                         }
@@ -249,7 +251,6 @@ impl Agent {
         }
     }
 
-    /// Answers a command at once: a trivial transcript for RunScript.
     /// Takes a RunScript's or PutFile's library file as the real agent
     /// does: from the `Run` message when it came with it, else downloaded
     /// chunk by chunk (its bytes are read, not kept).
@@ -292,7 +293,20 @@ impl Agent {
         }
     }
 
-    async fn run(&self, bearer: &str, command: &CommandRef, work: &Work) -> Outcome {
+    /// Answers a command at once: a trivial transcript for RunScript, inside
+    /// `Finished` (the second value, base64) when the server's `Welcome`
+    /// allowed that size, else uploaded first, as the real agent does.
+    async fn run(
+        &self,
+        bearer: &str,
+        command: &CommandRef,
+        work: &Work,
+        inline_limit: u64,
+    ) -> (Outcome, Option<String>) {
+        let completed = Outcome::Completed {
+            sha256: None,
+            path: None,
+        };
         match work {
             Work::RunScript { script_name, .. } => {
                 let transcript = ScriptTranscript {
@@ -302,6 +316,11 @@ impl Agent {
                     script_errors: String::new(),
                 };
                 let body = serde_json::to_vec(&transcript).expect("transcripts serialise");
+                if body.len() as u64 <= inline_limit {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+                    return (completed, Some(encoded));
+                }
                 let sent = self
                     .http
                     .put(format!(
@@ -313,11 +332,8 @@ impl Agent {
                     .body(body)
                     .send()
                     .await;
-                match sent {
-                    Ok(response) if response.status().is_success() => Outcome::Completed {
-                        sha256: None,
-                        path: None,
-                    },
+                let outcome = match sent {
+                    Ok(response) if response.status().is_success() => completed,
                     Ok(response) => Outcome::Failed {
                         errors: vec![format!("result upload answered {}", response.status())],
                         timed_out: false,
@@ -326,16 +342,17 @@ impl Agent {
                         errors: vec![format!("result upload failed: {err}")],
                         timed_out: false,
                     },
-                }
+                };
+                (outcome, None)
             }
-            Work::PutFile { .. } => Outcome::Completed {
-                sha256: None,
-                path: None,
-            },
-            Work::GetFile { .. } => Outcome::Failed {
-                errors: vec!["simulated agents do not collect files".into()],
-                timed_out: false,
-            },
+            Work::PutFile { .. } => (completed, None),
+            Work::GetFile { .. } => (
+                Outcome::Failed {
+                    errors: vec!["simulated agents do not collect files".into()],
+                    timed_out: false,
+                },
+                None,
+            ),
         }
     }
 }

@@ -174,6 +174,11 @@ pub enum ServerMessage {
         machine_id: String,
         /// Seconds between the agent's heartbeats.
         heartbeat_secs: u64,
+        /// The largest result (bytes, before base64) the agent may send
+        /// inside `Finished` instead of uploading it; 0 (servers before this
+        /// field): upload every result.
+        #[serde(default)]
+        inline_result_bytes: u64,
     },
     /// Run this command (the agent answers with `Finished` once it ends).
     Run(Assignment),
@@ -240,8 +245,19 @@ pub enum AgentMessage {
         /// How it ended.
         #[serde(flatten)]
         outcome: Outcome,
+        /// A RunScript's result (the transcript's bytes, base64) when it is
+        /// at most the `inline_result_bytes` of this connection's `Welcome`:
+        /// it then travels here instead of in an upload before this message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
 }
+
+/// Room kept in an agent's message for everything but an inline result:
+/// a server advertises at most what fits in its message limit less this,
+/// and an agent sends a result inline only when the rest of its `Finished`
+/// message is smaller.
+pub const FINISHED_ROOM: usize = 16 * 1024;
 
 /// Paths of the agent-facing HTTP endpoints.
 pub mod paths {
@@ -289,4 +305,46 @@ pub mod paths {
     pub const SIZE: &str = "x-reach-size";
     /// The number of chunks of the whole file.
     pub const CHUNKS: &str = "x-reach-chunks";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Agents and servers of different versions meet: a field one side
+    /// does not know is absent on the other's messages, and means "as
+    /// before" (upload every result).
+    #[test]
+    fn inline_results_are_optional_on_the_wire() {
+        let old_welcome = r#"{"type":"Welcome","machine_id":"m","heartbeat_secs":30}"#;
+        let ServerMessage::Welcome {
+            inline_result_bytes,
+            ..
+        } = serde_json::from_str(old_welcome).unwrap()
+        else {
+            panic!("a Welcome");
+        };
+        assert_eq!(inline_result_bytes, 0);
+        let finished = AgentMessage::Finished {
+            command: CommandRef {
+                action_id: "a".into(),
+                index: 0,
+            },
+            outcome: Outcome::Completed {
+                sha256: None,
+                path: None,
+            },
+            result: None,
+        };
+        let text = serde_json::to_string(&finished).unwrap();
+        assert_eq!(
+            text, r#"{"type":"Finished","action_id":"a","index":0,"outcome":"Completed"}"#,
+            "without a result, the message older servers know"
+        );
+        let with = r#"{"type":"Finished","action_id":"a","index":0,"outcome":"Completed","result":"aGk="}"#;
+        let AgentMessage::Finished { result, .. } = serde_json::from_str(with).unwrap() else {
+            panic!("a Finished");
+        };
+        assert_eq!(result.as_deref(), Some("aGk="));
+    }
 }

@@ -1,7 +1,8 @@
 //! The agent gateway: enrolment, the one WebSocket each agent holds
 //! (`gateway`), and the HTTP endpoints agents stream files through: a
 //! command's payload and transcript (`payload`), a GetFile's chunks
-//! (`chunks`, checked by `verify`). Every transfer endpoint starts from the
+//! (`chunks`, checked by `verify`). How a command ended, with a small
+//! transcript inside the message, is `finished`. Every transfer endpoint starts from the
 //! same checks (`extract`). Connections register in the `hub`, which wakes them the
 //! moment a command is created.
 //!
@@ -11,6 +12,7 @@
 
 pub mod chunks;
 pub mod extract;
+pub mod finished;
 pub mod gateway;
 pub mod payload;
 pub mod put_record;

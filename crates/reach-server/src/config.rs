@@ -216,6 +216,11 @@ pub struct LiveResponse {
     /// travels inside the command's `Run` message instead of being
     /// downloaded by the agent in a request of its own. 0: always download.
     pub inline_payload_bytes: u64,
+    /// A RunScript transcript of at most this many bytes travels inside the
+    /// agent's `Finished` message instead of an upload of its own (the
+    /// server tells each agent this in `Welcome`, capped to fit in
+    /// `agents.max_message_bytes`). 0: agents always upload.
+    pub inline_result_bytes: u64,
     /// Ed25519 public keys (base64). When any is set, a library upload must
     /// carry a signature by one of them. Agents check signatures themselves
     /// (their own `trusted_keys`); this catches a wrong one at upload.
@@ -324,6 +329,7 @@ impl Default for LiveResponse {
             rewake_after_secs: 5,
             chunk_bytes: 8 * 1024 * 1024,
             inline_payload_bytes: 64 * 1024,
+            inline_result_bytes: 64 * 1024,
             library_trusted_keys: Vec::new(),
             library_accept_v1_signatures: false,
         }

@@ -186,6 +186,18 @@ impl Files {
         format!("transcripts/{day}/{action_id}.{index}")
     }
 
+    /// A transcript that came inside an agent's message: the transcript's
+    /// key plus a random suffix, so that a repeated message (or a device
+    /// sending another version after the fact) never overwrites the one
+    /// recorded.
+    pub fn inline_transcript_key(action_id: &str, index: u32, now: crate::time::Micros) -> String {
+        let nonce: u64 = rand::random();
+        format!(
+            "{}.{nonce:016x}",
+            Self::transcript_key(action_id, index, now)
+        )
+    }
+
     /// A chunked result composed into one object (S3, for one presigned URL).
     /// Beside its chunks, never at their prefix: stores that keep keys as
     /// paths (MinIO, s3s-fs) cannot hold `a/b` and `a/b/c` at once.

@@ -80,6 +80,10 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Requests answered 429 by a per-caller rate limit.
     pub rate_limited: AtomicU64,
+    /// RunScript transcripts that came inside the agent's `Finished`.
+    pub transcripts_inline: AtomicU64,
+    /// RunScript transcripts uploaded in a request of their own.
+    pub transcripts_uploaded: AtomicU64,
 }
 
 impl Metrics {
@@ -139,6 +143,12 @@ pub async fn render(State(state): State<SharedState>) -> ApiResult<Response> {
         "reach_rate_limited_total",
         "Requests refused by a per-caller rate limit.",
         m.rate_limited.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP reach_transcripts_received_total RunScript transcripts received, inside the agent's message or uploaded.\n# TYPE reach_transcripts_received_total counter\nreach_transcripts_received_total{{via=\"message\"}} {}\nreach_transcripts_received_total{{via=\"upload\"}} {}",
+        m.transcripts_inline.load(Ordering::Relaxed),
+        m.transcripts_uploaded.load(Ordering::Relaxed),
     );
     let mut response = out.into_response();
     response.headers_mut().insert(

@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use reach_proto::agent::{
-    AgentMessage, CommandRef, EnrollRequest, EnrollResponse, MachineInfo, Outcome, ServerMessage,
+    AgentMessage, CommandRef, EnrollRequest, EnrollResponse, MachineInfo, ServerMessage,
 };
 use tokio::sync::mpsc;
 
@@ -262,6 +262,7 @@ impl Session {
         self.send(&ServerMessage::Welcome {
             machine_id: machine_id.clone(),
             heartbeat_secs: heartbeat.as_secs(),
+            inline_result_bytes: super::finished::inline_result_limit(&self.state.config),
         })
         .await?;
         self.reconcile(agent_running).await?;
@@ -339,11 +340,11 @@ impl Session {
             if self
                 .state
                 .store
-                .finish_command(&machine_id, &command, &finish, Micros::now())
+                .finish_command(&machine_id, &command, &finish, None, Micros::now())
                 .await?
                 .is_some()
             {
-                audit_finish(&self.state, &self.identity, &command, &finish).await;
+                super::finished::audit_finish(&self.state, &self.identity, &command, &finish).await;
             }
             tracing::warn!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, "command lost to an agent restart");
         }
@@ -375,7 +376,7 @@ impl Session {
         );
         let started = async move {
             let operation = crate::audit::Operation::CommandStarted;
-            audit_command(
+            super::finished::audit_command(
                 &state,
                 &identity,
                 operation,
@@ -410,45 +411,16 @@ impl Session {
     }
 
     async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {
-        let machine_id = self.identity.machine_id.clone();
         match message {
             AgentMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
             AgentMessage::Heartbeat => Ok(()),
-            AgentMessage::Finished { command, outcome } => {
-                let finish = match outcome {
-                    Outcome::Completed { sha256, path } => {
-                        super::put_record::store(&self.state, &machine_id, &command, path).await?;
-                        Finish::Completed {
-                            file_sha256: sha256,
-                        }
-                    }
-                    Outcome::Failed { errors, timed_out } => Finish::Failed {
-                        errors: errors
-                            .into_iter()
-                            .take(20)
-                            .map(|e| super::truncate(e, 4096))
-                            .collect(),
-                        timed_out,
-                    },
-                };
-                let action = self
-                    .state
-                    .store
-                    .finish_command(&machine_id, &command, &finish, Micros::now())
+            AgentMessage::Finished {
+                command,
+                outcome,
+                result,
+            } => {
+                super::finished::record(&self.state, &self.identity, &command, outcome, result)
                     .await?;
-                if let Some(action) = &action
-                    && let Some(done) = action.commands.iter().find(|c| c.index == command.index)
-                    && let (Some(start), Some(end)) = (done.start_time, done.end_time)
-                {
-                    self.state
-                        .metrics
-                        .command_duration
-                        .observe_micros(end.0 - start.0);
-                }
-                if let Some(action) = action {
-                    audit_finish(&self.state, &self.identity, &command, &finish).await;
-                    tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %action.status, "command finished");
-                }
                 if self.in_flight.as_ref() == Some(&command) {
                     self.in_flight = None;
                 }
@@ -457,43 +429,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Records a command's step in the audit trail, with its machine as the actor.
-async fn audit_command(
-    state: &SharedState,
-    identity: &AgentIdentity,
-    operation: crate::audit::Operation,
-    command: &CommandRef,
-    outcome: crate::audit::Outcome,
-    details: serde_json::Value,
-) {
-    let event = crate::audit::command_event(
-        &identity.tenant_id,
-        crate::audit::Actor::machine(&identity.machine_id),
-        &identity.machine_id,
-        command,
-        operation,
-        outcome,
-        details,
-    );
-    state.auditor.record(event).await;
-}
-
-async fn audit_finish(
-    state: &SharedState,
-    identity: &AgentIdentity,
-    command: &CommandRef,
-    finish: &Finish,
-) {
-    let (outcome, details) = crate::audit::finish_details(finish);
-    audit_command(
-        state,
-        identity,
-        crate::audit::Operation::CommandFinished,
-        command,
-        outcome,
-        details,
-    )
-    .await;
 }

@@ -106,10 +106,18 @@ pub async fn result(
     own: OwnCommand,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    if matches!(own.row.work, Work::PutFile { .. }) {
-        return Err(ApiError::BadRequest(
-            "PutFile commands have no result".into(),
-        ));
+    match own.row.work {
+        Work::RunScript { .. } => {}
+        Work::PutFile { .. } => {
+            return Err(ApiError::BadRequest(
+                "PutFile commands have no result".into(),
+            ));
+        }
+        Work::GetFile { .. } => {
+            return Err(ApiError::BadRequest(
+                "A GetFile result is sent in chunks, not as one upload".into(),
+            ));
+        }
     }
     own.running()?;
     let OwnCommand {
@@ -139,6 +147,7 @@ pub async fn result(
             })
         })?;
     Metrics::add(&state.metrics.bytes_received, stored.size);
+    Metrics::add(&state.metrics.transcripts_uploaded, 1);
     state
         .store
         .record_result(

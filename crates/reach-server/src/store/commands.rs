@@ -112,14 +112,18 @@ pub trait Commands: Send + Sync {
     /// The chunks recorded for a command, by number.
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>>;
     /// Ends an InProgress command on this machine and moves its action on.
-    /// A RunScript or GetFile reported Completed without a recorded result
-    /// fails instead. Returns None if the command was not InProgress (a
-    /// repeated delivery).
+    /// `result`, a RunScript's transcript that came with the outcome, is
+    /// recorded in the same transaction (unless one was uploaded already;
+    /// any other command ignores it: the returned row's result says which
+    /// was kept). A RunScript or GetFile reported Completed without a
+    /// recorded result fails instead. Returns None if the command was not
+    /// InProgress (a repeated delivery).
     async fn finish_command(
         &self,
         machine_id: &str,
         command: &CommandRef,
         finish: &Finish,
+        result: Option<&ResultBlob>,
         now: Micros,
     ) -> StoreResult<Option<ActionRow>>;
     /// Ends actions queued past `queue_deadline` (created before it) with

@@ -145,7 +145,7 @@ async fn a_revoked_machine_is_disconnected_and_cannot_return() {
 }
 
 /// A raw protocol peer: the agent's WebSocket, driven by hand.
-mod raw {
+pub mod raw {
     use futures::{SinkExt, StreamExt};
     use reach_proto::agent::{AgentMessage, ServerMessage};
     use tokio_tungstenite::tungstenite::Message;
@@ -419,6 +419,7 @@ async fn getfile_chunks_are_checked_as_they_arrive_in_any_order() {
             sha256: Some(sha256),
             path: None,
         },
+        result: None,
     };
     socket
         .send(tokio_tungstenite::tungstenite::Message::text(

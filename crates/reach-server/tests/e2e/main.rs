@@ -18,6 +18,7 @@ mod errors;
 mod floods;
 mod getfile;
 mod hostile;
+mod inline_results;
 mod library;
 mod live_response;
 mod names;

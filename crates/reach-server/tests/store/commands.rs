@@ -31,12 +31,12 @@ async fn a_command_is_claimed_once_and_recorded_once() {
         );
         let finish = Finish::Completed { file_sha256: None };
         let first = store
-            .finish_command(machine, &claimed.command, &finish, now)
+            .finish_command(machine, &claimed.command, &finish, None, now)
             .await
             .unwrap();
         assert_eq!(first.unwrap().status, ActionStatus::Succeeded);
         let again = store
-            .finish_command(machine, &claimed.command, &finish, now)
+            .finish_command(machine, &claimed.command, &finish, None, now)
             .await
             .unwrap();
         assert!(
@@ -118,7 +118,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
         };
         assert!(
             store
-                .finish_command(other, &claimed.command, &failed, now)
+                .finish_command(other, &claimed.command, &failed, None, now)
                 .await
                 .unwrap()
                 .is_none()
@@ -170,7 +170,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
             file_sha256: Some("f".into()),
         };
         let action = store
-            .finish_command(&machines[0], &claimed.command, &done, now)
+            .finish_command(&machines[0], &claimed.command, &done, None, now)
             .await
             .unwrap()
             .unwrap();
@@ -199,7 +199,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
             .unwrap();
         let done = Finish::Completed { file_sha256: None };
         let action = store
-            .finish_command(machine, &claimed.command, &done, now)
+            .finish_command(machine, &claimed.command, &done, None, now)
             .await
             .unwrap()
             .unwrap();
@@ -295,6 +295,92 @@ async fn a_command_its_agent_never_received_is_handed_out_again() {
                 .await
                 .unwrap(),
             "{}: only by its own machine",
+            backend.name
+        );
+    }
+}
+
+fn transcript(key: &str) -> ResultBlob {
+    ResultBlob {
+        key: key.into(),
+        size: 42,
+        sha256: Some("ab".repeat(32)),
+        chunks: None,
+    }
+}
+
+#[tokio::test]
+async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 1).await;
+        let machine = &machines[0];
+        let commands = vec![run_script("a.sh"), run_script("b.sh"), put_file("c")];
+        store
+            .create_action(&action("a1", machine, commands), LIMITS)
+            .await
+            .unwrap();
+        let now = Micros::now();
+        let done = Finish::Completed { file_sha256: None };
+        let finish = async |expected: &str, result: Option<&ResultBlob>| {
+            let claimed = store
+                .claim_next_command(machine, "agent-1", now)
+                .await
+                .unwrap()
+                .unwrap();
+            let action = store
+                .finish_command(machine, &claimed.command, &done, result, now)
+                .await
+                .unwrap()
+                .unwrap();
+            let command = &action.commands[claimed.command.index as usize];
+            assert_eq!(
+                command.status,
+                CommandStatus::Completed,
+                "{}: {expected}",
+                backend.name
+            );
+            command.result.clone()
+        };
+        // With the outcome: recorded in the same transaction.
+        let kept = finish("inline", Some(&transcript("inline-0"))).await;
+        assert_eq!(kept, Some(transcript("inline-0")), "{}", backend.name);
+        // Uploaded first: the upload is kept, the inline copy is not.
+        let claimed = store
+            .claim_next_command(machine, "agent-1", now)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .record_result(machine, &claimed.command, &transcript("uploaded-1"))
+            .await
+            .unwrap();
+        let action = store
+            .finish_command(
+                machine,
+                &claimed.command,
+                &done,
+                Some(&transcript("inline-1")),
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            action.commands[1].result,
+            Some(transcript("uploaded-1")),
+            "{}",
+            backend.name
+        );
+        // A PutFile has no result: one sent with it is not kept.
+        let kept = finish("put", Some(&transcript("inline-2"))).await;
+        assert_eq!(kept, None, "{}", backend.name);
+        let stored = store.get_action(TENANT, "a1").await.unwrap();
+        assert_eq!(stored.status, ActionStatus::Succeeded, "{}", backend.name);
+        assert_eq!(
+            stored.commands[0].result,
+            Some(transcript("inline-0")),
+            "{}",
             backend.name
         );
     }

@@ -141,6 +141,22 @@ fn get_file(path: &str) -> NewCommand {
     }
 }
 
+fn run_script(name: &str) -> NewCommand {
+    NewCommand {
+        command: Command {
+            kind: "RunScript".into(),
+            params: vec![],
+        },
+        work: Work::RunScript {
+            script_name: name.into(),
+            sha256: "abc".into(),
+            args: None,
+            signature: None,
+        },
+        timeout_secs: 60,
+    }
+}
+
 fn action(id: &str, machine: &str, commands: Vec<NewCommand>) -> NewAction {
     NewAction {
         id: id.into(),

@@ -47,7 +47,7 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
             file_sha256: Some("f".into()),
         };
         store
-            .finish_command(&machine, &claimed.command, &done, long_ago)
+            .finish_command(&machine, &claimed.command, &done, None, long_ago)
             .await
             .unwrap();
 

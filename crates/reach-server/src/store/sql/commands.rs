@@ -194,6 +194,7 @@ impl Commands for SqlStore {
         machine_id: &str,
         command: &CommandRef,
         finish: &Finish,
+        result: Option<&ResultBlob>,
         now: Micros,
     ) -> StoreResult<Option<ActionRow>> {
         let mut tx = self.write().await?;
@@ -214,7 +215,10 @@ impl Commands for SqlStore {
         };
         let action_status: ActionStatus = parse_status(found.try_get::<&str, _>("status")?)?;
         let work: Work = from_json(found.try_get::<&str, _>("work")?)?;
-        let has_result = found.try_get::<Option<String>, _>("result_key")?.is_some();
+        let uploaded = found.try_get::<Option<String>, _>("result_key")?.is_some();
+        // Only a RunScript has a transcript; an uploaded one is kept.
+        let result = result.filter(|_| matches!(work, Work::RunScript { .. }) && !uploaded);
+        let has_result = uploaded || result.is_some();
         let needs_result = !matches!(work, Work::PutFile { .. });
         let missing = Finish::Failed {
             errors: vec!["The agent reported success but no result was uploaded".into()],
@@ -241,16 +245,22 @@ impl Commands for SqlStore {
             ),
         };
         sqlx::query(
-            "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4 WHERE action_id = $5 AND idx = $6",
+            "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4,
+                result_key = COALESCE(result_key, $7), result_size = COALESCE(result_size, $8),
+                result_sha256 = COALESCE(result_sha256, $9)
+             WHERE action_id = $5 AND idx = $6",
         )
-            .bind(status.as_str())
-            .bind(now.0)
-            .bind(json(&errors))
-            .bind(file_sha256)
-            .bind(&command.action_id)
-            .bind(i64::from(command.index))
-            .execute(&mut *tx)
-            .await?;
+        .bind(status.as_str())
+        .bind(now.0)
+        .bind(json(&errors))
+        .bind(file_sha256)
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(result.map(|r| r.key.as_str()))
+        .bind(result.map(|r| r.size as i64))
+        .bind(result.and_then(|r| r.sha256.as_deref()))
+        .execute(&mut *tx)
+        .await?;
         let remaining: i64 = found.try_get("remaining")?;
         let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));
         let row = if action_status.is_final() {

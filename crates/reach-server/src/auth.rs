@@ -6,6 +6,7 @@
 //! This module never logs a token or a secret, and never trusts a token's
 //! algorithm header beyond the algorithms allowed for its issuer.
 
+pub mod admit;
 pub mod extract;
 pub mod oidc;
 pub mod permissions;
@@ -21,7 +22,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{App, Identities, Scope, StoreError, User};
+pub use admit::{AdmitError, Admitted, admit};
+
+use crate::store::{App, Identities, Scope, User};
 
 /// Audience of the tokens Reach issues: Defender's resource identifier.
 pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
@@ -38,7 +41,7 @@ pub struct Principal {
     /// Roles (apps) or delegated scopes (users).
     pub roles: BTreeSet<String>,
     /// Tokens Reach issued: the app's or user's token generation at issue,
-    /// checked against the store on every call (`admit`). None for an
+    /// checked against the account on every call (`admit`). None for an
     /// external issuer's tokens, which that issuer revokes.
     pub generation: Option<u64>,
     /// The machines the caller may see and act on (its device groups).
@@ -271,88 +274,6 @@ impl Authenticator {
             scope: Scope::All,
         })
     }
-}
-
-/// Checks a verified Reach token against what the store says now: the app
-/// or user still exists in the token's tenant, is not disabled, and its
-/// token generation is the token's (a rotated secret or a disabled account
-/// revokes every earlier token at once). Keeps only the roles the account
-/// holds now, and sets the caller's device-group scope. External issuers'
-/// tokens pass unchanged.
-pub async fn admit(store: &dyn Identities, principal: &mut Principal) -> Result<(), AdmitError> {
-    let Some(generation) = principal.generation else {
-        return Ok(());
-    };
-    let (tenant_id, disabled, current, groups, roles) = match &principal.app_id {
-        Some(client_id) => match store.get_app(client_id).await {
-            Ok(app) => (
-                app.tenant_id,
-                app.disabled,
-                app.token_generation,
-                app.device_groups,
-                app.roles,
-            ),
-            Err(StoreError::NotFound(_)) => return Err(revoked("the app no longer exists")),
-            Err(err) => return Err(AdmitError::Store(err)),
-        },
-        None => match store.get_user(&principal.name).await {
-            Ok(user) => (
-                user.tenant_id,
-                user.disabled,
-                user.token_generation,
-                user.device_groups,
-                user.roles,
-            ),
-            Err(StoreError::NotFound(_)) => return Err(revoked("the user no longer exists")),
-            Err(err) => return Err(AdmitError::Store(err)),
-        },
-    };
-    if tenant_id != principal.tenant_id {
-        return Err(revoked("its tenant does not match"));
-    }
-    if disabled {
-        return Err(revoked("the account is disabled"));
-    }
-    if current != generation {
-        return Err(revoked(
-            "it was revoked (the secret was rotated or the account disabled since)",
-        ));
-    }
-    // Roles are what the account holds now: a token claiming more (forged
-    // by someone who read the key, or issued before roles were taken away)
-    // gets no more than that.
-    principal.roles.retain(|role| roles.contains(role));
-    if !groups.is_empty() {
-        let mut tags = Vec::new();
-        for group in store
-            .list_device_groups(&tenant_id)
-            .await
-            .map_err(AdmitError::Store)?
-        {
-            if groups.iter().any(|g| g.eq_ignore_ascii_case(&group.name)) {
-                tags.extend(group.tags);
-            }
-        }
-        principal.scope = Scope::Tags(tags);
-    }
-    Ok(())
-}
-
-fn revoked(why: &str) -> AdmitError {
-    AdmitError::Refused(TokenError(format!(
-        "The access token is no longer valid: {why}"
-    )))
-}
-
-/// Why `admit` turned a verified token away.
-#[derive(Debug, thiserror::Error)]
-pub enum AdmitError {
-    /// The account refused the token (disabled, rotated, unknown); said to the caller.
-    #[error(transparent)]
-    Refused(TokenError),
-    /// The store could not be read.
-    #[error(transparent)]
-    Store(StoreError),
 }
 
 /// The `iss` claim, read without checking anything: only to pick the verifier.

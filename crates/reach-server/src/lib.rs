@@ -68,6 +68,8 @@ pub struct AppState {
     pub address_limiter: ratelimit::Limiter,
     /// Every secret and password check passes here.
     pub gate: auth::secrets::Gate,
+    /// Accounts recently read to admit tokens (at most a second old).
+    pub admitted: auth::Admitted,
     /// This node's agent connections.
     pub hub: hub::Hub,
     /// How hub events reach connections held by other nodes.
@@ -158,6 +160,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         },
         address_limiter: ratelimit::Limiter::local(),
         gate,
+        admitted: auth::Admitted::default(),
         hub: hub::Hub::default(),
         chunks_in_order: agents::verify::InOrder::default(),
         cluster,

@@ -1,7 +1,8 @@
 //! `Principal` as an axum extractor: the caller of an API request, from
 //! `Authorization: Bearer <token>` or (from the console) the session
-//! cookie, verified and then admitted against the store (`admit`: disabled
-//! accounts and rotated secrets stop at once). It records the caller in the
+//! cookie, verified and then admitted against its account (`admit`:
+//! disabled accounts and rotated secrets stop within a second everywhere,
+//! at once on the node that made the change). It records the caller in the
 //! request's audit notes. Every refusal is a 401 in the error envelope and
 //! never repeats the token.
 
@@ -48,7 +49,7 @@ impl FromRequestParts<SharedState> for Principal {
             .verify(&token)
             .await
             .map_err(|err| ApiError::Unauthorized(err.0))?;
-        super::admit(state.store.as_ref(), &mut principal)
+        super::admit(state.store.as_ref(), &state.admitted, &mut principal)
             .await
             .map_err(|err| match err {
                 super::AdmitError::Refused(why) => ApiError::Unauthorized(why.0),

@@ -70,6 +70,11 @@ pub struct DeviceGroup {
 /// Who may call, with which roles, limited to which machines; and the server's own secrets.
 #[async_trait]
 pub trait Identities: Send + Sync {
+    /// A number that grows whenever this process changes an account's
+    /// standing or a device group (secret, disabled, sessions ended, group
+    /// tags): what was read of accounts at an older number may be stale.
+    /// Changes made by other processes do not move it.
+    fn identities_epoch(&self) -> u64;
     /// The secret stored under `name`, storing `fresh` first if there is none.
     /// Concurrent callers all get the one value that won.
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String>;

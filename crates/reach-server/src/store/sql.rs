@@ -89,6 +89,9 @@ pub struct SqlStore {
     /// SQLite: writers take turns here, in the async runtime, instead of in
     /// SQLite's busy handler (which sleeps up to 100 ms between retries).
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Grows after each change to an account's standing or a device group
+    /// made through this store (`Identities::identities_epoch`).
+    identities_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A write transaction, holding the SQLite writer's turn until it ends.
@@ -188,6 +191,19 @@ impl SqlStore {
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
         let _turn = self.turn().await;
         query.execute(&self.writer_pool).await
+    }
+
+    /// `write_one` for a change to an account or device group: moves the
+    /// identities epoch once it is written (or failed), so that what was
+    /// read before it is not used again.
+    async fn write_identity<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let done = self.write_one(query).await;
+        self.identities_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        done
     }
 
     /// Locks an action's row until the transaction ends.

@@ -12,8 +12,8 @@ fn everything() -> Vec<String> {
     roles::ALL.iter().map(|r| r.to_string()).collect()
 }
 
-#[tokio::test]
-async fn rotating_a_secret_or_disabling_an_app_revokes_its_tokens_at_once() {
+/// A server with an app holding every role, signed in and heard from once.
+async fn automation() -> (TestServer, admin::NewApp, reach_client::Client) {
     let server = TestServer::start().await;
     let store = server.state.store.as_ref();
     let app = admin::create_app(store, &server.tenant_id, "automation", everything())
@@ -21,6 +21,13 @@ async fn rotating_a_secret_or_disabling_an_app_revokes_its_tokens_at_once() {
         .unwrap();
     let client = server.login(&app).await;
     client.machines(&[]).await.unwrap();
+    (server, app, client)
+}
+
+#[tokio::test]
+async fn rotating_a_secret_or_disabling_an_app_revokes_its_tokens_at_once() {
+    let (server, app, client) = automation().await;
+    let store = server.state.store.as_ref();
 
     let secret = admin::rotate_app_secret(store, &app.client_id)
         .await
@@ -61,6 +68,38 @@ async fn rotating_a_secret_or_disabling_an_app_revokes_its_tokens_at_once() {
         "earlier tokens stay revoked"
     );
     server.login(&rotated).await.machines(&[]).await.unwrap();
+}
+
+/// The operator's command runs in its own process, with its own connection
+/// to the database: this node learns of its change only by reading the
+/// account again, which it does at most `ACCOUNT_TTL` after the last read.
+#[tokio::test]
+async fn a_revocation_by_another_process_takes_effect_within_a_second() {
+    use reach_server::auth::admit::ACCOUNT_TTL;
+    let (server, app, client) = automation().await;
+    let operator = reach_server::store::sql::SqlStore::open_sqlite(&server.state.config.data_dir)
+        .await
+        .unwrap();
+    let changed = std::time::Instant::now();
+    admin::rotate_app_secret(&operator, &app.client_id)
+        .await
+        .unwrap();
+    let refused = wait_for("the rotated app's token refused", async || {
+        let started = std::time::Instant::now();
+        match client.machines(&[]).await {
+            Ok(_) => {
+                let after = started.duration_since(changed);
+                assert!(
+                    after < ACCOUNT_TTL,
+                    "the revoked token was still accepted {after:?} after the change"
+                );
+                None
+            }
+            Err(err) => Some(err.to_string()),
+        }
+    })
+    .await;
+    assert!(refused.contains("no longer valid"), "{refused}");
 }
 
 #[tokio::test]

@@ -107,6 +107,7 @@ impl SqlStore {
             writer_pool,
             engine,
             writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            identities_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

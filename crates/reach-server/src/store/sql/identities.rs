@@ -11,6 +11,11 @@ use crate::time::Micros;
 
 #[async_trait]
 impl Identities for SqlStore {
+    fn identities_epoch(&self) -> u64 {
+        self.identities_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String> {
         self.write_one(sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)
@@ -83,7 +88,7 @@ impl Identities for SqlStore {
 
     async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()> {
         let done = self
-            .write_one(
+            .write_identity(
                 sqlx::query(
                     "UPDATE apps SET secret_hash = $2, token_generation = token_generation + 1
                      WHERE client_id = $1",
@@ -110,7 +115,7 @@ impl Identities for SqlStore {
 
     async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()> {
         let done = self
-            .write_one(
+            .write_identity(
                 sqlx::query(
                     "UPDATE apps SET disabled = $2, token_generation = token_generation + 1
                      WHERE client_id = $1",
@@ -157,7 +162,7 @@ impl Identities for SqlStore {
 
     async fn end_user_sessions(&self, name: &str) -> StoreResult<()> {
         let done = self
-            .write_one(
+            .write_identity(
                 sqlx::query(
                     "UPDATE users SET token_generation = token_generation + 1
                      WHERE lower(name) = lower($1)",
@@ -170,7 +175,7 @@ impl Identities for SqlStore {
 
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()> {
         let done = self
-            .write_one(
+            .write_identity(
                 sqlx::query(
                     "UPDATE users SET disabled = $2, token_generation = token_generation + 1
                      WHERE lower(name) = lower($1)",
@@ -183,7 +188,7 @@ impl Identities for SqlStore {
     }
 
     async fn put_device_group(&self, group: &DeviceGroup, now: Micros) -> StoreResult<()> {
-        self.write_one(
+        self.write_identity(
             sqlx::query(
                 "INSERT INTO device_groups (tenant_id, name, tags, created_us) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET tags = excluded.tags",

@@ -64,3 +64,33 @@ async fn nodes_appending_to_the_audit_trail_at_once_form_one_chain() {
         assert_eq!(page[0].seq, 48, "newest first");
     }
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_one_insert_is_one_intact_chain() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let events: Vec<AuditEvent> = (0..150)
+            .map(|i| {
+                reach_server::audit::event(
+                    TENANT,
+                    reach_server::audit::Actor::system(),
+                    Operation::MachineTagged,
+                    Outcome::Succeeded,
+                    serde_json::json!({ "event": i }),
+                )
+            })
+            .collect();
+        let appended = store.append_audit(&events).await.unwrap();
+        assert_eq!(appended.len(), 150, "{}", backend.name);
+        let stored = store.audit_page(0, Micros(i64::MIN), 1000).await.unwrap();
+        assert_eq!(stored, appended, "{}: stored as returned", backend.name);
+        assert!(
+            matches!(
+                reach_server::audit::verify(&store).await.unwrap(),
+                reach_server::audit::Verdict::Intact { entries: 150, .. }
+            ),
+            "{}",
+            backend.name
+        );
+    }
+}

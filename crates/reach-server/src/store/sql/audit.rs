@@ -3,7 +3,7 @@
 //! here rewrites one.
 
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::odata::Query;
@@ -102,6 +102,13 @@ impl AuditLog for SqlStore {
     }
 }
 
+/// Columns of one audit row in an INSERT.
+const AUDIT_COLUMNS: usize = 15;
+
+/// Rows per INSERT: 64 × 15 binds stays far below both engines' limits
+/// (SQLite 32,766, PostgreSQL 65,535).
+const AUDIT_ROWS_PER_INSERT: usize = 64;
+
 /// Appends events after the newest entry, in a transaction that holds the
 /// audit lock (`SqlStore::lock_audit`).
 pub(super) async fn append_audit_in(
@@ -115,39 +122,51 @@ pub(super) async fn append_audit_in(
         Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get("hash")?),
         None => (0, crate::store::audit::GENESIS.to_string()),
     };
+    // The chain is computed here, then written as one multi-row INSERT per
+    // `AUDIT_ROWS_PER_INSERT` entries (one statement, one round trip).
     let mut appended = Vec::with_capacity(events.len());
     for event in events {
         seq += 1;
         let hash = crate::store::audit::link_hash(seq, event, &prev_hash);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, time_us, tenant_id, actor_type, actor_id, actor_name,
-                source_ip, operation, machine_id, target, outcome, http_status, details,
-                prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(seq)
-        .bind(event.time.0)
-        .bind(&event.tenant_id)
-        .bind(&event.actor_type)
-        .bind(&event.actor_id)
-        .bind(&event.actor_name)
-        .bind(&event.source_ip)
-        .bind(&event.operation)
-        .bind(&event.machine_id)
-        .bind(&event.target)
-        .bind(&event.outcome)
-        .bind(event.http_status.map(i64::from))
-        .bind(&event.details)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
         appended.push(AuditEntry {
             seq,
             event: event.clone(),
             prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
             hash,
         });
+    }
+    for rows in appended.chunks(AUDIT_ROWS_PER_INSERT) {
+        let values = (0..rows.len())
+            .map(|row| format!("({})", placeholders(row * AUDIT_COLUMNS + 1, AUDIT_COLUMNS)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO audit_log (seq, time_us, tenant_id, actor_type, actor_id, actor_name,
+                source_ip, operation, machine_id, target, outcome, http_status, details,
+                prev_hash, hash)
+             VALUES {values}"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for entry in rows {
+            let event = &entry.event;
+            query = query
+                .bind(entry.seq)
+                .bind(event.time.0)
+                .bind(&event.tenant_id)
+                .bind(&event.actor_type)
+                .bind(&event.actor_id)
+                .bind(&event.actor_name)
+                .bind(&event.source_ip)
+                .bind(&event.operation)
+                .bind(&event.machine_id)
+                .bind(&event.target)
+                .bind(&event.outcome)
+                .bind(event.http_status.map(i64::from))
+                .bind(&event.details)
+                .bind(&entry.prev_hash)
+                .bind(&entry.hash);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(appended)
 }

@@ -30,7 +30,7 @@ pub use actions::{
     ActionLimits, ActionRow, Actions, CommandRow, NewAction, NewCommand, ResultBlob,
 };
 pub use audit::{AuditEntry, AuditEvent, AuditLog};
-pub use commands::{ChunkRow, Claimed, Commands, Finish, Running, Swept};
+pub use commands::{ChunkRow, Claimed, Commands, Finish, Finished, Running, Swept};
 pub use enrollment::{Enrollment, EnrollmentTokenRow, MachineCredential};
 pub use identities::{App, DeviceGroup, Identities, Tenant, User};
 pub use library::{Library, LibraryRow};

@@ -59,6 +59,22 @@ mod linux {
             .parse()
             .unwrap();
         assert!(alive(pid));
+        // `$!` is printed as soon as the shell forks: wait until the child
+        // runs `sleep`. While a process is between fork and exec its
+        // environment may read as empty, and a scan for the marker would
+        // pass it by (the test would then see a survivor the product never
+        // leaves once the process runs).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|comm| comm.trim() != "sleep")
+            .unwrap_or(true)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pid} never ran sleep"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         (hold, child, pid)
     }
 

@@ -17,7 +17,7 @@ use crate::SharedState;
 use crate::audit::{Actor, Operation};
 use crate::files::Files;
 use crate::metrics::Metrics;
-use crate::store::{ActionRow, Finish, ResultBlob};
+use crate::store::{Finish, Finished, ResultBlob};
 use crate::time::Micros;
 
 /// The largest transcript this server takes inside `Finished`, as told to
@@ -34,8 +34,8 @@ pub fn inline_result_limit(config: &crate::config::Config) -> u64 {
 }
 
 /// Records `command`'s end as the agent reported it (with `result`, the
-/// transcript that came with it, base64) and its audit entry. Returns the
-/// action when this message ended the command, None when it had already
+/// transcript that came with it, base64) and its audit entry. Returns what
+/// changed when this message ended the command, None when it had already
 /// ended.
 pub async fn record(
     state: &SharedState,
@@ -43,7 +43,7 @@ pub async fn record(
     command: &CommandRef,
     outcome: Outcome,
     result: Option<String>,
-) -> anyhow::Result<Option<ActionRow>> {
+) -> anyhow::Result<Option<Finished>> {
     let machine_id = &identity.machine_id;
     let mut finish = match outcome {
         Outcome::Completed { sha256, path } => {
@@ -85,36 +85,33 @@ pub async fn record(
             }
         },
     };
-    let action = state
+    let finished = state
         .store
         .finish_command(machine_id, command, &finish, blob.as_ref(), Micros::now())
         .await;
     if let Some(blob) = &blob {
-        let kept = action.as_ref().ok().and_then(|action| {
-            let row = action.as_ref()?;
-            let done = row.commands.iter().find(|c| c.index == command.index)?;
-            done.result.as_ref()
-        });
+        let kept = finished
+            .as_ref()
+            .ok()
+            .and_then(|finished| finished.as_ref()?.command.result.as_ref());
         if kept.is_none_or(|kept| kept.key != blob.key)
             && let Err(err) = state.files.delete(&blob.key).await
         {
             tracing::warn!(key = %blob.key, error = %err, "deleting an unused inline result failed");
         }
     }
-    let action = action?;
-    if let Some(row) = &action {
-        if let Some(done) = row.commands.iter().find(|c| c.index == command.index)
-            && let (Some(start), Some(end)) = (done.start_time, done.end_time)
-        {
+    let finished = finished?;
+    if let Some(done) = &finished {
+        if let (Some(start), Some(end)) = (done.command.start_time, done.command.end_time) {
             state
                 .metrics
                 .command_duration
                 .observe_micros(end.0 - start.0);
         }
         audit_finish(state, identity, command, &finish).await;
-        tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %row.status, "command finished");
+        tracing::info!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, action.status = %done.action_status, "command finished");
     }
-    Ok(action)
+    Ok(finished)
 }
 
 /// Decodes and stores an inline transcript. The inner error is the

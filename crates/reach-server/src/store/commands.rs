@@ -8,6 +8,16 @@ use reach_proto::agent::{CommandRef, Work};
 use super::*;
 use crate::time::Micros;
 
+/// What finishing a command changed: its action's status afterwards and
+/// the command as recorded (with the result the store kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The action's status after this command ended.
+    pub action_status: reach_proto::api::ActionStatus,
+    /// The command, as recorded.
+    pub command: CommandRow,
+}
+
 /// One stored chunk of a result, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRow {
@@ -114,8 +124,8 @@ pub trait Commands: Send + Sync {
     /// Ends an InProgress command on this machine and moves its action on.
     /// `result`, a RunScript's transcript that came with the outcome, is
     /// recorded in the same transaction (unless one was uploaded already;
-    /// any other command ignores it: the returned row's result says which
-    /// was kept). A RunScript or GetFile reported Completed without a
+    /// any other command ignores it: the returned command's result says
+    /// which was kept). A RunScript or GetFile reported Completed without a
     /// recorded result fails instead. Returns None if the command was not
     /// InProgress (a repeated delivery).
     async fn finish_command(
@@ -125,7 +135,7 @@ pub trait Commands: Send + Sync {
         finish: &Finish,
         result: Option<&ResultBlob>,
         now: Micros,
-    ) -> StoreResult<Option<ActionRow>>;
+    ) -> StoreResult<Option<Finished>>;
     /// Ends actions queued past `queue_deadline` (created before it) with
     /// TimeOut, and fails commands whose lease ran out by `now`.
     async fn sweep(

@@ -40,7 +40,6 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use connect::sqlite_url;
 
 use super::{Store, StoreError, StoreResult};
-use actions::load_commands;
 use odata_to_sql::{Bind, Field, Kind};
 use paging::{placeholders, select_page};
 

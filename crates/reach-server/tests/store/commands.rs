@@ -34,7 +34,7 @@ async fn a_command_is_claimed_once_and_recorded_once() {
             .finish_command(machine, &claimed.command, &finish, None, now)
             .await
             .unwrap();
-        assert_eq!(first.unwrap().status, ActionStatus::Succeeded);
+        assert_eq!(first.unwrap().action_status, ActionStatus::Succeeded);
         let again = store
             .finish_command(machine, &claimed.command, &finish, None, now)
             .await
@@ -174,9 +174,9 @@ async fn another_machine_cannot_claim_record_or_finish() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(action.status, ActionStatus::Succeeded);
-        assert_eq!(action.commands[0].result.as_ref(), Some(&blob));
-        assert_eq!(action.commands[0].file_sha256.as_deref(), Some("f"));
+        assert_eq!(action.action_status, ActionStatus::Succeeded);
+        assert_eq!(action.command.result.as_ref(), Some(&blob));
+        assert_eq!(action.command.file_sha256.as_deref(), Some("f"));
     }
 }
 
@@ -203,10 +203,16 @@ async fn a_result_is_required_and_failures_stop_the_action() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(action.status, ActionStatus::Failed, "{}", backend.name);
-        assert_eq!(action.commands[0].status, CommandStatus::Failed);
-        assert!(action.commands[0].errors[0].contains("no result"));
-        assert_eq!(action.commands[1].status, CommandStatus::Created);
+        assert_eq!(
+            action.action_status,
+            ActionStatus::Failed,
+            "{}",
+            backend.name
+        );
+        assert_eq!(action.command.status, CommandStatus::Failed);
+        assert!(action.command.errors[0].contains("no result"));
+        let stored = store.get_action(TENANT, "a1").await.unwrap();
+        assert_eq!(stored.commands[1].status, CommandStatus::Created);
         assert!(
             store
                 .claim_next_command(machine, "agent-1", now)
@@ -333,7 +339,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
                 .await
                 .unwrap()
                 .unwrap();
-            let command = &action.commands[claimed.command.index as usize];
+            let command = &action.command;
             assert_eq!(
                 command.status,
                 CommandStatus::Completed,
@@ -367,7 +373,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            action.commands[1].result,
+            action.command.result,
             Some(transcript("uploaded-1")),
             "{}",
             backend.name
@@ -382,6 +388,44 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
             Some(transcript("inline-0")),
             "{}",
             backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_ending_after_its_action_was_cancelled_changes_nothing() {
+    for backend in backends().await {
+        let (store, machine) =
+            with_action(&backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(&machine, "agent-1", now)
+            .await
+            .unwrap()
+            .unwrap();
+        let cancelled = store
+            .cancel_action(TENANT, "a1", "analyst", Some("wrong host"), now)
+            .await
+            .unwrap();
+        let done = Finish::Completed { file_sha256: None };
+        let late = store
+            .finish_command(
+                &machine,
+                &claimed.command,
+                &done,
+                Some(&transcript("late")),
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(late, None, "{}: the cancel ended it", backend.name);
+        let stored = store.get_action(TENANT, "a1").await.unwrap();
+        assert_eq!(stored.status, ActionStatus::Cancelled, "{}", backend.name);
+        assert_eq!(stored.commands, cancelled.commands, "{}", backend.name);
+        assert_eq!(stored.commands[0].status, CommandStatus::Failed);
+        assert_eq!(
+            stored.commands[0].result, None,
+            "the late transcript is not kept"
         );
     }
 }

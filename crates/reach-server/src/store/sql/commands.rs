@@ -196,7 +196,7 @@ impl Commands for SqlStore {
         finish: &Finish,
         result: Option<&ResultBlob>,
         now: Micros,
-    ) -> StoreResult<Option<ActionRow>> {
+    ) -> StoreResult<Option<Finished>> {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
         let found = sqlx::query(
@@ -244,11 +244,11 @@ impl Commands for SqlStore {
                 }),
             ),
         };
-        sqlx::query(
+        let row = sqlx::query(
             "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4,
                 result_key = COALESCE(result_key, $7), result_size = COALESCE(result_size, $8),
                 result_sha256 = COALESCE(result_sha256, $9)
-             WHERE action_id = $5 AND idx = $6",
+             WHERE action_id = $5 AND idx = $6 RETURNING *",
         )
         .bind(status.as_str())
         .bind(now.0)
@@ -259,28 +259,30 @@ impl Commands for SqlStore {
         .bind(result.map(|r| r.key.as_str()))
         .bind(result.map(|r| r.size as i64))
         .bind(result.and_then(|r| r.sha256.as_deref()))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let recorded = rows::command(&row)?;
         let remaining: i64 = found.try_get("remaining")?;
         let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));
-        let row = if action_status.is_final() {
-            sqlx::query("SELECT * FROM actions WHERE id = $1")
-                .bind(&command.action_id)
-                .fetch_one(&mut *tx)
-                .await?
-        } else {
-            let status = next_action.unwrap_or(action_status);
-            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3 RETURNING *")
-                .bind(status.as_str())
-                .bind(now.0)
-                .bind(&command.action_id)
-                .fetch_one(&mut *tx)
-                .await?
+        // A final action (cancelled meanwhile) keeps its status; only its
+        // own command is read back, never the action's other commands.
+        let action_status = match next_action {
+            Some(status) if !action_status.is_final() => {
+                sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now.0)
+                    .bind(&command.action_id)
+                    .execute(&mut *tx)
+                    .await?;
+                status
+            }
+            _ => action_status,
         };
-        let mut actions = vec![rows::action(&row)?];
-        load_commands(&mut tx, &mut actions).await?;
         tx.commit().await?;
-        Ok(actions.pop())
+        Ok(Some(Finished {
+            action_status,
+            command: recorded,
+        }))
     }
 
     async fn sweep(

@@ -14,6 +14,7 @@ pub mod chunks;
 pub mod extract;
 pub mod finished;
 pub mod gateway;
+pub mod inline_cache;
 pub mod payload;
 pub mod put_record;
 pub mod verify;

@@ -78,6 +78,8 @@ pub struct AppState {
     pub bandwidth: Arc<bandwidth::Bandwidth>,
     /// Whole-file hashes of GetFiles whose chunks arrive here in order.
     pub chunks_in_order: agents::verify::InOrder,
+    /// Small library files read for `Run` messages, kept in memory.
+    pub inline_payloads: agents::inline_cache::InlineCache,
     /// Counters and histograms for `/metrics`.
     pub metrics: metrics::Metrics,
     /// Open API connections, per address and in all.
@@ -163,6 +165,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         admitted: auth::Admitted::default(),
         hub: hub::Hub::default(),
         chunks_in_order: agents::verify::InOrder::default(),
+        inline_payloads: agents::inline_cache::InlineCache::default(),
         cluster,
         bandwidth,
         metrics: metrics::Metrics::default(),

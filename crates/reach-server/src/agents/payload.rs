@@ -16,6 +16,7 @@ use reach_proto::api::CommandStatus;
 use sha2::{Digest, Sha256};
 
 use super::extract::{OwnCommand, parse_index};
+use super::inline_cache::Inline;
 use super::upload_failed;
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
@@ -169,7 +170,8 @@ pub async fn result(
 /// `live_response.inline_payload_bytes` long: it then travels inside the
 /// `Run` message. None for GetFile, a larger file, or a file that cannot be
 /// read now (the agent then downloads it, and a missing file fails there,
-/// with the download's message).
+/// with the download's message). Read once per file and then kept in
+/// memory (`InlineCache`).
 pub async fn inline(state: &SharedState, tenant_id: &str, work: &Work) -> Option<String> {
     use base64::Engine;
     let limit = state.config.live_response.inline_payload_bytes;
@@ -181,11 +183,22 @@ pub async fn inline(state: &SharedState, tenant_id: &str, work: &Work) -> Option
         return None;
     }
     let key = Files::library_key(tenant_id, sha256);
-    let size = state.files.size(&key).await.ok()?;
-    if size > limit {
+    let file = match state.inline_payloads.get(&key) {
+        Some(file) => file,
+        None => {
+            let size = state.files.size(&key).await.ok()?;
+            let file = if size > limit {
+                Inline::TooLarge
+            } else {
+                Inline::Bytes(state.files.get_range(&key, 0..size).await.ok()?)
+            };
+            state.inline_payloads.keep(&key, file.clone());
+            file
+        }
+    };
+    let Inline::Bytes(bytes) = file else {
         return None;
-    }
-    let bytes = state.files.get_range(&key, 0..size).await.ok()?;
+    };
     Metrics::add(&state.metrics.bytes_sent, bytes.len() as u64);
     Some(base64::engine::general_purpose::STANDARD.encode(&bytes))
 }

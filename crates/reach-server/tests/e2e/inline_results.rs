@@ -1,6 +1,8 @@
-//! A small RunScript transcript travels inside the agent's `Finished`
-//! instead of an upload of its own: what the server advertises, what it
-//! takes and refuses, and that a repeated message leaves no stray file.
+//! Small files travel inside the agent protocol's messages. A small
+//! RunScript transcript comes inside the agent's `Finished` instead of an
+//! upload of its own: what the server advertises, what it takes and
+//! refuses, and that a repeated message leaves no stray file. A small
+//! library file goes out inside `Run`, read from the object store once.
 
 use std::sync::atomic::Ordering;
 
@@ -222,4 +224,36 @@ async fn the_agent_sends_small_transcripts_inline_and_uploads_the_rest() {
         let expected = if inline { (1, 0) } else { (0, 1) };
         assert_eq!(counts, expected, "limit {limit}, output {output}");
     }
+}
+
+/// A script sent to many machines is read once: after the first `Run`, its
+/// stored copy is not read again (here: removed, and still sent).
+#[tokio::test]
+async fn a_small_library_file_is_read_once_for_every_run_that_carries_it() {
+    let server = TestServer::start().await;
+    server.upload("x.sh", b"echo hello\n").await;
+    let (_, _socket, first, _, _) = raw_run(&server, vec![run_script("x.sh", None)]).await;
+    let sent = first.inline_payload.expect("sent with the command");
+    let library = server.dir.path().join("server/blobs/library");
+    let stored: Vec<_> = walk(&library);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    std::fs::remove_file(&stored[0]).unwrap();
+    let (_, _socket, second, _, _) = raw_run(&server, vec![run_script("x.sh", None)]).await;
+    assert_eq!(second.inline_payload, Some(sent));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).map_or(Vec::new(), |entries| {
+        entries
+            .map(|entry| entry.unwrap().path())
+            .flat_map(|path| {
+                if path.is_dir() {
+                    walk(&path)
+                } else {
+                    vec![path]
+                }
+            })
+            .collect()
+    })
 }

@@ -38,21 +38,20 @@ impl Actions for SqlStore {
         let mut tx = self.write().await?;
         // One creator at a time per tenant: the counts below stay true until commit.
         self.lock_tenant(&mut tx, &action.tenant_id).await?;
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress'",
+        // Both counts in one statement (each through its own index).
+        let counts = sqlx::query(
+            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress') AS running,
+                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending') AS queued",
         )
         .bind(&action.tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if running >= i64::from(limits.running_per_tenant) {
-            return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
-        }
-        let queued: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM actions WHERE requestor_id = $1 AND status = 'Pending'",
-        )
         .bind(&action.requestor_id)
         .fetch_one(&mut *tx)
         .await?;
+        let running: i64 = counts.try_get("running")?;
+        let queued: i64 = counts.try_get("queued")?;
+        if running >= i64::from(limits.running_per_tenant) {
+            return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
+        }
         if queued >= i64::from(limits.pending_per_requestor) {
             return Err(StoreError::RequestorQueueLimit(
                 limits.pending_per_requestor,

@@ -419,12 +419,19 @@ impl Session {
                 outcome,
                 result,
             } => {
-                super::finished::record(&self.state, &self.identity, &command, outcome, result)
-                    .await?;
+                let finished =
+                    super::finished::record(&self.state, &self.identity, &command, outcome, result)
+                        .await?;
                 if self.in_flight.as_ref() == Some(&command) {
                     self.in_flight = None;
                 }
                 self.send(&ServerMessage::Ack(command)).await?;
+                // A machine has one active action at a time: when this one
+                // just ended there is nothing to claim until a new action,
+                // whose creation wakes this connection.
+                if finished.is_some_and(|done| done.action_status.is_final()) {
+                    return Ok(());
+                }
                 self.dispatch().await
             }
         }

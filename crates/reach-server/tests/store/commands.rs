@@ -429,3 +429,41 @@ async fn a_command_ending_after_its_action_was_cancelled_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_action_is_updated_when_each_of_its_commands_ends() {
+    for backend in backends().await {
+        let (store, machine) =
+            with_action(&backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
+        let started = Micros::now();
+        let claimed = store
+            .claim_next_command(&machine, "agent-1", started)
+            .await
+            .unwrap()
+            .unwrap();
+        let ended = started.plus_secs(600);
+        let finished = store
+            .finish_command(
+                &machine,
+                &claimed.command,
+                &Finish::Completed { file_sha256: None },
+                Some(&transcript("t0")),
+                ended,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            finished.action_status,
+            ActionStatus::InProgress,
+            "{}",
+            backend.name
+        );
+        let stored = store.get_action(TENANT, "a1").await.unwrap();
+        assert_eq!(
+            stored.last_update, ended,
+            "{}: the next command's queue time counts from here",
+            backend.name
+        );
+    }
+}

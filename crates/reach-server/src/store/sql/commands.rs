@@ -264,19 +264,21 @@ impl Commands for SqlStore {
         let recorded = rows::command(&row)?;
         let remaining: i64 = found.try_get("remaining")?;
         let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));
-        // A final action (cancelled meanwhile) keeps its status; only its
-        // own command is read back, never the action's other commands.
-        let action_status = match next_action {
-            Some(status) if !action_status.is_final() => {
-                sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
-                    .bind(status.as_str())
-                    .bind(now.0)
-                    .bind(&command.action_id)
-                    .execute(&mut *tx)
-                    .await?;
-                status
-            }
-            _ => action_status,
+        // A final action (cancelled meanwhile) keeps its status and time;
+        // an active one moves on and is updated now (its last update, and
+        // the queue TTL of its next command, count from this end). Only
+        // this command is read back, never the action's other commands.
+        let action_status = if action_status.is_final() {
+            action_status
+        } else {
+            let status = next_action.unwrap_or(action_status);
+            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(now.0)
+                .bind(&command.action_id)
+                .execute(&mut *tx)
+                .await?;
+            status
         };
         tx.commit().await?;
         Ok(Some(Finished {

@@ -392,17 +392,22 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
     }
 }
 
+/// Action "a1" of two RunScripts, the first claimed at `now`.
+async fn two_scripts_one_running(backend: &Backend, now: Micros) -> (SqlStore, String, Claimed) {
+    let (store, machine) = with_action(backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
+    let claimed = store
+        .claim_next_command(&machine, "agent-1", now)
+        .await
+        .unwrap()
+        .unwrap();
+    (store, machine, claimed)
+}
+
 #[tokio::test]
 async fn a_command_ending_after_its_action_was_cancelled_changes_nothing() {
     for backend in backends().await {
-        let (store, machine) =
-            with_action(&backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
         let now = Micros::now();
-        let claimed = store
-            .claim_next_command(&machine, "agent-1", now)
-            .await
-            .unwrap()
-            .unwrap();
+        let (store, machine, claimed) = two_scripts_one_running(&backend, now).await;
         let cancelled = store
             .cancel_action(TENANT, "a1", "analyst", Some("wrong host"), now)
             .await
@@ -433,14 +438,8 @@ async fn a_command_ending_after_its_action_was_cancelled_changes_nothing() {
 #[tokio::test]
 async fn an_action_is_updated_when_each_of_its_commands_ends() {
     for backend in backends().await {
-        let (store, machine) =
-            with_action(&backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
         let started = Micros::now();
-        let claimed = store
-            .claim_next_command(&machine, "agent-1", started)
-            .await
-            .unwrap()
-            .unwrap();
+        let (store, machine, claimed) = two_scripts_one_running(&backend, started).await;
         let ended = started.plus_secs(600);
         let finished = store
             .finish_command(

@@ -12,6 +12,8 @@
 //! (`audit::refusals`). Every fifth sweep it wakes this node's connections
 //! of machines whose action waited Pending longer than `rewake_after_secs`:
 //! a wake-up lost between nodes costs that much latency, never the action.
+//! Every sixtieth, with several nodes, it forgets rate-limit counts older
+//! than any window.
 
 use std::time::Duration;
 
@@ -41,6 +43,21 @@ async fn rewake(state: &SharedState) {
             error = format!("{err:#}"),
             "looking for actions whose wake-up was lost failed"
         ),
+    }
+}
+
+/// Forgets rate-limit counts no window reaches any more, where they are
+/// kept in the database (several nodes; a single node counts in memory).
+async fn prune_rate_limits(state: &SharedState) {
+    if !matches!(state.limiter, crate::ratelimit::Limiter::Shared) {
+        return;
+    }
+    let before = Micros::now().minus_secs(crate::store::rate_limits::PRUNE_AFTER.as_secs());
+    if let Err(err) = state.store.prune_rate_limits(before).await {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "pruning old rate-limit counts failed"
+        );
     }
 }
 
@@ -137,6 +154,9 @@ pub async fn run(state: SharedState) {
         }
         if sweeps.is_multiple_of(5) {
             rewake(&state).await;
+        }
+        if sweeps.is_multiple_of(60) {
+            prune_rate_limits(&state).await;
         }
         match state.store.revoked_connected().await {
             Ok(revoked) => {

@@ -23,7 +23,14 @@ pub trait RateLimits: Send + Sync {
         windows: &[Window],
         now: Micros,
     ) -> StoreResult<Result<(), u64>>;
+    /// Forgets the calls counted before `before`: no window reaches back
+    /// that far (`PRUNE_AFTER`). The sweeper calls it; counting never does.
+    async fn prune_rate_limits(&self, before: Micros) -> StoreResult<u64>;
 }
+
+/// Calls counted longer ago than this are pruned: longer than any window
+/// (the longest Reach applies is an hour).
+pub const PRUNE_AFTER: Duration = Duration::from_secs(2 * 3600);
 
 /// The Unix second of `now`, and the longest window in seconds: calls in
 /// seconds at or before `second - longest` no longer count.

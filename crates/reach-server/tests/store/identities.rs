@@ -44,3 +44,46 @@ async fn secrets_and_rate_limits_are_shared_by_every_node() {
         assert!(later.is_ok(), "{}: calls age out", backend.name);
     }
 }
+
+/// The database's sums decide exactly as the single node's count in
+/// memory (the reference arithmetic, `decide`), refusals and waits
+/// included, over two windows; pruning forgets only what no window reaches.
+#[tokio::test]
+async fn the_shared_count_decides_as_the_local_count_and_prunes_old_seconds() {
+    use reach_server::ratelimit::Limiter;
+    for backend in backends().await {
+        let store = backend.open().await;
+        let local = Limiter::local();
+        let windows = [Window::per_minute(4), Window::per_hour(7)];
+        let start = Micros(1_700_000_000_000_000);
+        let offsets = [
+            0, 0, 1, 2, 3, 5, 30, 59, 60, 61, 62, 90, 120, 121, 200, 3599, 3600, 3601, 3700,
+        ];
+        let mut refused = 0;
+        for (i, offset) in offsets.into_iter().enumerate() {
+            let now = start.plus_secs(offset);
+            let shared = store.rate_limit("k", &windows, now).await.unwrap();
+            let expected = local.check(&store, "k", &windows, now).await.unwrap();
+            assert_eq!(
+                shared, expected,
+                "{}: call {i} at +{offset} s",
+                backend.name
+            );
+            refused += usize::from(shared.is_err());
+        }
+        assert!(refused >= 5, "{}: both windows refused some", backend.name);
+        // Seconds before +3600 go; the ones the hour still reaches stay.
+        let pruned = store
+            .prune_rate_limits(start.plus_secs(3600))
+            .await
+            .unwrap();
+        assert!(pruned > 0, "{}", backend.name);
+        let now = start.plus_secs(3700);
+        assert_eq!(
+            store.rate_limit("k", &windows, now).await.unwrap(),
+            local.check(&store, "k", &windows, now).await.unwrap(),
+            "{}: the count after pruning",
+            backend.name
+        );
+    }
+}

@@ -1,11 +1,13 @@
 //! The SQL of `RateLimits` (see `store::rate_limits`), for both engines.
 //! Counting is per Unix second; nothing here sleeps or blocks a request.
+//! A call reads one row of sums (one per window); the seconds themselves
+//! are read only to tell a refused caller how long to wait.
 
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
-use crate::store::rate_limits::{Bucket, Window, decide, span};
+use crate::store::rate_limits::{Bucket, PRUNE_AFTER, Window, decide, span};
 use crate::store::*;
 use crate::time::Micros;
 
@@ -26,27 +28,62 @@ impl RateLimits for SqlStore {
                 .await?;
         }
         let (second, longest) = span(windows, now);
-        sqlx::query("DELETE FROM rate_limit_calls WHERE key = $1 AND second <= $2")
+        debug_assert!(
+            longest <= PRUNE_AFTER.as_secs() as i64,
+            "a window longer than the pruning horizon"
+        );
+        // The calls in each window, summed by the database: one row however
+        // many seconds the longest window holds. Old seconds are pruned by
+        // the sweeper (`prune_rate_limits`), not on every call.
+        let sums = windows
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                format!(
+                    "CAST(COALESCE(SUM(calls) FILTER (WHERE second > ${}), 0) AS BIGINT) AS w{i}",
+                    i + 3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {sums} FROM rate_limit_calls WHERE key = $1 AND second > $2");
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(key)
+            .bind(second - longest);
+        for window in windows {
+            query = query.bind(second - window.window.as_secs() as i64);
+        }
+        let row = query.fetch_one(&mut *tx).await?;
+        let mut fits = true;
+        for (i, window) in windows.iter().enumerate() {
+            let calls: i64 = row.try_get(format!("w{i}").as_str())?;
+            fits &= calls < i64::from(window.calls);
+        }
+        // Refused: the seconds to wait need the calls second by second.
+        let buckets = if fits {
+            Vec::new()
+        } else {
+            let rows = sqlx::query(
+                "SELECT second, calls FROM rate_limit_calls WHERE key = $1 AND second > $2 ORDER BY second",
+            )
             .bind(key)
             .bind(second - longest)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-        let rows = sqlx::query(
-            "SELECT second, calls FROM rate_limit_calls WHERE key = $1 ORDER BY second",
-        )
-        .bind(key)
-        .fetch_all(&mut *tx)
-        .await?;
-        let buckets = rows
-            .iter()
-            .map(|row| {
-                Ok(Bucket {
-                    second: row.try_get("second")?,
-                    calls: row.try_get::<i64, _>("calls")? as u64,
+            rows.iter()
+                .map(|row| {
+                    Ok(Bucket {
+                        second: row.try_get("second")?,
+                        calls: row.try_get::<i64, _>("calls")? as u64,
+                    })
                 })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let decision = decide(&buckets, windows, second);
+                .collect::<StoreResult<Vec<_>>>()?
+        };
+        let decision = if fits {
+            Ok(())
+        } else {
+            decide(&buckets, windows, second)
+        };
         if decision.is_ok() {
             sqlx::query(
                 "INSERT INTO rate_limit_calls (key, second, calls) VALUES ($1, $2, 1)
@@ -59,5 +96,15 @@ impl RateLimits for SqlStore {
         }
         tx.commit().await?;
         Ok(decision)
+    }
+
+    async fn prune_rate_limits(&self, before: Micros) -> StoreResult<u64> {
+        let done = self
+            .write_one(
+                sqlx::query("DELETE FROM rate_limit_calls WHERE second < $1")
+                    .bind(before.0.div_euclid(1_000_000)),
+            )
+            .await?;
+        Ok(done.rows_affected())
     }
 }

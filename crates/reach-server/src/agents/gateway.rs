@@ -266,7 +266,13 @@ impl Session {
         })
         .await?;
         self.reconcile(agent_running).await?;
-        self.dispatch().await?;
+        // Most connections (a fleet reconnecting after a restart) have
+        // nothing to run: a read says so without the writer's turn. An
+        // action created after this read wakes the connection, which the
+        // hub registered before.
+        if self.in_flight.is_none() && self.state.store.has_active_action(&machine_id).await? {
+            self.dispatch().await?;
+        }
         let shutdown = self.state.shutdown.clone();
         let silence = heartbeat * 3;
         loop {

@@ -98,6 +98,10 @@ pub trait Commands: Send + Sync {
         agent_instance: &str,
         now: Micros,
     ) -> StoreResult<Option<Claimed>>;
+    /// Whether the machine has an action still Pending or InProgress: a
+    /// read, so that a connection with nothing to run does not take the
+    /// writer's turn to find that out (`claim_next_command`).
+    async fn has_active_action(&self, machine_id: &str) -> StoreResult<bool>;
     /// The commands currently InProgress on a machine, with the agent
     /// process each was handed to.
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>>;

@@ -466,3 +466,51 @@ async fn an_action_is_updated_when_each_of_its_commands_ends() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_machine_has_an_active_action_until_it_ends() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machine = seed(&store, 1).await.remove(0);
+        assert!(
+            !store.has_active_action(&machine).await.unwrap(),
+            "{}",
+            backend.name
+        );
+        store
+            .create_action(&action("a1", &machine, vec![run_script("a.sh")]), LIMITS)
+            .await
+            .unwrap();
+        assert!(
+            store.has_active_action(&machine).await.unwrap(),
+            "{}: pending",
+            backend.name
+        );
+        let now = Micros::now();
+        let claimed = store
+            .claim_next_command(&machine, "agent-1", now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store.has_active_action(&machine).await.unwrap(),
+            "{}: running",
+            backend.name
+        );
+        store
+            .finish_command(
+                &machine,
+                &claimed.command,
+                &Finish::Completed { file_sha256: None },
+                Some(&transcript("t")),
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(
+            !store.has_active_action(&machine).await.unwrap(),
+            "{}: ended",
+            backend.name
+        );
+    }
+}

@@ -81,6 +81,16 @@ impl Commands for SqlStore {
         }))
     }
 
+    async fn has_active_action(&self, machine_id: &str) -> StoreResult<bool> {
+        let sql =
+            format!("SELECT count(*) FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}");
+        let active: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(machine_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(active > 0)
+    }
+
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>> {
         let rows = sqlx::query(
             "SELECT c.action_id, c.idx, c.agent_instance FROM commands c JOIN actions a ON a.id = c.action_id

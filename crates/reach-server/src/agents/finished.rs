@@ -123,19 +123,18 @@ async fn store_inline(
     encoded: &str,
 ) -> anyhow::Result<Result<ResultBlob, String>> {
     let limit = inline_result_limit(&state.config);
+    let too_large = || {
+        Ok(Err(format!(
+            "The agent sent a result larger than the {limit} bytes this server takes with the outcome"
+        )))
+    };
     // Base64 of `limit` bytes is at most this long: refuse before decoding.
     if encoded.len() as u64 > limit.div_ceil(3) * 4 {
-        return Ok(Err(format!(
-            "The agent sent a result larger than the {limit} bytes this server takes with the outcome"
-        )));
+        return too_large();
     }
     let bytes = match base64::engine::general_purpose::STANDARD.decode(encoded) {
         Ok(bytes) if bytes.len() as u64 <= limit => bytes,
-        Ok(_) => {
-            return Ok(Err(format!(
-                "The agent sent a result larger than the {limit} bytes this server takes with the outcome"
-            )));
-        }
+        Ok(_) => return too_large(),
         Err(err) => {
             return Ok(Err(format!(
                 "The agent sent a result that is not valid base64: {err}"

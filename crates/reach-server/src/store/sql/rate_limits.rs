@@ -60,29 +60,14 @@ impl RateLimits for SqlStore {
             fits &= calls < i64::from(window.calls);
         }
         // Refused: the seconds to wait need the calls second by second.
-        let buckets = if fits {
-            Vec::new()
-        } else {
-            let rows = sqlx::query(
-                "SELECT second, calls FROM rate_limit_calls WHERE key = $1 AND second > $2 ORDER BY second",
-            )
-            .bind(key)
-            .bind(second - longest)
-            .fetch_all(&mut *tx)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(Bucket {
-                        second: row.try_get("second")?,
-                        calls: row.try_get::<i64, _>("calls")? as u64,
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?
-        };
         let decision = if fits {
             Ok(())
         } else {
-            decide(&buckets, windows, second)
+            decide(
+                &buckets(&mut tx, key, second - longest).await?,
+                windows,
+                second,
+            )
         };
         if decision.is_ok() {
             sqlx::query(
@@ -107,4 +92,23 @@ impl RateLimits for SqlStore {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The calls of `key` per second after `since`, oldest first.
+async fn buckets(tx: &mut WriteTx, key: &str, since: i64) -> StoreResult<Vec<Bucket>> {
+    let rows = sqlx::query(
+        "SELECT second, calls FROM rate_limit_calls WHERE key = $1 AND second > $2 ORDER BY second",
+    )
+    .bind(key)
+    .bind(since)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Bucket {
+                second: row.try_get("second")?,
+                calls: row.try_get::<i64, _>("calls")? as u64,
+            })
+        })
+        .collect()
 }

@@ -462,39 +462,3 @@ async fn the_chunks_of_a_cancelled_getfile_are_deleted_then() {
         .await;
     assert_eq!(trail["value"].as_array().unwrap().len(), 1, "{trail}");
 }
-
-/// A library file up to `inline_payload_bytes` travels in the `Run`
-/// message; a larger one, and every file with inlining off, is downloaded.
-#[tokio::test]
-async fn small_library_files_travel_with_the_command_and_large_ones_are_downloaded() {
-    use base64::Engine;
-    for (limit, size, inline) in [(64, 64, true), (64, 65, false), (0, 10, false)] {
-        let server =
-            TestServer::start_with(|config| config.live_response.inline_payload_bytes = limit)
-                .await;
-        let device = server.enroll("raw").await;
-        let script = vec![b'#'; size];
-        server.upload("x.sh", &script).await;
-        server
-            .client
-            .run_live_response(
-                &device.machine_id,
-                &request(vec![run_script("x.sh", None)], "inline"),
-            )
-            .await
-            .unwrap();
-        let mut socket = raw::hello(&server.url, &bearer(&device), "process-1").await;
-        let reach_proto::agent::ServerMessage::Run(run) = raw::next(&mut socket).await else {
-            panic!("expected Run");
-        };
-        let sent = run.inline_payload.map(|text| {
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .unwrap()
-        });
-        match inline {
-            true => assert_eq!(sent, Some(script), "limit {limit}, size {size}"),
-            false => assert_eq!(sent, None, "limit {limit}, size {size}"),
-        }
-    }
-}

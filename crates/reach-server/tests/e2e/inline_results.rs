@@ -226,6 +226,29 @@ async fn the_agent_sends_small_transcripts_inline_and_uploads_the_rest() {
     }
 }
 
+/// A library file up to `inline_payload_bytes` travels in the `Run`
+/// message; a larger one, and every file with inlining off, is downloaded.
+#[tokio::test]
+async fn small_library_files_travel_with_the_command_and_large_ones_are_downloaded() {
+    for (limit, size, inline) in [(64, 64, true), (64, 65, false), (0, 10, false)] {
+        let server =
+            TestServer::start_with(|config| config.live_response.inline_payload_bytes = limit)
+                .await;
+        let script = vec![b'#'; size];
+        server.upload("x.sh", &script).await;
+        let (_, _socket, run, _, _) = raw_run(&server, vec![run_script("x.sh", None)]).await;
+        let sent = run.inline_payload.map(|text| {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap()
+        });
+        match inline {
+            true => assert_eq!(sent, Some(script), "limit {limit}, size {size}"),
+            false => assert_eq!(sent, None, "limit {limit}, size {size}"),
+        }
+    }
+}
+
 /// A script sent to many machines is read once: after the first `Run`, its
 /// stored copy is not read again (here: removed, and still sent).
 #[tokio::test]

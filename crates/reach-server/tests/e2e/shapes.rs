@@ -7,13 +7,8 @@
 
 use reach_server::testing::*;
 
-/// GETs `path` as the test client and returns the body as raw JSON.
-async fn raw(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
-    server.get_raw(path).await
-}
-
-#[tokio::test]
-async fn a_machine() {
+/// A server with one connected agent whose machine is tagged `web`.
+async fn tagged_agent() -> (TestServer, Device) {
     let server = TestServer::start().await;
     let device = server.agent().await;
     server
@@ -21,7 +16,15 @@ async fn a_machine() {
         .tag_machine(&device.machine_id, "web", true)
         .await
         .unwrap();
-    let (status, machine) = raw(&server, &format!("/api/machines/{}", device.machine_id)).await;
+    (server, device)
+}
+
+#[tokio::test]
+async fn a_machine() {
+    let (server, device) = tagged_agent().await;
+    let (status, machine) = server
+        .get_raw(&format!("/api/machines/{}", device.machine_id))
+        .await;
     assert_eq!(status, 200);
     insta::assert_json_snapshot!("machine", machine, {
         ".id" => "[machine id]",
@@ -68,7 +71,7 @@ async fn a_collection_with_its_count() {
     let server = TestServer::start_with(|config| config.limits.page_size = 1).await;
     let _first = server.agent().await;
     let _second = server.agent().await;
-    let (status, page) = raw(&server, "/api/machines?$count=true").await;
+    let (status, page) = server.get_raw("/api/machines?$count=true").await;
     assert_eq!(status, 200);
     insta::assert_json_snapshot!("machines_counted", page, {
         "[\"@odata.context\"]" => "[context]",
@@ -96,7 +99,7 @@ async fn a_collection_with_its_count() {
 #[tokio::test]
 async fn the_error_envelope() {
     let server = TestServer::start().await;
-    let (status, error) = raw(&server, "/api/machines/no-such-machine").await;
+    let (status, error) = server.get_raw("/api/machines/no-such-machine").await;
     assert_eq!(status, 404);
     insta::assert_json_snapshot!("error_envelope", error, {
         ".error.target" => "[request id]",
@@ -105,18 +108,10 @@ async fn the_error_envelope() {
 
 #[tokio::test]
 async fn an_audit_entry() {
-    let server = TestServer::start().await;
-    let device = server.agent().await;
-    server
-        .client
-        .tag_machine(&device.machine_id, "web", true)
-        .await
-        .unwrap();
-    let (status, page) = raw(
-        &server,
-        "/api/auditlog?$filter=operation+eq+'MachineTagsChanged'",
-    )
-    .await;
+    let (server, _device) = tagged_agent().await;
+    let (status, page) = server
+        .get_raw("/api/auditlog?$filter=operation+eq+'MachineTagsChanged'")
+        .await;
     assert_eq!(status, 200);
     insta::assert_json_snapshot!("audit_entry", page["value"][0], {
         ".id" => "[sequence]",

@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// Chunk 0 of a GetFile, 10 bytes.
+fn first_chunk() -> ChunkRow {
+    ChunkRow {
+        n: 0,
+        raw_size: 10,
+        raw_crc32: Some(1),
+        raw_sha256: String::new(),
+        stored_size: 10,
+        stored_sha256: "s".into(),
+        attempts: 1,
+    }
+}
+
 #[tokio::test]
 async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_trail() {
     for backend in backends().await {
@@ -30,17 +43,8 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
             .record_result(&machine, &claimed.command, &blob)
             .await
             .unwrap();
-        let chunk = ChunkRow {
-            n: 0,
-            raw_size: 10,
-            raw_crc32: Some(1),
-            raw_sha256: String::new(),
-            stored_size: 10,
-            stored_sha256: "s".into(),
-            attempts: 1,
-        };
         store
-            .put_chunk(&machine, &claimed.command, &chunk)
+            .put_chunk(&machine, &claimed.command, &first_chunk())
             .await
             .unwrap();
         let done = Finish::Completed {
@@ -188,17 +192,8 @@ async fn chunks_of_a_transfer_that_ended_without_its_result_are_abandoned() {
             .await
             .unwrap()
             .unwrap();
-        let chunk = ChunkRow {
-            n: 0,
-            raw_size: 10,
-            raw_crc32: Some(1),
-            raw_sha256: String::new(),
-            stored_size: 10,
-            stored_sha256: "s".into(),
-            attempts: 1,
-        };
         store
-            .put_chunk(&machine, &claimed.command, &chunk)
+            .put_chunk(&machine, &claimed.command, &first_chunk())
             .await
             .unwrap();
         assert!(

@@ -104,11 +104,9 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     } else {
         store::sql::SqlStore::connect(&config.database_url).await?
     };
-    let cluster = match store.engine() {
-        store::sql::Engine::Sqlite => cluster::Cluster::Single,
-        store::sql::Engine::Postgres => {
-            cluster::Cluster::postgres(store.pool().clone(), config.database_url.clone())
-        }
+    let cluster = match store.postgres_pool() {
+        None => cluster::Cluster::Single,
+        Some(pool) => cluster::Cluster::postgres(pool.clone(), config.database_url.clone()),
     };
     let files = files::Files::open(&config.object_store_url, &config.data_dir)?;
     tracing::info!(

@@ -1,8 +1,9 @@
 //! The SQL `Store`: one implementation for both engines Reach runs on,
 //! SQLite (the embedded default, a file in the data directory, WAL mode) and
-//! PostgreSQL (several nodes sharing one database), through sqlx's `Any`
-//! driver. The SQL is portable (`$n` placeholders, `RETURNING`,
-//! `ON CONFLICT`); `Engine` holds the few places where the engines differ.
+//! PostgreSQL (several nodes sharing one database). The SQL is portable
+//! (`$n` placeholders, `RETURNING`, `ON CONFLICT`); `Engine` holds the few
+//! places where the engines differ, and `exec` runs a statement on either
+//! (rusqlite for SQLite, on the calling thread; sqlx for PostgreSQL).
 //!
 //! Every write that checks before it changes runs in one transaction that
 //! excludes concurrent writers of the same thing: on SQLite `BEGIN IMMEDIATE`
@@ -11,10 +12,10 @@
 //! cannot both pass a check (one active action per machine, actions per
 //! tenant, claiming a command, rate limits).
 //!
-//!
 //! This file holds the connection's parts every domain shares (the engine,
 //! write transactions, locks, value conversions); `connect` opens and
-//! migrates the database, `paging` runs OData pages, `odata_to_sql` compiles
+//! migrates the database, `pool` holds its connections, `exec` runs one
+//! statement, `paging` runs OData pages, `odata_to_sql` compiles
 //! OData queries, and one file per domain holds that domain's SQL.
 
 mod actions;
@@ -22,11 +23,13 @@ mod audit;
 mod commands;
 mod connect;
 mod enrollment;
+mod exec;
 mod identities;
 mod library;
 mod machines;
 pub mod odata_to_sql;
 mod paging;
+mod pool;
 mod rate_limits;
 mod retention;
 mod rows;
@@ -35,13 +38,15 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::AnyPool;
 
 pub use connect::sqlite_url;
 
 use super::{Store, StoreError, StoreResult};
+use exec::{DbError, Done, On, Query, query};
 use odata_to_sql::{Bind, Field, Kind};
 use paging::{placeholders, select_page};
+use pool::{Conn, Pool, WriteTx};
 
 /// The database engine behind a `SqlStore`, and the few places their SQL
 /// differs: how a checking transaction starts, row locks, and (in
@@ -55,15 +60,6 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// How a checking write transaction starts.
-    fn begin(self) -> &'static str {
-        match self {
-            // Takes the write lock now, so a check and its write see one state.
-            Engine::Sqlite => "BEGIN IMMEDIATE",
-            Engine::Postgres => "BEGIN",
-        }
-    }
-
     /// Appended to a SELECT in a write transaction to lock the rows of table
     /// alias `alias` it reads. SQLite needs none: its write transaction
     /// already excludes other writers.
@@ -77,45 +73,12 @@ impl Engine {
 
 /// The store on SQLite or PostgreSQL.
 pub struct SqlStore {
-    /// Reads (and, on PostgreSQL, writes).
-    pool: AnyPool,
-    /// SQLite: the one connection that writes. Its page cache stays valid
-    /// across its own commits (a connection's cache is dropped whenever
-    /// another connection has written), and writers never meet in SQLite's
-    /// busy handler. On PostgreSQL, the same pool as `pool`.
-    writer_pool: AnyPool,
+    /// Reads on either engine; on SQLite also the one writer (`pool`).
+    pool: Pool,
     engine: Engine,
-    /// SQLite: writers take turns here, in the async runtime, instead of in
-    /// SQLite's busy handler (which sleeps up to 100 ms between retries).
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Grows after each change to an account's standing or a device group
     /// made through this store (`Identities::identities_epoch`).
     identities_epoch: std::sync::atomic::AtomicU64,
-}
-
-/// A write transaction, holding the SQLite writer's turn until it ends.
-struct WriteTx {
-    tx: Tx,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl WriteTx {
-    async fn commit(self) -> StoreResult<()> {
-        Ok(self.tx.commit().await?)
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
 }
 
 /// NotFound (named by `what`) when an update changed no row.
@@ -128,12 +91,6 @@ fn found(rows: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
 
 fn other(err: impl Into<anyhow::Error>) -> StoreError {
     StoreError::Other(err.into())
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        StoreError::Other(err.into())
-    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -154,51 +111,45 @@ const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1
 /// trail on PostgreSQL, so that appends from several nodes form one chain.
 const AUDIT_LOCK: i64 = 0x5245_4143_4802; // "REACH" + 2
 
-type Tx = Transaction<'static, Any>;
-
 impl SqlStore {
     /// Which engine it runs on.
     pub fn engine(&self) -> Engine {
         self.engine
     }
 
-    /// The pool, for LISTEN/NOTIFY (`cluster`) and tests.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match self.engine {
-            Engine::Sqlite => Some(self.writer.clone().lock_owned().await),
-            Engine::Postgres => None,
+    /// PostgreSQL's pool, for LISTEN/NOTIFY (`cluster`); None on SQLite.
+    pub fn postgres_pool(&self) -> Option<&AnyPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
         }
     }
 
-    async fn write(&self) -> StoreResult<WriteTx> {
-        let turn = self.turn().await;
-        Ok(WriteTx {
-            tx: self.writer_pool.begin_with(self.engine.begin()).await?,
-            _turn: turn,
+    /// A checking write transaction: on SQLite in the writer's turn.
+    async fn write(&self) -> Result<WriteTx, DbError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(db) => WriteTx::Sqlite(db.begin().await?),
+            Pool::Postgres(pool) => WriteTx::Postgres(pool.begin().await?),
         })
     }
 
-    /// Runs one writing statement (SQLite: in the writers' turn). The
+    /// Runs one writing statement (SQLite: in the writer's turn). The
     /// engine's error comes back as is, for callers that map a constraint.
-    async fn write_one<'q>(
-        &self,
-        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
-    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        let _turn = self.turn().await;
-        query.execute(&self.writer_pool).await
+    async fn write_one(&self, query: Query) -> Result<Done, DbError> {
+        match &self.pool {
+            Pool::Sqlite(db) => {
+                query
+                    .execute(&mut WriteTx::Sqlite(db.autocommit().await?))
+                    .await
+            }
+            Pool::Postgres(_) => query.execute(&self.pool).await,
+        }
     }
 
     /// `write_one` for a change to an account or device group: moves the
     /// identities epoch once it is written (or failed), so that what was
     /// read before it is not used again.
-    async fn write_identity<'q>(
-        &self,
-        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
-    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+    async fn write_identity(&self, query: Query) -> Result<Done, DbError> {
         let done = self.write_one(query).await;
         self.identities_epoch
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -208,9 +159,9 @@ impl SqlStore {
     /// Locks an action's row until the transaction ends.
     async fn lock_action(&self, tx: &mut WriteTx, action_id: &str) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
-            sqlx::query("SELECT id FROM actions WHERE id = $1 FOR UPDATE")
+            query("SELECT id FROM actions WHERE id = $1 FOR UPDATE")
                 .bind(action_id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
         }
         Ok(())
@@ -220,9 +171,9 @@ impl SqlStore {
     /// transaction already does).
     async fn lock_audit(&self, tx: &mut WriteTx) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            query("SELECT pg_advisory_xact_lock($1)")
                 .bind(AUDIT_LOCK)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         Ok(())
@@ -231,9 +182,9 @@ impl SqlStore {
     /// Serialises checking writes within a tenant across nodes.
     async fn lock_tenant(&self, tx: &mut WriteTx, tenant_id: &str) -> StoreResult<()> {
         if self.engine == Engine::Postgres {
-            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
                 .bind(tenant_id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
         }
         Ok(())
@@ -254,7 +205,7 @@ fn odata(err: crate::odata::ODataError) -> StoreError {
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 }

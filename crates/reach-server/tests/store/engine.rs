@@ -106,3 +106,32 @@ fn each_new_migration_has_the_same_number_and_name_in_both_engines() {
         "FIRST_SHARED_MIGRATION is past the newest SQLite migration numbered alone"
     );
 }
+
+/// SQLite's writer does not checkpoint as it commits (that writes and syncs
+/// the database file on the committing thread, a runtime worker); a thread
+/// of the store's own copies the WAL into the database file while it runs.
+#[tokio::test]
+async fn sqlite_copies_the_wal_into_the_database_file_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reach.db");
+    let store = SqlStore::connect(&reach_server::store::sql::sqlite_url(&path))
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let event = reach_server::audit::event(
+        TENANT,
+        reach_server::audit::Actor::system(),
+        Operation::MachineTagged,
+        Outcome::Succeeded,
+        serde_json::json!({ "padding": "x".repeat(8192) }),
+    );
+    // 4 MiB of entries.
+    for _ in 0..64 {
+        store.append_audit(&vec![event.clone(); 8]).await.unwrap();
+    }
+    testing::eventually("the WAL copied into the database file", async || {
+        std::fs::metadata(&path).unwrap().len() > before + 4 * 1024 * 1024
+    })
+    .await;
+    store.ping().await.unwrap();
+}

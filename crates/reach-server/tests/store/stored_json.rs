@@ -24,11 +24,17 @@ fn run_script() -> NewCommand {
     }
 }
 
+/// The database behind `backend`, through a connection of the test's own.
+async fn raw(backend: &Backend) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&backend.url).await.unwrap()
+}
+
 /// The `command` and `work` columns of action `a1`, by index, as stored.
-async fn stored(store: &SqlStore) -> Vec<(String, String)> {
+async fn stored(backend: &Backend) -> Vec<(String, String)> {
     use sqlx::Row;
     sqlx::query("SELECT command, work FROM commands WHERE action_id = 'a1' ORDER BY idx")
-        .fetch_all(store.pool())
+        .fetch_all(&raw(backend).await)
         .await
         .unwrap()
         .iter()
@@ -39,7 +45,7 @@ async fn stored(store: &SqlStore) -> Vec<(String, String)> {
 #[tokio::test]
 async fn the_json_written_for_agent_work_is_pinned() {
     for backend in backends().await {
-        let (store, _) = with_action(
+        let (_store, _) = with_action(
             &backend,
             vec![
                 put_file("tool.bin"),
@@ -50,7 +56,7 @@ async fn the_json_written_for_agent_work_is_pinned() {
         .await;
         let sha = "ab".repeat(32);
         assert_eq!(
-            stored(&store).await,
+            stored(&backend).await,
             vec![
                 (
                     r#"{"type":"PutFile","params":[]}"#.to_string(),
@@ -108,6 +114,7 @@ async fn rows_in_the_shapes_earlier_versions_wrote_still_read() {
     for backend in backends().await {
         let (store, _) =
             with_action(&backend, vec![put_file("x"), put_file("y"), put_file("z")]).await;
+        let db = raw(&backend).await;
         for (index, (command, work, _)) in earlier.iter().enumerate() {
             sqlx::query(
                 "UPDATE commands SET command = $1, work = $2 WHERE action_id = 'a1' AND idx = $3",
@@ -115,7 +122,7 @@ async fn rows_in_the_shapes_earlier_versions_wrote_still_read() {
             .bind(*command)
             .bind(*work)
             .bind(index as i64)
-            .execute(store.pool())
+            .execute(&db)
             .await
             .unwrap();
         }

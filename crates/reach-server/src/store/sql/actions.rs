@@ -5,7 +5,6 @@
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, Work};
 use reach_proto::api::{ActionStatus, CommandStatus};
-use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::odata::Query;
@@ -15,14 +14,14 @@ use crate::time::Micros;
 #[async_trait]
 impl Actions for SqlStore {
     async fn count_actions_by_status(&self) -> StoreResult<Vec<(ActionStatus, u64)>> {
-        let rows = sqlx::query("SELECT status, count(*) AS n FROM actions GROUP BY status")
+        let rows = exec::query("SELECT status, count(*) AS n FROM actions GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
         let mut counts: Vec<(ActionStatus, u64)> =
             ActionStatus::ALL.iter().map(|s| (*s, 0)).collect();
         for row in &rows {
-            let status: ActionStatus = parse_status(row.try_get::<&str, _>("status")?)?;
-            let n = row.try_get::<i64, _>("n")? as u64;
+            let status: ActionStatus = parse_status(row.try_get::<&str>("status")?)?;
+            let n = row.try_get::<i64>("n")? as u64;
             if let Some(entry) = counts.iter_mut().find(|(s, _)| *s == status) {
                 entry.1 = n;
             }
@@ -39,13 +38,13 @@ impl Actions for SqlStore {
         // One creator at a time per tenant: the counts below stay true until commit.
         self.lock_tenant(&mut tx, &action.tenant_id).await?;
         // Both counts in one statement (each through its own index).
-        let counts = sqlx::query(
+        let counts = exec::query(
             "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress') AS running,
                     (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending') AS queued",
         )
         .bind(&action.tenant_id)
         .bind(&action.requestor_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         let running: i64 = counts.try_get("running")?;
         let queued: i64 = counts.try_get("queued")?;
@@ -59,7 +58,7 @@ impl Actions for SqlStore {
         }
         // The machine must be the tenant's (no row: not found); a second
         // active action on it breaks the unique index `actions_one_active_per_machine`.
-        let dns: String = sqlx::query_scalar(
+        let dns: String = exec::query_scalar(
             "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
                 status, created_us, updated_us, requestor_id)
              SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5, $8 FROM machines
@@ -74,11 +73,14 @@ impl Actions for SqlStore {
         .bind(&action.machine_id)
         .bind(&action.tenant_id)
         .bind(&action.requestor_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await
-        .map_err(|err| match err.as_database_error() {
-            Some(db) if db.is_unique_violation() => StoreError::ActiveActionExists,
-            _ => err.into(),
+        .map_err(|err| {
+            if err.is_unique_violation() {
+                StoreError::ActiveActionExists
+            } else {
+                err.into()
+            }
         })?
         .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
         let mut commands = Vec::with_capacity(action.commands.len());
@@ -102,7 +104,7 @@ impl Actions for SqlStore {
             let sql = format!(
                 "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs) VALUES {rows}"
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&action.id);
+            let mut query = exec::query(sql).bind(&action.id);
             for (offset, command) in batch.iter().enumerate() {
                 let index = first * 100 + offset;
                 let payload_sha = match &command.work {
@@ -131,7 +133,7 @@ impl Actions for SqlStore {
                     result_deleted: None,
                 });
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut tx).await?;
         }
         tx.commit().await?;
         // What the rows now hold, without reading them back.
@@ -154,23 +156,23 @@ impl Actions for SqlStore {
 
     async fn pending_actions_of(&self, requestor_id: &str) -> StoreResult<Vec<ActionRow>> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT * FROM actions WHERE requestor_id = $1 AND status = 'Pending' ORDER BY created_us, seq",
         )
         .bind(requestor_id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         let mut actions = rows
             .iter()
             .map(rows::action)
             .collect::<StoreResult<Vec<_>>>()?;
-        load_commands(&mut conn, &mut actions).await?;
+        load_commands(On::from(&mut conn), &mut actions).await?;
         Ok(actions)
     }
 
     async fn get_action(&self, tenant_id: &str, id: &str) -> StoreResult<ActionRow> {
         let mut conn = self.pool.acquire().await?;
-        let action = fetch_action(&mut conn, id).await?;
+        let action = fetch_action(On::from(&mut conn), id).await?;
         if action.tenant_id != tenant_id {
             return Err(StoreError::NotFound(format!("Machine action {id}")));
         }
@@ -182,7 +184,7 @@ impl Actions for SqlStore {
         machine_id: &str,
         command: &CommandRef,
     ) -> StoreResult<CommandRow> {
-        let row = sqlx::query(
+        let row = exec::query(
             "SELECT c.* FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE c.action_id = $1 AND c.idx = $2 AND a.machine_id = $3",
         )
@@ -221,7 +223,7 @@ impl Actions for SqlStore {
             .iter()
             .map(rows::action)
             .collect::<StoreResult<Vec<_>>>()?;
-        load_commands(&mut conn, &mut actions).await?;
+        load_commands(On::from(&mut conn), &mut actions).await?;
         Ok((actions, count))
     }
 
@@ -235,7 +237,7 @@ impl Actions for SqlStore {
     ) -> StoreResult<ActionRow> {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, id).await?;
-        let action = fetch_action(&mut tx, id).await?;
+        let action = fetch_action(On::from(&mut tx), id).await?;
         if action.tenant_id != tenant_id {
             return Err(StoreError::NotFound(format!("Machine action {id}")));
         }
@@ -245,7 +247,7 @@ impl Actions for SqlStore {
                 action.status
             )));
         }
-        sqlx::query(
+        exec::query(
             "UPDATE actions SET status = 'Cancelled', cancellation_requestor = $1, cancellation_comment = $2,
                 cancelled_us = $3, updated_us = $4 WHERE id = $5",
         )
@@ -254,17 +256,17 @@ impl Actions for SqlStore {
         .bind(now.0)
         .bind(now.0)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        sqlx::query(
+        exec::query(
             "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2 WHERE action_id = $3 AND status = 'InProgress'",
         )
         .bind(now.0)
         .bind(json(&vec![format!("Cancelled by {requestor}")]))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let action = fetch_action(&mut tx, id).await?;
+        let action = fetch_action(On::from(&mut tx), id).await?;
         tx.commit().await?;
         Ok(action)
     }
@@ -289,19 +291,16 @@ pub(super) fn action_fields() -> Vec<Field> {
     ]
 }
 
-pub(super) async fn load_commands(
-    conn: &mut sqlx::AnyConnection,
-    actions: &mut [ActionRow],
-) -> StoreResult<()> {
+pub(super) async fn load_commands(mut on: On<'_>, actions: &mut [ActionRow]) -> StoreResult<()> {
     for chunk in actions.chunks_mut(500) {
         let ids = placeholders(1, chunk.len());
         let sql =
             format!("SELECT * FROM commands WHERE action_id IN ({ids}) ORDER BY action_id, idx");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = exec::query(sql);
         for action in chunk.iter() {
             query = query.bind(action.id.clone());
         }
-        let rows = query.fetch_all(&mut *conn).await?;
+        let rows = query.long().fetch_all(&mut on).await?;
         for row in &rows {
             let action_id: String = row.try_get("action_id")?;
             if let Some(action) = chunk.iter_mut().find(|a| a.id == action_id) {
@@ -312,16 +311,13 @@ pub(super) async fn load_commands(
     Ok(())
 }
 
-pub(super) async fn fetch_action(
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-) -> StoreResult<ActionRow> {
-    let row = sqlx::query("SELECT * FROM actions WHERE id = $1")
+pub(super) async fn fetch_action(mut on: On<'_>, id: &str) -> StoreResult<ActionRow> {
+    let row = exec::query("SELECT * FROM actions WHERE id = $1")
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut on)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))?;
     let mut actions = vec![rows::action(&row)?];
-    load_commands(conn, &mut actions).await?;
+    load_commands(on, &mut actions).await?;
     Ok(actions.remove(0))
 }

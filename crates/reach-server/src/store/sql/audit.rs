@@ -3,7 +3,6 @@
 //! here rewrites one.
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::odata::Query;
@@ -29,7 +28,7 @@ impl AuditLog for SqlStore {
         query: &Query,
     ) -> StoreResult<(Vec<AuditEntry>, Option<u64>)> {
         let (rows, count) = select_page(
-            &mut *self.pool.acquire().await?,
+            &mut self.pool.acquire().await?,
             self.engine,
             "audit_log",
             "l",
@@ -52,12 +51,13 @@ impl AuditLog for SqlStore {
         since: Micros,
         limit: u32,
     ) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT * FROM audit_log WHERE seq > $1 AND time_us >= $2 ORDER BY seq LIMIT $3",
         )
         .bind(after_seq)
         .bind(since.0)
         .bind(i64::from(limit))
+        .long()
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::audit).collect()
@@ -70,12 +70,12 @@ impl AuditLog for SqlStore {
     ) -> StoreResult<Option<AuditEntry>> {
         let mut tx = self.write().await?;
         self.lock_audit(&mut tx).await?;
-        let through = sqlx::query(
+        let through = exec::query(
             "SELECT seq, hash, (SELECT count(*) FROM audit_log o WHERE o.time_us < $1) AS removed
              FROM audit_log WHERE time_us < $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(before.0)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(through) = through else {
             return Ok(None);
@@ -85,9 +85,9 @@ impl AuditLog for SqlStore {
         let removed: i64 = through.try_get("removed")?;
         // Everything up to the newest old entry goes, so the chain that is
         // kept has no hole (an old entry behind a newer one goes too).
-        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+        exec::query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(through_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         let mut details: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&event.details).unwrap_or_default();
@@ -115,11 +115,11 @@ pub(super) async fn append_audit_in(
     tx: &mut WriteTx,
     events: &[AuditEvent],
 ) -> StoreResult<Vec<AuditEntry>> {
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
+    let last = exec::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
         .await?;
     let (mut seq, mut prev_hash) = match last {
-        Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get("hash")?),
+        Some(row) => (row.try_get::<i64>("seq")?, row.try_get("hash")?),
         None => (0, crate::store::audit::GENESIS.to_string()),
     };
     // The chain is computed here, then written as one multi-row INSERT per
@@ -146,7 +146,7 @@ pub(super) async fn append_audit_in(
                 prev_hash, hash)
              VALUES {values}"
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = exec::query(sql);
         for entry in rows {
             let event = &entry.event;
             query = query
@@ -166,7 +166,7 @@ pub(super) async fn append_audit_in(
                 .bind(&entry.prev_hash)
                 .bind(&entry.hash);
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
     Ok(appended)
 }

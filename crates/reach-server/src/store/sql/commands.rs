@@ -5,7 +5,6 @@
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, Work};
 use reach_proto::api::{ActionStatus, CommandStatus};
-use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::store::*;
@@ -26,9 +25,9 @@ impl Commands for SqlStore {
             let sql = format!(
                 "SELECT id FROM actions WHERE machine_id = $1 AND status IN {ACTIVE} FOR UPDATE"
             );
-            sqlx::query(AssertSqlSafe(sql))
+            exec::query(sql)
                 .bind(machine_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
         }
         // The machine's active action, whether one of its commands runs, and
@@ -41,9 +40,9 @@ impl Commands for SqlStore {
              WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
              ORDER BY c.idx LIMIT 1"
         );
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        let Some(row) = exec::query(sql)
             .bind(machine_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?
         else {
             return Ok(None);
@@ -51,23 +50,23 @@ impl Commands for SqlStore {
         let action_id: String = row.try_get("id")?;
         let action_created = Micros(row.try_get("created_us")?);
         let running: i64 = row.try_get("running")?;
-        let Some(index) = row.try_get::<Option<i64>, _>("idx")? else {
+        let Some(index) = row.try_get::<Option<i64>>("idx")? else {
             return Ok(None);
         };
         if running > 0 {
             return Ok(None);
         }
-        sqlx::query("UPDATE commands SET status = 'InProgress', start_us = $1, agent_instance = $4 WHERE action_id = $2 AND idx = $3")
+        exec::query("UPDATE commands SET status = 'InProgress', start_us = $1, agent_instance = $4 WHERE action_id = $2 AND idx = $3")
             .bind(now.0)
             .bind(&action_id)
             .bind(index)
             .bind(agent_instance)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        sqlx::query("UPDATE actions SET status = 'InProgress', updated_us = $1 WHERE id = $2")
+        exec::query("UPDATE actions SET status = 'InProgress', updated_us = $1 WHERE id = $2")
             .bind(now.0)
             .bind(&action_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(Some(Claimed {
@@ -75,8 +74,8 @@ impl Commands for SqlStore {
                 action_id,
                 index: index as u32,
             },
-            work: from_json(row.try_get::<&str, _>("work")?)?,
-            timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+            work: from_json(row.try_get::<&str>("work")?)?,
+            timeout_secs: row.try_get::<i64>("timeout_secs")? as u64,
             action_created,
         }))
     }
@@ -84,7 +83,7 @@ impl Commands for SqlStore {
     async fn has_active_action(&self, machine_id: &str) -> StoreResult<bool> {
         let sql =
             format!("SELECT count(*) FROM actions WHERE machine_id = $1 AND status IN {ACTIVE}");
-        let active: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        let active: i64 = exec::query_scalar(sql)
             .bind(machine_id)
             .fetch_one(&self.pool)
             .await?;
@@ -92,7 +91,7 @@ impl Commands for SqlStore {
     }
 
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT c.action_id, c.idx, c.agent_instance FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE a.machine_id = $1 AND c.status = 'InProgress'",
         )
@@ -104,10 +103,10 @@ impl Commands for SqlStore {
                 Ok(Running {
                     command: CommandRef {
                         action_id: r.try_get("action_id")?,
-                        index: r.try_get::<i64, _>("idx")? as u32,
+                        index: r.try_get::<i64>("idx")? as u32,
                     },
                     agent_instance: r
-                        .try_get::<Option<String>, _>("agent_instance")?
+                        .try_get::<Option<String>>("agent_instance")?
                         .unwrap_or_default(),
                 })
             })
@@ -117,7 +116,7 @@ impl Commands for SqlStore {
     async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool> {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
-        let done = sqlx::query(
+        let done = exec::query(
             "UPDATE commands SET status = 'Created', start_us = NULL, agent_instance = NULL
              WHERE action_id = $1 AND idx = $2 AND status = 'InProgress'
                AND action_id IN (SELECT id FROM actions WHERE machine_id = $3 AND status = 'InProgress')",
@@ -125,7 +124,7 @@ impl Commands for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -137,7 +136,7 @@ impl Commands for SqlStore {
         command: &CommandRef,
         blob: &ResultBlob,
     ) -> StoreResult<()> {
-        let done = self.write_one(sqlx::query(
+        let done = self.write_one(exec::query(
             "UPDATE commands SET result_key = $1, result_size = $2, result_sha256 = $3, result_chunks = $4
              WHERE action_id = $5 AND idx = $6 AND status = 'InProgress'
                AND action_id IN (SELECT id FROM actions WHERE machine_id = $7)",
@@ -163,7 +162,7 @@ impl Commands for SqlStore {
         command: &CommandRef,
         chunk: &ChunkRow,
     ) -> StoreResult<()> {
-        let done = self.write_one(sqlx::query(
+        let done = self.write_one(exec::query(
             "INSERT INTO result_chunks (action_id, idx, n, raw_size, raw_sha256, stored_size, stored_sha256, raw_crc32)
              SELECT c.action_id, c.idx, $1, $2, $3, $4, $5, $9 FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE c.action_id = $6 AND c.idx = $7 AND c.status = 'InProgress' AND a.machine_id = $8
@@ -191,9 +190,10 @@ impl Commands for SqlStore {
 
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
         let rows =
-            sqlx::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
+            exec::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
                 .bind(&command.action_id)
                 .bind(i64::from(command.index))
+                .long()
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(rows::chunk).collect()
@@ -209,7 +209,7 @@ impl Commands for SqlStore {
     ) -> StoreResult<Option<Finished>> {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
-        let found = sqlx::query(
+        let found = exec::query(
             "SELECT a.status, c.work, c.result_key,
                 (SELECT count(*) FROM commands r WHERE r.action_id = c.action_id AND r.status = 'Created') AS remaining
              FROM commands c JOIN actions a ON a.id = c.action_id
@@ -218,14 +218,14 @@ impl Commands for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(machine_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(found) = found else {
             return Ok(None);
         };
-        let action_status: ActionStatus = parse_status(found.try_get::<&str, _>("status")?)?;
-        let work: Work = from_json(found.try_get::<&str, _>("work")?)?;
-        let uploaded = found.try_get::<Option<String>, _>("result_key")?.is_some();
+        let action_status: ActionStatus = parse_status(found.try_get::<&str>("status")?)?;
+        let work: Work = from_json(found.try_get::<&str>("work")?)?;
+        let uploaded = found.try_get::<Option<String>>("result_key")?.is_some();
         // Only a RunScript has a transcript; an uploaded one is kept.
         let result = result.filter(|_| matches!(work, Work::RunScript { .. }) && !uploaded);
         let has_result = uploaded || result.is_some();
@@ -254,7 +254,7 @@ impl Commands for SqlStore {
                 }),
             ),
         };
-        let row = sqlx::query(
+        let row = exec::query(
             "UPDATE commands SET status = $1, end_us = $2, errors = $3, file_sha256 = $4,
                 result_key = COALESCE(result_key, $7), result_size = COALESCE(result_size, $8),
                 result_sha256 = COALESCE(result_sha256, $9)
@@ -269,7 +269,7 @@ impl Commands for SqlStore {
         .bind(result.map(|r| r.key.as_str()))
         .bind(result.map(|r| r.size as i64))
         .bind(result.and_then(|r| r.sha256.as_deref()))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         let recorded = rows::command(&row)?;
         let remaining: i64 = found.try_get("remaining")?;
@@ -282,11 +282,11 @@ impl Commands for SqlStore {
             action_status
         } else {
             let status = next_action.unwrap_or(action_status);
-            sqlx::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
+            exec::query("UPDATE actions SET status = $1, updated_us = $2 WHERE id = $3")
                 .bind(status.as_str())
                 .bind(now.0)
                 .bind(&command.action_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             status
         };
@@ -306,9 +306,9 @@ impl Commands for SqlStore {
         let mut tx = self.write().await?;
         if self.engine == Engine::Postgres {
             // One node sweeps at a time; the others skip this round.
-            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            let mine: bool = exec::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                 .bind(SWEEP_LOCK)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
             if !mine {
                 return Ok(Swept::default());
@@ -320,10 +320,10 @@ impl Commands for SqlStore {
                AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
              RETURNING id"
         );
-        let queue_expired: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        let queue_expired: Vec<String> = exec::query_scalar(sql)
             .bind(now.0)
             .bind(queue_deadline.0)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
         // Lock the actions first (as finish_command does), then their commands.
         let sql = format!(
@@ -331,10 +331,10 @@ impl Commands for SqlStore {
              WHERE c.status = 'InProgress' AND c.start_us + (c.timeout_secs + $1) * 1000000 < $2{}",
             self.engine.for_update_of("a")
         );
-        let expired = sqlx::query(AssertSqlSafe(sql))
+        let expired = exec::query(sql)
             .bind(lease_grace_secs as i64)
             .bind(now.0)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
         let message = format!(
             "The agent did not report a result within the command's timeout plus {lease_grace_secs} s"
@@ -344,9 +344,9 @@ impl Commands for SqlStore {
             let machine_id: String = row.try_get("machine_id")?;
             let command = CommandRef {
                 action_id: row.try_get("id")?,
-                index: row.try_get::<i64, _>("idx")? as u32,
+                index: row.try_get::<i64>("idx")? as u32,
             };
-            let failed = sqlx::query(
+            let failed = exec::query(
                 "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2
                  WHERE action_id = $3 AND idx = $4 AND status = 'InProgress'",
             )
@@ -354,7 +354,7 @@ impl Commands for SqlStore {
             .bind(json(&vec![message.clone()]))
             .bind(&command.action_id)
             .bind(i64::from(command.index))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             if failed.rows_affected() == 0 {
                 continue;
@@ -363,10 +363,10 @@ impl Commands for SqlStore {
                 "UPDATE actions SET status = CASE WHEN status IN {ACTIVE} THEN 'Failed' ELSE status END,
                     updated_us = $1 WHERE id = $2"
             );
-            sqlx::query(AssertSqlSafe(sql))
+            exec::query(sql)
                 .bind(now.0)
                 .bind(&command.action_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             lease_expired.push((machine_id, command));
         }

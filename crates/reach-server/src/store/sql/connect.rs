@@ -1,14 +1,15 @@
-//! Opening the database: the engine from the URL, SQLite's pools (readers
-//! and the one writer, WAL), PostgreSQL's pool, and migrations run by one
-//! process at a time.
+//! Opening the database: the engine from the URL, WAL mode for SQLite,
+//! migrations run by one process at a time (through sqlx's migrator on both
+//! engines), then the connections `pool` holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
+use super::pool::SqliteDb;
 use super::*;
 use crate::net::redact_url;
 
@@ -49,40 +50,25 @@ impl SqlStore {
             Engine::Sqlite => Some(sqlite_migration_lock(url).await?),
             Engine::Postgres => None,
         };
-        let (pool, writer_pool) = match engine {
+        let pool = match engine {
             Engine::Sqlite => {
-                // WAL is a property of the database file: set it once, before the pool.
-                let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
+                // WAL is a property of the database file: set it once, with
+                // the migrations, on a connection of its own.
+                let first = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
                     .await
                     .with_context(|| format!("opening {}", redact_url(url)))?;
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&mut first)
-                    .await?;
-                sqlx::Connection::close(first).await?;
-                let sqlite_pool = |size: u32| {
-                    AnyPoolOptions::new()
-                        .max_connections(size)
-                        // Readers never wait on the writer (WAL); writers queue on `writer` first.
-                        .acquire_timeout(Duration::from_secs(30))
-                        // A file's connection does not break in the pool: no ping
-                        // (a round trip to the connection's thread) before each use.
-                        .test_before_acquire(false)
-                        .after_connect(|conn, _| {
-                            Box::pin(async move {
-                                conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON")
-                                    .await?;
-                                Ok(())
-                            })
-                        })
-                        .connect_with(options.clone())
-                };
-                let readers = sqlite_pool(8)
+                first.execute("PRAGMA journal_mode = WAL").await?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&first)
                     .await
-                    .with_context(|| format!("connecting to {}", redact_url(url)))?;
-                let writer = sqlite_pool(1)
-                    .await
-                    .with_context(|| format!("connecting to {}", redact_url(url)))?;
-                (readers, writer)
+                    .with_context(|| format!("migrating {}", redact_url(url)))?;
+                first.close().await;
+                let path = sqlite_path(url)?;
+                Pool::Sqlite(
+                    SqliteDb::open(&path).with_context(|| format!("opening {}", path.display()))?,
+                )
             }
             Engine::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -91,22 +77,16 @@ impl SqlStore {
                     .connect_with(options)
                     .await
                     .with_context(|| format!("connecting to {}", redact_url(url)))?;
-                (pool.clone(), pool)
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .with_context(|| format!("migrating {}", redact_url(url)))?;
+                Pool::Postgres(pool)
             }
         };
-        let migrations = match engine {
-            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrations
-            .run(&writer_pool)
-            .await
-            .with_context(|| format!("migrating {}", redact_url(url)))?;
         Ok(Self {
             pool,
-            writer_pool,
             engine,
-            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             identities_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -120,8 +100,7 @@ impl SqlStore {
 
 /// Waits for and holds `<database>.migrate-lock` until dropped.
 async fn sqlite_migration_lock(url: &str) -> anyhow::Result<std::fs::File> {
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-    let mut path = options.get_filename().as_os_str().to_owned();
+    let mut path = sqlite_path(url)?.into_os_string();
     path.push(".migrate-lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -132,6 +111,12 @@ async fn sqlite_migration_lock(url: &str) -> anyhow::Result<std::fs::File> {
     tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await?
         .context("waiting for another process's SQLite migration")
+}
+
+/// The database file a `sqlite://` URL names.
+fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(options.get_filename().to_path_buf())
 }
 
 /// A `sqlite://` URL for a database file, created when missing.

@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use reach_proto::agent::MachineInfo;
-use sqlx::Row;
 
 use super::*;
 use crate::store::*;
@@ -20,7 +19,7 @@ impl Enrollment for SqlStore {
         now: Micros,
     ) -> StoreResult<()> {
         self.write_one(
-            sqlx::query(
+            exec::query(
                 "INSERT INTO enrollment_tokens (token_hash, tenant_id, created_us, expires_us, max_uses)
                  VALUES ($1, $2, $3, $4, $5)",
             )
@@ -35,7 +34,7 @@ impl Enrollment for SqlStore {
     }
 
     async fn list_enrollment_tokens(&self) -> StoreResult<Vec<EnrollmentTokenRow>> {
-        let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_us DESC")
+        let rows = exec::query("SELECT * FROM enrollment_tokens ORDER BY created_us DESC")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::enrollment_token).collect()
@@ -51,9 +50,9 @@ impl Enrollment for SqlStore {
             return Err(StoreError::NotFound(format!("Enrollment token {id}")));
         }
         let mut tx = self.write().await?;
-        let rows = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash LIKE $1 LIMIT 2")
+        let rows = exec::query("SELECT * FROM enrollment_tokens WHERE token_hash LIKE $1 LIMIT 2")
             .bind(format!("{id}%"))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
         let row = match rows.as_slice() {
             [] => return Err(StoreError::NotFound(format!("Enrollment token {id}"))),
@@ -65,16 +64,16 @@ impl Enrollment for SqlStore {
             }
         };
         let hash: String = row.try_get("token_hash")?;
-        sqlx::query(
+        exec::query(
             "UPDATE enrollment_tokens SET revoked_us = COALESCE(revoked_us, $2) WHERE token_hash = $1",
         )
         .bind(&hash)
         .bind(now.0)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+        let row = exec::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
             .bind(&hash)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
         tx.commit().await?;
         rows::enrollment_token(&row)
@@ -92,7 +91,7 @@ impl Enrollment for SqlStore {
         let mut tx = self.write().await?;
         // Counting the use and checking the token are one statement, so two
         // nodes cannot both take a token's last use.
-        let taken: Option<String> = sqlx::query_scalar(
+        let taken: Option<String> = exec::query_scalar(
             "UPDATE enrollment_tokens SET uses = uses + 1
              WHERE token_hash = $1 AND revoked_us IS NULL
                AND (expires_us IS NULL OR expires_us > $2)
@@ -101,12 +100,12 @@ impl Enrollment for SqlStore {
         )
         .bind(token_hash)
         .bind(now.0)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(tenant_id) = taken else {
-            let row = sqlx::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+            let row = exec::query("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
                 .bind(token_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
             let why = match row.as_ref().map(rows::enrollment_token).transpose()? {
                 None => "The enrollment token is not valid",
@@ -118,7 +117,7 @@ impl Enrollment for SqlStore {
             };
             return Err(StoreError::Refused(why.into()));
         };
-        sqlx::query(
+        exec::query(
             "INSERT INTO machines (id, tenant_id, credential_hash, computer_dns_name, os_platform, os_version,
                 os_architecture, agent_version, last_ip, first_seen_us, last_seen_us, ip_addresses)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -135,11 +134,11 @@ impl Enrollment for SqlStore {
         .bind(now.0)
         .bind(now.0)
         .bind(json(&info.ip_addresses))
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM machines WHERE id = $1")
+        let row = exec::query("SELECT * FROM machines WHERE id = $1")
             .bind(machine_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await?;
         tx.commit().await?;
         rows::machine(&row)
@@ -147,7 +146,7 @@ impl Enrollment for SqlStore {
 
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
         let row =
-            sqlx::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = $1")
+            exec::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = $1")
                 .bind(machine_id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -155,14 +154,14 @@ impl Enrollment for SqlStore {
         Ok(MachineCredential {
             tenant_id: row.try_get("tenant_id")?,
             credential_hash: row.try_get("credential_hash")?,
-            revoked: row.try_get::<i64, _>("revoked")? != 0,
+            revoked: row.try_get::<i64>("revoked")? != 0,
         })
     }
 
     async fn revoke_machine(&self, machine_id: &str) -> StoreResult<()> {
         let done = self
             .write_one(
-                sqlx::query("UPDATE machines SET revoked = 1 WHERE id = $1").bind(machine_id),
+                exec::query("UPDATE machines SET revoked = 1 WHERE id = $1").bind(machine_id),
             )
             .await?;
         if done.rows_affected() == 0 {

@@ -3,7 +3,6 @@
 //! secrets clients send).
 
 use async_trait::async_trait;
-use sqlx::Row;
 
 use super::*;
 use crate::store::*;
@@ -17,14 +16,14 @@ impl Identities for SqlStore {
     }
 
     async fn secret(&self, name: &str, fresh: &str, now: Micros) -> StoreResult<String> {
-        self.write_one(sqlx::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        self.write_one(exec::query("INSERT INTO secrets (name, value, created_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(fresh)
             .bind(now.0)
             )
             .await?;
         Ok(
-            sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            exec::query_scalar("SELECT value FROM secrets WHERE name = $1")
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await?,
@@ -33,7 +32,7 @@ impl Identities for SqlStore {
 
     async fn create_tenant(&self, tenant: &Tenant, now: Micros) -> StoreResult<()> {
         self.write_one(
-            sqlx::query("INSERT INTO tenants (id, name, created_us) VALUES ($1, $2, $3)")
+            exec::query("INSERT INTO tenants (id, name, created_us) VALUES ($1, $2, $3)")
                 .bind(&tenant.id)
                 .bind(&tenant.name)
                 .bind(now.0),
@@ -43,7 +42,7 @@ impl Identities for SqlStore {
     }
 
     async fn get_tenant(&self, id: &str) -> StoreResult<Tenant> {
-        let row = sqlx::query("SELECT id, name FROM tenants WHERE id = $1")
+        let row = exec::query("SELECT id, name FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -52,14 +51,14 @@ impl Identities for SqlStore {
     }
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
-        let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY created_us")
+        let rows = exec::query("SELECT id, name FROM tenants ORDER BY created_us")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::tenant).collect()
     }
 
     async fn create_app(&self, app: &App, now: Micros) -> StoreResult<()> {
-        self.write_one(sqlx::query(
+        self.write_one(exec::query(
             "INSERT INTO apps (client_id, tenant_id, name, secret_hash, roles, created_us, disabled, token_generation, device_groups)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -78,7 +77,7 @@ impl Identities for SqlStore {
     }
 
     async fn get_app(&self, client_id: &str) -> StoreResult<App> {
-        let row = sqlx::query("SELECT * FROM apps WHERE client_id = $1")
+        let row = exec::query("SELECT * FROM apps WHERE client_id = $1")
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?
@@ -89,7 +88,7 @@ impl Identities for SqlStore {
     async fn set_app_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<()> {
         let done = self
             .write_identity(
-                sqlx::query(
+                exec::query(
                     "UPDATE apps SET secret_hash = $2, token_generation = token_generation + 1
                      WHERE client_id = $1",
                 )
@@ -102,7 +101,7 @@ impl Identities for SqlStore {
 
     async fn rehash_app_secret(&self, client_id: &str, old: &str, new: &str) -> StoreResult<()> {
         self.write_one(
-            sqlx::query(
+            exec::query(
                 "UPDATE apps SET secret_hash = $3 WHERE client_id = $1 AND secret_hash = $2",
             )
             .bind(client_id)
@@ -116,7 +115,7 @@ impl Identities for SqlStore {
     async fn set_app_disabled(&self, client_id: &str, disabled: bool) -> StoreResult<()> {
         let done = self
             .write_identity(
-                sqlx::query(
+                exec::query(
                     "UPDATE apps SET disabled = $2, token_generation = token_generation + 1
                      WHERE client_id = $1",
                 )
@@ -129,7 +128,7 @@ impl Identities for SqlStore {
 
     async fn create_user(&self, user: &User, now: Micros) -> StoreResult<()> {
         self.write_one(
-            sqlx::query(
+            exec::query(
                 "INSERT INTO users (name, tenant_id, password_hash, roles, disabled, created_us, device_groups)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -142,17 +141,18 @@ impl Identities for SqlStore {
             .bind(json(&user.device_groups)),
         )
         .await
-        .map_err(|err| match err.as_database_error() {
-            Some(db) if db.is_unique_violation() => {
+        .map_err(|err| {
+            if err.is_unique_violation() {
                 StoreError::Conflict(format!("A user named '{}' already exists", user.name))
+            } else {
+                err.into()
             }
-            _ => err.into(),
         })?;
         Ok(())
     }
 
     async fn get_user(&self, name: &str) -> StoreResult<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE lower(name) = lower($1)")
+        let row = exec::query("SELECT * FROM users WHERE lower(name) = lower($1)")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -163,7 +163,7 @@ impl Identities for SqlStore {
     async fn end_user_sessions(&self, name: &str) -> StoreResult<()> {
         let done = self
             .write_identity(
-                sqlx::query(
+                exec::query(
                     "UPDATE users SET token_generation = token_generation + 1
                      WHERE lower(name) = lower($1)",
                 )
@@ -176,7 +176,7 @@ impl Identities for SqlStore {
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()> {
         let done = self
             .write_identity(
-                sqlx::query(
+                exec::query(
                     "UPDATE users SET disabled = $2, token_generation = token_generation + 1
                      WHERE lower(name) = lower($1)",
                 )
@@ -189,7 +189,7 @@ impl Identities for SqlStore {
 
     async fn put_device_group(&self, group: &DeviceGroup, now: Micros) -> StoreResult<()> {
         self.write_identity(
-            sqlx::query(
+            exec::query(
                 "INSERT INTO device_groups (tenant_id, name, tags, created_us) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET tags = excluded.tags",
             )
@@ -203,7 +203,7 @@ impl Identities for SqlStore {
     }
 
     async fn list_device_groups(&self, tenant_id: &str) -> StoreResult<Vec<DeviceGroup>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT tenant_id, name, tags FROM device_groups WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant_id)
@@ -214,7 +214,7 @@ impl Identities for SqlStore {
                 Ok(DeviceGroup {
                     tenant_id: row.try_get("tenant_id")?,
                     name: row.try_get("name")?,
-                    tags: from_json(row.try_get::<&str, _>("tags")?)?,
+                    tags: from_json(row.try_get::<&str>("tags")?)?,
                 })
             })
             .collect()

@@ -2,7 +2,6 @@
 //! are in `files`; this is only the catalogue.
 
 use async_trait::async_trait;
-use sqlx::AssertSqlSafe;
 
 use super::*;
 use crate::store::*;
@@ -16,12 +15,12 @@ impl Library for SqlStore {
     ) -> StoreResult<Option<LibraryRow>> {
         let mut tx = self.write().await?;
         self.lock_tenant(&mut tx, &row.tenant_id).await?;
-        let existing = sqlx::query(
+        let existing = exec::query(
             "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
         )
         .bind(&row.tenant_id)
         .bind(&row.file_name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         .map(|r| rows::library(&r))
         .transpose()?;
@@ -33,7 +32,7 @@ impl Library for SqlStore {
                 )));
             }
             Some(old) => {
-                sqlx::query(
+                exec::query(
                     "UPDATE library_files SET sha256 = $1, size = $2, description = $3, has_parameters = $4,
                         parameters_description = $5, last_updated_by = $6, last_updated_us = $7,
                         signature = $10
@@ -49,11 +48,11 @@ impl Library for SqlStore {
                 .bind(&row.tenant_id)
                 .bind(&old.file_name)
                 .bind(&row.signature)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             None => {
-                sqlx::query(
+                exec::query(
                     "INSERT INTO library_files (tenant_id, file_name, sha256, size, description, has_parameters,
                         parameters_description, created_by, last_updated_by, creation_us, last_updated_us,
                         signature)
@@ -71,7 +70,7 @@ impl Library for SqlStore {
                 .bind(row.creation_time.0)
                 .bind(row.last_updated_time.0)
                 .bind(&row.signature)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
         }
@@ -80,7 +79,7 @@ impl Library for SqlStore {
     }
 
     async fn get_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
-        let row = sqlx::query(
+        let row = exec::query(
             "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
         )
         .bind(tenant_id)
@@ -93,7 +92,7 @@ impl Library for SqlStore {
 
     async fn list_library_files(&self, tenant_id: &str) -> StoreResult<Vec<LibraryRow>> {
         let rows =
-            sqlx::query("SELECT * FROM library_files WHERE tenant_id = $1 ORDER BY file_name")
+            exec::query("SELECT * FROM library_files WHERE tenant_id = $1 ORDER BY file_name")
                 .bind(tenant_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -103,21 +102,21 @@ impl Library for SqlStore {
     async fn delete_library_file(&self, tenant_id: &str, name: &str) -> StoreResult<LibraryRow> {
         let mut tx = self.write().await?;
         self.lock_tenant(&mut tx, tenant_id).await?;
-        let row = sqlx::query(
+        let row = exec::query(
             "SELECT * FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
         )
         .bind(tenant_id)
         .bind(name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("Library file {name}")))?;
         let row = rows::library(&row)?;
-        sqlx::query(
+        exec::query(
             "DELETE FROM library_files WHERE tenant_id = $1 AND lower(file_name) = lower($2)",
         )
         .bind(tenant_id)
         .bind(name)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(row)
@@ -129,7 +128,7 @@ impl Library for SqlStore {
                   + (SELECT count(*) FROM commands c JOIN actions a ON a.id = c.action_id
                      WHERE a.tenant_id = $1 AND c.payload_sha256 = $2 AND a.status IN {ACTIVE})"
         );
-        let used: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+        let used: i64 = exec::query_scalar(sql)
             .bind(tenant_id)
             .bind(sha256)
             .fetch_one(&self.pool)

@@ -4,7 +4,6 @@
 
 use async_trait::async_trait;
 use reach_proto::agent::MachineInfo;
-use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::odata::Query;
@@ -16,7 +15,7 @@ impl Machines for SqlStore {
     async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> StoreResult<()> {
         let done = self
             .write_one(
-                sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+                exec::query("UPDATE machines SET tags = $2 WHERE id = $1")
                     .bind(machine_id)
                     .bind(json(&tags)),
             )
@@ -36,23 +35,23 @@ impl Machines for SqlStore {
             "SELECT m.tags FROM machines m WHERE m.id = $1 AND m.tenant_id = $2{}",
             self.engine.for_update_of("m")
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = exec::query(sql)
             .bind(machine_id)
             .bind(tenant_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
-        let mut tags: Vec<String> = from_json(row.try_get::<&str, _>("tags")?)?;
+        let mut tags: Vec<String> = from_json(row.try_get::<&str>("tags")?)?;
         tags.retain(|t| !remove.iter().any(|r| r.eq_ignore_ascii_case(t)));
         for tag in add {
             if !tags.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
                 tags.push(tag.clone());
             }
         }
-        sqlx::query("UPDATE machines SET tags = $2 WHERE id = $1")
+        exec::query("UPDATE machines SET tags = $2 WHERE id = $1")
             .bind(machine_id)
             .bind(json(&tags))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(tags)
@@ -60,7 +59,7 @@ impl Machines for SqlStore {
 
     async fn revoked_connected(&self) -> StoreResult<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM machines WHERE revoked = 1 AND connected = 1")
+            exec::query_scalar("SELECT id FROM machines WHERE revoked = 1 AND connected = 1")
                 .fetch_all(&self.pool)
                 .await?,
         )
@@ -71,7 +70,7 @@ impl Machines for SqlStore {
         waited_since: Micros,
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(exec::query_scalar(
             "SELECT a.machine_id FROM actions a JOIN machines m ON m.id = a.machine_id
              WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1
              ORDER BY a.created_us LIMIT $2",
@@ -91,11 +90,11 @@ impl Machines for SqlStore {
     ) -> StoreResult<Option<String>> {
         let mut tx = self.write().await?;
         let former: Option<String> =
-            sqlx::query_scalar("SELECT computer_dns_name FROM machines WHERE id = $1")
+            exec::query_scalar("SELECT computer_dns_name FROM machines WHERE id = $1")
                 .bind(machine_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
-        sqlx::query(
+        exec::query(
             "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
                 agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
                 ip_addresses = $8
@@ -110,7 +109,7 @@ impl Machines for SqlStore {
         .bind(now.0)
         .bind(json(&info.ip_addresses))
         .bind(machine_id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         Ok(former.filter(|name| *name != info.hostname))
@@ -122,11 +121,11 @@ impl Machines for SqlStore {
             let ids = placeholders(2, chunk.len());
             let sql =
                 format!("UPDATE machines SET last_seen_us = $1, connected = 1 WHERE id IN ({ids})");
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now.0);
+            let mut query = exec::query(sql).bind(now.0);
             for id in chunk {
                 query = query.bind(id);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -134,7 +133,7 @@ impl Machines for SqlStore {
 
     async fn machine_disconnected(&self, machine_id: &str, now: Micros) -> StoreResult<()> {
         self.write_one(
-            sqlx::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
+            exec::query("UPDATE machines SET last_seen_us = $1, connected = 0 WHERE id = $2")
                 .bind(now.0)
                 .bind(machine_id),
         )
@@ -143,7 +142,7 @@ impl Machines for SqlStore {
     }
 
     async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>> {
-        let row = sqlx::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
+        let row = exec::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
             .bind(id.to_ascii_lowercase())
             .bind(tenant_id)
             .fetch_optional(&self.pool)
@@ -152,7 +151,7 @@ impl Machines for SqlStore {
     }
 
     async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
                AND revoked = 0
              ORDER BY last_seen_us DESC LIMIT 50",
@@ -165,20 +164,21 @@ impl Machines for SqlStore {
     }
 
     async fn duplicated_names(&self, tenant_id: &str) -> StoreResult<Vec<(String, Vec<String>)>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT lower(computer_dns_name) AS name, tags FROM machines
              WHERE tenant_id = $1 AND revoked = 0 AND lower(computer_dns_name) IN (
                  SELECT lower(computer_dns_name) FROM machines WHERE tenant_id = $1 AND revoked = 0
                  GROUP BY lower(computer_dns_name) HAVING count(*) > 1)",
         )
         .bind(tenant_id)
+        .long()
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
                 Ok((
-                    row.try_get::<String, _>("name")?,
-                    from_json(row.try_get::<&str, _>("tags")?)?,
+                    row.try_get::<String>("name")?,
+                    from_json(row.try_get::<&str>("tags")?)?,
                 ))
             })
             .collect()
@@ -191,7 +191,7 @@ impl Machines for SqlStore {
         active_since: Micros,
     ) -> StoreResult<(Vec<MachineRow>, Option<u64>)> {
         let (rows, count) = select_page(
-            &mut *self.pool.acquire().await?,
+            &mut self.pool.acquire().await?,
             self.engine,
             "machines",
             "m",

@@ -1,16 +1,11 @@
 //! OData pages of a tenant's rows: the compiled filter and order bound to
 //! their parameters, one page, and with `$count` the number that match.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe};
-
+use super::exec::Row;
 use super::*;
 use crate::odata::Query;
 
-pub(super) fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
-    binds: &'q [Bind],
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+pub(super) fn bind_all(mut query: exec::Query, binds: &[Bind]) -> exec::Query {
     for bind in binds {
         query = match bind {
             Bind::Text(t) => query.bind(t.as_str()),
@@ -22,12 +17,12 @@ pub(super) fn bind_all<'q>(
 
 /// Runs a `SELECT count(*) ... WHERE tenant_id = $1 <filter>` with the filter's binds.
 pub(super) async fn count(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     sql: String,
     tenant_id: &str,
     binds: &[Bind],
 ) -> StoreResult<u64> {
-    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(tenant_id);
+    let mut query = exec::query_scalar::<i64>(sql).bind(tenant_id).long();
     for bind in binds {
         query = match bind {
             Bind::Text(t) => query.bind(t.as_str()),
@@ -56,7 +51,7 @@ pub(super) fn page_sql(binds: &[Bind]) -> String {
 /// how many match in all.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn select_page(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     engine: Engine,
     table: &str,
     alias: &str,
@@ -64,7 +59,7 @@ pub(super) async fn select_page(
     query: &Query,
     fields: &[Field],
     default_order: &str,
-) -> StoreResult<(Vec<AnyRow>, Option<u64>)> {
+) -> StoreResult<(Vec<Row>, Option<u64>)> {
     let compiled = odata_to_sql::compile(query, fields, default_order, engine, 2).map_err(odata)?;
     let filter = if compiled.where_sql.is_empty() {
         String::new()
@@ -77,14 +72,11 @@ pub(super) async fn select_page(
         compiled.order_sql,
         page_sql(&compiled.binds)
     );
-    let rows = bind_all(
-        sqlx::query(AssertSqlSafe(sql)).bind(tenant_id),
-        &compiled.binds,
-    )
-    .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
-    .bind(i64::from(query.skip))
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = bind_all(exec::query(sql).bind(tenant_id).long(), &compiled.binds)
+        .bind(i64::from(query.top.unwrap_or(crate::odata::MAX_TOP)))
+        .bind(i64::from(query.skip))
+        .fetch_all(&mut *conn)
+        .await?;
     let count = if query.count {
         let sql = format!("SELECT count(*) {from}");
         Some(count(conn, sql, tenant_id, &compiled.binds).await?)

@@ -4,7 +4,6 @@
 //! are read only to tell a refused caller how long to wait.
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::store::rate_limits::{Bucket, PRUNE_AFTER, Window, decide, span};
@@ -22,9 +21,9 @@ impl RateLimits for SqlStore {
         let mut tx = self.write().await?;
         if self.engine == Engine::Postgres {
             // Every node counts calls of this key one at a time.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            exec::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(key)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         let (second, longest) = span(windows, now);
@@ -47,13 +46,11 @@ impl RateLimits for SqlStore {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {sums} FROM rate_limit_calls WHERE key = $1 AND second > $2");
-        let mut query = sqlx::query(AssertSqlSafe(sql))
-            .bind(key)
-            .bind(second - longest);
+        let mut query = exec::query(sql).bind(key).bind(second - longest);
         for window in windows {
             query = query.bind(second - window.window.as_secs() as i64);
         }
-        let row = query.fetch_one(&mut *tx).await?;
+        let row = query.fetch_one(&mut tx).await?;
         let mut fits = true;
         for (i, window) in windows.iter().enumerate() {
             let calls: i64 = row.try_get(format!("w{i}").as_str())?;
@@ -70,13 +67,13 @@ impl RateLimits for SqlStore {
             )
         };
         if decision.is_ok() {
-            sqlx::query(
+            exec::query(
                 "INSERT INTO rate_limit_calls (key, second, calls) VALUES ($1, $2, 1)
                  ON CONFLICT (key, second) DO UPDATE SET calls = rate_limit_calls.calls + 1",
             )
             .bind(key)
             .bind(second)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -86,7 +83,7 @@ impl RateLimits for SqlStore {
     async fn prune_rate_limits(&self, before: Micros) -> StoreResult<u64> {
         let done = self
             .write_one(
-                sqlx::query("DELETE FROM rate_limit_calls WHERE second < $1")
+                exec::query("DELETE FROM rate_limit_calls WHERE second < $1")
                     .bind(before.0.div_euclid(1_000_000)),
             )
             .await?;
@@ -96,18 +93,18 @@ impl RateLimits for SqlStore {
 
 /// The calls of `key` per second after `since`, oldest first.
 async fn buckets(tx: &mut WriteTx, key: &str, since: i64) -> StoreResult<Vec<Bucket>> {
-    let rows = sqlx::query(
+    let rows = exec::query(
         "SELECT second, calls FROM rate_limit_calls WHERE key = $1 AND second > $2 ORDER BY second",
     )
     .bind(key)
     .bind(since)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     rows.iter()
         .map(|row| {
             Ok(Bucket {
                 second: row.try_get("second")?,
-                calls: row.try_get::<i64, _>("calls")? as u64,
+                calls: row.try_get::<i64>("calls")? as u64,
             })
         })
         .collect()

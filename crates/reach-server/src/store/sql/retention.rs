@@ -1,10 +1,9 @@
 //! The SQL of `Retention` (see `store::retention`), for both engines. The
 //! caller deletes the objects first, then asks the store to forget them.
 
+use super::exec::Row;
 use async_trait::async_trait;
 use reach_proto::agent::CommandRef;
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row};
 
 use super::*;
 use crate::store::*;
@@ -18,7 +17,7 @@ impl Retention for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<ExpiredResult>> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT c.*, a.tenant_id, a.machine_id FROM actions a JOIN commands c ON c.action_id = a.id
              WHERE a.status NOT IN ('Pending', 'InProgress') AND a.updated_us < $1
                AND (c.result_key IS NOT NULL
@@ -27,14 +26,14 @@ impl Retention for SqlStore {
         )
         .bind(ended_before.0)
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         expired_from_rows(&mut conn, rows).await
     }
 
     async fn abandoned_chunks(&self, limit: u32) -> StoreResult<Vec<ExpiredResult>> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT c.*, a.tenant_id, a.machine_id FROM actions a JOIN commands c ON c.action_id = a.id
              WHERE a.id IN (SELECT DISTINCT action_id FROM result_chunks)
                AND a.status NOT IN ('Pending', 'InProgress') AND c.result_key IS NULL
@@ -42,14 +41,14 @@ impl Retention for SqlStore {
              ORDER BY a.updated_us LIMIT $1",
         )
         .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         expired_from_rows(&mut conn, rows).await
     }
 
     async fn forget_result(&self, command: &CommandRef, now: Micros) -> StoreResult<bool> {
         let mut tx = self.write().await?;
-        let forgotten = sqlx::query(
+        let forgotten = exec::query(
             "UPDATE commands SET result_key = NULL, result_size = NULL, result_sha256 = NULL,
                 result_chunks = NULL, result_deleted_us = $3
              WHERE action_id = $1 AND idx = $2 AND result_key IS NOT NULL",
@@ -57,13 +56,13 @@ impl Retention for SqlStore {
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(now.0)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?
         .rows_affected();
-        let chunks = sqlx::query("DELETE FROM result_chunks WHERE action_id = $1 AND idx = $2")
+        let chunks = exec::query("DELETE FROM result_chunks WHERE action_id = $1 AND idx = $2")
             .bind(&command.action_id)
             .bind(i64::from(command.index))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?
             .rows_affected();
         tx.commit().await?;
@@ -71,7 +70,7 @@ impl Retention for SqlStore {
     }
 
     async fn unused_library_files(&self, before: Micros) -> StoreResult<Vec<LibraryRow>> {
-        let rows = sqlx::query(
+        let rows = exec::query(
             "SELECT l.* FROM library_files l
              WHERE l.last_updated_us < $1
                AND NOT EXISTS (
@@ -90,8 +89,8 @@ impl Retention for SqlStore {
 /// The commands of `rows` (commands joined with their action's tenant and
 /// machine), each with the numbers of its recorded chunks.
 pub(super) async fn expired_from_rows(
-    conn: &mut sqlx::pool::PoolConnection<Any>,
-    rows: Vec<AnyRow>,
+    conn: &mut Conn,
+    rows: Vec<Row>,
 ) -> StoreResult<Vec<ExpiredResult>> {
     let mut expired = Vec::with_capacity(rows.len());
     for row in rows {
@@ -100,12 +99,12 @@ pub(super) async fn expired_from_rows(
             action_id: row.try_get("action_id")?,
             index: command.index,
         };
-        let chunks = sqlx::query_scalar::<_, i64>(
+        let chunks = exec::query_scalar::<i64>(
             "SELECT n FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n",
         )
         .bind(&command_ref.action_id)
         .bind(i64::from(command_ref.index))
-        .fetch_all(&mut **conn)
+        .fetch_all(&mut *conn)
         .await?;
         expired.push(ExpiredResult {
             command: command_ref,

@@ -1,13 +1,12 @@
-//! The rows of each table as the database returns them (`FromRow`
-//! records, one field per column, typed as both engines store them), and
-//! their checked conversion into the store's row types: a count or size
+//! The rows of each table as the database returns them (records, one field
+//! per column, typed as both engines store them), and their checked
+//! conversion into the store's row types: a count or size
 //! that does not fit is an error naming the column, never a silent
 //! wrap-around, and JSON and status text that does not parse is an error,
 //! never a default. Nothing here runs a query.
 
+use super::exec::{Row, record};
 use reach_proto::agent::MachineInfo;
-use sqlx::FromRow;
-use sqlx::any::AnyRow;
 
 use super::{from_json, parse_status};
 use crate::store::*;
@@ -30,13 +29,14 @@ fn flag(value: i64) -> bool {
     value != 0
 }
 
-#[derive(FromRow)]
-struct TenantRecord {
-    id: String,
-    name: String,
+record! {
+    struct TenantRecord {
+        id: String,
+        name: String,
+    }
 }
 
-pub(super) fn tenant(row: &AnyRow) -> StoreResult<Tenant> {
+pub(super) fn tenant(row: &Row) -> StoreResult<Tenant> {
     let r = TenantRecord::from_row(row)?;
     Ok(Tenant {
         id: r.id,
@@ -44,19 +44,20 @@ pub(super) fn tenant(row: &AnyRow) -> StoreResult<Tenant> {
     })
 }
 
-#[derive(FromRow)]
-struct AppRecord {
-    client_id: String,
-    tenant_id: String,
-    name: String,
-    secret_hash: String,
-    roles: String,
-    disabled: i64,
-    token_generation: i64,
-    device_groups: String,
+record! {
+    struct AppRecord {
+        client_id: String,
+        tenant_id: String,
+        name: String,
+        secret_hash: String,
+        roles: String,
+        disabled: i64,
+        token_generation: i64,
+        device_groups: String,
+    }
 }
 
-pub(super) fn app(row: &AnyRow) -> StoreResult<App> {
+pub(super) fn app(row: &Row) -> StoreResult<App> {
     let r = AppRecord::from_row(row)?;
     Ok(App {
         client_id: r.client_id,
@@ -70,18 +71,19 @@ pub(super) fn app(row: &AnyRow) -> StoreResult<App> {
     })
 }
 
-#[derive(FromRow)]
-struct UserRecord {
-    name: String,
-    tenant_id: String,
-    password_hash: String,
-    roles: String,
-    disabled: i64,
-    token_generation: i64,
-    device_groups: String,
+record! {
+    struct UserRecord {
+        name: String,
+        tenant_id: String,
+        password_hash: String,
+        roles: String,
+        disabled: i64,
+        token_generation: i64,
+        device_groups: String,
+    }
 }
 
-pub(super) fn user(row: &AnyRow) -> StoreResult<User> {
+pub(super) fn user(row: &Row) -> StoreResult<User> {
     let r = UserRecord::from_row(row)?;
     Ok(User {
         name: r.name,
@@ -94,24 +96,25 @@ pub(super) fn user(row: &AnyRow) -> StoreResult<User> {
     })
 }
 
-#[derive(FromRow)]
-struct MachineRecord {
-    id: String,
-    tenant_id: String,
-    computer_dns_name: String,
-    os_platform: String,
-    os_version: String,
-    os_architecture: String,
-    agent_version: String,
-    ip_addresses: String,
-    last_ip: Option<String>,
-    tags: String,
-    first_seen_us: i64,
-    last_seen_us: i64,
-    connected: i64,
+record! {
+    struct MachineRecord {
+        id: String,
+        tenant_id: String,
+        computer_dns_name: String,
+        os_platform: String,
+        os_version: String,
+        os_architecture: String,
+        agent_version: String,
+        ip_addresses: String,
+        last_ip: Option<String>,
+        tags: String,
+        first_seen_us: i64,
+        last_seen_us: i64,
+        connected: i64,
+    }
 }
 
-pub(super) fn machine(row: &AnyRow) -> StoreResult<MachineRow> {
+pub(super) fn machine(row: &Row) -> StoreResult<MachineRow> {
     let r = MachineRecord::from_row(row)?;
     Ok(MachineRow {
         id: r.id,
@@ -132,23 +135,24 @@ pub(super) fn machine(row: &AnyRow) -> StoreResult<MachineRow> {
     })
 }
 
-#[derive(FromRow)]
-struct LibraryRecord {
-    tenant_id: String,
-    file_name: String,
-    sha256: String,
-    size: i64,
-    description: Option<String>,
-    has_parameters: i64,
-    parameters_description: Option<String>,
-    created_by: String,
-    last_updated_by: Option<String>,
-    creation_us: i64,
-    last_updated_us: i64,
-    signature: Option<String>,
+record! {
+    struct LibraryRecord {
+        tenant_id: String,
+        file_name: String,
+        sha256: String,
+        size: i64,
+        description: Option<String>,
+        has_parameters: i64,
+        parameters_description: Option<String>,
+        created_by: String,
+        last_updated_by: Option<String>,
+        creation_us: i64,
+        last_updated_us: i64,
+        signature: Option<String>,
+    }
 }
 
-pub(super) fn library(row: &AnyRow) -> StoreResult<LibraryRow> {
+pub(super) fn library(row: &Row) -> StoreResult<LibraryRow> {
     let r = LibraryRecord::from_row(row)?;
     Ok(LibraryRow {
         tenant_id: r.tenant_id,
@@ -166,24 +170,25 @@ pub(super) fn library(row: &AnyRow) -> StoreResult<LibraryRow> {
     })
 }
 
-#[derive(FromRow)]
-struct ActionRecord {
-    id: String,
-    tenant_id: String,
-    machine_id: String,
-    computer_dns_name: String,
-    requestor: String,
-    requestor_comment: Option<String>,
-    status: String,
-    created_us: i64,
-    updated_us: i64,
-    cancellation_requestor: Option<String>,
-    cancellation_comment: Option<String>,
-    cancelled_us: Option<i64>,
+record! {
+    struct ActionRecord {
+        id: String,
+        tenant_id: String,
+        machine_id: String,
+        computer_dns_name: String,
+        requestor: String,
+        requestor_comment: Option<String>,
+        status: String,
+        created_us: i64,
+        updated_us: i64,
+        cancellation_requestor: Option<String>,
+        cancellation_comment: Option<String>,
+        cancelled_us: Option<i64>,
+    }
 }
 
 /// An action without its commands (`load_commands` adds them).
-pub(super) fn action(row: &AnyRow) -> StoreResult<ActionRow> {
+pub(super) fn action(row: &Row) -> StoreResult<ActionRow> {
     let r = ActionRecord::from_row(row)?;
     Ok(ActionRow {
         id: r.id,
@@ -202,25 +207,26 @@ pub(super) fn action(row: &AnyRow) -> StoreResult<ActionRow> {
     })
 }
 
-#[derive(FromRow)]
-struct CommandRecord {
-    idx: i64,
-    command: String,
-    work: String,
-    status: String,
-    start_us: Option<i64>,
-    end_us: Option<i64>,
-    errors: String,
-    timeout_secs: i64,
-    result_key: Option<String>,
-    result_size: Option<i64>,
-    result_sha256: Option<String>,
-    result_chunks: Option<i64>,
-    file_sha256: Option<String>,
-    result_deleted_us: Option<i64>,
+record! {
+    struct CommandRecord {
+        idx: i64,
+        command: String,
+        work: String,
+        status: String,
+        start_us: Option<i64>,
+        end_us: Option<i64>,
+        errors: String,
+        timeout_secs: i64,
+        result_key: Option<String>,
+        result_size: Option<i64>,
+        result_sha256: Option<String>,
+        result_chunks: Option<i64>,
+        file_sha256: Option<String>,
+        result_deleted_us: Option<i64>,
+    }
 }
 
-pub(super) fn command(row: &AnyRow) -> StoreResult<CommandRow> {
+pub(super) fn command(row: &Row) -> StoreResult<CommandRow> {
     let r = CommandRecord::from_row(row)?;
     let result = match r.result_key {
         Some(key) => Some(ResultBlob {
@@ -249,26 +255,27 @@ pub(super) fn command(row: &AnyRow) -> StoreResult<CommandRow> {
     })
 }
 
-#[derive(FromRow)]
-struct AuditRecord {
-    seq: i64,
-    time_us: i64,
-    tenant_id: String,
-    actor_type: String,
-    actor_id: String,
-    actor_name: String,
-    source_ip: Option<String>,
-    operation: String,
-    machine_id: Option<String>,
-    target: Option<String>,
-    outcome: String,
-    http_status: Option<i64>,
-    details: String,
-    prev_hash: String,
-    hash: String,
+record! {
+    struct AuditRecord {
+        seq: i64,
+        time_us: i64,
+        tenant_id: String,
+        actor_type: String,
+        actor_id: String,
+        actor_name: String,
+        source_ip: Option<String>,
+        operation: String,
+        machine_id: Option<String>,
+        target: Option<String>,
+        outcome: String,
+        http_status: Option<i64>,
+        details: String,
+        prev_hash: String,
+        hash: String,
+    }
 }
 
-pub(super) fn audit(row: &AnyRow) -> StoreResult<AuditEntry> {
+pub(super) fn audit(row: &Row) -> StoreResult<AuditEntry> {
     let r = AuditRecord::from_row(row)?;
     let http_status = r
         .http_status
@@ -301,18 +308,19 @@ pub(super) fn audit(row: &AnyRow) -> StoreResult<AuditEntry> {
     })
 }
 
-#[derive(FromRow)]
-struct EnrollmentTokenRecord {
-    token_hash: String,
-    tenant_id: String,
-    created_us: i64,
-    expires_us: Option<i64>,
-    max_uses: Option<i64>,
-    uses: i64,
-    revoked_us: Option<i64>,
+record! {
+    struct EnrollmentTokenRecord {
+        token_hash: String,
+        tenant_id: String,
+        created_us: i64,
+        expires_us: Option<i64>,
+        max_uses: Option<i64>,
+        uses: i64,
+        revoked_us: Option<i64>,
+    }
 }
 
-pub(super) fn enrollment_token(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> {
+pub(super) fn enrollment_token(row: &Row) -> StoreResult<EnrollmentTokenRow> {
     let r = EnrollmentTokenRecord::from_row(row)?;
     Ok(EnrollmentTokenRow {
         id: r.token_hash.chars().take(12).collect(),
@@ -328,18 +336,19 @@ pub(super) fn enrollment_token(row: &AnyRow) -> StoreResult<EnrollmentTokenRow> 
     })
 }
 
-#[derive(FromRow)]
-struct ChunkRecord {
-    n: i64,
-    raw_size: i64,
-    raw_crc32: Option<i64>,
-    raw_sha256: String,
-    stored_size: i64,
-    stored_sha256: String,
-    attempts: i64,
+record! {
+    struct ChunkRecord {
+        n: i64,
+        raw_size: i64,
+        raw_crc32: Option<i64>,
+        raw_sha256: String,
+        stored_size: i64,
+        stored_sha256: String,
+        attempts: i64,
+    }
 }
 
-pub(super) fn chunk(row: &AnyRow) -> StoreResult<ChunkRow> {
+pub(super) fn chunk(row: &Row) -> StoreResult<ChunkRow> {
     let r = ChunkRecord::from_row(row)?;
     Ok(ChunkRow {
         n: small("result_chunks.n", r.n)?,

@@ -135,3 +135,32 @@ async fn sqlite_copies_the_wal_into_the_database_file_while_running() {
     .await;
     store.ping().await.unwrap();
 }
+
+/// Every submit counts the tenant's running actions (the per-tenant limit).
+/// On SQLite that count reads an index of running actions alone: through
+/// the tenant's index of all actions it read every action the tenant ever
+/// had, a cost that grew with history.
+#[tokio::test]
+async fn the_running_count_at_submit_reads_running_actions_only() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
+    let _store = SqlStore::connect(&url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress'",
+    )
+    .bind(TENANT)
+    .fetch_all(&db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get("detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("INDEX actions_running_by_tenant")),
+        "{plan:?}"
+    );
+}

@@ -8,8 +8,9 @@
 //!
 //! Keys: `library/{tenant}/{sha256}` (content-addressed, so an override never
 //! changes bytes an action already refers to), `transcripts/{day}/{action}.{index}`
-//! (a transcript; earlier versions used `results/{action}/{index}`, and
-//! every result's key is recorded with it), `results/{action}/{index}/segments/`
+//! (an uploaded transcript; earlier versions used `results/{action}/{index}`
+//! and `...{index}.{random}` for one sent with the outcome, which is now
+//! kept in the database instead; every result's key is recorded with it), `results/{action}/{index}/segments/`
 //! (a collected file: `head`, the deflate segments `{n}`, `tail`, served one
 //! after another as one gzip member; results collected before segments are
 //! gzip members under `.../chunks/{n}`) or `.../collected.gz` (the parts
@@ -184,18 +185,6 @@ impl Files {
     pub fn transcript_key(action_id: &str, index: u32, now: crate::time::Micros) -> String {
         let day = now.to_wire().get(..10).unwrap_or("undated").to_string();
         format!("transcripts/{day}/{action_id}.{index}")
-    }
-
-    /// A transcript that came inside an agent's message: the transcript's
-    /// key plus a random suffix, so that a repeated message (or a device
-    /// sending another version after the fact) never overwrites the one
-    /// recorded.
-    pub fn inline_transcript_key(action_id: &str, index: u32, now: crate::time::Micros) -> String {
-        let nonce: u64 = rand::random();
-        format!(
-            "{}.{nonce:016x}",
-            Self::transcript_key(action_id, index, now)
-        )
     }
 
     /// A chunked result composed into one object (S3, for one presigned URL).

@@ -161,7 +161,12 @@ pub async fn discard_abandoned(state: &SharedState) -> anyhow::Result<u64> {
 /// transfer left behind.
 async fn delete_objects(files: &Files, expired: &ExpiredResult) -> anyhow::Result<()> {
     let command = &expired.command;
-    if let Some(blob) = &expired.result {
+    // A result kept in the database goes with the row (`forget_result`).
+    if let Some(blob) = expired
+        .result
+        .as_ref()
+        .filter(|b| b.inline_command().is_none())
+    {
         match blob.chunks {
             Some(chunks) => {
                 for part in Files::result_parts(&blob.key, chunks) {

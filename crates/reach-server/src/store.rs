@@ -27,7 +27,8 @@ pub mod sql;
 use async_trait::async_trait;
 
 pub use actions::{
-    ActionLimits, ActionRow, Actions, CommandRow, NewAction, NewCommand, ResultBlob,
+    ActionLimits, ActionRow, Actions, CommandRow, InlineResult, NewAction, NewCommand, ResultBlob,
+    inline_result_command, inline_result_key,
 };
 pub use audit::{AuditEntry, AuditEvent, AuditLog};
 pub use commands::{ChunkRow, Claimed, Commands, Finish, Finished, Running, Swept};

@@ -3,21 +3,21 @@
 //! (`live_response.inline_result_bytes`), recorded in the same transaction
 //! as the outcome, and the audit entries of a command's steps.
 //!
-//! The transcript is stored before the transaction that names it commits,
-//! and deleted again when the store kept another one (an upload came first)
-//! or the command no longer runs (a repeated delivery): nothing refers to a
-//! missing file, and a repeated message leaves no stray one. It never takes
-//! a result for a command that is not a RunScript of this machine.
+//! The transcript is kept in the database with the outcome, in one
+//! transaction: never as a file, so nothing can refer to a missing one, and
+//! a repeated or altered message cannot replace it (the store keeps the
+//! first result). It never takes a result for a command that is not a
+//! RunScript of this machine.
 
 use base64::Engine;
 use reach_proto::agent::{CommandRef, Outcome};
+use sha2::{Digest, Sha256};
 
 use super::AgentIdentity;
 use crate::SharedState;
 use crate::audit::{Actor, Operation};
-use crate::files::Files;
 use crate::metrics::Metrics;
-use crate::store::{Finish, Finished, ResultBlob};
+use crate::store::{Finish, Finished, InlineResult};
 use crate::time::Micros;
 
 /// The largest transcript this server takes inside `Finished`, as told to
@@ -62,10 +62,10 @@ pub async fn record(
             timed_out,
         },
     };
-    let blob = match result {
+    let inline = match result {
         None => None,
-        Some(encoded) => match store_inline(state, machine_id, command, &encoded).await? {
-            Ok(blob) => Some(blob),
+        Some(encoded) => match decode_inline(state, machine_id, command, &encoded) {
+            Ok(inline) => Some(inline),
             Err(refused) => {
                 tracing::warn!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, reason = %refused, "an inline result was refused");
                 finish = match finish {
@@ -87,20 +87,8 @@ pub async fn record(
     };
     let finished = state
         .store
-        .finish_command(machine_id, command, &finish, blob.as_ref(), Micros::now())
-        .await;
-    if let Some(blob) = &blob {
-        let kept = finished
-            .as_ref()
-            .ok()
-            .and_then(|finished| finished.as_ref()?.command.result.as_ref());
-        if kept.is_none_or(|kept| kept.key != blob.key)
-            && let Err(err) = state.files.delete(&blob.key).await
-        {
-            tracing::warn!(key = %blob.key, error = %err, "deleting an unused inline result failed");
-        }
-    }
-    let finished = finished?;
+        .finish_command(machine_id, command, &finish, inline.as_ref(), Micros::now())
+        .await?;
     if let Some(done) = &finished {
         if let (Some(start), Some(end)) = (done.command.start_time, done.command.end_time) {
             state
@@ -114,44 +102,41 @@ pub async fn record(
     Ok(finished)
 }
 
-/// Decodes and stores an inline transcript. The inner error is the
-/// command's failure message for a result the server does not take.
-async fn store_inline(
+/// Decodes an inline transcript, to keep with the command's outcome. The
+/// error is the command's failure message for a result the server does not
+/// take (too large, or not base64).
+fn decode_inline(
     state: &SharedState,
     machine_id: &str,
     command: &CommandRef,
     encoded: &str,
-) -> anyhow::Result<Result<ResultBlob, String>> {
+) -> Result<InlineResult, String> {
     let limit = inline_result_limit(&state.config);
     let too_large = || {
-        Ok(Err(format!(
+        format!(
             "The agent sent a result larger than the {limit} bytes this server takes with the outcome"
-        )))
+        )
     };
     // Base64 of `limit` bytes is at most this long: refuse before decoding.
     if encoded.len() as u64 > limit.div_ceil(3) * 4 {
-        return too_large();
+        return Err(too_large());
     }
     let bytes = match base64::engine::general_purpose::STANDARD.decode(encoded) {
         Ok(bytes) if bytes.len() as u64 <= limit => bytes,
-        Ok(_) => return too_large(),
+        Ok(_) => return Err(too_large()),
         Err(err) => {
-            return Ok(Err(format!(
+            return Err(format!(
                 "The agent sent a result that is not valid base64: {err}"
-            )));
+            ));
         }
     };
-    let key = Files::inline_transcript_key(&command.action_id, command.index, Micros::now());
-    let stored = state.files.put_bytes(&key, bytes.into()).await?;
-    Metrics::add(&state.metrics.bytes_received, stored.size);
+    Metrics::add(&state.metrics.bytes_received, bytes.len() as u64);
     Metrics::add(&state.metrics.transcripts_inline, 1);
-    tracing::debug!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, bytes = stored.size, "inline result stored");
-    Ok(Ok(ResultBlob {
-        key,
-        size: stored.size,
-        sha256: Some(stored.sha256),
-        chunks: None,
-    }))
+    tracing::debug!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, bytes = bytes.len(), "inline result received");
+    Ok(InlineResult {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes,
+    })
 }
 
 /// Records a command's step in the audit trail, with its machine as the actor.

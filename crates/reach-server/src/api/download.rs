@@ -147,16 +147,20 @@ pub async fn link(
         })?;
     let ttl = state.config.live_response.download_link_ttl_secs;
     let file_name = result_file_name(&command.work);
-    let presigned = state
-        .files
-        .presigned_get(
-            &blob.key,
-            std::time::Duration::from_secs(ttl),
-            &file_name,
-            content_type(&file_name),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    // A result kept in the database is served by the nodes, on any store.
+    let presigned = match blob.inline_command() {
+        Some(_) => None,
+        None => state
+            .files
+            .presigned_get(
+                &blob.key,
+                std::time::Duration::from_secs(ttl),
+                &file_name,
+                content_type(&file_name),
+            )
+            .await
+            .map_err(ApiError::internal)?,
+    };
     if let Some(url) = presigned {
         // The object store serves the bytes; they never pass through a node.
         return Ok(Json(StringValue {
@@ -223,6 +227,20 @@ pub async fn download(
     let (key, file_name) = path
         .rsplit_once('/')
         .ok_or_else(|| denied("the path is malformed"))?;
+    if let Some(command) = crate::store::inline_result_command(key) {
+        let bytes = state
+            .store
+            .inline_result(tenant_id, &command)
+            .await
+            .map_err(|err| match err {
+                crate::store::StoreError::NotFound(_) => {
+                    ApiError::ResourceNotFound("The result is no longer stored".into())
+                }
+                other => ApiError::internal(other),
+            })?;
+        let size = bytes.len() as u64;
+        return Ok(attachment(Body::from(bytes), size, file_name));
+    }
     if !(key.starts_with("results/") || key.starts_with("transcripts/")) {
         return Err(denied("the path is malformed"));
     }
@@ -245,13 +263,20 @@ pub async fn download(
             (size, stream.map_err(std::io::Error::other).boxed())
         }
     };
-    let content_type = content_type(file_name);
-    let mut response = Body::from_stream(stream).into_response();
+    Ok(attachment(Body::from_stream(stream), size, file_name))
+}
+
+/// A result's bytes as a download named `file_name`.
+fn attachment(body: Body, size: u64, file_name: &str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(file_name)),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    Ok(response)
+    response
 }

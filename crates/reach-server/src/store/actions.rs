@@ -114,7 +114,9 @@ pub struct CommandRow {
 /// A stored command result: where its bytes are and what they hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultBlob {
-    /// The object, or with `chunks` the prefix of the chunk objects.
+    /// The object, or with `chunks` the prefix of the chunk objects, or for
+    /// a result kept in the database `inline/{action}/{index}`
+    /// (`inline_result_key`).
     pub key: String,
     /// Bytes stored.
     pub size: u64,
@@ -124,6 +126,52 @@ pub struct ResultBlob {
     pub sha256: Option<String>,
     /// Set when the result is `chunks` objects to serve one after another.
     pub chunks: Option<u32>,
+}
+
+/// What names a result kept in the database rather than the object store.
+const INLINE_RESULT_PREFIX: &str = "inline/";
+
+impl ResultBlob {
+    /// The command whose result this is, when its bytes are kept in the
+    /// database (`Commands::inline_result`) rather than as an object.
+    pub fn inline_command(&self) -> Option<CommandRef> {
+        inline_result_command(&self.key)
+    }
+}
+
+/// The `ResultBlob::key` of a command's result kept in the database.
+pub fn inline_result_key(command: &CommandRef) -> String {
+    format!(
+        "{INLINE_RESULT_PREFIX}{}/{}",
+        command.action_id, command.index
+    )
+}
+
+/// The command an `inline_result_key` names (None for any other key).
+pub fn inline_result_command(key: &str) -> Option<CommandRef> {
+    let (action_id, index) = key.strip_prefix(INLINE_RESULT_PREFIX)?.split_once('/')?;
+    let valid_id = !action_id.is_empty()
+        && action_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    // Digits only: `u32::from_str` would also take a leading '+'.
+    if !valid_id || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(CommandRef {
+        action_id: action_id.to_string(),
+        index: index.parse().ok()?,
+    })
+}
+
+/// A transcript that came inside the agent's `Finished` message, to keep
+/// in the database with the command's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineResult {
+    /// The transcript as the agent sent it.
+    pub bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`.
+    pub sha256: String,
 }
 
 /// Live response actions as analysts submit, list and cancel them.

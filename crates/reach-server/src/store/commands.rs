@@ -127,9 +127,10 @@ pub trait Commands: Send + Sync {
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>>;
     /// Ends an InProgress command on this machine and moves its action on.
     /// `result`, a RunScript's transcript that came with the outcome, is
-    /// recorded in the same transaction (unless one was uploaded already;
-    /// any other command ignores it: the returned command's result says
-    /// which was kept). A RunScript or GetFile reported Completed without a
+    /// kept in the database in the same transaction, its `ResultBlob` keyed
+    /// by `inline_result_key` (unless one was uploaded already; any other
+    /// command ignores it: the returned command's result says which was
+    /// kept). A RunScript or GetFile reported Completed without a
     /// recorded result fails instead. Returns None if the command was not
     /// InProgress (a repeated delivery).
     async fn finish_command(
@@ -137,9 +138,13 @@ pub trait Commands: Send + Sync {
         machine_id: &str,
         command: &CommandRef,
         finish: &Finish,
-        result: Option<&ResultBlob>,
+        result: Option<&InlineResult>,
         now: Micros,
     ) -> StoreResult<Option<Finished>>;
+    /// The bytes of a result kept in the database (`finish_command`), of an
+    /// action of this tenant; NotFound for any other, or once retention
+    /// forgot it.
+    async fn inline_result(&self, tenant_id: &str, command: &CommandRef) -> StoreResult<Vec<u8>>;
     /// Ends actions queued past `queue_deadline` (created before it) with
     /// TimeOut, and fails commands whose lease ran out by `now`.
     async fn sweep(

@@ -374,10 +374,10 @@ async fn download_links_expire_and_refuse_tampering() {
         200
     );
 
-    let tampered = url.replace("/transcripts/", "/transcripts/x");
+    let tampered = url.replace("/inline/", "/inline/x");
     assert_ne!(tampered, url);
     assert_error(reqwest::get(&tampered).await.unwrap(), 403, "Forbidden").await;
-    let other_index = url.replacen(&format!("{}.0", done.id), &format!("{}.1", done.id), 1);
+    let other_index = url.replacen(&format!("{}/0/", done.id), &format!("{}/1/", done.id), 1);
     assert_ne!(other_index, url);
     assert_error(reqwest::get(&other_index).await.unwrap(), 403, "Forbidden").await;
     // Paths that climb out, name other places, or hide bytes, under the
@@ -392,6 +392,8 @@ async fn download_links_expire_and_refuse_tampering() {
         "transcripts\\..\\secret",
         "library/0000/x.sh",
         "transcripts/x%00.json",
+        "inline/../../reach.db",
+        "inline/x/0%2f..%2f..%2freach.db",
         "%E2%80%AEnosj.tpircsnart",
         long.as_str(),
     ] {

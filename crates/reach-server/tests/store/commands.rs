@@ -1,6 +1,7 @@
 //! Commands as agents work through them: claimed once, results and finishes only from the machine that holds them, leases and queue TTLs swept once.
 
 use super::*;
+use sha2::Digest;
 
 #[tokio::test]
 async fn a_command_is_claimed_once_and_recorded_once() {
@@ -315,8 +316,27 @@ fn transcript(key: &str) -> ResultBlob {
     }
 }
 
+/// A transcript sent with the outcome.
+fn inline(text: &str) -> InlineResult {
+    InlineResult {
+        bytes: text.as_bytes().to_vec(),
+        sha256: format!("{:x}", sha2::Sha256::digest(text.as_bytes())),
+    }
+}
+
+/// How the store records `inline(text)` for `command`.
+fn kept_inline(command: &CommandRef, text: &str) -> ResultBlob {
+    let sent = inline(text);
+    ResultBlob {
+        key: reach_server::store::inline_result_key(command),
+        size: sent.bytes.len() as u64,
+        sha256: Some(sent.sha256),
+        chunks: None,
+    }
+}
+
 #[tokio::test]
-async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
+async fn a_transcript_that_comes_with_the_outcome_is_kept_with_it() {
     for backend in backends().await {
         let store = backend.open().await;
         let machines = seed(&store, 1).await;
@@ -328,7 +348,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
             .unwrap();
         let now = Micros::now();
         let done = Finish::Completed { file_sha256: None };
-        let finish = async |expected: &str, result: Option<&ResultBlob>| {
+        let finish = async |expected: &str, result: Option<&InlineResult>| {
             let claimed = store
                 .claim_next_command(machine, "agent-1", now)
                 .await
@@ -346,11 +366,28 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
                 "{}: {expected}",
                 backend.name
             );
-            command.result.clone()
+            (claimed.command, command.result.clone())
         };
-        // With the outcome: recorded in the same transaction.
-        let kept = finish("inline", Some(&transcript("inline-0"))).await;
-        assert_eq!(kept, Some(transcript("inline-0")), "{}", backend.name);
+        // With the outcome: recorded in the same transaction, its bytes in
+        // the database, for this tenant only.
+        let (first, kept) = finish("inline", Some(&inline("transcript 0"))).await;
+        assert_eq!(
+            kept,
+            Some(kept_inline(&first, "transcript 0")),
+            "{}",
+            backend.name
+        );
+        assert_eq!(kept.unwrap().inline_command(), Some(first.clone()));
+        assert_eq!(
+            store.inline_result(TENANT, &first).await.unwrap(),
+            b"transcript 0",
+            "{}",
+            backend.name
+        );
+        assert!(matches!(
+            store.inline_result("another-tenant", &first).await,
+            Err(StoreError::NotFound(_))
+        ));
         // Uploaded first: the upload is kept, the inline copy is not.
         let claimed = store
             .claim_next_command(machine, "agent-1", now)
@@ -366,7 +403,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
                 machine,
                 &claimed.command,
                 &done,
-                Some(&transcript("inline-1")),
+                Some(&inline("transcript 1")),
                 now,
             )
             .await
@@ -378,16 +415,57 @@ async fn a_transcript_that_comes_with_the_outcome_is_recorded_with_it() {
             "{}",
             backend.name
         );
+        assert!(matches!(
+            store.inline_result(TENANT, &claimed.command).await,
+            Err(StoreError::NotFound(_))
+        ));
         // A PutFile has no result: one sent with it is not kept.
-        let kept = finish("put", Some(&transcript("inline-2"))).await;
+        let (third, kept) = finish("put", Some(&inline("transcript 2"))).await;
         assert_eq!(kept, None, "{}", backend.name);
+        assert!(store.inline_result(TENANT, &third).await.is_err());
         let stored = store.get_action(TENANT, "a1").await.unwrap();
         assert_eq!(stored.status, ActionStatus::Succeeded, "{}", backend.name);
         assert_eq!(
             stored.commands[0].result,
-            Some(transcript("inline-0")),
+            Some(kept_inline(&first, "transcript 0")),
             "{}",
             backend.name
+        );
+        // Retention forgets the bytes with the result.
+        assert!(store.forget_result(&first, now).await.unwrap());
+        assert!(matches!(
+            store.inline_result(TENANT, &first).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[test]
+fn only_an_inline_result_key_names_a_command() {
+    let command = CommandRef {
+        action_id: "0f3c2a9e-1b7d-4c55-9a43-2d1e8f7b6c10".into(),
+        index: 3,
+    };
+    let key = reach_server::store::inline_result_key(&command);
+    assert_eq!(
+        reach_server::store::inline_result_command(&key),
+        Some(command)
+    );
+    for other in [
+        "transcripts/2026-12-01/a.0",
+        "results/a/0",
+        "inline/a",
+        "inline//0",
+        "inline/a/",
+        "inline/a/+1",
+        "inline/a/0/x",
+        "inline/../0",
+        "inline/a/99999999999",
+    ] {
+        assert_eq!(
+            reach_server::store::inline_result_command(other),
+            None,
+            "{other}"
         );
     }
 }
@@ -418,7 +496,7 @@ async fn a_command_ending_after_its_action_was_cancelled_changes_nothing() {
                 &machine,
                 &claimed.command,
                 &done,
-                Some(&transcript("late")),
+                Some(&inline("late")),
                 now,
             )
             .await
@@ -446,7 +524,7 @@ async fn an_action_is_updated_when_each_of_its_commands_ends() {
                 &machine,
                 &claimed.command,
                 &Finish::Completed { file_sha256: None },
-                Some(&transcript("t0")),
+                Some(&inline("t0")),
                 ended,
             )
             .await
@@ -502,7 +580,7 @@ async fn a_machine_has_an_active_action_until_it_ends() {
                 &machine,
                 &claimed.command,
                 &Finish::Completed { file_sha256: None },
-                Some(&transcript("t")),
+                Some(&inline("t")),
                 now,
             )
             .await

@@ -291,6 +291,9 @@ pub(super) fn action_fields() -> Vec<Field> {
     ]
 }
 
+/// More actions than this make loading their commands a long read.
+const LONG_AFTER_ACTIONS: usize = 50;
+
 pub(super) async fn load_commands(mut on: On<'_>, actions: &mut [ActionRow]) -> StoreResult<()> {
     for chunk in actions.chunks_mut(500) {
         let ids = placeholders(1, chunk.len());
@@ -300,7 +303,11 @@ pub(super) async fn load_commands(mut on: On<'_>, actions: &mut [ActionRow]) -> 
         for action in chunk.iter() {
             query = query.bind(action.id.clone());
         }
-        let rows = query.long().fetch_all(&mut on).await?;
+        // A page of actions can bring thousands of commands; one action a few.
+        if chunk.len() > LONG_AFTER_ACTIONS {
+            query = query.long();
+        }
+        let rows = query.fetch_all(&mut on).await?;
         for row in &rows {
             let action_id: String = row.try_get("action_id")?;
             if let Some(action) = chunk.iter_mut().find(|a| a.id == action_id) {

@@ -188,12 +188,29 @@ impl Commands for SqlStore {
         Ok(())
     }
 
+    async fn inline_result(&self, tenant_id: &str, command: &CommandRef) -> StoreResult<Vec<u8>> {
+        exec::query_scalar::<Vec<u8>>(
+            "SELECT r.bytes FROM inline_results r JOIN actions a ON a.id = r.action_id
+             WHERE r.action_id = $1 AND r.idx = $2 AND a.tenant_id = $3",
+        )
+        .bind(&command.action_id)
+        .bind(i64::from(command.index))
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "The result of command {} of action {}",
+                command.index, command.action_id
+            ))
+        })
+    }
+
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
         let rows =
             exec::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
                 .bind(&command.action_id)
                 .bind(i64::from(command.index))
-                .long()
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(rows::chunk).collect()
@@ -204,7 +221,7 @@ impl Commands for SqlStore {
         machine_id: &str,
         command: &CommandRef,
         finish: &Finish,
-        result: Option<&ResultBlob>,
+        result: Option<&InlineResult>,
         now: Micros,
     ) -> StoreResult<Option<Finished>> {
         let mut tx = self.write().await?;
@@ -266,11 +283,21 @@ impl Commands for SqlStore {
         .bind(file_sha256)
         .bind(&command.action_id)
         .bind(i64::from(command.index))
-        .bind(result.map(|r| r.key.as_str()))
-        .bind(result.map(|r| r.size as i64))
-        .bind(result.and_then(|r| r.sha256.as_deref()))
+        .bind(result.map(|_| inline_result_key(command)))
+        .bind(result.map(|r| r.bytes.len() as i64))
+        .bind(result.map(|r| r.sha256.as_str()))
         .fetch_one(&mut tx)
         .await?;
+        if let Some(result) = result {
+            // No result was recorded before (`uploaded` is false), so the
+            // key just written is this one's.
+            exec::query("INSERT INTO inline_results (action_id, idx, bytes) VALUES ($1, $2, $3)")
+                .bind(&command.action_id)
+                .bind(i64::from(command.index))
+                .bind(result.bytes.as_slice())
+                .execute(&mut tx)
+                .await?;
+        }
         let recorded = rows::command(&row)?;
         let remaining: i64 = found.try_get("remaining")?;
         let next_action = next_action.or((remaining == 0).then_some(ActionStatus::Succeeded));

@@ -59,6 +59,11 @@ impl Retention for SqlStore {
         .execute(&mut tx)
         .await?
         .rows_affected();
+        exec::query("DELETE FROM inline_results WHERE action_id = $1 AND idx = $2")
+            .bind(&command.action_id)
+            .bind(i64::from(command.index))
+            .execute(&mut tx)
+            .await?;
         let chunks = exec::query("DELETE FROM result_chunks WHERE action_id = $1 AND idx = $2")
             .bind(&command.action_id)
             .bind(i64::from(command.index))

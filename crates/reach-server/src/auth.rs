@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod permissions;
 pub mod secrets;
 pub mod session_cookie;
+pub mod verified;
 
 use std::collections::BTreeSet;
 
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 pub use admit::{AdmitError, Admitted, admit};
 
 use crate::store::{App, Identities, Scope, User};
+use crate::time::Micros;
 
 /// Audience of the tokens Reach issues: Defender's resource identifier.
 pub const AUDIENCE: &str = "https://api.securitycenter.microsoft.com";
@@ -140,7 +142,12 @@ pub struct Authenticator {
     issuer: String,
     lifetime_secs: u64,
     oidc: Option<oidc::Oidc>,
+    /// Reach's tokens already verified on this node.
+    verified: verified::Verified,
 }
+
+/// Seconds a token's times may be off (`exp`, `nbf`).
+const LEEWAY_SECS: u64 = 5;
 
 impl Authenticator {
     /// An authenticator issuing tokens as `issuer`, valid for `lifetime_secs`.
@@ -150,6 +157,7 @@ impl Authenticator {
             issuer,
             lifetime_secs,
             oidc,
+            verified: verified::Verified::default(),
         }
     }
 
@@ -218,6 +226,10 @@ impl Authenticator {
 
     /// Checks a bearer token: Reach's own, or the configured OIDC issuer's.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let now_secs = Micros::now().0.div_euclid(1_000_000).max(0) as u64;
+        if let Some(principal) = self.verified.get(token, now_secs) {
+            return Ok(principal);
+        }
         let issuer = unverified_issuer(token)?;
         if let Some(oidc) = &self.oidc
             && issuer == oidc.issuer()
@@ -234,7 +246,7 @@ impl Authenticator {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(&self.keys.jwt),
@@ -247,33 +259,42 @@ impl Authenticator {
                 "The access token's lifetime is longer than this server issues".into(),
             ));
         }
-        if claims.idtyp == "user" {
-            let name = claims
-                .name
-                .ok_or_else(|| TokenError("The user token names no user".into()))?;
-            return Ok(Principal {
-                tenant_id: claims.tid,
-                app_id: None,
-                name,
-                roles: claims
-                    .scp
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect(),
-                generation: Some(claims.rgen),
-                scope: Scope::All,
-            });
-        }
-        Ok(Principal {
+        // Valid until `exp` plus the leeway, as `decode` just judged it.
+        let until = claims.exp.saturating_add(LEEWAY_SECS);
+        let principal = principal_of(claims)?;
+        self.verified.put(token, &principal, until, now_secs);
+        Ok(principal)
+    }
+}
+
+/// The caller a verified token of Reach's names.
+fn principal_of(claims: Claims) -> Result<Principal, TokenError> {
+    if claims.idtyp == "user" {
+        let name = claims
+            .name
+            .ok_or_else(|| TokenError("The user token names no user".into()))?;
+        return Ok(Principal {
             tenant_id: claims.tid,
-            app_id: Some(claims.appid),
-            name: claims.app_displayname,
-            roles: claims.roles.into_iter().collect(),
+            app_id: None,
+            name,
+            roles: claims
+                .scp
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
             generation: Some(claims.rgen),
             scope: Scope::All,
-        })
+        });
     }
+    Ok(Principal {
+        tenant_id: claims.tid,
+        app_id: Some(claims.appid),
+        name: claims.app_displayname,
+        roles: claims.roles.into_iter().collect(),
+        generation: Some(claims.rgen),
+        scope: Scope::All,
+    })
 }
 
 /// The `iss` claim, read without checking anything: only to pick the verifier.

@@ -156,7 +156,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         auth,
         limiter: match &cluster {
             cluster::Cluster::Single => ratelimit::Limiter::local(),
-            cluster::Cluster::Postgres { .. } => ratelimit::Limiter::Shared,
+            cluster::Cluster::Postgres { .. } => ratelimit::Limiter::shared(),
         },
         address_limiter: ratelimit::Limiter::local(),
         gate,

@@ -6,13 +6,19 @@
 //! on a single node (SQLite: one process owns the database, and a write per
 //! API call would serialise every request behind SQLite's one writer), and
 //! in the database with several nodes (PostgreSQL: the store's
-//! `rate_limit`), so that the budget holds for the whole cluster. `decide`
+//! `take_rate_limit`), so that the budget holds for the whole cluster. A
+//! node takes a busy caller's calls from the database a few at a time (its
+//! share, at most a twentieth of the smallest window's budget, 16 at most,
+//! so Defender's 10 a minute stays one at a time), spends them within the
+//! same second, and gives back what it did not spend with its next request:
+//! the cluster never allows more than the budget, and a share left unspent
+//! by a node that stops calling counts until its window passes. `decide`
 //! is the one decision over those counts: whether one more call fits every
 //! window, and if not, the exact whole seconds until it would
 //! (`Retry-After`). It never blocks a request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::store::StoreResult;
 pub use crate::store::rate_limits::Window;
@@ -23,14 +29,30 @@ use crate::time::Micros;
 pub enum Limiter {
     /// In this process (one node).
     Local(Mutex<HashMap<String, Vec<Bucket>>>),
-    /// In the database, shared by every node.
-    Shared,
+    /// In the database, shared by every node; each key's share this node
+    /// holds (its second, and the calls left in it).
+    Shared(Mutex<HashMap<String, Share>>),
 }
+
+/// A key's share on this node. Its calls wait on each other while one asks
+/// the database, so a burst is served from the share that one brings back.
+type Share = Arc<tokio::sync::Mutex<Option<Bucket>>>;
+
+/// The most calls a node takes from the database at once.
+const MAX_SHARE: u32 = 16;
+
+/// Shares held for this many keys at most (then the spent ones go).
+const MAX_SHARES: usize = 100_000;
 
 impl Limiter {
     /// Counting in this process.
     pub fn local() -> Self {
         Limiter::Local(Mutex::new(HashMap::new()))
+    }
+
+    /// Counting in the database, for a cluster.
+    pub fn shared() -> Self {
+        Limiter::Shared(Mutex::new(HashMap::new()))
     }
 
     /// Records a call of `key` if every window allows it; otherwise the
@@ -43,10 +65,56 @@ impl Limiter {
         now: Micros,
     ) -> StoreResult<Result<(), u64>> {
         match self {
-            Limiter::Shared => store.rate_limit(key, windows, now).await,
+            Limiter::Shared(shares) => take_shared(shares, store, key, windows, now).await,
             Limiter::Local(buckets) => Ok(count_locally(buckets, key, windows, now)),
         }
     }
+}
+
+/// The cluster's count: a call from this node's share of the second, or a
+/// new share from the database (giving back what is left of the last one).
+async fn take_shared(
+    shares: &Mutex<HashMap<String, Share>>,
+    store: &dyn RateLimits,
+    key: &str,
+    windows: &[Window],
+    now: Micros,
+) -> StoreResult<Result<(), u64>> {
+    let (second, _) = span(windows, now);
+    let slot = {
+        let mut held = shares.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() >= MAX_SHARES {
+            // Keep the shares in use or still spendable; the rest are spent.
+            held.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |s| {
+                        s.is_some_and(|b| b.second == second && b.calls > 0)
+                    })
+            });
+        }
+        held.entry(key.to_string()).or_default().clone()
+    };
+    let mut share = slot.lock().await;
+    if let Some(held) = share.as_mut()
+        && held.second == second
+        && held.calls > 0
+    {
+        held.calls -= 1;
+        return Ok(Ok(()));
+    }
+    let unused = share.take();
+    let smallest = windows.iter().map(|w| w.calls).min().unwrap_or(0);
+    let wanted = (smallest / 20).clamp(1, MAX_SHARE);
+    let taken = store
+        .take_rate_limit(key, windows, now, wanted, unused)
+        .await?;
+    if let Ok(taken) = taken {
+        *share = Some(Bucket {
+            second,
+            calls: u64::from(taken - 1),
+        });
+    }
+    Ok(taken.map(|_| ()))
 }
 
 /// The single-node count: like the store's, in memory.

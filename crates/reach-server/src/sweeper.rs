@@ -49,7 +49,7 @@ async fn rewake(state: &SharedState) {
 /// Forgets rate-limit counts no window reaches any more, where they are
 /// kept in the database (several nodes; a single node counts in memory).
 async fn prune_rate_limits(state: &SharedState) {
-    if !matches!(state.limiter, crate::ratelimit::Limiter::Shared) {
+    if !matches!(state.limiter, crate::ratelimit::Limiter::Shared(_)) {
         return;
     }
     let before = Micros::now().minus_secs(crate::store::rate_limits::PRUNE_AFTER.as_secs());

@@ -14,15 +14,34 @@ use crate::time::Micros;
 /// Rate-limit counts shared by every node.
 #[async_trait]
 pub trait RateLimits: Send + Sync {
-    /// Records a call under `key` (a caller and an API) if every window
-    /// allows it, or answers the whole seconds until one would be allowed.
-    /// Atomic across nodes: the budget is the cluster's, not a node's.
+    /// Takes up to `wanted` calls of the budget under `key` (a caller and
+    /// an API) at once, as many as every window allows, all counted in the
+    /// second of `now`: a node's share, which it spends within that second
+    /// without asking again. First gives back `unused`, what is left of an
+    /// earlier share (its second and calls). Answers how many calls were
+    /// taken (at least one), or the whole seconds until one would be
+    /// allowed. Atomic across nodes: the budget is the cluster's.
+    async fn take_rate_limit(
+        &self,
+        key: &str,
+        windows: &[Window],
+        now: Micros,
+        wanted: u32,
+        unused: Option<Bucket>,
+    ) -> StoreResult<Result<u32, u64>>;
+    /// Records one call under `key` if every window allows it, or answers
+    /// the whole seconds until one would be allowed.
     async fn rate_limit(
         &self,
         key: &str,
         windows: &[Window],
         now: Micros,
-    ) -> StoreResult<Result<(), u64>>;
+    ) -> StoreResult<Result<(), u64>> {
+        Ok(self
+            .take_rate_limit(key, windows, now, 1, None)
+            .await?
+            .map(|_| ()))
+    }
     /// Forgets the calls counted before `before`: no window reaches back
     /// that far (`PRUNE_AFTER`). The sweeper calls it; counting never does.
     async fn prune_rate_limits(&self, before: Micros) -> StoreResult<u64>;

@@ -87,3 +87,64 @@ async fn the_shared_count_decides_as_the_local_count_and_prunes_old_seconds() {
         );
     }
 }
+
+/// Nodes take a busy caller's calls from the database a few at a time
+/// (100 a minute: shares of 5) and spend them without asking again: the
+/// cluster still allows exactly the budget, and a share's unspent calls go
+/// back with the node's next request.
+#[tokio::test]
+async fn shares_of_a_budget_add_up_to_it_and_unspent_calls_go_back() {
+    use reach_server::ratelimit::Limiter;
+    for backend in backends().await {
+        let nodes = [
+            (Arc::new(backend.open().await), Arc::new(Limiter::shared())),
+            (Arc::new(backend.open().await), Arc::new(Limiter::shared())),
+        ];
+        let windows = [Window::per_minute(100)];
+        let now = Micros(1_700_000_000_000_000);
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let (store, limiter) = nodes[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                limiter
+                    .check(store.as_ref(), "app/machines", &windows, now)
+                    .await
+            }));
+        }
+        let mut allowed = 0;
+        for task in tasks {
+            allowed += usize::from(task.await.unwrap().unwrap().is_ok());
+        }
+        assert_eq!(
+            allowed, 100,
+            "{}: the budget is the cluster's",
+            backend.name
+        );
+
+        // Another caller: node 0 calls once (taking a share of 5), and once
+        // a second later (giving back the 4 it did not spend, taking 5).
+        let (store0, limiter0) = &nodes[0];
+        let (store1, limiter1) = &nodes[1];
+        for at in [now, now.plus_secs(1)] {
+            let call = limiter0.check(store0.as_ref(), "other/machines", &windows, at);
+            assert!(call.await.unwrap().is_ok());
+        }
+        // Node 1 gets the rest: 100 less node 0's 1 call and its share of 5.
+        let mut rest = 0;
+        while limiter1
+            .check(
+                store1.as_ref(),
+                "other/machines",
+                &windows,
+                now.plus_secs(1),
+            )
+            .await
+            .unwrap()
+            .is_ok()
+        {
+            rest += 1;
+            assert!(rest <= 100, "{}: never past the budget", backend.name);
+        }
+        assert_eq!(rest, 94, "{}: the unspent 4 came back", backend.name);
+    }
+}

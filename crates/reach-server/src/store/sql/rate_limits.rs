@@ -12,12 +12,14 @@ use crate::time::Micros;
 
 #[async_trait]
 impl RateLimits for SqlStore {
-    async fn rate_limit(
+    async fn take_rate_limit(
         &self,
         key: &str,
         windows: &[Window],
         now: Micros,
-    ) -> StoreResult<Result<(), u64>> {
+        wanted: u32,
+        unused: Option<Bucket>,
+    ) -> StoreResult<Result<u32, u64>> {
         let mut tx = self.write().await?;
         if self.engine == Engine::Postgres {
             // Every node counts calls of this key one at a time.
@@ -25,6 +27,18 @@ impl RateLimits for SqlStore {
                 .bind(key)
                 .execute(&mut tx)
                 .await?;
+        }
+        if let Some(unused) = unused.filter(|u| u.calls > 0) {
+            // Never below zero, whatever a node says it did not use.
+            exec::query(
+                "UPDATE rate_limit_calls SET calls = CASE WHEN calls > $3 THEN calls - $3 ELSE 0 END
+                 WHERE key = $1 AND second = $2",
+            )
+            .bind(key)
+            .bind(unused.second)
+            .bind(unused.calls as i64)
+            .execute(&mut tx)
+            .await?;
         }
         let (second, longest) = span(windows, now);
         debug_assert!(
@@ -51,28 +65,31 @@ impl RateLimits for SqlStore {
             query = query.bind(second - window.window.as_secs() as i64);
         }
         let row = query.fetch_one(&mut tx).await?;
-        let mut fits = true;
+        // What every window still allows, and at most what was asked for.
+        let mut room = i64::from(wanted.max(1));
         for (i, window) in windows.iter().enumerate() {
             let calls: i64 = row.try_get(format!("w{i}").as_str())?;
-            fits &= calls < i64::from(window.calls);
+            room = room.min(i64::from(window.calls) - calls);
         }
-        // Refused: the seconds to wait need the calls second by second.
-        let decision = if fits {
-            Ok(())
+        let decision = if room > 0 {
+            Ok(room as u32)
         } else {
+            // Refused: the seconds to wait need the calls second by second.
             decide(
                 &buckets(&mut tx, key, second - longest).await?,
                 windows,
                 second,
             )
+            .map(|()| 1)
         };
-        if decision.is_ok() {
+        if let Ok(taken) = decision {
             exec::query(
-                "INSERT INTO rate_limit_calls (key, second, calls) VALUES ($1, $2, 1)
-                 ON CONFLICT (key, second) DO UPDATE SET calls = rate_limit_calls.calls + 1",
+                "INSERT INTO rate_limit_calls (key, second, calls) VALUES ($1, $2, $3)
+                 ON CONFLICT (key, second) DO UPDATE SET calls = rate_limit_calls.calls + $3",
             )
             .bind(key)
             .bind(second)
+            .bind(i64::from(taken))
             .execute(&mut tx)
             .await?;
         }

@@ -137,10 +137,11 @@ impl SqlStore {
     /// engine's error comes back as is, for callers that map a constraint.
     async fn write_one(&self, query: Query) -> Result<Done, DbError> {
         match &self.pool {
-            Pool::Sqlite(db) => {
-                query
-                    .execute(&mut WriteTx::Sqlite(db.autocommit().await?))
-                    .await
+            Pool::Sqlite(_) => {
+                let mut tx = self.write().await?;
+                let done = query.execute(&mut tx).await?;
+                tx.commit().await?;
+                Ok(done)
             }
             Pool::Postgres(_) => query.execute(&self.pool).await,
         }

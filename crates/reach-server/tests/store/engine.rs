@@ -164,3 +164,33 @@ async fn the_running_count_at_submit_reads_running_actions_only() {
         "{plan:?}"
     );
 }
+
+/// Another process holding SQLite's write lock (an operator's subcommand, or
+/// a `sqlite3` shell inside `BEGIN`) makes the server's writes wait asleep,
+/// not in SQLite's busy handler on a runtime thread: the runtime goes on
+/// serving reads, and the write goes through once the lock is released.
+#[tokio::test]
+async fn a_write_waiting_for_another_process_lock_does_not_hold_up_the_runtime() {
+    use sqlx::Executor;
+    let dir = tempfile::tempdir().unwrap();
+    let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    sqlx::any::install_default_drivers();
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    other.execute("BEGIN IMMEDIATE").await.unwrap();
+    let writer = store.clone();
+    let write = tokio::spawn(async move { writer.secret("waited", "value", Micros::now()).await });
+    // This test's runtime has one thread: were the write blocking it, none
+    // of this would run until SQLite gave up on the lock.
+    for _ in 0..20 {
+        store.ping().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!write.is_finished(), "the write waits for the lock");
+    other.execute("COMMIT").await.unwrap();
+    let kept = write.await.unwrap().unwrap();
+    assert_eq!(kept, "value");
+}

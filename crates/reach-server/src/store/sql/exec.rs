@@ -6,11 +6,12 @@
 //! thread: a statement against a local file takes microseconds, and handing
 //! each one to a connection thread and back (what sqlx's SQLite driver does)
 //! cost a third of the server's CPU in context switches. So nothing here may
-//! wait on anything but SQLite itself (a SQLite write only ever runs in the
-//! writer's turn, so it never waits in the busy handler for another writer
-//! of this process), and a read that can be long (a page of thousands of
-//! rows, an export) is marked `long`, which moves the calling worker's other
-//! tasks away while it runs. Values are never logged.
+//! wait on anything but SQLite itself: a SQLite write only ever runs in a
+//! transaction the writer began in its turn, after any wait for another
+//! process's lock, asleep (`pool::SqliteDb::begin`); a read that can be
+//! long (a page of thousands of rows, an export) is marked `long`, which
+//! moves the calling worker's other tasks away while it runs. Values are
+//! never logged.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -93,6 +93,8 @@ impl SqliteDb {
         let writer = connect(path)?;
         // Checkpoints run on their own thread (below), not in a commit.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Waiting for another process's lock happens in `begin`, asleep.
+        writer.busy_timeout(Duration::ZERO)?;
         let checkpointer = connect(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -137,18 +139,24 @@ impl SqliteDb {
 
     /// Waits for the writer's turn; the transaction begins at once
     /// (`BEGIN IMMEDIATE`), so what it reads is not changed before it ends.
+    /// While another process holds the file's write lock (an operator's
+    /// subcommand), it waits here asleep in the runtime, never in SQLite's
+    /// busy handler on a runtime thread, for `BUSY_TIMEOUT` at most. Once
+    /// begun, nothing else in the transaction waits for a lock (WAL).
     pub(super) async fn begin(&self) -> Result<SqliteTx, DbError> {
         let conn = self.turn().await?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(SqliteTx { conn, open: true })
-    }
-
-    /// Waits for the writer's turn, for statements that commit one by one.
-    pub(super) async fn autocommit(&self) -> Result<SqliteTx, DbError> {
-        Ok(SqliteTx {
-            conn: self.turn().await?,
-            open: false,
-        })
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(SqliteTx { conn, open: true }),
+                Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     async fn turn(&self) -> Result<OwnedMutexGuard<Connection>, DbError> {
@@ -159,6 +167,14 @@ impl SqliteDb {
         }
         Ok(conn)
     }
+}
+
+/// SQLite's answer while another connection holds the lock it needs.
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn connect(path: &Path) -> Result<Connection, DbError> {
@@ -199,10 +215,10 @@ impl Drop for Reader {
     }
 }
 
-/// The SQLite writer, in this caller's turn.
+/// A write transaction on the SQLite writer, in this caller's turn.
 pub(super) struct SqliteTx {
     conn: OwnedMutexGuard<Connection>,
-    /// A transaction was begun and not yet ended.
+    /// Not yet committed or rolled back.
     open: bool,
 }
 
@@ -213,10 +229,8 @@ impl SqliteTx {
     }
 
     fn commit(mut self) -> Result<(), DbError> {
-        if self.open {
-            self.conn.execute_batch("COMMIT")?;
-            self.open = false;
-        }
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
         Ok(())
     }
 }

@@ -174,6 +174,8 @@ pub(super) fn query_scalar<T>(sql: impl Into<Cow<'static, str>>) -> Scalar<T> {
 
 enum Want {
     Nothing,
+    /// The first row only: the rest are not read.
+    First,
     Rows,
 }
 
@@ -206,7 +208,7 @@ impl Query {
         self,
         on: impl Into<On<'a>>,
     ) -> Result<Option<Row>, DbError> {
-        Ok(self.fetch_all(on).await?.into_iter().next())
+        Ok(self.run(on.into(), Want::First).await?.1.into_iter().next())
     }
 
     /// Runs it; its first row, which must exist.
@@ -273,14 +275,20 @@ impl Query {
         let mut rows = Vec::new();
         let mut answered = stmt.raw_query();
         while let Some(row) = answered.next()? {
-            if matches!(want, Want::Rows) {
-                let values = (0..names.len())
-                    .map(|i| sqlite_value(row.get_ref(i)?))
-                    .collect::<Result<Vec<_>, DbError>>()?;
-                rows.push(Row {
-                    names: names.clone(),
-                    values,
-                });
+            if matches!(want, Want::Nothing) {
+                continue;
+            }
+            let values = (0..names.len())
+                .map(|i| sqlite_value(row.get_ref(i)?))
+                .collect::<Result<Vec<_>, DbError>>()?;
+            rows.push(Row {
+                names: names.clone(),
+                values,
+            });
+            // A statement's changes, RETURNING included, are all made by
+            // its first step; dropping `answered` resets it.
+            if matches!(want, Want::First) {
+                break;
             }
         }
         drop(answered);
@@ -311,8 +319,11 @@ impl Query {
                     Vec::new(),
                 ))
             }
-            Want::Rows => {
-                let answered = query.fetch_all(on).await?;
+            Want::First | Want::Rows => {
+                let answered = match want {
+                    Want::First => query.fetch_optional(on).await?.into_iter().collect(),
+                    _ => query.fetch_all(on).await?,
+                };
                 let mut rows = Vec::with_capacity(answered.len());
                 let mut names: Option<Arc<[Box<str>]>> = None;
                 for row in &answered {

@@ -70,6 +70,9 @@ pub(super) enum DbError {
     /// A column missing or holding something else.
     #[error("{0}")]
     Column(String),
+    /// The thread that checkpoints SQLite's WAL could not start.
+    #[error("starting the SQLite checkpoint thread: {0}")]
+    Checkpointer(std::io::Error),
 }
 
 impl DbError {

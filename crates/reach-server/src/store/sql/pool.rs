@@ -110,7 +110,7 @@ impl SqliteDb {
                     }
                 }
             })
-            .map_err(|err| DbError::Column(format!("starting the checkpoint thread: {err}")))?;
+            .map_err(DbError::Checkpointer)?;
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
@@ -149,7 +149,7 @@ impl SqliteDb {
         let mut pause = Duration::from_millis(1);
         loop {
             match conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => return Ok(SqliteTx { conn, open: true }),
+                Ok(()) => return Ok(SqliteTx { conn }),
                 Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
@@ -215,11 +215,11 @@ impl Drop for Reader {
     }
 }
 
-/// A write transaction on the SQLite writer, in this caller's turn.
+/// A write transaction on the SQLite writer, in this caller's turn. It is
+/// open while the connection is out of autocommit (SQLite's own state: a
+/// failed COMMIT leaves it open, an error that ended it does not).
 pub(super) struct SqliteTx {
     conn: OwnedMutexGuard<Connection>,
-    /// Not yet committed or rolled back.
-    open: bool,
 }
 
 impl SqliteTx {
@@ -228,16 +228,14 @@ impl SqliteTx {
         &self.conn
     }
 
-    fn commit(mut self) -> Result<(), DbError> {
-        self.conn.execute_batch("COMMIT")?;
-        self.open = false;
-        Ok(())
+    fn commit(self) -> Result<(), DbError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
     }
 }
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        if self.open
+        if !self.conn.is_autocommit()
             && let Err(err) = self.conn.execute_batch("ROLLBACK")
         {
             tracing::warn!(error = %err, "a SQLite transaction could not be rolled back");

@@ -3,8 +3,10 @@
 //! callers cannot both pass a limit.
 
 use async_trait::async_trait;
-use reach_proto::agent::{CommandRef, Work};
-use reach_proto::api::{ActionStatus, CommandStatus};
+use reach_proto::agent::CommandRef;
+use reach_proto::api::ActionStatus;
+
+mod create;
 
 use super::*;
 use crate::odata::Query;
@@ -34,108 +36,11 @@ impl Actions for SqlStore {
         action: &NewAction,
         limits: ActionLimits,
     ) -> StoreResult<ActionRow> {
-        let mut tx = self.write().await?;
-        // One creator at a time per tenant: the counts below stay true until commit.
-        self.lock_tenant(&mut tx, &action.tenant_id).await?;
-        // Both counts in one statement (each through its own index).
-        let counts = exec::query(
-            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress') AS running,
-                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending') AS queued",
-        )
-        .bind(&action.tenant_id)
-        .bind(&action.requestor_id)
-        .fetch_one(&mut tx)
-        .await?;
-        let running: i64 = counts.try_get("running")?;
-        let queued: i64 = counts.try_get("queued")?;
-        if running >= i64::from(limits.running_per_tenant) {
-            return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
-        }
-        if queued >= i64::from(limits.pending_per_requestor) {
-            return Err(StoreError::RequestorQueueLimit(
-                limits.pending_per_requestor,
-            ));
-        }
-        // The machine must be the tenant's (no row: not found); a second
-        // active action on it breaks the unique index `actions_one_active_per_machine`.
-        let dns: String = exec::query_scalar(
-            "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
-                status, created_us, updated_us, requestor_id)
-             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $5, $8 FROM machines
-             WHERE id = $6 AND tenant_id = $7
-             RETURNING computer_dns_name",
-        )
-        .bind(&action.id)
-        .bind(&action.requestor)
-        .bind(&action.requestor_comment)
-        .bind(action.now.0)
-        .bind(action.now.0)
-        .bind(&action.machine_id)
-        .bind(&action.tenant_id)
-        .bind(&action.requestor_id)
-        .fetch_optional(&mut tx)
-        .await
-        .map_err(|err| {
-            if err.is_unique_violation() {
-                StoreError::ActiveActionExists
-            } else {
-                err.into()
-            }
-        })?
-        .ok_or_else(|| StoreError::NotFound(format!("Machine {}", action.machine_id)))?;
-        let mut commands = Vec::with_capacity(action.commands.len());
-        // Rows of 5 values after the shared action id, at most 100 rows a
-        // statement (well inside both engines' bind limits).
-        for (first, batch) in action.commands.chunks(100).enumerate() {
-            let rows = (0..batch.len())
-                .map(|r| {
-                    let n = r * 5;
-                    format!(
-                        "($1, ${}, ${}, ${}, ${}, 'Created', ${})",
-                        n + 2,
-                        n + 3,
-                        n + 4,
-                        n + 5,
-                        n + 6
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO commands (action_id, idx, command, work, payload_sha256, status, timeout_secs) VALUES {rows}"
-            );
-            let mut query = exec::query(sql).bind(&action.id);
-            for (offset, command) in batch.iter().enumerate() {
-                let index = first * 100 + offset;
-                let payload_sha = match &command.work {
-                    Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => {
-                        Some(sha256.clone())
-                    }
-                    Work::GetFile { .. } => None,
-                };
-                query = query
-                    .bind(index as i64)
-                    .bind(json(&command.command))
-                    .bind(json(&command.work))
-                    .bind(payload_sha)
-                    .bind(command.timeout_secs as i64);
-                commands.push(CommandRow {
-                    index: index as u32,
-                    command: command.command.clone(),
-                    work: command.work.clone(),
-                    status: CommandStatus::Created,
-                    start_time: None,
-                    end_time: None,
-                    errors: Vec::new(),
-                    timeout_secs: command.timeout_secs,
-                    result: None,
-                    file_sha256: None,
-                    result_deleted: None,
-                });
-            }
-            query.execute(&mut tx).await?;
-        }
-        tx.commit().await?;
+        let commands = create::command_rows(action);
+        let dns = match self.engine {
+            Engine::Postgres => self.create_in_one_call(action, limits, &commands).await?,
+            Engine::Sqlite => self.create_in_steps(action, limits, &commands).await?,
+        };
         // What the rows now hold, without reading them back.
         Ok(ActionRow {
             id: action.id.clone(),

@@ -1,0 +1,4 @@
+-- PostgreSQL only (`reach_create_action`, a submission in one round trip):
+-- on SQLite a statement is a call into the library, not a round trip, and
+-- the store runs the same steps in its own write transaction. This file
+-- keeps the two engines' migrations numbered alike.

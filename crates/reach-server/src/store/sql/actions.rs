@@ -223,13 +223,26 @@ pub(super) async fn load_commands(mut on: On<'_>, actions: &mut [ActionRow]) -> 
     Ok(())
 }
 
+/// One action with its commands: one statement (a poll is one read).
 pub(super) async fn fetch_action(mut on: On<'_>, id: &str) -> StoreResult<ActionRow> {
-    let row = exec::query("SELECT * FROM actions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut on)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))?;
-    let mut actions = vec![rows::action(&row)?];
-    load_commands(on, &mut actions).await?;
-    Ok(actions.remove(0))
+    let rows = exec::query(
+        "SELECT a.*, 1 AS commands_follow, c.* FROM actions a
+         LEFT JOIN commands c ON c.action_id = a.id WHERE a.id = $1 ORDER BY c.idx",
+    )
+    .bind(id)
+    .fetch_all(&mut on)
+    .await?;
+    let mut action = None;
+    for row in rows {
+        let (action_part, command_part) = row.split_at("commands_follow")?;
+        let action = match &mut action {
+            Some(action) => action,
+            None => action.insert(rows::action(&action_part)?),
+        };
+        // No command row (LEFT JOIN): every column of the part is NULL.
+        if command_part.try_get::<Option<i64>>("idx")?.is_some() {
+            action.commands.push(rows::command(&command_part)?);
+        }
+    }
+    action.ok_or_else(|| StoreError::NotFound(format!("Machine action {id}")))
 }

@@ -45,6 +45,30 @@ impl Row {
         Ok(T::decode(&self.values[index]).map_err(|why| column_error(name, why))?)
     }
 
+    /// The columns before and after the first one named `marker` (itself
+    /// in neither): a join of two tables read as two rows, so that each
+    /// table's columns keep their names (`SELECT a.*, 1 AS marker, c.*`).
+    pub(super) fn split_at(self, marker: &str) -> StoreResult<(Row, Row)> {
+        let index = self
+            .names
+            .iter()
+            .position(|n| &**n == marker)
+            .ok_or_else(|| column_error(marker, "is not in the result".into()))?;
+        let mut before = self.values;
+        let after = before.split_off(index + 1);
+        before.truncate(index);
+        Ok((
+            Row {
+                names: self.names[..index].into(),
+                values: before,
+            },
+            Row {
+                names: self.names[index + 1..].into(),
+                values: after,
+            },
+        ))
+    }
+
     fn first<'r, T: Decode<'r>>(&'r self) -> Result<T, DbError> {
         let value = self
             .values

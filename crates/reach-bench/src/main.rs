@@ -105,6 +105,10 @@ enum Scenario {
     },
 }
 
+/// The server's allocator, so that `serve` measures what `reach-server` runs.
+#[global_allocator]
+static ALLOCATOR: reach_server::Allocator = reach_server::Allocator {};
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -51,6 +51,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+/// The memory allocator of the server's processes (`reach-server` and the
+/// bench's server): mimalloc, which took about a fifth of the server's CPU
+/// per action off glibc's malloc (BENCHMARKS.md, "The allocator"). Only
+/// Rust's allocations use it; SQLite and the other C libraries keep the
+/// system's. The agent keeps the system allocator (a smaller footprint on
+/// every device).
+pub type Allocator = mimalloc::MiMalloc;
+
 /// Everything a request handler or agent connection needs, shared.
 pub struct AppState {
     /// The configuration it started with.

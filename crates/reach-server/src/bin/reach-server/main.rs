@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use operator::Command;
 
+#[global_allocator]
+static ALLOCATOR: reach_server::Allocator = reach_server::Allocator {};
+
 #[derive(Parser)]
 #[command(name = "reach-server", version, about = "Reach live response server")]
 struct Cli {

@@ -150,6 +150,20 @@ pub async fn render(State(state): State<SharedState>) -> ApiResult<Response> {
         m.transcripts_inline.load(Ordering::Relaxed),
         m.transcripts_uploaded.load(Ordering::Relaxed),
     );
+    if let Some(group) = state.store.group_commits() {
+        counter(
+            &mut out,
+            "reach_sqlite_commits_total",
+            "SQLite COMMITs that made write transactions durable (group commit: one COMMIT holds the transactions of every caller queued for the writer).",
+            group.commits,
+        );
+        counter(
+            &mut out,
+            "reach_sqlite_writes_committed_total",
+            "Write transactions those COMMITs held; divided by reach_sqlite_commits_total, the mean group.",
+            group.writes,
+        );
+    }
     let mut response = out.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

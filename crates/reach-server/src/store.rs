@@ -88,4 +88,18 @@ pub trait Store:
 {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// On SQLite, what group commit did since the store opened; None on
+    /// PostgreSQL, where each write transaction commits on its own.
+    fn group_commits(&self) -> Option<GroupCommits>;
+}
+
+/// SQLite's group commit so far (`/metrics`): the mean group is
+/// `writes / commits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommits {
+    /// COMMITs that made callers' changes durable.
+    pub commits: u64,
+    /// Callers' write transactions those COMMITs held.
+    pub writes: u64,
 }

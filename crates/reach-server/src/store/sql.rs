@@ -209,4 +209,14 @@ impl Store for SqlStore {
         query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    fn group_commits(&self) -> Option<super::GroupCommits> {
+        match &self.pool {
+            Pool::Sqlite(db) => {
+                let (commits, writes) = db.group_commits();
+                Some(super::GroupCommits { commits, writes })
+            }
+            Pool::Postgres(_) => None,
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod audit;
 mod commands;
 mod engine;
 mod enrollment;
+mod group_commit;
 mod identities;
 mod library;
 mod machines;

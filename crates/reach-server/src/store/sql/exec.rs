@@ -94,6 +94,10 @@ pub(super) enum DbError {
     /// A column missing or holding something else.
     #[error("{0}")]
     Column(String),
+    /// SQLite's group commit failed, or the transaction it shared with
+    /// other callers was rolled back: none of its changes were kept.
+    #[error("the SQLite transaction was not committed: {0}")]
+    GroupCommit(std::sync::Arc<str>),
     /// The thread that checkpoints SQLite's WAL could not start.
     #[error("starting the SQLite checkpoint thread: {0}")]
     Checkpointer(std::io::Error),

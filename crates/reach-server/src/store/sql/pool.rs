@@ -10,15 +10,16 @@
 //!
 //! Nothing here knows a table.
 
+mod writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use super::exec::DbError;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::{Any, AnyPool, Transaction};
-use tokio::sync::OwnedMutexGuard;
-
-use super::exec::DbError;
+pub(super) use writer::SqliteTx;
 
 /// Read connections kept for reuse; more are opened while more are busy.
 const KEPT_READERS: usize = 8;
@@ -26,7 +27,8 @@ const KEPT_READERS: usize = 8;
 /// Statements each SQLite connection keeps prepared.
 const PREPARED_STATEMENTS: usize = 128;
 
-/// How long a SQLite statement waits for another process's lock.
+/// How long a SQLite statement, or a writer beginning, waits for another
+/// process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the WAL is copied back into the database file.
@@ -71,7 +73,7 @@ impl WriteTx {
     /// Makes its changes durable and visible.
     pub(super) async fn commit(self) -> Result<(), DbError> {
         match self {
-            WriteTx::Sqlite(tx) => tx.commit(),
+            WriteTx::Sqlite(tx) => tx.commit().await,
             WriteTx::Postgres(tx) => Ok(tx.commit().await?),
         }
     }
@@ -81,7 +83,7 @@ impl WriteTx {
 pub(super) struct SqliteDb {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    writer: writer::Turns,
     /// Dropped with the store, which ends the checkpoint thread.
     _checkpoints: mpsc::Sender<()>,
 }
@@ -114,7 +116,7 @@ impl SqliteDb {
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             readers: Mutex::new(Vec::new()),
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: writer::Turns::new(writer),
             _checkpoints: stop,
         }))
     }
@@ -137,44 +139,20 @@ impl SqliteDb {
         })
     }
 
-    /// Waits for the writer's turn; the transaction begins at once
-    /// (`BEGIN IMMEDIATE`), so what it reads is not changed before it ends.
-    /// While another process holds the file's write lock (an operator's
-    /// subcommand), it waits here asleep in the runtime, never in SQLite's
-    /// busy handler on a runtime thread, for `BUSY_TIMEOUT` at most. Once
-    /// begun, nothing else in the transaction waits for a lock (WAL).
+    /// This caller's part of the writer's transaction (`writer`: group
+    /// commit), in its turn.
     pub(super) async fn begin(&self) -> Result<SqliteTx, DbError> {
-        let conn = self.turn().await?;
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => return Ok(SqliteTx { conn }),
-                Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        self.writer.begin().await
     }
 
-    async fn turn(&self) -> Result<OwnedMutexGuard<Connection>, DbError> {
-        let conn = self.writer.clone().lock_owned().await;
-        if !conn.is_autocommit() {
-            // A transaction whose rollback failed: end it before the next.
-            conn.execute_batch("ROLLBACK")?;
-        }
-        Ok(conn)
+    /// COMMITs so far, and the callers' write transactions they held.
+    pub(super) fn group_commits(&self) -> (u64, u64) {
+        let committed = self.writer.committed();
+        (
+            committed.commits.load(std::sync::atomic::Ordering::Relaxed),
+            committed.writes.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
-}
-
-/// SQLite's answer while another connection holds the lock it needs.
-fn is_busy(err: &rusqlite::Error) -> bool {
-    matches!(
-        err.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 fn connect(path: &Path) -> Result<Connection, DbError> {
@@ -211,34 +189,6 @@ impl Drop for Reader {
             if kept.len() < KEPT_READERS {
                 kept.push(conn);
             }
-        }
-    }
-}
-
-/// A write transaction on the SQLite writer, in this caller's turn. It is
-/// open while the connection is out of autocommit (SQLite's own state: a
-/// failed COMMIT leaves it open, an error that ended it does not).
-pub(super) struct SqliteTx {
-    conn: OwnedMutexGuard<Connection>,
-}
-
-impl SqliteTx {
-    /// The writer connection.
-    pub(super) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    fn commit(self) -> Result<(), DbError> {
-        Ok(self.conn.execute_batch("COMMIT")?)
-    }
-}
-
-impl Drop for SqliteTx {
-    fn drop(&mut self) {
-        if !self.conn.is_autocommit()
-            && let Err(err) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(error = %err, "a SQLite transaction could not be rolled back");
         }
     }
 }

@@ -143,6 +143,7 @@ pub async fn serve(data_dir: &Path, database_url: &str) -> anyhow::Result<()> {
     };
     // The bench measures Reach, not Defender's quotas.
     config.limits.run_live_response_per_minute = 100_000_000;
+    config.limits.batches_per_minute = 100_000_000;
     config.limits.api_per_minute = 100_000_000;
     config.limits.api_per_hour = 1_000_000_000;
     config.limits.active_actions_per_tenant = 1_000_000;

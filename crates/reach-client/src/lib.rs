@@ -7,6 +7,7 @@
 //! It never retries on its own and never logs tokens; callers decide.
 
 pub mod agent;
+mod batches;
 pub mod private_file;
 pub mod signing;
 pub mod tls;

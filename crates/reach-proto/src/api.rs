@@ -2,12 +2,14 @@
 //! endpoint. Field names follow `shared/spec/mde-compat.md` exactly: request
 //! bodies are PascalCase where Defender's are, responses camelCase.
 
+mod batch;
 mod machine;
 pub mod roles;
 mod status;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::{Batch, BatchCounts, BatchRollout, BatchTargets, CreateBatchRequest};
 pub use machine::{Machine, MachineIpAddress, MachineTagRequest, MachineUnknowns};
 pub use status::{ActionStatus, CommandStatus, CommandType, UnknownStatus};
 
@@ -145,6 +147,10 @@ pub struct MachineAction {
     pub commands: Vec<CommandEntry>,
     /// Always null: Defender's troubleshooting detail.
     pub troubleshoot_info: Option<String>,
+    /// Reach's extension: the batch this action is one machine's part of
+    /// (absent on an action submitted alone, so Defender's shape is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// A live response library file (spec section 1.7).

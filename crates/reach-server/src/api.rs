@@ -8,6 +8,7 @@
 //! This module never imports the agent gateway or the console.
 
 pub mod audit_log;
+pub mod batches;
 pub mod download;
 pub mod library;
 pub mod live_response;
@@ -71,6 +72,8 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
 pub enum Api {
     /// `runliveresponse`: 10 calls a minute by default.
     RunLiveResponse,
+    /// Creating a batch: 10 calls a minute by default.
+    CreateBatch,
     /// Any other API, by name: 100 a minute and 1,500 an hour by default.
     Other(&'static str),
 }
@@ -90,6 +93,10 @@ pub enum Access {
     CancelActions,
     /// Submit a live response action.
     RunLiveResponse,
+    /// Create a batch (live response on many machines).
+    CreateBatch,
+    /// List and read batches.
+    ReadBatches,
     /// Get a download link for a result.
     DownloadResults,
     /// List, read, upload and delete library files.
@@ -106,7 +113,8 @@ impl Access {
             Access::ReadMachines | Access::ReadActions => permissions::READ,
             Access::TagMachines => permissions::TAG_MACHINES,
             Access::CancelActions => permissions::CANCEL_ACTIONS,
-            Access::RunLiveResponse => permissions::RUN_LIVE_RESPONSE,
+            Access::RunLiveResponse | Access::CreateBatch => permissions::RUN_LIVE_RESPONSE,
+            Access::ReadBatches => permissions::READ,
             Access::DownloadResults => permissions::DOWNLOAD_RESULTS,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
             Access::ReadAuditLog => permissions::READ_AUDIT_LOG,
@@ -121,6 +129,8 @@ impl Access {
             Access::ReadActions => Api::Other("machineactions"),
             Access::CancelActions => Api::Other("cancel"),
             Access::RunLiveResponse => Api::RunLiveResponse,
+            Access::CreateBatch => Api::CreateBatch,
+            Access::ReadBatches => Api::Other("batches"),
             Access::DownloadResults => Api::Other("downloadlink"),
             Access::ManageLibrary => Api::Other("libraryfiles"),
             Access::ReadAuditLog => Api::Other("auditlog"),
@@ -147,6 +157,10 @@ pub async fn authorize(
         Api::RunLiveResponse => (
             "runliveresponse",
             vec![Window::per_minute(limits.run_live_response_per_minute)],
+        ),
+        Api::CreateBatch => (
+            "batches/create",
+            vec![Window::per_minute(limits.batches_per_minute)],
         ),
         Api::Other(name) => (
             name,
@@ -208,9 +222,6 @@ pub fn scoped(
         field: "machineTags".into(),
         values: tags.iter().cloned().map(Literal::Text).collect(),
     };
-    query.filter = Some(match query.filter.take() {
-        Some(filter) => Expr::And(Box::new(filter), Box::new(within)),
-        None => within,
-    });
+    query.and(within);
     Some(query)
 }

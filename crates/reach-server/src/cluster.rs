@@ -42,9 +42,16 @@ pub enum Cluster {
 struct Notice {
     node: String,
     machine: String,
+    /// More machines the same event is for (a batch's wake-up in groups);
+    /// nodes from before it read `machine` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    machines: Vec<String>,
     #[serde(flatten)]
     event: HubEvent,
 }
+
+/// Machine ids per notice of a group wake-up (40 to 64 bytes each).
+const MACHINES_PER_NOTICE: usize = 100;
 
 impl Cluster {
     /// A node of a cluster on PostgreSQL, with a fresh node id.
@@ -68,9 +75,35 @@ pub async fn send(state: &SharedState, machine_id: &str, event: HubEvent) {
     let notice = Notice {
         node: node_id.clone(),
         machine: machine_id.to_string(),
+        machines: Vec::new(),
         event: event.clone(),
     };
-    let payload = serde_json::to_string(&notice).expect("notices serialise");
+    publish(pool, &notice).await;
+}
+
+/// Wakes many machines' connections (a batch's), here at once and on the
+/// other nodes with one notice per `MACHINES_PER_NOTICE` machines rather
+/// than one each.
+pub async fn wake_many(state: &SharedState, machine_ids: &[String]) {
+    for machine_id in machine_ids {
+        state.hub.send(machine_id, HubEvent::Wake);
+    }
+    let Cluster::Postgres { node_id, pool, .. } = &state.cluster else {
+        return;
+    };
+    for group in machine_ids.chunks(MACHINES_PER_NOTICE) {
+        let notice = Notice {
+            node: node_id.clone(),
+            machine: group[0].clone(),
+            machines: group[1..].to_vec(),
+            event: HubEvent::Wake,
+        };
+        publish(pool, &notice).await;
+    }
+}
+
+async fn publish(pool: &AnyPool, notice: &Notice) {
+    let payload = serde_json::to_string(notice).expect("notices serialise");
     if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(payload)
@@ -79,7 +112,7 @@ pub async fn send(state: &SharedState, machine_id: &str, event: HubEvent) {
     {
         // The sweeper wakes the machine again once its action has waited
         // `rewake_after_secs` (or the agent claims it on its next connect).
-        tracing::warn!(machine.id = %machine_id, error = %err, "publishing a wake-up failed");
+        tracing::warn!(machine.id = %notice.machine, machines = notice.machines.len() + 1, error = %err, "publishing a wake-up failed");
     }
 }
 
@@ -131,7 +164,11 @@ pub async fn listen(state: SharedState) {
             };
             match serde_json::from_str::<Notice>(notification.payload()) {
                 Ok(notice) if notice.node == *node_id => {}
-                Ok(notice) => state.hub.send(&notice.machine, notice.event),
+                Ok(notice) => {
+                    for machine in std::iter::once(&notice.machine).chain(&notice.machines) {
+                        state.hub.send(machine, notice.event.clone());
+                    }
+                }
                 Err(err) => tracing::warn!(error = %err, "ignoring a malformed cluster notice"),
             }
         }
@@ -149,6 +186,7 @@ mod tests {
         let notice = Notice {
             node: "n".into(),
             machine: "m".into(),
+            machines: Vec::new(),
             event: HubEvent::Cancel {
                 action_id: "a".into(),
             },
@@ -173,9 +211,23 @@ mod tests {
             let notice = Notice {
                 node: "n".into(),
                 machine: "m".into(),
+                machines: Vec::new(),
                 event,
             };
             assert_eq!(serde_json::to_string(&notice).unwrap(), text);
         }
+        // A group wake-up; a node from before `machines` reads the first.
+        let group = Notice {
+            node: "n".into(),
+            machine: "m1".into(),
+            machines: vec!["m2".into(), "m3".into()],
+            event: HubEvent::Wake,
+        };
+        let text = serde_json::to_string(&group).unwrap();
+        assert_eq!(
+            text,
+            r#"{"node":"n","machine":"m1","machines":["m2","m3"],"event":"wake"}"#
+        );
+        assert_eq!(serde_json::from_str::<Notice>(&text).unwrap(), group);
     }
 }

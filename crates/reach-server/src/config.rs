@@ -143,6 +143,8 @@ impl Tls {
 pub struct Limits {
     /// Calls per minute per client app to `runliveresponse`.
     pub run_live_response_per_minute: u32,
+    /// Batches created per minute per client app (`POST /api/batches`).
+    pub batches_per_minute: u32,
     /// Calls per minute per client app to every other endpoint.
     pub api_per_minute: u32,
     /// Calls per hour per client app to every other endpoint.
@@ -295,6 +297,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             run_live_response_per_minute: 10,
+            batches_per_minute: 10,
             api_per_minute: 100,
             api_per_hour: 1500,
             active_actions_per_tenant: 25,

@@ -165,6 +165,15 @@ fn err<T>(message: impl Into<String>) -> Result<T, ODataError> {
 }
 
 impl Query {
+    /// Narrows the filter to what also matches `expr` (the caller's
+    /// filter, if any, and `expr`).
+    pub fn and(&mut self, expr: Expr) {
+        self.filter = Some(match self.filter.take() {
+            Some(filter) => Expr::And(Box::new(filter), Box::new(expr)),
+            None => expr,
+        });
+    }
+
     /// Parses a raw query string. `+` decodes as a space, as real clients expect.
     /// Option names are case-insensitive; parameters without `$` are ignored.
     pub fn parse(raw_query: Option<&str>) -> Result<Self, ODataError> {

@@ -39,6 +39,27 @@ fn routes(state: SharedState) -> Router {
             "/api/machines/{id}/runliveresponse",
             post(api::live_response::run),
         )
+        .route(
+            "/api/batches",
+            get(api::batches::list).post(api::batches::create),
+        )
+        .route("/api/batches/{id}", get(api::batches::get))
+        .route(
+            "/api/batches/{id}/machineactions",
+            get(api::batches::machine_actions),
+        )
+        .route(
+            "/api/batches/{id}/cancel",
+            post(api::batches::control::cancel),
+        )
+        .route(
+            "/api/batches/{id}/pause",
+            post(api::batches::control::pause),
+        )
+        .route(
+            "/api/batches/{id}/resume",
+            post(api::batches::control::resume),
+        )
         .route("/api/auditlog", get(api::audit_log::list))
         .route("/api/machineactions", get(api::machine_actions::list))
         .route("/api/machineactions/{id}", get(api::machine_actions::get))

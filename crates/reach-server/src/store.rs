@@ -15,6 +15,7 @@
 
 pub mod actions;
 pub mod audit;
+pub mod batches;
 pub mod commands;
 pub mod enrollment;
 pub mod identities;
@@ -31,6 +32,10 @@ pub use actions::{
     inline_result_command, inline_result_key,
 };
 pub use audit::{AuditEntry, AuditEvent, AuditLog};
+pub use batches::{
+    BatchCounts, BatchRow, BatchStatus, BatchTarget, Batches, NewBatch, Rollout, StoppedAction,
+    WaveStep,
+};
 pub use commands::{ChunkRow, Claimed, Commands, Finish, Finished, Running, Swept};
 pub use enrollment::{Enrollment, EnrollmentTokenRow, MachineCredential};
 pub use identities::{App, DeviceGroup, Identities, Tenant, User};
@@ -80,6 +85,7 @@ pub trait Store:
     + Machines
     + Library
     + Actions
+    + Batches
     + Commands
     + AuditLog
     + Retention

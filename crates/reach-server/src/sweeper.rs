@@ -13,7 +13,8 @@
 //! of machines whose action waited Pending longer than `rewake_after_secs`:
 //! a wake-up lost between nodes costs that much latency, never the action.
 //! Every sixtieth, with several nodes, it forgets rate-limit counts older
-//! than any window.
+//! than any window. Each sweep moves batches in waves to their next wave
+//! (or pauses one whose machines failed too much) and wakes the wave.
 
 use std::time::Duration;
 
@@ -43,6 +44,49 @@ async fn rewake(state: &SharedState) {
             error = format!("{err:#}"),
             "looking for actions whose wake-up was lost failed"
         ),
+    }
+}
+
+/// Moves batches in waves on: wakes the machines of a wave that starts;
+/// records a batch that paused itself.
+async fn advance_waves(state: &SharedState) {
+    let steps = match state.store.advance_waves(Micros::now()).await {
+        Ok(steps) => steps,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "moving batches to their next wave failed"
+            );
+            return;
+        }
+    };
+    for step in steps {
+        match step {
+            crate::store::WaveStep::Started {
+                batch_id,
+                wave,
+                machines,
+            } => {
+                tracing::info!(batch.id = %batch_id, wave, machines = machines.len(), "batch wave started");
+                crate::cluster::wake_many(state, &machines).await;
+            }
+            crate::store::WaveStep::Paused {
+                batch_id,
+                tenant_id,
+                reason,
+            } => {
+                tracing::warn!(batch.id = %batch_id, reason = %reason, "batch paused itself");
+                let mut event = crate::audit::event(
+                    &tenant_id,
+                    crate::audit::Actor::system(),
+                    crate::audit::Operation::BatchPaused,
+                    crate::audit::Outcome::Succeeded,
+                    serde_json::json!({ "reason": reason }),
+                );
+                event.target = Some(batch_id);
+                state.auditor.record(event).await;
+            }
+        }
     }
 }
 
@@ -152,6 +196,7 @@ pub async fn run(state: SharedState) {
             }
             Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),
         }
+        advance_waves(&state).await;
         if sweeps.is_multiple_of(5) {
             rewake(&state).await;
         }

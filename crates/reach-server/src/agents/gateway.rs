@@ -432,10 +432,16 @@ impl Session {
                     self.in_flight = None;
                 }
                 self.send(&ServerMessage::Ack(command)).await?;
-                // A machine has one active action at a time: when this one
-                // just ended there is nothing to claim until a new action,
-                // whose creation wakes this connection.
-                if finished.is_some_and(|done| done.action_status.is_final()) {
+                // When this action just ended, another may wait behind it
+                // (a batch's action queued while the machine was busy): a
+                // read says whether to claim, which most often it does not.
+                if finished.is_some_and(|done| done.action_status.is_final())
+                    && !self
+                        .state
+                        .store
+                        .has_active_action(&self.identity.machine_id)
+                        .await?
+                {
                     return Ok(());
                 }
                 self.dispatch().await

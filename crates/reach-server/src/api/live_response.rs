@@ -109,21 +109,17 @@ pub fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
     })
 }
 
-/// `POST /api/machines/{id}/runliveresponse`.
-pub async fn run(
-    State(state): State<SharedState>,
-    principal: Principal,
-    headers: HeaderMap,
-    Path(machine): Path<String>,
-    notes: crate::audit::Notes,
-    JsonBody(request): JsonBody<RunLiveResponseRequest>,
-) -> ApiResult<(StatusCode, Json<MachineAction>)> {
-    notes.machine(&machine);
-    authorize(&state, &principal, Access::RunLiveResponse).await?;
+/// Checks a request's commands and comment before anything is read: their
+/// count, shapes and order, and that the caller's role allows their types.
+/// `runliveresponse` and batches take the same commands.
+pub fn check_commands(
+    state: &SharedState,
+    principal: &Principal,
+    commands: Option<Vec<Command>>,
+    comment: Option<&str>,
+) -> ApiResult<(Vec<Command>, Vec<Checked>)> {
     let limits = &state.config.limits;
-    let commands = request
-        .commands
-        .ok_or_else(|| ApiError::MissingParameter("Commands".into()))?;
+    let commands = commands.ok_or_else(|| ApiError::MissingParameter("Commands".into()))?;
     if commands.is_empty() {
         return Err(ApiError::InvalidRequestBody(
             "Commands must hold at least one command".into(),
@@ -136,11 +132,7 @@ pub async fn run(
             limits.commands_per_action
         )));
     }
-    if request
-        .comment
-        .as_ref()
-        .is_some_and(|c| c.len() > MAX_COMMENT)
-    {
+    if comment.is_some_and(|c| c.len() > MAX_COMMENT) {
         return Err(ApiError::InvalidInput(format!(
             "Comment must be at most {MAX_COMMENT} bytes"
         )));
@@ -170,7 +162,18 @@ pub async fn run(
             roles::LIVE_RESPONSE_BASIC
         )));
     }
-    let machine = super::visible_machine(&state, &principal, &machine).await?;
+    Ok((commands, checked))
+}
+
+/// Resolves checked commands to what agents run: library names to the
+/// files' hashes (recorded now, so replacing a file later does not change
+/// what is queued) and each command's timeout.
+pub async fn resolve_commands(
+    state: &SharedState,
+    principal: &Principal,
+    commands: Vec<Command>,
+    checked: Vec<Checked>,
+) -> ApiResult<Vec<NewCommand>> {
     let lr = &state.config.live_response;
     let mut new_commands = Vec::with_capacity(checked.len());
     for (index, (command, checked)) in commands.into_iter().zip(checked).enumerate() {
@@ -222,6 +225,29 @@ pub async fn run(
             timeout_secs,
         });
     }
+    Ok(new_commands)
+}
+
+/// `POST /api/machines/{id}/runliveresponse`.
+pub async fn run(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(machine): Path<String>,
+    notes: crate::audit::Notes,
+    JsonBody(request): JsonBody<RunLiveResponseRequest>,
+) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    notes.machine(&machine);
+    authorize(&state, &principal, Access::RunLiveResponse).await?;
+    let limits = &state.config.limits;
+    let (commands, checked) = check_commands(
+        &state,
+        &principal,
+        request.commands,
+        request.comment.as_deref(),
+    )?;
+    let machine = super::visible_machine(&state, &principal, &machine).await?;
+    let new_commands = resolve_commands(&state, &principal, commands, checked).await?;
     notes.machine(&machine.id);
     notes.detail(
         "commands",

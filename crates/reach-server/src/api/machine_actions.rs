@@ -53,6 +53,7 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
             })
             .collect(),
         troubleshoot_info: None,
+        batch_id: row.batch_id,
     }
 }
 

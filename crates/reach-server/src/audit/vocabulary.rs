@@ -15,6 +15,8 @@ pub enum Operation {
     MachineRenamed,
     /// Tags added or removed through the API (one entry per machine).
     MachineTagsChanged,
+    /// A batch in waves paused itself: too many of its machines failed.
+    BatchPaused,
     /// Retention deleted a command's stored result.
     ResultDeleted,
     /// Retention deleted the chunks of a GetFile that ended without its result.
@@ -55,11 +57,12 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 22] = [
+    pub const ALL: [Operation; 23] = [
         Operation::CommandStarted,
         Operation::CommandFinished,
         Operation::MachineRenamed,
         Operation::MachineTagsChanged,
+        Operation::BatchPaused,
         Operation::ResultDeleted,
         Operation::PartialResultDeleted,
         Operation::LibraryFilePruned,
@@ -87,6 +90,7 @@ impl Operation {
             Operation::CommandFinished => "CommandFinished",
             Operation::MachineRenamed => "MachineRenamed",
             Operation::MachineTagsChanged => "MachineTagsChanged",
+            Operation::BatchPaused => "BatchPaused",
             Operation::ResultDeleted => "ResultDeleted",
             Operation::PartialResultDeleted => "PartialResultDeleted",
             Operation::LibraryFilePruned => "LibraryFilePruned",

@@ -80,6 +80,8 @@ pub struct ActionRow {
     pub cancellation_comment: Option<String>,
     /// When it was cancelled.
     pub cancellation_time: Option<Micros>,
+    /// The batch it is one machine's part of, if any.
+    pub batch_id: Option<String>,
     /// Its commands, by index.
     pub commands: Vec<CommandRow>,
 }

@@ -148,4 +148,13 @@ pub trait Machines: Send + Sync {
         query: &Query,
         active_since: Micros,
     ) -> StoreResult<(Vec<MachineRow>, Option<u64>)>;
+    /// Every machine of the tenant matching `query`'s filter (its paging
+    /// and order ignored), by computer name and id: what a batch targets.
+    /// Revoked machines are left out.
+    async fn machine_targets(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+        active_since: Micros,
+    ) -> StoreResult<Vec<BatchTarget>>;
 }

@@ -20,6 +20,7 @@
 
 mod actions;
 mod audit;
+mod batches;
 mod commands;
 mod connect;
 mod enrollment;
@@ -101,11 +102,24 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(other)
 }
 
+/// The library file a command carries to the device, by hash.
+fn payload_sha256(work: &reach_proto::agent::Work) -> Option<&str> {
+    use reach_proto::agent::Work;
+    match work {
+        Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => Some(sha256),
+        Work::GetFile { .. } => None,
+    }
+}
+
 const ACTIVE: &str = "('Pending', 'InProgress')";
 
 /// Advisory lock key held (per transaction) by the node that sweeps, so
 /// that one node at a time sweeps on PostgreSQL.
 const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1
+
+/// Advisory lock key held (per transaction) by the node that moves batches
+/// from one wave to the next, so that one node at a time does.
+const WAVE_LOCK: i64 = 0x5245_4143_4803; // "REACH" + 3
 
 /// Advisory lock key held (per transaction) while appending to the audit
 /// trail on PostgreSQL, so that appends from several nodes form one chain.

@@ -76,6 +76,7 @@ impl TestServer {
         };
         config.live_response.sweep_interval_ms = 50;
         config.limits.run_live_response_per_minute = 1000;
+        config.limits.batches_per_minute = 1000;
         config.limits.api_per_minute = 10_000;
         config.limits.api_per_hour = 100_000;
         // Every test client calls from 127.0.0.1.

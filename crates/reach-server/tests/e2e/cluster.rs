@@ -201,3 +201,40 @@ async fn wake_ups_reach_agents_on_other_nodes() {
         );
     }
 }
+
+/// A batch created on node A reaches machines connected to node B (woken
+/// by one notice per group of machines), and both nodes count it alike.
+#[tokio::test]
+async fn a_batch_created_on_one_node_runs_on_machines_of_another() {
+    use reach_proto::api::{BatchTargets, CreateBatchRequest};
+    let Some(node_a) = cluster_node().await else {
+        return;
+    };
+    let node_b = node_a.another_node().await;
+    let mut machines = Vec::new();
+    for _ in 0..3 {
+        let mut device = node_a.enroll("agent").await;
+        let mut config = node_a.agent_config(device.dir.path());
+        config.servers = vec![node_b.url.clone()];
+        node_b.connect_with(&mut device, config).await;
+        machines.push(device);
+    }
+    node_a.upload("hi.sh", b"echo hi\n").await;
+    let request = CreateBatchRequest {
+        commands: Some(vec![run_script("hi.sh", None)]),
+        machines: Some(BatchTargets {
+            ids: Some(machines.iter().map(|d| d.machine_id.clone()).collect()),
+            ..BatchTargets::default()
+        }),
+        ..CreateBatchRequest::default()
+    };
+    let created = node_a.client.create_batch(&request).await.unwrap();
+    let done = wait_for("the batch completing", async || {
+        let batch = node_a.client.batch(&created.id).await.unwrap();
+        (batch.status == "Completed").then_some(batch)
+    })
+    .await;
+    assert_eq!(done.counts.succeeded, 3);
+    let seen_by_b = node_b.client.batch(&created.id).await.unwrap();
+    assert_eq!(seen_by_b.counts, done.counts);
+}

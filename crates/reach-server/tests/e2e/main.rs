@@ -9,6 +9,8 @@ mod access;
 mod agents;
 mod audit;
 mod auth;
+mod batch_control;
+mod batches;
 mod cluster;
 mod compat;
 mod connections;

@@ -149,7 +149,7 @@ async fn the_running_count_at_submit_reads_running_actions_only() {
     sqlx::any::install_default_drivers();
     let db = sqlx::AnyPool::connect(&url).await.unwrap();
     let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress'",
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL",
     )
     .bind(TENANT)
     .fetch_all(&db)

@@ -10,6 +10,7 @@
 
 mod actions;
 mod audit;
+mod batches;
 mod commands;
 mod engine;
 mod enrollment;

@@ -55,6 +55,7 @@ impl Actions for SqlStore {
             cancellation_requestor: None,
             cancellation_comment: None,
             cancellation_time: None,
+            batch_id: None,
             commands,
         })
     }
@@ -187,6 +188,7 @@ pub(super) fn action_fields() -> Vec<Field> {
         Field::new("computerDnsName", "a.computer_dns_name", Kind::Text),
         Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),
         Field::new("lastUpdateDateTimeUtc", "a.updated_us", Kind::Time),
+        Field::new("batchId", "a.batch_id", Kind::Text),
         // The action's machine's tags: what device-group scopes filter on.
         Field::new(
             "machineTags",

@@ -25,20 +25,24 @@ impl Commands for SqlStore {
             let sql = format!(
                 "SELECT id FROM actions WHERE machine_id = $1 AND status IN {ACTIVE} FOR UPDATE"
             );
-            exec::query(sql)
-                .bind(machine_id)
-                .fetch_optional(&mut tx)
-                .await?;
+            // Every active action of the machine (a batch's too), not just
+            // the first row.
+            exec::query(sql).bind(machine_id).fetch_all(&mut tx).await?;
         }
-        // The machine's active action, whether one of its commands runs, and
-        // its first command not yet started: one read.
+        // Whether a command of the machine runs, and the first command not
+        // yet started of its active actions: an action already running
+        // first (its next command), then the oldest. A batch's action waits
+        // while its batch is paused or cancelled, or its wave has not come.
         let sql = format!(
-            "SELECT a.id, a.created_us,
-                (SELECT count(*) FROM commands r WHERE r.action_id = a.id AND r.status = 'InProgress') AS running,
-                c.idx, c.work, c.timeout_secs
-             FROM actions a LEFT JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
+            "SELECT a.id, a.created_us, c.idx, c.work, c.timeout_secs,
+                (SELECT count(*) FROM commands r JOIN actions x ON x.id = r.action_id
+                 WHERE x.machine_id = $1 AND x.status IN {ACTIVE} AND r.status = 'InProgress') AS running
+             FROM actions a JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
              WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
-             ORDER BY c.idx LIMIT 1"
+               AND (a.batch_id IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = a.batch_id
+                    AND b.status = 'Running' AND a.wave <= b.current_wave))
+             ORDER BY CASE a.status WHEN 'InProgress' THEN 0 ELSE 1 END, a.created_us, a.seq, c.idx
+             LIMIT 1"
         );
         let Some(row) = exec::query(sql)
             .bind(machine_id)
@@ -50,9 +54,7 @@ impl Commands for SqlStore {
         let action_id: String = row.try_get("id")?;
         let action_created = Micros(row.try_get("created_us")?);
         let running: i64 = row.try_get("running")?;
-        let Some(index) = row.try_get::<Option<i64>>("idx")? else {
-            return Ok(None);
-        };
+        let index: i64 = row.try_get("idx")?;
         if running > 0 {
             return Ok(None);
         }
@@ -341,9 +343,13 @@ impl Commands for SqlStore {
                 return Ok(Swept::default());
             }
         }
+        // An action alone waits the queue TTL from its last change; a
+        // batch's waits until its batch expires.
         let sql = format!(
             "UPDATE actions SET status = 'TimeOut', updated_us = $1
-             WHERE status IN {ACTIVE} AND updated_us < $2
+             WHERE status IN {ACTIVE}
+               AND ((batch_id IS NULL AND updated_us < $2)
+                    OR batch_id IN (SELECT b.id FROM batches b WHERE b.expires_us < $1))
                AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
              RETURNING id"
         );

@@ -207,6 +207,57 @@ impl Machines for SqlStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((machines, count))
     }
+
+    async fn machine_targets(
+        &self,
+        tenant_id: &str,
+        query: &Query,
+        active_since: Micros,
+    ) -> StoreResult<Vec<BatchTarget>> {
+        machine_targets(self, tenant_id, query, active_since).await
+    }
+}
+
+/// `machine_targets`, outside the trait's impl block for length.
+pub(super) async fn machine_targets(
+    store: &SqlStore,
+    tenant_id: &str,
+    query: &Query,
+    active_since: Micros,
+) -> StoreResult<Vec<BatchTarget>> {
+    let filter_only = Query {
+        filter: query.filter.clone(),
+        ..Query::default()
+    };
+    let compiled = odata_to_sql::compile(
+        &filter_only,
+        &machine_fields(active_since),
+        "m.computer_dns_name ASC, m.id ASC",
+        store.engine,
+        2,
+    )
+    .map_err(odata)?;
+    let filter = if compiled.where_sql.is_empty() {
+        String::new()
+    } else {
+        format!("AND {}", compiled.where_sql)
+    };
+    let sql = format!(
+        "SELECT m.id, m.computer_dns_name FROM machines m
+         WHERE m.tenant_id = $1 AND m.revoked = 0 {filter} {}",
+        compiled.order_sql
+    );
+    let rows = paging::bind_all(exec::query(sql).bind(tenant_id).long(), &compiled.binds)
+        .fetch_all(&store.pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(BatchTarget {
+                machine_id: row.try_get("id")?,
+                computer_dns_name: row.try_get("computer_dns_name")?,
+            })
+        })
+        .collect()
 }
 
 /// Machine properties. `active_since` is a number we produce, never client text.

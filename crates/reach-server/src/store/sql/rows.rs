@@ -184,6 +184,7 @@ record! {
         cancellation_requestor: Option<String>,
         cancellation_comment: Option<String>,
         cancelled_us: Option<i64>,
+        batch_id: Option<String>,
     }
 }
 
@@ -203,6 +204,7 @@ pub(super) fn action(row: &Row) -> StoreResult<ActionRow> {
         cancellation_requestor: r.cancellation_requestor,
         cancellation_comment: r.cancellation_comment,
         cancellation_time: r.cancelled_us.map(Micros),
+        batch_id: r.batch_id,
         commands: Vec::new(),
     })
 }
@@ -361,5 +363,62 @@ pub(super) fn chunk(row: &Row) -> StoreResult<ChunkRow> {
         stored_size: unsigned("result_chunks.stored_size", r.stored_size)?,
         stored_sha256: r.stored_sha256,
         attempts: small("result_chunks.attempts", r.attempts)?,
+    })
+}
+
+record! {
+    struct BatchRecord {
+        id: String,
+        tenant_id: String,
+        requestor: String,
+        requestor_id: String,
+        requestor_comment: Option<String>,
+        status: String,
+        paused_reason: Option<String>,
+        commands: String,
+        machine_count: i64,
+        wave_size: Option<i64>,
+        max_failed_percent: Option<i64>,
+        current_wave: i64,
+        created_us: i64,
+        updated_us: i64,
+        expires_us: i64,
+        cancellation_requestor: Option<String>,
+        cancellation_comment: Option<String>,
+    }
+}
+
+/// A batch without its counts (`load_counts` adds them).
+pub(super) fn batch(row: &Row) -> StoreResult<BatchRow> {
+    let r = BatchRecord::from_row(row)?;
+    let rollout = match r.wave_size {
+        Some(size) => Some(Rollout {
+            wave_size: unsigned("batches.wave_size", size)?,
+            max_failed_percent: u8::try_from(r.max_failed_percent.unwrap_or(100)).map_err(
+                |_| StoreError::Other(anyhow::anyhow!("batches.max_failed_percent out of range")),
+            )?,
+        }),
+        None => None,
+    };
+    Ok(BatchRow {
+        id: r.id,
+        tenant_id: r.tenant_id,
+        requestor: r.requestor,
+        requestor_id: r.requestor_id,
+        requestor_comment: r.requestor_comment,
+        status: BatchStatus::parse(&r.status).ok_or_else(|| {
+            StoreError::Other(anyhow::anyhow!("unknown batch status {:?}", r.status))
+        })?,
+        paused_reason: r.paused_reason,
+        commands: from_json(&r.commands)?,
+        machine_count: unsigned("batches.machine_count", r.machine_count)?,
+        counts: BatchCounts::default(),
+        rollout,
+        current_wave: unsigned("batches.current_wave", r.current_wave)?,
+        created: Micros(r.created_us),
+        last_update: Micros(r.updated_us),
+        expires: Micros(r.expires_us),
+        cancellation_requestor: r.cancellation_requestor,
+        cancellation_comment: r.cancellation_comment,
     })
 }

@@ -7,7 +7,6 @@
 //! Both paths must decide alike: the store conformance suite runs the
 //! races and limits on both engines.
 
-use reach_proto::agent::Work;
 use reach_proto::api::CommandStatus;
 
 use super::super::*;
@@ -33,14 +32,6 @@ pub(super) fn command_rows(action: &NewAction) -> Vec<CommandRow> {
             result_deleted: None,
         })
         .collect()
-}
-
-/// The library file a command carries to the device, by hash.
-fn payload_sha256(work: &Work) -> Option<&str> {
-    match work {
-        Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => Some(sha256),
-        Work::GetFile { .. } => None,
-    }
 }
 
 /// A second active action on the machine breaks the unique index
@@ -101,6 +92,7 @@ impl SqlStore {
                 limits.pending_per_requestor,
             )),
             "MachineNotFound" => Err(machine_not_found(action)),
+            "ActiveActionExists" => Err(StoreError::ActiveActionExists),
             unknown => Err(other(anyhow::anyhow!(
                 "reach_create_action answered {unknown:?}"
             ))),
@@ -118,11 +110,14 @@ impl SqlStore {
         let mut tx = self.write().await?;
         // Both counts in one statement (each through its own index).
         let counts = exec::query(
-            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress') AS running,
-                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending') AS queued",
+            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL) AS running,
+                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending' AND batch_id IS NULL) AS queued,
+                    (SELECT count(*) FROM actions WHERE machine_id = $3 AND status IN ('Pending', 'InProgress')
+                        AND batch_id IS NOT NULL) AS batch_active",
         )
         .bind(&action.tenant_id)
         .bind(&action.requestor_id)
+        .bind(&action.machine_id)
         .fetch_one(&mut tx)
         .await?;
         let running: i64 = counts.try_get("running")?;
@@ -134,6 +129,10 @@ impl SqlStore {
             return Err(StoreError::RequestorQueueLimit(
                 limits.pending_per_requestor,
             ));
+        }
+        // A machine's batch action counts as its active request.
+        if counts.try_get::<i64>("batch_active")? > 0 {
+            return Err(StoreError::ActiveActionExists);
         }
         // The machine must be the tenant's (no row: not found).
         let dns: String = exec::query_scalar(

@@ -433,14 +433,10 @@ impl Session {
                 }
                 self.send(&ServerMessage::Ack(command)).await?;
                 // When this action just ended, another may wait behind it
-                // (a batch's action queued while the machine was busy): a
-                // read says whether to claim, which most often it does not.
-                if finished.is_some_and(|done| done.action_status.is_final())
-                    && !self
-                        .state
-                        .store
-                        .has_active_action(&self.identity.machine_id)
-                        .await?
+                // (a batch's action queued while the machine was busy): the
+                // finish read whether one does. One created since wakes
+                // this connection itself.
+                if finished.is_some_and(|done| done.action_status.is_final() && !done.others_active)
                 {
                     return Ok(());
                 }

@@ -16,6 +16,9 @@ pub struct Finished {
     pub action_status: reach_proto::api::ActionStatus,
     /// The command, as recorded.
     pub command: CommandRow,
+    /// Whether the machine has another active action (a batch's queued
+    /// behind this one), as read in the same transaction.
+    pub others_active: bool,
 }
 
 /// One stored chunk of a result, as recorded.

@@ -165,6 +165,39 @@ async fn the_running_count_at_submit_reads_running_actions_only() {
     );
 }
 
+/// Whether one of a machine's actions has a command running is read through
+/// the commands' primary key, by action: through `commands_running` SQLite
+/// read every running command of the fleet for each claim (`idx >= 0`
+/// steers it; the claim, the sweep and cancel use the same term).
+#[tokio::test]
+async fn a_claim_reads_its_machines_commands_not_every_running_one() {
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
+    let _store = SqlStore::connect(&url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&url).await.unwrap();
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions x WHERE x.machine_id = $1
+            AND x.status IN ('Pending', 'InProgress')
+            AND EXISTS (SELECT 1 FROM commands r WHERE r.action_id = x.id AND r.idx >= 0
+                AND r.status = 'InProgress')",
+    )
+    .bind("m")
+    .fetch_all(&db)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get("detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("sqlite_autoindex_commands_1"))
+            && !plan.iter().any(|step| step.contains("commands_running")),
+        "{plan:?}"
+    );
+}
+
 /// Another process holding SQLite's write lock (an operator's subcommand, or
 /// a `sqlite3` shell inside `BEGIN`) makes the server's writes wait asleep,
 /// not in SQLite's busy handler on a runtime thread: the runtime goes on

@@ -165,7 +165,9 @@ impl Actions for SqlStore {
         .execute(&mut tx)
         .await?;
         exec::query(
-            "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2 WHERE action_id = $3 AND status = 'InProgress'",
+            // `idx >= 0`: by the primary key, not every running command.
+            "UPDATE commands SET status = 'Failed', end_us = $1, errors = $2
+             WHERE action_id = $3 AND idx >= 0 AND status = 'InProgress'",
         )
         .bind(now.0)
         .bind(json(&vec![format!("Cancelled by {requestor}")]))

@@ -29,14 +29,18 @@ impl Commands for SqlStore {
             // the first row.
             exec::query(sql).bind(machine_id).fetch_all(&mut tx).await?;
         }
+        // (`idx >= 0`, always true, makes SQLite look a command up by its
+        // action, through the primary key, rather than scan every running
+        // command of the fleet through `commands_running`.)
         // Whether a command of the machine runs, and the first command not
         // yet started of its active actions: an action already running
         // first (its next command), then the oldest. A batch's action waits
         // while its batch is paused or cancelled, or its wave has not come.
         let sql = format!(
             "SELECT a.id, a.created_us, c.idx, c.work, c.timeout_secs,
-                (SELECT count(*) FROM commands r JOIN actions x ON x.id = r.action_id
-                 WHERE x.machine_id = $1 AND x.status IN {ACTIVE} AND r.status = 'InProgress') AS running
+                (SELECT count(*) FROM actions x WHERE x.machine_id = $1 AND x.status IN {ACTIVE}
+                 AND EXISTS (SELECT 1 FROM commands r WHERE r.action_id = x.id AND r.idx >= 0
+                     AND r.status = 'InProgress')) AS running
              FROM actions a JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
              WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
                AND (a.batch_id IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = a.batch_id
@@ -229,10 +233,12 @@ impl Commands for SqlStore {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
         let found = exec::query(
-            "SELECT a.status, c.work, c.result_key,
-                (SELECT count(*) FROM commands r WHERE r.action_id = c.action_id AND r.status = 'Created') AS remaining
+            format!("SELECT a.status, c.work, c.result_key,
+                (SELECT count(*) FROM commands r WHERE r.action_id = c.action_id AND r.status = 'Created') AS remaining,
+                (SELECT count(*) FROM actions o WHERE o.machine_id = $3 AND o.status IN {ACTIVE}
+                    AND o.id <> c.action_id) AS others
              FROM commands c JOIN actions a ON a.id = c.action_id
-             WHERE c.action_id = $1 AND c.idx = $2 AND c.status = 'InProgress' AND a.machine_id = $3",
+             WHERE c.action_id = $1 AND c.idx = $2 AND c.status = 'InProgress' AND a.machine_id = $3"),
         )
         .bind(&command.action_id)
         .bind(i64::from(command.index))
@@ -323,6 +329,7 @@ impl Commands for SqlStore {
         Ok(Some(Finished {
             action_status,
             command: recorded,
+            others_active: found.try_get::<i64>("others")? > 0,
         }))
     }
 
@@ -350,7 +357,8 @@ impl Commands for SqlStore {
              WHERE status IN {ACTIVE}
                AND ((batch_id IS NULL AND updated_us < $2)
                     OR batch_id IN (SELECT b.id FROM batches b WHERE b.expires_us < $1))
-               AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.status = 'InProgress')
+               AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.idx >= 0
+                    AND c.status = 'InProgress')
              RETURNING id"
         );
         let queue_expired: Vec<String> = exec::query_scalar(sql)

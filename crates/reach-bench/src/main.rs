@@ -55,6 +55,9 @@ enum Scenario {
         agents: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// One batch for the whole fleet instead of one call per machine.
+        #[arg(long)]
+        batch: bool,
         #[command(flatten)]
         target: scenarios::Target,
     },
@@ -149,8 +152,9 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout {
                 agents,
                 concurrency,
+                batch,
                 target,
-            } => scenarios::fanout(&target, agents, concurrency).await,
+            } => scenarios::fanout(&target, agents, concurrency, batch).await,
             Scenario::Getfile {
                 size,
                 compressible,

@@ -63,6 +63,14 @@ fn fanout_reaches_every_machine() {
 }
 
 #[test]
+fn fanout_in_one_batch_reaches_every_machine_and_streams_its_results() {
+    let figures = run(&["fanout", "--agents", "80", "--batch"]);
+    assert_eq!(figures["machines"], 80);
+    assert_eq!(figures["batch"], true);
+    assert!(figures["results_secs"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
 fn getfile_compares_with_the_machines_limits() {
     let figures = run(&["getfile", "--size", "3000000", "--compressible"]);
     assert_eq!(figures["bytes"], 3_000_000);

@@ -47,4 +47,24 @@ impl Client {
         let path = format!("/api/batches/{}/machineactions", segment(id));
         json(self.request(Method::GET, &path).query(odata).send().await?).await
     }
+
+    /// `GET /api/batches/{id}/results?index=N`, read as it streams: the
+    /// number of lines (machines with a final command N).
+    pub async fn batch_results_lines(&self, id: &str, index: u32) -> Result<usize> {
+        use futures::StreamExt;
+        let path = format!("/api/batches/{}/results", segment(id));
+        let response = super::check(
+            self.request(Method::GET, &path)
+                .query(&[("index", index)])
+                .send()
+                .await?,
+        )
+        .await?;
+        let mut lines = 0;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            lines += chunk?.iter().filter(|b| **b == b'\n').count();
+        }
+        Ok(lines)
+    }
 }

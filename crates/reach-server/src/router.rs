@@ -57,6 +57,10 @@ fn routes(state: SharedState) -> Router {
             post(api::batches::control::pause),
         )
         .route(
+            "/api/batches/{id}/results",
+            get(api::batches::results::results),
+        )
+        .route(
             "/api/batches/{id}/resume",
             post(api::batches::control::resume),
         )

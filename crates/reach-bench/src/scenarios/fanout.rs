@@ -1,6 +1,8 @@
 //! `fanout`: one RunScript on every machine of the fleet, one call per
 //! machine, as today's Defender-shaped API takes it; how long until all
-//! are submitted, received and Succeeded.
+//! are submitted, received and Succeeded. With `--batch`, one call for the
+//! whole fleet (`POST /api/batches`, all machines), then how long its
+//! results take to stream.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,15 @@ use serde_json::json;
 
 use super::*;
 
-pub async fn fanout(target: &Target, count: usize, concurrency: usize) -> anyhow::Result<()> {
+pub async fn fanout(
+    target: &Target,
+    count: usize,
+    concurrency: usize,
+    batch: bool,
+) -> anyhow::Result<()> {
+    if batch {
+        return fanout_batch(target, count).await;
+    }
     let (_servers, workers, client, machines) = fleet(target, count).await?;
     let (receiver, stop, _) = receive_times(workers);
     let started = Instant::now();
@@ -79,6 +89,85 @@ pub async fn fanout(target: &Target, count: usize, concurrency: usize) -> anyhow
             "submitted_secs": (submitted_secs * 100.0).round() / 100.0,
             "succeeded_99_secs": (at_99 * 100.0).round() / 100.0,
             "succeeded_100_secs": (done_secs * 100.0).round() / 100.0,
+        }),
+    );
+    Ok(())
+}
+
+/// One batch for every machine: the call, every action Succeeded (from the
+/// batch's exact counts), and the results of all streamed.
+async fn fanout_batch(target: &Target, count: usize) -> anyhow::Result<()> {
+    let (_servers, workers, client, machines) = fleet(target, count).await?;
+    let (receiver, stop, _) = receive_times(workers);
+    let request = reach_proto::api::CreateBatchRequest {
+        commands: script_request().commands,
+        comment: Some("fanout".into()),
+        machines: Some(reach_proto::api::BatchTargets {
+            all: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let created = client.create_batch(&request).await?;
+    let created_secs = started.elapsed().as_secs_f64();
+    let total = machines.len() as u64;
+    if created.machine_count != total {
+        bail!(
+            "the batch targets {} machines, not {total}",
+            created.machine_count
+        );
+    }
+    let mut at_99 = None;
+    let done_secs = loop {
+        let batch = client.batch(&created.id).await?;
+        let done = batch.counts.succeeded;
+        if at_99.is_none() && done * 100 >= total * 99 {
+            at_99 = Some(started.elapsed().as_secs_f64());
+        }
+        if done >= total {
+            break started.elapsed().as_secs_f64();
+        }
+        let failed = batch.counts.failed + batch.counts.timed_out + batch.counts.cancelled;
+        if failed > 0 {
+            bail!("{failed} of {total} actions of the batch did not succeed");
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {total} actions Succeeded after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(());
+    let received = receiver.await?;
+    let at_99 = at_99.unwrap_or(done_secs);
+    let streaming = Instant::now();
+    let lines = client.batch_results_lines(&created.id, 0).await?;
+    let results_secs = streaming.elapsed().as_secs_f64();
+    if lines as u64 != total {
+        bail!("the results held {lines} lines, not {total}");
+    }
+    report(
+        &[
+            format!(
+                "fanout --batch: one call for {total} machines, database {}",
+                database_name(target)
+            ),
+            format!(
+                "  created in {created_secs:.2} s; {} commands reached their agents",
+                received.len()
+            ),
+            format!("  99% Succeeded after {at_99:.2} s, 100% after {done_secs:.2} s"),
+            format!("  results of all {lines} machines streamed in {results_secs:.2} s"),
+        ],
+        json!({
+            "scenario": "fanout",
+            "batch": true,
+            "machines": total,
+            "database": database_name(target),
+            "created_secs": (created_secs * 100.0).round() / 100.0,
+            "succeeded_99_secs": (at_99 * 100.0).round() / 100.0,
+            "succeeded_100_secs": (done_secs * 100.0).round() / 100.0,
+            "results_secs": (results_secs * 100.0).round() / 100.0,
         }),
     );
     Ok(())

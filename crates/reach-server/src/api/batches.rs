@@ -7,6 +7,7 @@
 //! This module never lets a batch reach a machine its caller cannot see.
 
 pub mod control;
+pub mod results;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};

@@ -145,8 +145,25 @@ pub async fn link(
             )),
             None => ApiError::ResourceNotFound(format!("Command {index} has no stored result")),
         })?;
+    let url = result_link(&state, &headers, &principal.tenant_id, blob, &command.work).await?;
+    Ok(Json(StringValue {
+        odata_context: odata_context(&state, &headers, "Edm.String"),
+        value: url,
+    }))
+}
+
+/// A fresh link to a stored result: a presigned S3 GET URL where the
+/// object store presigns (and the result is not kept in the database), else
+/// a link to this server signed for `tenant_id`. Batch results use it too.
+pub async fn result_link(
+    state: &SharedState,
+    headers: &HeaderMap,
+    tenant_id: &str,
+    blob: &crate::store::ResultBlob,
+    work: &Work,
+) -> ApiResult<String> {
     let ttl = state.config.live_response.download_link_ttl_secs;
-    let file_name = result_file_name(&command.work);
+    let file_name = result_file_name(work);
     // A result kept in the database is served by the nodes, on any store.
     let presigned = match blob.inline_command() {
         Some(_) => None,
@@ -163,10 +180,7 @@ pub async fn link(
     };
     if let Some(url) = presigned {
         // The object store serves the bytes; they never pass through a node.
-        return Ok(Json(StringValue {
-            odata_context: odata_context(&state, &headers, "Edm.String"),
-            value: url.to_string(),
-        }));
+        return Ok(url.to_string());
     }
     // A chunked result's link names its chunk count and size, under the signature.
     let path = match blob.chunks {
@@ -174,19 +188,14 @@ pub async fn link(
         None => format!("{}/{file_name}", blob.key),
     };
     let expiry = Micros::now().plus_secs(ttl).to_wire_seconds();
-    let tenant_id = &principal.tenant_id;
     let sig = sign(state.auth.link_key(), &path, &expiry, tenant_id);
-    let url = format!(
+    Ok(format!(
         "{}/download/{path}?se={}&sp=r&sv={SAS_VERSION}&sr=b&tid={}&sig={}",
-        base_url(&state, &headers),
+        base_url(state, headers),
         encode(&expiry),
         encode(tenant_id),
         encode(&sig)
-    );
-    Ok(Json(StringValue {
-        odata_context: odata_context(&state, &headers, "Edm.String"),
-        value: url,
-    }))
+    ))
 }
 
 /// `GET /download/...`: a result through a signed link, without a token.

@@ -7,8 +7,22 @@
 use axum::extract::Request;
 use axum::http::Uri;
 
-const RESOURCES: &[&str] = &["machines", "machineactions", "libraryfiles", "auditlog"];
-const ACTIONS: &[&str] = &["runliveresponse", "cancel", "tags"];
+const RESOURCES: &[&str] = &[
+    "machines",
+    "machineactions",
+    "libraryfiles",
+    "auditlog",
+    "batches",
+];
+const ACTIONS: &[&str] = &[
+    "runliveresponse",
+    "cancel",
+    "tags",
+    "pause",
+    "resume",
+    "results",
+    "machineactions",
+];
 /// Words that stand where a machine id would (`/api/machines/findbytag`).
 const MACHINE_COLLECTION_ACTIONS: &[&str] = &["findbytag", "addorremovetagformultiplemachines"];
 const DOWNLOAD_LINK: &str = "getliveresponseresultdownloadlink";

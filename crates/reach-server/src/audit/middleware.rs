@@ -102,6 +102,7 @@ fn audited(method: &Method, path: &str) -> bool {
     lower.starts_with("/download/")
         || lower.starts_with("/api/auditlog")
         || lower.contains("/getliveresponseresultdownloadlink")
+        || (lower.starts_with("/api/batches/") && lower.ends_with("/results"))
 }
 
 /// How an HTTP status reads in the trail.

@@ -222,6 +222,19 @@ pub trait Batches: Send + Sync {
         tenant_id: &str,
         query: &Query,
     ) -> StoreResult<(Vec<BatchRow>, Option<u64>)>;
+    /// A page of a batch's actions, with their commands, after position
+    /// `after` (0 for the first page), at most `limit`, in the order they
+    /// were created: keyset pages for streaming a batch's results in
+    /// constant memory. `query`'s filter narrows them (device groups).
+    /// Each comes with its position, for the next page.
+    async fn batch_actions_after(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        query: &Query,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, ActionRow)>>;
     /// Cancels a batch: every action of it not final is Cancelled, its
     /// running command Failed ("Cancelled by ..."). Returns the batch and
     /// the actions whose command was running. Conflict when the batch is

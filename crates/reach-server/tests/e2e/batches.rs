@@ -339,3 +339,97 @@ async fn a_batch_expires_for_machines_that_never_came() {
     let done = wait_batch(&server, &created.id, |b| b.status == "Completed").await;
     assert_eq!(done.counts.timed_out, 1);
 }
+
+/// Results: one NDJSON line per machine whose command is final, with the
+/// transcript of a RunScript and the hash and a fresh link of a GetFile.
+#[tokio::test]
+async fn a_batchs_results_stream_one_line_per_machine() {
+    let server = TestServer::start().await;
+    let devices = [server.agent().await, server.agent().await];
+    let offline = server.enroll("offline").await;
+    let evidence = devices[0].dir.path().join("evidence.txt");
+    std::fs::write(&evidence, b"collected\n").unwrap();
+    server.upload("hi.sh", b"echo hi from batch\n").await;
+    let created = server
+        .client
+        .create_batch(&batch(
+            vec![
+                run_script("hi.sh", None),
+                get_file(evidence.to_str().unwrap()),
+            ],
+            ids(&[
+                &devices[0].machine_id,
+                &devices[1].machine_id,
+                &offline.machine_id,
+            ]),
+        ))
+        .await
+        .unwrap();
+    wait_batch(&server, &created.id, |b| b.counts.succeeded == 2).await;
+    let fetch = |index: &str| {
+        server
+            .client
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/batches/{}/results?index={index}", created.id),
+            )
+            .send()
+    };
+    let response = fetch("0").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The offline machine's command may still run: no line for it.
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert_eq!(line["status"], "Succeeded");
+        assert_eq!(line["commandStatus"], "Completed");
+        assert_eq!(line["transcript"]["exit_code"], 0);
+        assert_eq!(line["transcript"]["script_output"], "hi from batch\n");
+        assert!(line["actionId"].is_string() && line["computerDnsName"].is_string());
+    }
+    // The GetFile (both agents share this host's files): the file's hash,
+    // and a link to its gzip.
+    let text = fetch("1").await.unwrap().text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert_eq!(
+            line["machineId"].as_str().unwrap().len(),
+            devices[0].machine_id.len()
+        );
+        assert_eq!(line["commandStatus"], "Completed", "{line}");
+        let url = line["downloadUrl"].as_str().unwrap();
+        let gz = server
+            .client
+            .download(url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let mut plain = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, "collected\n");
+        use sha2::Digest;
+        assert_eq!(
+            line["sha256"],
+            hex::encode(sha2::Sha256::digest(b"collected\n"))
+        );
+    }
+    for (index, code) in [
+        ("", "InvalidInput"),
+        ("2", "InvalidInput"),
+        ("x", "InvalidInput"),
+    ] {
+        assert_error(fetch(index).await.unwrap(), 400, code).await;
+    }
+}

@@ -244,3 +244,43 @@ async fn cancelling_a_batch_stops_its_running_commands() {
         );
     }
 }
+
+/// Results are read in keyset pages: every action once, in order, whatever
+/// the page size.
+#[tokio::test]
+async fn a_batchs_actions_are_read_in_pages_after_a_position() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 5).await;
+        store
+            .create_batch(&new_batch("b1", &machines, None))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store
+                .batch_actions_after(TENANT, "b1", &Query::default(), after, 2)
+                .await
+                .unwrap();
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            assert!(page.len() <= 2);
+            after = *last;
+            seen.extend(page.into_iter().map(|(_, a)| a.machine_id));
+        }
+        let mut expected = machines.clone();
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected, "{}", backend.name);
+        // Another tenant's view of the batch is empty.
+        assert!(
+            store
+                .batch_actions_after("other", "b1", &Query::default(), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

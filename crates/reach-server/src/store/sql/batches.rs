@@ -147,6 +147,58 @@ impl Batches for SqlStore {
         Ok((batches, count))
     }
 
+    async fn batch_actions_after(
+        &self,
+        tenant_id: &str,
+        batch_id: &str,
+        query: &Query,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, ActionRow)>> {
+        let filter_only = Query {
+            filter: query.filter.clone(),
+            ..Query::default()
+        };
+        // $1 tenant, $2 batch, $3 after, $4 limit; the filter's from $5.
+        let compiled = odata_to_sql::compile(
+            &filter_only,
+            &super::actions::action_fields(),
+            "a.seq",
+            self.engine,
+            5,
+        )
+        .map_err(odata)?;
+        let filter = if compiled.where_sql.is_empty() {
+            String::new()
+        } else {
+            format!("AND {}", compiled.where_sql)
+        };
+        let sql = format!(
+            "SELECT a.* FROM actions a WHERE a.tenant_id = $1 AND a.batch_id = $2 AND a.seq > $3 {filter}
+             ORDER BY a.seq LIMIT $4"
+        );
+        let mut conn = self.pool.acquire().await?;
+        let rows = paging::bind_all(
+            exec::query(sql)
+                .bind(tenant_id)
+                .bind(batch_id)
+                .bind(after)
+                .bind(i64::from(limit)),
+            &compiled.binds,
+        )
+        .long()
+        .fetch_all(&mut conn)
+        .await?;
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut actions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            positions.push(row.try_get::<i64>("seq")?);
+            actions.push(rows::action(row)?);
+        }
+        super::actions::load_commands(On::from(&mut conn), &mut actions).await?;
+        Ok(positions.into_iter().zip(actions).collect())
+    }
+
     async fn cancel_batch(
         &self,
         tenant_id: &str,

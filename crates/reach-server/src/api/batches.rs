@@ -26,6 +26,10 @@ use crate::time::Micros;
 /// The longest `ExpiresInSeconds` accepted: 30 days.
 pub const MAX_EXPIRES_SECS: u64 = 30 * 24 * 3600;
 
+/// The largest `Rollout.WaveSize` accepted (past any fleet; keeps the
+/// database's wave arithmetic far from overflow).
+pub const MAX_WAVE_SIZE: u64 = 10_000_000;
+
 /// Ids per store query when targets are given by id.
 const IDS_PER_QUERY: usize = 500;
 
@@ -130,10 +134,11 @@ pub async fn create(
 }
 
 fn check_rollout(rollout: wire::BatchRollout) -> ApiResult<Rollout> {
-    if rollout.wave_size == 0 {
-        return Err(ApiError::InvalidInput(
-            "Rollout.WaveSize must be at least 1".into(),
-        ));
+    if !(1..=MAX_WAVE_SIZE).contains(&rollout.wave_size) {
+        return Err(ApiError::InvalidInput(format!(
+            "Rollout.WaveSize must be from 1 to {MAX_WAVE_SIZE}, got {}",
+            rollout.wave_size
+        )));
     }
     if rollout.max_failed_percent > 100 {
         return Err(ApiError::InvalidInput(format!(

@@ -280,6 +280,11 @@ async fn batch_targets_are_checked_and_scoped() {
             400,
             "InvalidInput",
         ),
+        (
+            serde_json::json!({"Commands": commands, "Machines": {"All": true}, "Rollout": {"WaveSize": u64::MAX}}),
+            400,
+            "InvalidInput",
+        ),
     ];
     for (body, status, code) in cases {
         let response = post(&server.client, body.clone()).await.unwrap();

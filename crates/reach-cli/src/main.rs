@@ -3,6 +3,7 @@
 //! for people and `--json` for scripts, and exits 0 on success, 1 when an
 //! action or request failed, and 2 on usage errors.
 
+mod batch;
 mod credentials;
 mod output;
 mod run;
@@ -62,8 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: LibraryCommand,
     },
-    /// Run live response commands on a machine (by id or computer name).
+    /// Run live response commands on a machine (by id or computer name), or
+    /// on many in one batch (--machines, --tag, --filter, --all).
     Run(run::RunArgs),
+    /// List batches, newest first.
+    Batches,
+    /// Show a batch, or cancel, pause, resume it, or fetch its results.
+    Batch(batch::BatchArgs),
     /// List live response actions, newest first.
     Actions {
         #[arg(long)]
@@ -234,6 +240,8 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
             output::machine_tags(&machine, json)?;
         }
         Command::Library { command } => library(command, json).await?,
+        Command::Batches => return batch::list(&client().await?, json).await,
+        Command::Batch(args) => return batch::batch(&client().await?, args, json).await,
         Command::Run(args) => {
             let matches = run_matches.context("run arguments")?;
             return run::run(&client().await?, args, &matches, json).await;

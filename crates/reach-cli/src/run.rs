@@ -21,8 +21,11 @@ use reach_proto::api::{
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Machine id or computer name.
-    machine: String,
+    /// Machine id or computer name (or target many: --machines, --tag,
+    /// --filter, --all).
+    machine: Option<String>,
+    #[command(flatten)]
+    targets: crate::batch::Targets,
     /// Put a library file into the device's working folder (repeatable).
     #[arg(long = "put-file", value_name = "NAME")]
     put_file: Vec<String>,
@@ -100,11 +103,35 @@ pub async fn run(
         eprintln!("error: give at least one of --put-file, --script or --get-file");
         return Ok(ExitCode::from(2));
     }
+    let machine = match (args.machine.clone(), args.targets.selector()) {
+        (Some(machine), None) => machine,
+        (None, Some(selector)) => {
+            return crate::batch::run(
+                client,
+                commands,
+                args.comment.clone(),
+                &args.targets,
+                selector,
+                args.out.as_deref(),
+                args.no_wait,
+                json,
+            )
+            .await;
+        }
+        (Some(_), Some(_)) => {
+            eprintln!("error: give one machine, or --machines, --tag, --filter or --all, not both");
+            return Ok(ExitCode::from(2));
+        }
+        (None, None) => {
+            eprintln!("error: give a machine, or --machines, --tag, --filter or --all");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let request = RunLiveResponseRequest {
         commands: Some(commands),
         comment: Some(args.comment.clone()),
     };
-    let created = client.run_live_response(&args.machine, &request).await?;
+    let created = client.run_live_response(&machine, &request).await?;
     if args.no_wait {
         crate::output::action(&created, json)?;
         return Ok(ExitCode::SUCCESS);
@@ -128,21 +155,29 @@ pub async fn run(
     })
 }
 
+/// Calls again, after the server's `Retry-After`, while it answers 429.
+pub(crate) async fn patiently<T, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(ClientError::Api {
+                retry_after: Some(secs),
+                ..
+            }) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
 /// Polls until the action is final, with a status line on a terminal.
 async fn wait(client: &Client, id: &str) -> anyhow::Result<MachineAction> {
     let tty = std::io::stderr().is_terminal();
     loop {
-        let action = match client.action(id).await {
-            Ok(action) => action,
-            Err(ClientError::Api {
-                retry_after: Some(secs),
-                ..
-            }) => {
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-                continue;
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let action = patiently(|| client.action(id)).await?;
         if tty {
             let done = action
                 .commands
@@ -230,7 +265,7 @@ async fn save_collected(client: &Client, action: &MachineAction, out: &Path) -> 
 }
 
 /// The device path's last component, made safe as a local file name.
-fn local_name(device_path: &str, index: u32) -> String {
+pub(crate) fn local_name(device_path: &str, index: u32) -> String {
     let base = device_path
         .rsplit(['/', '\\'])
         .find(|s| !s.is_empty())

@@ -3,7 +3,7 @@
 use reach_proto::api::{Batch, Collection, CreateBatchRequest, MachineAction};
 use reqwest::Method;
 
-use super::{Client, Result, json, segment};
+use super::{Client, ClientError, Result, json, segment};
 
 impl Client {
     /// `POST /api/batches`.
@@ -52,19 +52,57 @@ impl Client {
     /// number of lines (machines with a final command N).
     pub async fn batch_results_lines(&self, id: &str, index: u32) -> Result<usize> {
         use futures::StreamExt;
-        let path = format!("/api/batches/{}/results", segment(id));
-        let response = super::check(
-            self.request(Method::GET, &path)
-                .query(&[("index", index)])
-                .send()
-                .await?,
-        )
-        .await?;
+        let response = self.results_response(id, index).await?;
         let mut lines = 0;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             lines += chunk?.iter().filter(|b| **b == b'\n').count();
         }
         Ok(lines)
+    }
+
+    /// `GET /api/batches/{id}/results?index=N`: each machine's line.
+    pub async fn batch_results(&self, id: &str, index: u32) -> Result<Vec<serde_json::Value>> {
+        use futures::StreamExt;
+        let response = self.results_response(id, index).await?;
+        let mut lines = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            pending.extend_from_slice(&chunk?);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let value =
+                    serde_json::from_slice(&line).map_err(|err| ClientError::Unexpected {
+                        status: reqwest::StatusCode::OK,
+                        body: format!("a results line that is not JSON: {err}"),
+                    })?;
+                lines.push(value);
+            }
+        }
+        Ok(lines)
+    }
+
+    /// `POST /api/batches/{id}/{verb}` (`cancel`, `pause`, `resume`).
+    pub async fn batch_control(
+        &self,
+        id: &str,
+        verb: &str,
+        comment: Option<&str>,
+    ) -> Result<Batch> {
+        let path = format!("/api/batches/{}/{}", segment(id), segment(verb));
+        let body = serde_json::json!({ "Comment": comment });
+        json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    async fn results_response(&self, id: &str, index: u32) -> Result<reqwest::Response> {
+        let path = format!("/api/batches/{}/results", segment(id));
+        super::check(
+            self.request(Method::GET, &path)
+                .query(&[("index", index)])
+                .send()
+                .await?,
+        )
+        .await
     }
 }

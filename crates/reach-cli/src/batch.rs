@@ -94,7 +94,7 @@ enum BatchAction {
         /// The command's index in the batch.
         #[arg(long, default_value_t = 0)]
         index: u32,
-        /// Save collected files as DIR/<computerDnsName>/<file>, un-gzipped.
+        /// Save collected files as `DIR/<computerDnsName>/<file>`, un-gzipped.
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },

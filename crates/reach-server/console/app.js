@@ -1,9 +1,11 @@
 // The console's shell: who is signed in, the sign-in page, and the router
-// (#/devices, #/devices/{id}, #/actions, #/actions/{id}, #/library).
+// (#/devices, #/devices/{id}, #/actions, #/actions/{id}, #/batches,
+// #/batches/{id}, #/library).
 import { api, explain } from './api.js';
 import { h, errorBanner, infoBanner } from './ui.js';
 import * as devices from './devices.js';
 import * as actions from './actions.js';
+import * as batches from './batches.js';
 import * as library from './library.js';
 
 const main = document.getElementById('main');
@@ -16,6 +18,8 @@ const routes = [
   [/^#\/devices\/([^/]+)$/, 'devices', (m) => devices.detail(main, context(), decodeURIComponent(m[1]))],
   [/^#\/actions$/, 'actions', (m) => actions.list(main, context())],
   [/^#\/actions\/([^/]+)$/, 'actions', (m) => actions.detail(main, context(), decodeURIComponent(m[1]))],
+  [/^#\/batches$/, 'batches', (m) => batches.list(main, context())],
+  [/^#\/batches\/([^/]+)$/, 'batches', (m) => batches.detail(main, context(), decodeURIComponent(m[1]))],
   [/^#\/library$/, 'library', (m) => library.page(main, context())],
 ];
 

@@ -25,21 +25,53 @@ function matches(machine, words) {
   return words.every((word) => haystack.includes(word));
 }
 
-export async function list(main) {
+export async function list(main, ctx) {
   const search = h('input', { type: 'search', id: 'device-search', placeholder: 'Name, IP address, OS or tag', 'aria-label': 'Search devices', class: 'grow' });
   const body = h('tbody');
   const count = h('span', { class: 'hint', role: 'status' });
+  const selected = new Set();
+  const all = h('input', { type: 'checkbox', id: 'select-shown', 'aria-label': 'Select every device shown' });
+  const runMany = h('button', { type: 'button', class: 'primary', id: 'run-selected' }, 'Run on selected');
+  const formSlot = h('div');
   main.append(
-    h('div', { class: 'row spread' }, h('div', {}, h('h1', {}, 'Devices'), h('p', { class: 'sub' }, 'Every enrolled device, online or not.'))),
+    h('div', { class: 'row spread' }, h('div', {}, h('h1', {}, 'Devices'), h('p', { class: 'sub' }, 'Every enrolled device, online or not. Select several to run live response on all of them as one batch.')), runMany),
+    formSlot,
     h('div', { class: 'row', style: null }, search, count),
     h('p'),
-    h('table', {}, h('thead', {}, h('tr', {}, ['Device', 'Health', 'Last seen', 'OS', 'Agent', 'IP address', 'Tags'].map((c) => h('th', { scope: 'col' }, c)))), body));
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, all), ['Device', 'Health', 'Last seen', 'OS', 'Agent', 'IP address', 'Tags'].map((c) => h('th', { scope: 'col' }, c)))), body));
   const machines = (await api(`/api/machines${odata({ $top: 10000 })}`)).value;
+  let shown = machines;
+  const refresh = () => {
+    runMany.textContent = selected.size ? `Run on ${selected.size} selected` : 'Run on selected';
+    runMany.disabled = !selected.size || !ctx.can('collectFiles');
+    all.checked = shown.length > 0 && shown.every((m) => selected.has(m.id));
+  };
+  all.addEventListener('change', () => {
+    for (const m of shown) {
+      if (all.checked) selected.add(m.id); else selected.delete(m.id);
+    }
+    draw();
+  });
+  runMany.addEventListener('click', async () => {
+    try {
+      formSlot.replaceChildren(await runForm(null, ctx, () => formSlot.replaceChildren(), [...selected]));
+    } catch (error) {
+      formSlot.replaceChildren(errorBanner(explain(error)));
+    }
+  });
   const draw = () => {
     const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
-    const shown = machines.filter((m) => matches(m, words));
+    shown = machines.filter((m) => matches(m, words));
     count.textContent = `${shown.length} of ${machines.length} devices`;
     body.replaceChildren(...shown.map((m) => h('tr', {},
+      h('td', {}, (() => {
+        const box = h('input', { type: 'checkbox', 'data-select': m.id, 'aria-label': `Select ${m.computerDnsName}`, checked: selected.has(m.id) });
+        box.addEventListener('change', () => {
+          if (box.checked) selected.add(m.id); else selected.delete(m.id);
+          refresh();
+        });
+        return box;
+      })()),
       h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(m.id)}` }, m.computerDnsName), duplicateWarning(m)),
       h('td', {}, badge(m.healthStatus)),
       h('td', {}, time(m.lastSeen), h('div', { class: 'hint' }, ago(m.lastSeen))),
@@ -48,9 +80,10 @@ export async function list(main) {
       h('td', { class: 'mono' }, m.lastIpAddress || ''),
       h('td', {}, (m.machineTags || []).map((t) => h('span', { class: 'tag' }, t))))));
     if (!shown.length) {
-      body.append(h('tr', {}, h('td', { colspan: 7, class: 'empty' },
+      body.append(h('tr', {}, h('td', { colspan: 8, class: 'empty' },
         machines.length ? 'No device matches the search.' : 'No device is enrolled yet. Enroll one with reach-agent enroll.')));
     }
+    refresh();
   };
   search.addEventListener('input', draw);
   draw();

@@ -1,5 +1,6 @@
-// The form that starts a live response action on one device: commands in
-// order (PutFile, RunScript, GetFile), checked before anything is sent.
+// The form that starts live response on one device, or on several devices
+// as one batch: commands in order (PutFile, RunScript, GetFile), checked
+// before anything is sent.
 import { api, explain } from './api.js';
 import { h, errorBanner } from './ui.js';
 
@@ -38,7 +39,11 @@ function toRequest(commands, comment) {
   };
 }
 
-export async function runForm(machine, ctx, onClose) {
+/** `machine` is one device; with `batchIds`, the devices of a batch (its
+ * name then says how many). */
+export async function runForm(machine, ctx, onClose, batchIds) {
+  const many = Array.isArray(batchIds);
+  const name = many ? `${batchIds.length} devices` : machine.computerDnsName;
   // Basic live response collects files only: no library, no other types.
   const advanced = ctx.can('putFilesAndRunScripts');
   const types = advanced ? Object.keys(ORDER) : ['GetFile'];
@@ -48,7 +53,7 @@ export async function runForm(machine, ctx, onClose) {
   const list = h('div', { id: 'commands' });
   const comment = h('textarea', { id: 'run-comment', maxlength: 1000, placeholder: 'Why, for the record (case number, ticket)' });
   const status = h('div', { id: 'run-status' });
-  const submit = h('button', { type: 'submit', class: 'primary', id: 'run-submit' }, 'Run on ', machine.computerDnsName);
+  const submit = h('button', { type: 'submit', class: 'primary', id: 'run-submit' }, 'Run on ', name);
   let problems = new Map();
 
   const none = listable ? '— the library is empty —' : '— listing the library needs Library.Manage —';
@@ -99,10 +104,11 @@ export async function runForm(machine, ctx, onClose) {
   });
   const cancel = h('button', { type: 'button' }, 'Close');
   const form = h('form', { class: 'panel', id: 'run-form', novalidate: true },
-    h('h2', {}, 'Run live response on ', machine.computerDnsName),
+    h('h2', {}, 'Run live response on ', name),
     h('p', { class: 'hint' }, 'Commands run one after another, all PutFile first, then RunScript, then GetFile; the first command that fails stops the rest. ',
       advanced ? null : 'Your account collects files only (basic live response). ',
-      machine.healthStatus === 'Active' ? 'The device is online: it starts at once.' : 'The device is offline: the action waits until its agent connects.'),
+      many ? 'Each device runs them as soon as it is online and free; an offline device waits until its agent connects.'
+        : machine.healthStatus === 'Active' ? 'The device is online: it starts at once.' : 'The device is offline: the action waits until its agent connects.'),
     status, list, h('div', { class: 'row' }, add),
     h('div', { class: 'field' }, h('label', { for: 'run-comment' }, 'Comment'), comment),
     h('div', { class: 'row' }, submit, cancel));
@@ -118,8 +124,13 @@ export async function runForm(machine, ctx, onClose) {
     }
     submit.disabled = true;
     try {
-      const action = await api(`/api/machines/${encodeURIComponent(machine.id)}/runliveresponse`, { method: 'POST', json: toRequest(commands, comment.value) });
-      ctx.go(`#/actions/${encodeURIComponent(action.id)}`);
+      if (many) {
+        const batch = await api('/api/batches', { method: 'POST', json: { ...toRequest(commands, comment.value), Machines: { Ids: batchIds } } });
+        ctx.go(`#/batches/${encodeURIComponent(batch.id)}`);
+      } else {
+        const action = await api(`/api/machines/${encodeURIComponent(machine.id)}/runliveresponse`, { method: 'POST', json: toRequest(commands, comment.value) });
+        ctx.go(`#/actions/${encodeURIComponent(action.id)}`);
+      }
     } catch (error) {
       status.append(errorBanner(explain(error)));
       submit.disabled = false;

@@ -69,6 +69,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../console/actions.js"),
     ),
     (
+        "batches.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/batches.js"),
+    ),
+    (
         "library.js",
         "text/javascript; charset=utf-8",
         include_str!("../console/library.js"),

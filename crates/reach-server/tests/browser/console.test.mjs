@@ -176,6 +176,27 @@ try {
   await page.locator('[data-remove-tag="incident-42"]').click();
   await page.locator('[data-remove-tag="incident-42"]').waitFor({ state: 'detached' });
 
+  step('select devices and run a script on all of them as one batch; its page counts them');
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator(`[data-select="${machine}"]`).check();
+  await page.locator('#run-selected', { hasText: 'Run on 1 selected' }).click();
+  await page.locator('#cmd-0-file').selectOption('hello.sh');
+  await page.locator('#cmd-0-args').fill('the fleet');
+  await page.locator('#run-comment').fill('fleet sweep');
+  await page.locator('#run-submit').click();
+  await page.waitForURL(/#\/batches\/[0-9a-f-]+$/);
+  await page.locator('#main .badge[data-status="Completed"]').waitFor();
+  await page.locator('#batch-counts [data-count="Succeeded"]', { hasText: '1' }).waitFor();
+  await page.getByRole('heading', { name: 'fleet sweep' }).waitFor();
+  await page.locator('#batch-filter').selectOption('Failed');
+  await page.getByText('No device in this state.').waitFor();
+  await page.locator('#batch-filter').selectOption('Succeeded');
+  await page.locator('tbody a[href^="#/actions/"]').waitFor();
+  await shot('batch');
+  await page.locator('[data-nav="batches"]').click();
+  await page.getByRole('heading', { name: 'Batches' }).waitFor();
+  await page.locator('tbody a[href^="#/batches/"]').first().waitFor();
+
   step('delete a library file, after confirming');
   await page.locator('[data-nav="library"]').click();
   await page.locator('[data-delete="wait.sh"]').click();

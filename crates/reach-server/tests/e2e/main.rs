@@ -12,6 +12,7 @@ mod auth;
 mod batch_control;
 mod batches;
 mod cluster;
+mod cluster_batches;
 mod compat;
 mod connections;
 mod console;

@@ -58,6 +58,9 @@ enum Scenario {
         /// One batch for the whole fleet instead of one call per machine.
         #[arg(long)]
         batch: bool,
+        /// With --batch: server nodes sharing one PostgreSQL database.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
         #[command(flatten)]
         target: scenarios::Target,
     },
@@ -153,8 +156,9 @@ fn main() -> anyhow::Result<()> {
                 agents,
                 concurrency,
                 batch,
+                nodes,
                 target,
-            } => scenarios::fanout(&target, agents, concurrency, batch).await,
+            } => scenarios::fanout(&target, agents, concurrency, batch, nodes).await,
             Scenario::Getfile {
                 size,
                 compressible,

@@ -180,7 +180,17 @@ async fn fleet(
     target: &Target,
     count: usize,
 ) -> anyhow::Result<(Servers, Workers, Client, Arc<Vec<String>>)> {
-    let servers = Servers::start(target, 1).await?;
+    fleet_on(target, count, 1).await
+}
+
+/// `fleet` on `nodes` server nodes (several need PostgreSQL), the agents
+/// spread over them.
+async fn fleet_on(
+    target: &Target,
+    count: usize,
+    nodes: usize,
+) -> anyhow::Result<(Servers, Workers, Client, Arc<Vec<String>>)> {
+    let servers = Servers::start(target, nodes).await?;
     let mut workers = Workers::start(&servers.urls, &servers.seed.enrollment_token, count)?;
     workers.wait_connected(count).await?;
     let client = servers.client().await?;

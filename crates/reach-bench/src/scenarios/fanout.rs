@@ -17,9 +17,13 @@ pub async fn fanout(
     count: usize,
     concurrency: usize,
     batch: bool,
+    nodes: usize,
 ) -> anyhow::Result<()> {
     if batch {
-        return fanout_batch(target, count).await;
+        return fanout_batch(target, count, nodes).await;
+    }
+    if nodes != 1 {
+        bail!("--nodes goes with --batch");
     }
     let (_servers, workers, client, machines) = fleet(target, count).await?;
     let (receiver, stop, _) = receive_times(workers);
@@ -96,8 +100,9 @@ pub async fn fanout(
 
 /// One batch for every machine: the call, every action Succeeded (from the
 /// batch's exact counts), and the results of all streamed.
-async fn fanout_batch(target: &Target, count: usize) -> anyhow::Result<()> {
-    let (_servers, workers, client, machines) = fleet(target, count).await?;
+async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Result<()> {
+    let (servers, workers, client, machines) = fleet_on(target, count, nodes).await?;
+    let rss_before = servers.rss()?;
     let (receiver, stop, _) = receive_times(workers);
     let request = reach_proto::api::CreateBatchRequest {
         commands: script_request().commands,
@@ -137,6 +142,7 @@ async fn fanout_batch(target: &Target, count: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let rss_after = servers.rss()?;
     let _ = stop.send(());
     let received = receiver.await?;
     let at_99 = at_99.unwrap_or(done_secs);
@@ -149,8 +155,11 @@ async fn fanout_batch(target: &Target, count: usize) -> anyhow::Result<()> {
     report(
         &[
             format!(
-                "fanout --batch: one call for {total} machines, database {}",
+                "fanout --batch: one call for {total} machines on {nodes} node(s), database {}",
                 database_name(target)
+            ),
+            format!(
+                "  server RSS per node before the batch {rss_before:?}, after {rss_after:?} (bytes)"
             ),
             format!(
                 "  created in {created_secs:.2} s; {} commands reached their agents",
@@ -163,6 +172,9 @@ async fn fanout_batch(target: &Target, count: usize) -> anyhow::Result<()> {
             "scenario": "fanout",
             "batch": true,
             "machines": total,
+            "nodes": nodes,
+            "rss_before_bytes": rss_before,
+            "rss_after_bytes": rss_after,
             "database": database_name(target),
             "created_secs": (created_secs * 100.0).round() / 100.0,
             "succeeded_99_secs": (at_99 * 100.0).round() / 100.0,

@@ -127,7 +127,11 @@ pub async fn create(
         .take(rollout.map_or(usize::MAX, |r| r.wave_size as usize))
         .map(|t| t.machine_id.clone())
         .collect();
-    crate::cluster::wake_many(&state, &first_wave).await;
+    // Woken after the answer: with thousands of machines the wake-ups
+    // (their claims, the other nodes' notices) need not delay it, and one
+    // lost is made good by the sweeper's re-wake.
+    let waking = state.clone();
+    tokio::spawn(async move { crate::cluster::wake_many(&waking, &first_wave).await });
     let mut body = to_wire(row);
     body.odata_context = Some(odata_context(&state, &headers, "Batches/$entity"));
     Ok((StatusCode::CREATED, Json(body)))

@@ -369,37 +369,18 @@ pub async fn machine_actions(
 ) -> ApiResult<Json<Collection<MachineAction>>> {
     authorize(&state, &principal, Access::ReadBatches).await?;
     let batch = visible_batch(&state, &principal, &id).await?;
-    let raw = query;
-    let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
-    let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
     let of_batch = Expr::Compare {
         field: "batchId".into(),
         op: CompareOp::Eq,
         value: Literal::Text(batch.id.clone()),
     };
-    query.and(of_batch);
-    let (mut rows, count) = match super::scoped(query, &principal.scope) {
-        Some(query) => {
-            state
-                .store
-                .list_actions(&principal.tenant_id, &query)
-                .await?
-        }
-        None => (Vec::new(), Some(0)),
-    };
-    let url = format!(
-        "{}/api/batches/{}/machineactions",
-        crate::http::base_url(&state, &headers),
-        batch.id
-    );
-    let next_link = page.finish(&mut rows, &url, raw.as_deref());
-    Ok(Json(Collection {
-        odata_context: odata_context(&state, &headers, "MachineActions"),
-        count,
-        value: rows
-            .into_iter()
-            .map(super::machine_actions::to_wire)
-            .collect(),
-        next_link,
-    }))
+    super::machine_actions::page_of_actions(
+        &state,
+        &principal,
+        &headers,
+        query.as_deref(),
+        Some(of_batch),
+        &format!("/api/batches/{}/machineactions", batch.id),
+    )
+    .await
 }

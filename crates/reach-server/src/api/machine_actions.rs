@@ -65,9 +65,33 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Collection<MachineAction>>> {
     authorize(&state, &principal, Access::ReadActions).await?;
-    let raw = query;
-    let mut query = Query::parse(raw.as_deref()).map_err(|e| ApiError::OData(e.0))?;
+    page_of_actions(
+        &state,
+        &principal,
+        &headers,
+        query.as_deref(),
+        None,
+        "/api/machineactions",
+    )
+    .await
+}
+
+/// A page of the caller's actions (device groups apply) for the raw OData
+/// query, narrowed by `and` when given, with the next page's link under
+/// `path`: `GET /api/machineactions` and a batch's machine actions.
+pub async fn page_of_actions(
+    state: &SharedState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    and: Option<crate::odata::Expr>,
+    path: &str,
+) -> ApiResult<Json<Collection<MachineAction>>> {
+    let mut query = Query::parse(raw).map_err(|e| ApiError::OData(e.0))?;
     let page = super::paging::Page::ask(&mut query, state.config.limits.page_size);
+    if let Some(and) = and {
+        query.and(and);
+    }
     let (mut rows, count) = match super::scoped(query, &principal.scope) {
         Some(query) => {
             state
@@ -77,13 +101,10 @@ pub async fn list(
         }
         None => (Vec::new(), Some(0)),
     };
-    let url = format!(
-        "{}/api/machineactions",
-        crate::http::base_url(&state, &headers)
-    );
-    let next_link = page.finish(&mut rows, &url, raw.as_deref());
+    let url = format!("{}{path}", crate::http::base_url(state, headers));
+    let next_link = page.finish(&mut rows, &url, raw);
     Ok(Json(Collection {
-        odata_context: odata_context(&state, &headers, "MachineActions"),
+        odata_context: odata_context(state, headers, "MachineActions"),
         count,
         value: rows.into_iter().map(to_wire).collect(),
         next_link,

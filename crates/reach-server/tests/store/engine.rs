@@ -136,28 +136,37 @@ async fn sqlite_copies_the_wal_into_the_database_file_while_running() {
     store.ping().await.unwrap();
 }
 
-/// Every submit counts the tenant's running actions (the per-tenant limit).
-/// On SQLite that count reads an index of running actions alone: through
-/// the tenant's index of all actions it read every action the tenant ever
-/// had, a cost that grew with history.
-#[tokio::test]
-async fn the_running_count_at_submit_reads_running_actions_only() {
+/// SQLite's plan for `sql` (one text parameter, `arg`) on a fresh,
+/// migrated database: the `detail` of each step.
+async fn sqlite_plan(sql: &str, arg: &str) -> Vec<String> {
     use sqlx::Row;
     let dir = tempfile::tempdir().unwrap();
     let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
     let _store = SqlStore::connect(&url).await.unwrap();
     sqlx::any::install_default_drivers();
     let db = sqlx::AnyPool::connect(&url).await.unwrap();
-    let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL",
+    // Test text only: the two fixed statements below.
+    sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        .bind(arg.to_string())
+        .fetch_all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("detail"))
+        .collect()
+}
+
+/// Every submit counts the tenant's running actions (the per-tenant limit).
+/// On SQLite that count reads an index of running actions alone: through
+/// the tenant's index of all actions it read every action the tenant ever
+/// had, a cost that grew with history.
+#[tokio::test]
+async fn the_running_count_at_submit_reads_running_actions_only() {
+    let plan = sqlite_plan(
+        "SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL",
+        TENANT,
     )
-    .bind(TENANT)
-    .fetch_all(&db)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get("detail"))
-    .collect();
+    .await;
     assert!(
         plan.iter()
             .any(|step| step.contains("INDEX actions_running_by_tenant")),
@@ -171,25 +180,14 @@ async fn the_running_count_at_submit_reads_running_actions_only() {
 /// steers it; the claim, the sweep and cancel use the same term).
 #[tokio::test]
 async fn a_claim_reads_its_machines_commands_not_every_running_one() {
-    use sqlx::Row;
-    let dir = tempfile::tempdir().unwrap();
-    let url = reach_server::store::sql::sqlite_url(&dir.path().join("reach.db"));
-    let _store = SqlStore::connect(&url).await.unwrap();
-    sqlx::any::install_default_drivers();
-    let db = sqlx::AnyPool::connect(&url).await.unwrap();
-    let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT count(*) FROM actions x WHERE x.machine_id = $1
+    let plan = sqlite_plan(
+        "SELECT count(*) FROM actions x WHERE x.machine_id = $1
             AND x.status IN ('Pending', 'InProgress')
             AND EXISTS (SELECT 1 FROM commands r WHERE r.action_id = x.id AND r.idx >= 0
                 AND r.status = 'InProgress')",
+        "m",
     )
-    .bind("m")
-    .fetch_all(&db)
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.get("detail"))
-    .collect();
+    .await;
     assert!(
         plan.iter()
             .any(|step| step.contains("sqlite_autoindex_commands_1"))

@@ -33,6 +33,15 @@ async fn locked(
     Ok(batches.remove(0))
 }
 
+/// Running batches in waves with a wave to come and none of the current
+/// wave's actions active.
+const DUE_WAVES: &str = "SELECT b.id, b.tenant_id FROM batches b
+    WHERE b.status = 'Running' AND b.wave_size IS NOT NULL
+      AND b.current_wave * b.wave_size < b.machine_count
+      AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.batch_id = b.id
+           AND a.wave <= b.current_wave AND a.status IN ('Pending', 'InProgress')
+           AND a.batch_id IS NOT NULL)";
+
 /// Conflict unless the batch still runs or waits.
 fn still_open(batch: &BatchRow, verb: &str) -> StoreResult<()> {
     match batch.status {
@@ -201,6 +210,16 @@ impl SqlStore {
     }
 
     pub(super) async fn advance_waves_sql(&self, now: Micros) -> StoreResult<Vec<WaveStep>> {
+        // Read first: most sweeps find no batch due, and then take no
+        // write transaction (the sweeper runs every second).
+        if exec::query(DUE_WAVES)
+            .long()
+            .fetch_all(&self.pool)
+            .await?
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write().await?;
         if self.engine == Engine::Postgres {
             let mine: bool = exec::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -211,18 +230,8 @@ impl SqlStore {
                 return Ok(Vec::new());
             }
         }
-        // Running batches in waves with a wave to come and none of the
-        // current wave's actions active.
-        let due = exec::query(format!(
-            "SELECT b.id, b.tenant_id FROM batches b
-             WHERE b.status = 'Running' AND b.wave_size IS NOT NULL
-               AND b.current_wave * b.wave_size < b.machine_count
-               AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.batch_id = b.id
-                    AND a.wave <= b.current_wave AND a.status IN {ACTIVE} AND a.batch_id IS NOT NULL)"
-        ))
-        .long()
-        .fetch_all(&mut tx)
-        .await?;
+        // Again in the transaction: what was read may have moved on.
+        let due = exec::query(DUE_WAVES).long().fetch_all(&mut tx).await?;
         let mut steps = Vec::new();
         for row in &due {
             let id: String = row.try_get("id")?;

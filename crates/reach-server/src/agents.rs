@@ -19,6 +19,12 @@ pub mod payload;
 pub mod put_record;
 pub mod verify;
 
+/// Claims a node runs at once (its agent connections asking for their next
+/// command). Half of PostgreSQL's pool of 32, so that results, uploads and
+/// the API keep connections of their own while a batch wakes a whole fleet;
+/// on SQLite claims take the writer's turn anyway.
+pub const CLAIMS_AT_ONCE: usize = 16;
+
 use axum::http::HeaderMap;
 
 use crate::SharedState;

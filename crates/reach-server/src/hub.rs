@@ -80,6 +80,12 @@ impl Hub {
         }
     }
 
+    /// The id of the machine's connection to this node, if it has one (a
+    /// new connection gets a new id).
+    pub fn connection_id(&self, machine_id: &str) -> Option<u64> {
+        self.lock().get(machine_id).map(|c| c.id)
+    }
+
     /// Notes that a machine was heard from; `flush_seen` writes it later.
     pub fn seen(&self, machine_id: &str) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());

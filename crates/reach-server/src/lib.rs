@@ -80,6 +80,8 @@ pub struct AppState {
     pub admitted: auth::Admitted,
     /// This node's agent connections.
     pub hub: hub::Hub,
+    /// Claims this node's connections run at once (`agents::CLAIMS_AT_ONCE`).
+    pub claims: tokio::sync::Semaphore,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
     /// Caps on file transfer rates.
@@ -170,6 +172,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         gate,
         admitted: auth::Admitted::default(),
         hub: hub::Hub::default(),
+        claims: tokio::sync::Semaphore::new(agents::CLAIMS_AT_ONCE),
         chunks_in_order: agents::verify::InOrder::default(),
         inline_payloads: agents::inline_cache::InlineCache::default(),
         cluster,

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub transcripts_inline: AtomicU64,
     /// RunScript transcripts uploaded in a request of their own.
     pub transcripts_uploaded: AtomicU64,
+    /// Claims the database failed, tried again on the same connection.
+    pub claims_deferred: AtomicU64,
 }
 
 impl Metrics {
@@ -143,6 +145,12 @@ pub async fn render(State(state): State<SharedState>) -> ApiResult<Response> {
         "reach_rate_limited_total",
         "Requests refused by a per-caller rate limit.",
         m.rate_limited.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "reach_claims_deferred_total",
+        "Claims of an agent's next command that the database failed (a pool timeout, a failover), tried again on the same connection.",
+        m.claims_deferred.load(Ordering::Relaxed),
     );
     let _ = writeln!(
         out,

@@ -9,9 +9,11 @@
 //! per heartbeat. Every tenth sweep it deletes the chunks of GetFiles that
 //! ended without a result (`retention::discard_abandoned`). Each sweep
 //! writes the counts of unauthenticated refusals whose window ended
-//! (`audit::refusals`). Every fifth sweep it wakes this node's connections
-//! of machines whose action waited Pending longer than `rewake_after_secs`:
-//! a wake-up lost between nodes costs that much latency, never the action.
+//! (`audit::refusals`). Every fifth sweep, if no other node of the cluster
+//! did it in the last `rewake_after_secs`, it wakes the connections (here
+//! and, through the cluster's notices, on the other nodes) of machines
+//! whose action waited Pending longer than that: a wake-up lost between
+//! nodes costs that much latency, never the action.
 //! Every sixtieth, with several nodes, it forgets rate-limit counts older
 //! than any window. Each sweep moves batches in waves to their next wave
 //! (or pauses one whose machines failed too much) and wakes the wave.
@@ -25,19 +27,36 @@ use crate::time::Micros;
 /// Connections woken again per sweep at most.
 const REWAKE_BATCH: u32 = 1000;
 
-/// Wakes this node's connections of machines whose action is still Pending
-/// past `rewake_after_secs` (machines connected elsewhere are that node's).
+/// Wakes the connections of machines whose action is still Pending past
+/// `rewake_after_secs`: here, and on the other nodes through the cluster's
+/// notices. One node of the cluster does it per period (the read costs the
+/// database the same whichever node asks).
 async fn rewake(state: &SharedState) {
-    let waited_since = Micros::now().minus_secs(state.config.live_response.rewake_after_secs);
+    let every = state.config.live_response.rewake_after_secs;
+    let now = Micros::now();
+    match state.store.take_sweeper_turn("rewake", every, now).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "taking the re-wake's turn failed"
+            );
+            return;
+        }
+    }
     match state
         .store
-        .waiting_connected(waited_since, REWAKE_BATCH)
+        .waiting_connected(now.minus_secs(every), REWAKE_BATCH)
         .await
     {
         Ok(waiting) => {
-            for machine_id in waiting.iter().filter(|id| state.hub.is_connected(id)) {
-                tracing::info!(machine.id = %machine_id, "waking a connection whose action waits; its wake-up was lost");
-                state.hub.send(machine_id, HubEvent::Wake);
+            if !waiting.is_empty() {
+                tracing::info!(
+                    machines = waiting.len(),
+                    "waking connections whose action waits; their wake-up was lost"
+                );
+                crate::cluster::wake_many(state, &waiting).await;
             }
         }
         Err(err) => tracing::warn!(

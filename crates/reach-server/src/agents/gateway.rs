@@ -177,6 +177,8 @@ struct Session {
     in_flight: Option<CommandRef>,
     /// The agent process's id from its Hello (commands are handed to it).
     instance: String,
+    /// When to try a claim again that the database failed.
+    claim_again_at: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -231,6 +233,7 @@ impl Session {
             socket,
             in_flight: None,
             instance,
+            claim_again_at: None,
         };
         let result = session.serve(running, events, heartbeat).await;
         state.hub.unregister(&machine_id, conn_id);
@@ -270,13 +273,23 @@ impl Session {
         // nothing to run: a read says so without the writer's turn. An
         // action created after this read wakes the connection, which the
         // hub registered before.
-        if self.in_flight.is_none() && self.state.store.has_active_action(&machine_id).await? {
-            self.dispatch().await?;
+        if self.in_flight.is_none() {
+            match self.state.store.has_active_action(&machine_id).await {
+                Ok(true) => self.dispatch().await?,
+                Ok(false) => {}
+                Err(err) => self.claim_later(&err),
+            }
         }
         let shutdown = self.state.shutdown.clone();
         let silence = heartbeat * 3;
         loop {
+            let claim_again_at = self.claim_again_at;
             tokio::select! {
+                _ = tokio::time::sleep_until(claim_again_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if claim_again_at.is_some() => {
+                    self.claim_again_at = None;
+                    self.dispatch().await?;
+                }
                 message = tokio::time::timeout(silence, self.socket.recv()) => {
                     let message = match message {
                         Err(_) => anyhow::bail!("no message from the agent for {} s", silence.as_secs()),
@@ -363,13 +376,23 @@ impl Session {
             return Ok(());
         }
         let machine_id = self.identity.machine_id.clone();
-        let Some(claimed) = self
-            .state
-            .store
-            .claim_next_command(&machine_id, &self.instance, Micros::now())
-            .await?
-        else {
-            return Ok(());
+        let claimed = {
+            // A wake-up of the whole fleet queues its claims here, in
+            // order and without a deadline, rather than in the database
+            // pool, where each would wait its acquire timeout out and fail.
+            let _turn = self.state.claims.acquire().await?;
+            self.state
+                .store
+                .claim_next_command(&machine_id, &self.instance, Micros::now())
+                .await
+        };
+        let claimed = match claimed {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                self.claim_later(&err);
+                return Ok(());
+            }
         };
         // Recorded while the command travels: the wait for the audit commit
         // is not added to dispatch latency. (Should this node die between
@@ -414,6 +437,18 @@ impl Session {
         };
         let ((), sent) = tokio::join!(started, send);
         sent
+    }
+
+    /// A claim (or the read before it) the database failed: a pool
+    /// exhausted by a wake-up of a whole fleet, a failover. The connection
+    /// stays and the claim is tried again in one to three seconds: ending
+    /// it would bring the agent back to connect (more work for the same
+    /// database), a whole fleet at once.
+    fn claim_later(&mut self, err: &crate::store::StoreError) {
+        crate::metrics::Metrics::add(&self.state.metrics.claims_deferred, 1);
+        let delay = Duration::from_millis(1000 + rand::random::<u64>() % 2000);
+        tracing::warn!(machine.id = %self.identity.machine_id, error = format!("{err:#}"), retry.ms = delay.as_millis() as u64, "claiming the next command failed; trying again");
+        self.claim_again_at = Some(tokio::time::Instant::now() + delay);
     }
 
     async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {

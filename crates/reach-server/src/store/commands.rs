@@ -148,6 +148,17 @@ pub trait Commands: Send + Sync {
     /// action of this tenant; NotFound for any other, or once retention
     /// forgot it.
     async fn inline_result(&self, tenant_id: &str, command: &CommandRef) -> StoreResult<Vec<u8>>;
+    /// `inline_result` of many commands in one read (a page of a batch's
+    /// results): those kept, by command; the others are absent.
+    async fn inline_results(
+        &self,
+        tenant_id: &str,
+        commands: &[CommandRef],
+    ) -> StoreResult<std::collections::HashMap<CommandRef, Vec<u8>>>;
+    /// Whether this node takes `job`'s turn now: true for one caller of the
+    /// cluster per `every_secs` (always true on SQLite, one node alone).
+    async fn take_sweeper_turn(&self, job: &str, every_secs: u64, now: Micros)
+    -> StoreResult<bool>;
     /// Ends actions queued past `queue_deadline` (created before it) with
     /// TimeOut, and fails commands whose lease ran out by `now`.
     async fn sweep(

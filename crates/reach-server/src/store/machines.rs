@@ -107,10 +107,11 @@ pub trait Machines: Send + Sync {
     ) -> StoreResult<Vec<String>>;
     /// Revoked machines still recorded as connected (to any node).
     async fn revoked_connected(&self) -> StoreResult<Vec<String>>;
-    /// Machines recorded as connected (to any node) whose action has been
-    /// Pending since before `waited_since`: their wake-up was lost (a
-    /// connected, idle agent claims a new action at once). At most `limit`,
-    /// longest waiting first.
+    /// Machines recorded as connected (to any node) and running nothing
+    /// whose action has been Pending since before `waited_since` and may be
+    /// handed out (not a paused batch's, nor one of a wave to come): their
+    /// wake-up was lost (a connected, idle agent claims a new action at
+    /// once). At most `limit`, longest waiting first.
     async fn waiting_connected(&self, waited_since: Micros, limit: u32)
     -> StoreResult<Vec<String>>;
     /// Records a connection: device facts, address, connected = true, last

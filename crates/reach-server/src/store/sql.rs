@@ -113,6 +113,13 @@ fn payload_sha256(work: &reach_proto::agent::Work) -> Option<&str> {
 
 const ACTIVE: &str = "('Pending', 'InProgress')";
 
+/// Whether action `a` may be handed out: always when it is alone; a
+/// batch's once its batch runs and its wave has come. The claim and the
+/// re-wake decide alike.
+const MAY_RUN: &str =
+    "(a.batch_id IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = a.batch_id
+     AND b.status = 'Running' AND a.wave <= b.current_wave))";
+
 /// Advisory lock key held (per transaction) by the node that sweeps, so
 /// that one node at a time sweeps on PostgreSQL.
 const SWEEP_LOCK: i64 = 0x5245_4143_4801; // "REACH" + 1

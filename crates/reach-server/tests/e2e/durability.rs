@@ -1,6 +1,7 @@
 //! Nothing lost: results that finish while the server is away wait on the
 //! agent's disk and arrive when it is back, also across an agent restart;
-//! repeated deliveries are recorded once.
+//! repeated deliveries are recorded once; a claim the database fails is
+//! tried again without dropping the agent's connection.
 
 use reach_proto::api::{ActionStatus, CommandStatus, ScriptTranscript};
 
@@ -66,4 +67,59 @@ async fn a_result_finished_while_the_server_is_down_arrives_after_it_returns() {
         outbox_entries(&device) == 0
     })
     .await;
+}
+
+/// A claim the database fails (here PostgreSQL, with a table it reads
+/// renamed away; in production a pool exhausted by a wake-up of the whole
+/// fleet, or a failover) keeps the agent's connection: the same connection
+/// claims again a moment later and the action runs. Ending it would bring
+/// every agent back to connect at once, more work for the same database.
+#[tokio::test]
+async fn a_claim_the_database_fails_is_tried_again_on_the_same_connection() {
+    let Some(database) = reach_server::testing::fresh_postgres().await else {
+        return;
+    };
+    let url = database.clone();
+    let server = TestServer::start_with(|config| config.database_url = url).await;
+    let device = server.agent().await;
+    let connection = server.state.hub.connection_id(&device.machine_id);
+    assert!(connection.is_some());
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&database).await.unwrap();
+    sqlx::query("ALTER TABLE batches RENAME TO batches_away")
+        .execute(&db)
+        .await
+        .unwrap();
+    server.upload("hello.sh", b"echo hello\n").await;
+    let created = server
+        .client
+        .run_live_response(
+            &device.machine_id,
+            &request(
+                vec![run_script("hello.sh", None)],
+                "while the database fails",
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the claim to fail", async || {
+        server
+            .state
+            .metrics
+            .claims_deferred
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
+    sqlx::query("ALTER TABLE batches_away RENAME TO batches")
+        .execute(&db)
+        .await
+        .unwrap();
+    let done = server.wait_final(&created.id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded);
+    assert_eq!(
+        server.state.hub.connection_id(&device.machine_id),
+        connection,
+        "the agent kept its connection"
+    );
 }

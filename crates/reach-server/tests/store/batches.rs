@@ -284,3 +284,68 @@ async fn a_batchs_actions_are_read_in_pages_after_a_position() {
         );
     }
 }
+
+/// The re-wake looks only at actions a claim would hand out, on machines
+/// that run nothing: a paused batch's or a later wave's Pending actions
+/// (which could be thousands, oldest first) never fill its answer.
+#[tokio::test]
+async fn the_rewake_passes_over_actions_that_may_not_run_yet() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 5).await;
+        for (i, machine) in machines.iter().enumerate() {
+            store
+                .machine_connected(machine, &info(&format!("host-{i}")), None, Micros::now())
+                .await
+                .unwrap();
+        }
+        let rollout = Rollout {
+            wave_size: 2,
+            max_failed_percent: 100,
+        };
+        // Machines 0 and 1 are wave 1 (Running), 2 and 3 wave 2 (to come).
+        store
+            .create_batch(&new_batch("waves", &machines[..4], Some(rollout)))
+            .await
+            .unwrap();
+        let later = Micros::now().plus_secs(60);
+        let mut waiting = store.waiting_connected(later, 10).await.unwrap();
+        waiting.sort();
+        assert_eq!(waiting, machines[..2].to_vec(), "{}", backend.name);
+
+        // Machine 0 runs its command: busy, it claims when it is done.
+        store
+            .claim_next_command(&machines[0], "agent-1", Micros::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.waiting_connected(later, 10).await.unwrap(),
+            vec![machines[1].clone()],
+            "{}",
+            backend.name
+        );
+
+        // Paused: none of its actions wait for a wake-up, and an action
+        // alone created after them is the first answer (one at most here).
+        store
+            .pause_batch(TENANT, "waves", Micros::now())
+            .await
+            .unwrap();
+        assert!(
+            store.waiting_connected(later, 10).await.unwrap().is_empty(),
+            "{}",
+            backend.name
+        );
+        store
+            .create_action(&action("single", &machines[4], vec![put_file("x")]), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.waiting_connected(later, 1).await.unwrap(),
+            vec![machines[4].clone()],
+            "{}",
+            backend.name
+        );
+    }
+}

@@ -423,6 +423,19 @@ async fn a_transcript_that_comes_with_the_outcome_is_kept_with_it() {
         let (third, kept) = finish("put", Some(&inline("transcript 2"))).await;
         assert_eq!(kept, None, "{}", backend.name);
         assert!(store.inline_result(TENANT, &third).await.is_err());
+        // Many in one read (a page of a batch's results): those kept, for
+        // this tenant only.
+        let asked = [first.clone(), claimed.command.clone(), third.clone()];
+        let found = store.inline_results(TENANT, &asked).await.unwrap();
+        assert_eq!(found.len(), 1, "{}", backend.name);
+        assert_eq!(found[&first], b"transcript 0");
+        assert!(
+            store
+                .inline_results("another-tenant", &asked)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let stored = store.get_action(TENANT, "a1").await.unwrap();
         assert_eq!(stored.status, ActionStatus::Succeeded, "{}", backend.name);
         assert_eq!(

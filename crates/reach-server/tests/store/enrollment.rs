@@ -72,3 +72,59 @@ async fn enrollment_tokens_count_their_uses_and_names_are_never_guessed() {
         assert!(store.duplicated_names(TENANT).await.unwrap().is_empty());
     }
 }
+
+/// Many enrollments at once with one token that allows five: exactly five
+/// machines, and the token counts five uses (PostgreSQL takes the use and
+/// inserts the machine in one statement; SQLite in the writer's transaction).
+#[tokio::test]
+async fn a_tokens_last_use_is_taken_once_under_concurrency() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        seed(&store, 1).await;
+        let now = Micros::now();
+        store
+            .create_enrollment_token(TENANT, "5555aaaa5555aaaa", None, Some(5), now)
+            .await
+            .unwrap();
+        let attempts = (0..24).map(|i| {
+            let store = &store;
+            async move {
+                store
+                    .enroll_machine(
+                        "5555aaaa5555aaaa",
+                        &format!("race-{i}"),
+                        "cred",
+                        &info(&format!("race-{i}")),
+                        Some("127.0.0.9"),
+                        now,
+                    )
+                    .await
+            }
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        let enrolled: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(enrolled.len(), 5, "{}", backend.name);
+        assert!(
+            outcomes
+                .iter()
+                .filter_map(|o| o.as_ref().err())
+                .all(|e| matches!(e, StoreError::Refused(m) if m.contains("as many times"))),
+            "{}",
+            backend.name
+        );
+        for machine in enrolled {
+            let stored = store.get_machine(TENANT, &machine.id).await.unwrap();
+            assert_eq!(stored.info.hostname, machine.info.hostname);
+            assert_eq!((stored.first_seen, stored.last_seen), (now, now));
+            assert_eq!(stored.last_ip.as_deref(), Some("127.0.0.9"));
+        }
+        let token = store
+            .list_enrollment_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == "5555aaaa5555")
+            .unwrap();
+        assert_eq!(token.uses, 5, "{}", backend.name);
+    }
+}

@@ -1,10 +1,14 @@
 //! `GET /api/batches/{id}/results?index=N`: one NDJSON line per machine
 //! whose command N is final (Completed or Failed, or never to run because
 //! its action ended), streamed page by page: the server holds one page of
-//! actions (and one transcript) at a time, however large the batch. A
+//! actions and the transcripts of one group of `GROUP` lines (each at most
+//! the inline size, 64 KiB by default, read in one query per group; a
+//! larger one, uploaded, alone) at a time, however large the batch. A
 //! RunScript line carries the transcript object; a GetFile line the file's
 //! SHA-256 and a fresh download link. Each call is an audit entry, as a
 //! download link is.
+
+use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -26,6 +30,9 @@ use crate::store::{ActionRow, CommandRow};
 
 /// Actions read per page.
 const PAGE: u32 = 500;
+
+/// Lines whose transcripts kept in the database are read in one query.
+const GROUP: usize = 50;
 
 /// The largest transcript put inside a line; a larger one (only an agent
 /// past its output cap could send one) gets a download link instead, so a
@@ -68,10 +75,16 @@ pub async fn results(
             };
             let last = *last;
             let mut out = Vec::new();
-            for (_, action) in page {
-                if let Some(line) = line(&state, &headers, &principal, action, index).await? {
-                    out.extend_from_slice(line.to_string().as_bytes());
-                    out.push(b'\n');
+            let mut page = page.into_iter().map(|(_, action)| action).peekable();
+            while page.peek().is_some() {
+                let group: Vec<ActionRow> = page.by_ref().take(GROUP).collect();
+                let kept = kept_transcripts(&state, &principal, &group, index).await?;
+                for action in group {
+                    let line = line(&state, &headers, &principal, &kept, action, index).await?;
+                    if let Some(line) = line {
+                        out.extend_from_slice(line.to_string().as_bytes());
+                        out.push(b'\n');
+                    }
                 }
             }
             Ok(Some((Bytes::from(out), last)))
@@ -111,11 +124,34 @@ fn command_index(raw: Option<&str>, commands: usize) -> ApiResult<u32> {
         })
 }
 
+/// The transcripts of command `index` of `actions` that are kept in the
+/// database, in one read.
+async fn kept_transcripts(
+    state: &SharedState,
+    principal: &Principal,
+    actions: &[ActionRow],
+    index: u32,
+) -> ApiResult<HashMap<CommandRef, Vec<u8>>> {
+    let wanted: Vec<CommandRef> = actions
+        .iter()
+        .flat_map(|a| a.commands.iter().filter(|c| c.index == index))
+        .filter_map(|c| c.result.as_ref().and_then(|blob| blob.inline_command()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(state
+        .store
+        .inline_results(&principal.tenant_id, &wanted)
+        .await?)
+}
+
 /// The machine's line, or None while its command N may still run.
 async fn line(
     state: &SharedState,
     headers: &HeaderMap,
     principal: &Principal,
+    kept: &HashMap<CommandRef, Vec<u8>>,
     action: ActionRow,
     index: u32,
 ) -> ApiResult<Option<Value>> {
@@ -153,7 +189,7 @@ async fn line(
                         .await?
                     );
                 }
-                _ => line["transcript"] = transcript(state, principal, &action.id, command).await?,
+                _ => line["transcript"] = transcript(state, kept, command).await?,
             },
             Work::GetFile { .. } => {
                 line["sha256"] = json!(command.file_sha256);
@@ -178,27 +214,21 @@ async fn line(
 }
 
 /// The stored transcript (`{script_name, exit_code, script_output,
-/// script_errors}`), or null once retention deleted it.
+/// script_errors}`), from `kept` or the object store, or null once
+/// retention deleted it.
 async fn transcript(
     state: &SharedState,
-    principal: &Principal,
-    action_id: &str,
+    kept: &HashMap<CommandRef, Vec<u8>>,
     command: &CommandRow,
 ) -> ApiResult<Value> {
     let Some(blob) = &command.result else {
         return Ok(Value::Null);
     };
     let bytes = match blob.inline_command() {
-        Some(_) => {
-            let reference = CommandRef {
-                action_id: action_id.to_string(),
-                index: command.index,
-            };
-            state
-                .store
-                .inline_result(&principal.tenant_id, &reference)
-                .await?
-        }
+        Some(reference) => match kept.get(&reference) {
+            Some(bytes) => bytes.clone(),
+            None => return Ok(Value::Null),
+        },
         None => {
             let (_, stream) = state
                 .files

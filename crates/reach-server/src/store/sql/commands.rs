@@ -42,9 +42,7 @@ impl Commands for SqlStore {
                  AND EXISTS (SELECT 1 FROM commands r WHERE r.action_id = x.id AND r.idx >= 0
                      AND r.status = 'InProgress')) AS running
              FROM actions a JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
-             WHERE a.machine_id = $1 AND a.status IN {ACTIVE}
-               AND (a.batch_id IS NULL OR EXISTS (SELECT 1 FROM batches b WHERE b.id = a.batch_id
-                    AND b.status = 'Running' AND a.wave <= b.current_wave))
+             WHERE a.machine_id = $1 AND a.status IN {ACTIVE} AND {MAY_RUN}
              ORDER BY CASE a.status WHEN 'InProgress' THEN 0 ELSE 1 END, a.created_us, a.seq, c.idx
              LIMIT 1"
         );
@@ -212,6 +210,41 @@ impl Commands for SqlStore {
         })
     }
 
+    async fn inline_results(
+        &self,
+        tenant_id: &str,
+        commands: &[CommandRef],
+    ) -> StoreResult<std::collections::HashMap<CommandRef, Vec<u8>>> {
+        let wanted: std::collections::HashSet<&CommandRef> = commands.iter().collect();
+        let mut found = std::collections::HashMap::with_capacity(commands.len());
+        let mut actions: Vec<&str> = commands.iter().map(|c| c.action_id.as_str()).collect();
+        actions.sort_unstable();
+        actions.dedup();
+        for chunk in actions.chunks(500) {
+            let sql = format!(
+                "SELECT r.action_id, r.idx, r.bytes FROM inline_results r JOIN actions a ON a.id = r.action_id
+                 WHERE a.tenant_id = $1 AND r.action_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = exec::query(sql).bind(tenant_id);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.long().fetch_all(&self.pool).await? {
+                let command = CommandRef {
+                    action_id: row.try_get("action_id")?,
+                    index: u32::try_from(row.try_get::<i64>("idx")?).map_err(|_| {
+                        StoreError::Other(anyhow::anyhow!("a negative command index"))
+                    })?,
+                };
+                if wanted.contains(&command) {
+                    found.insert(command, row.try_get::<Vec<u8>>("bytes")?);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn list_chunks(&self, command: &CommandRef) -> StoreResult<Vec<ChunkRow>> {
         let rows =
             exec::query("SELECT * FROM result_chunks WHERE action_id = $1 AND idx = $2 ORDER BY n")
@@ -333,6 +366,31 @@ impl Commands for SqlStore {
         }))
     }
 
+    async fn take_sweeper_turn(
+        &self,
+        job: &str,
+        every_secs: u64,
+        now: Micros,
+    ) -> StoreResult<bool> {
+        if self.engine == Engine::Sqlite {
+            return Ok(true);
+        }
+        // One statement: of the nodes that ask in the same period, the
+        // first to write wins; the others find the turn taken.
+        let taken: Option<String> = exec::query_scalar(
+            "INSERT INTO sweeper_turns (job, last_us) VALUES ($1, $2)
+             ON CONFLICT (job) DO UPDATE SET last_us = excluded.last_us
+             WHERE sweeper_turns.last_us <= $3
+             RETURNING job",
+        )
+        .bind(job)
+        .bind(now.0)
+        .bind(now.minus_secs(every_secs).0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.is_some())
+    }
+
     async fn sweep(
         &self,
         queue_deadline: Micros,
@@ -351,12 +409,18 @@ impl Commands for SqlStore {
             }
         }
         // An action alone waits the queue TTL from its last change; a
-        // batch's waits until its batch expires.
+        // batch's waits until its batch expires. Two index reads, each of
+        // the actions that wait only (`actions_active_alone_by_update`;
+        // expired batches, then their active actions), never every active
+        // action: a large batch in flight is not read each second.
         let sql = format!(
             "UPDATE actions SET status = 'TimeOut', updated_us = $1
-             WHERE status IN {ACTIVE}
-               AND ((batch_id IS NULL AND updated_us < $2)
-                    OR batch_id IN (SELECT b.id FROM batches b WHERE b.expires_us < $1))
+             WHERE id IN (
+                 SELECT id FROM actions
+                  WHERE status IN {ACTIVE} AND batch_id IS NULL AND updated_us < $2
+                 UNION ALL
+                 SELECT a.id FROM batches b JOIN actions a ON a.batch_id = b.id
+                  WHERE b.expires_us < $1 AND a.status IN {ACTIVE} AND a.batch_id IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.action_id = actions.id AND c.idx >= 0
                     AND c.status = 'InProgress')
              RETURNING id"

@@ -70,15 +70,23 @@ impl Machines for SqlStore {
         waited_since: Micros,
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        Ok(exec::query_scalar(
+        // Oldest first through `actions_pending_by_creation`, so the read
+        // stops at `limit`. Only actions a claim would hand out (not those
+        // of a paused batch or a wave to come, which would otherwise fill
+        // every answer and hide a lost wake-up behind them) and machines
+        // that run nothing (a busy machine claims when it is done).
+        let sql = format!(
             "SELECT a.machine_id FROM actions a JOIN machines m ON m.id = a.machine_id
-             WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1
-             ORDER BY a.created_us LIMIT $2",
-        )
-        .bind(waited_since.0)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+             WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1 AND {MAY_RUN}
+               AND NOT EXISTS (SELECT 1 FROM actions x WHERE x.machine_id = a.machine_id
+                   AND x.status = 'InProgress')
+             ORDER BY a.created_us LIMIT $2"
+        );
+        Ok(exec::query_scalar(sql)
+            .bind(waited_since.0)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn machine_connected(

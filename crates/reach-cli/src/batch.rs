@@ -164,7 +164,7 @@ async fn follow(client: &Client, created: &Batch) -> anyhow::Result<Batch> {
             .context("the progress bar's template")?,
     );
     loop {
-        let batch = crate::run::patiently(|| client.batch(&created.id)).await?;
+        let batch = reach_client::patiently(|| client.batch(&created.id)).await?;
         let c = batch.counts;
         bar.set_position(batch.machine_count - c.pending - c.in_progress);
         bar.set_message(format!(

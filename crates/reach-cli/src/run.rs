@@ -13,7 +13,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use crate::text::clean;
-use reach_client::{Client, ClientError};
+use reach_client::Client;
 use reach_proto::api::{
     ActionStatus, Command, CommandStatus, CommandType, MachineAction, RunLiveResponseRequest,
     ScriptTranscript,
@@ -155,29 +155,11 @@ pub async fn run(
     })
 }
 
-/// Calls again, after the server's `Retry-After`, while it answers 429.
-pub(crate) async fn patiently<T, F, Fut>(mut call: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ClientError>>,
-{
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(ClientError::Api {
-                retry_after: Some(secs),
-                ..
-            }) => tokio::time::sleep(Duration::from_secs(secs)).await,
-            Err(err) => return Err(err.into()),
-        }
-    }
-}
-
 /// Polls until the action is final, with a status line on a terminal.
 async fn wait(client: &Client, id: &str) -> anyhow::Result<MachineAction> {
     let tty = std::io::stderr().is_terminal();
     loop {
-        let action = patiently(|| client.action(id)).await?;
+        let action = reach_client::patiently(|| client.action(id)).await?;
         if tty {
             let done = action
                 .commands

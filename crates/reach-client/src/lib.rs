@@ -9,6 +9,7 @@
 pub mod agent;
 mod batches;
 pub mod private_file;
+mod retry;
 pub mod signing;
 pub mod tls;
 
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 pub use agent::AgentClient;
 /// The HTTP client library underneath, for streaming bodies.
 pub use reqwest;
+pub use retry::{SERVER_ERROR_TRIES, patiently};
 
 /// What a call can end with, other than its answer.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,8 @@
 // Helpers here panic on what a test cannot go on without.
 #![allow(clippy::unwrap_used)]
 
+mod batches;
+
 use std::process::Output;
 
 use reach_server::testing::{DEADLINE, TestServer};
@@ -436,72 +438,4 @@ async fn machines_are_tagged_and_untagged() {
         let usage = env.reach(&args).await;
         assert_eq!(usage.status.code(), Some(2), "{}", text(&usage.stderr));
     }
-}
-
-/// `reach run --all` makes one batch, follows it, saves collected files
-/// under the machine's name, and prints the batch and each machine with
-/// `--json`; `reach batches` and `reach batch ...` read and control it.
-#[tokio::test]
-async fn a_batch_from_the_command_line() {
-    let env = start().await;
-    let script = env.dir.path().join("hello.sh");
-    std::fs::write(&script, "echo \"hello fleet\"\n").unwrap();
-    let uploaded = env
-        .reach(&["library", "upload", script.to_str().unwrap()])
-        .await;
-    assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
-    let evidence = env.dir.path().join("evidence.txt");
-    std::fs::write(&evidence, "evidence").unwrap();
-    let out = env.dir.path().join("collected");
-    let ran = env
-        .reach(&[
-            "run",
-            "--all",
-            "--script",
-            "hello.sh",
-            "--get-file",
-            evidence.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ])
-        .await;
-    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
-    assert_eq!(report["batch"]["status"], "Completed");
-    assert_eq!(report["batch"]["counts"]["Succeeded"], 1);
-    let machine = &report["machines"][0];
-    assert_eq!(machine["machineId"], env.machine_id.as_str());
-    assert_eq!(machine["commands"][0]["exitCode"], 0);
-    assert_eq!(machine["commands"][0]["output"], "hello fleet\n");
-    let saved = machine["commands"][1]["savedPath"].as_str().unwrap();
-    assert!(saved.starts_with(out.to_str().unwrap()), "{saved}");
-    assert!(saved.ends_with("evidence.txt"), "{saved}");
-    assert_eq!(std::fs::read_to_string(saved).unwrap(), "evidence");
-    let id = report["batch"]["id"].as_str().unwrap();
-
-    let listed = env.reach(&["batches", "--json"]).await;
-    let batches: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(batches[0]["id"], id);
-    let shown = env.reach(&["batch", id]).await;
-    assert!(
-        text(&shown.stdout).contains("Completed"),
-        "{}",
-        text(&shown.stdout)
-    );
-    let results = env.reach(&["batch", "results", id, "--index", "0"]).await;
-    assert!(
-        text(&results.stdout).contains("hello fleet"),
-        "{}",
-        text(&results.stdout)
-    );
-    let cancel = env.reach(&["batch", "cancel", id]).await;
-    assert_eq!(
-        cancel.status.code(),
-        Some(1),
-        "a completed batch cannot be cancelled"
-    );
-    // Neither one machine nor a target: a usage error.
-    let usage = env.reach(&["run", "--script", "hello.sh"]).await;
-    assert_eq!(usage.status.code(), Some(2));
 }

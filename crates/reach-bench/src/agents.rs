@@ -6,13 +6,14 @@
 //! figures are Reach's own cost.
 //!
 //! A process holds at most 20,000 open files here, so the coordinator
-//! spreads agents over several worker processes (`reach-bench agents`), each
-//! on its own loopback source address (127.0.0.2, 127.0.0.3, ...). Workers
-//! report on stdout as JSON lines; they stop when their stdin closes.
+//! (`workers`) spreads agents over several worker processes (`reach-bench
+//! agents`), each on its own loopback source address (127.0.0.2,
+//! 127.0.0.3, ...). Workers report on stdout as JSON lines; they stop when
+//! their stdin closes. An agent counts as connected once the server's
+//! Welcome came; one whose connection fails or drops reconnects as the real
+//! agent does, and the report says how often that happened.
 
-use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,6 +30,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod workers;
+
+pub use workers::Workers;
+
 /// Most agents one worker process runs (it needs one file per connection).
 pub const PER_WORKER: usize = 9_000;
 
@@ -42,6 +47,8 @@ pub enum Event {
     Run { action: String, at_us: i64 },
     /// An agent sent the command's outcome (`Finished`), at this time.
     Finished { action: String, at_us: i64 },
+    /// An agent's connection failed or dropped; it tries again.
+    Reconnecting { message: String },
     /// The worker gave up.
     Error { message: String },
 }
@@ -61,13 +68,17 @@ fn emit(event: &Event) {
 }
 
 /// `reach-bench agents`: enrolls and connects `count` agents to `servers`
-/// (round-robin) from source address `bind`, then serves them until stdin closes.
+/// (round-robin) from source address `bind`, at most `parallel` connecting
+/// at once, then serves them until stdin closes. An agent whose connection
+/// fails or drops reconnects with a growing, jittered delay, as the real
+/// agent does (without enrolling again), and the worker reports it.
 pub async fn worker(
     servers: Vec<String>,
     token: String,
     count: usize,
     bind: IpAddr,
     label: String,
+    parallel: usize,
 ) -> anyhow::Result<()> {
     let http = reach_client::reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -75,7 +86,7 @@ pub async fn worker(
     let connected = Arc::new(AtomicUsize::new(0));
     let all_connected = Arc::new(tokio::sync::Notify::new());
     // Enrolment and connection in parallel, but not all at once.
-    let gate = Arc::new(Semaphore::new(256));
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let server = servers[i % servers.len()].clone();
@@ -85,31 +96,51 @@ pub async fn worker(
             token: token.clone(),
             hostname: format!("{label}-{i:05}"),
             bind,
+            instance: format!("{:032x}", rand::random::<u128>()),
         };
         let gate = gate.clone();
         let connected = connected.clone();
         let all_connected = all_connected.clone();
         tasks.push(tokio::spawn(async move {
-            let socket = {
-                let _permit = gate.acquire().await.expect("the gate stays open");
-                agent.connect().await
-            };
-            let socket = match socket {
-                Ok(socket) => socket,
-                Err(err) => {
+            let mut bearer = None;
+            let mut failures = 0u32;
+            let mut first = true;
+            loop {
+                let session = {
+                    let _permit = gate.acquire().await.expect("the gate stays open");
+                    agent.connect(&mut bearer).await
+                };
+                let why = match session {
+                    Ok(session) => {
+                        failures = 0;
+                        if first {
+                            first = false;
+                            if connected.fetch_add(1, Ordering::SeqCst) + 1 == count {
+                                all_connected.notify_one();
+                            }
+                        }
+                        agent.serve(session).await
+                    }
+                    Err(err) => Err(err),
+                };
+                let why = match why {
+                    Ok(()) => "the server closed the connection".to_string(),
+                    Err(err) => format!("{err:#}"),
+                };
+                failures += 1;
+                if first && failures > MAX_FAILURES {
                     emit(&Event::Error {
-                        message: format!("{}: {err:#}", agent.hostname),
+                        message: format!(
+                            "{}: gave up after {failures} tries: {why}",
+                            agent.hostname
+                        ),
                     });
                     return;
                 }
-            };
-            if connected.fetch_add(1, Ordering::SeqCst) + 1 == count {
-                all_connected.notify_one();
-            }
-            if let Err(err) = agent.serve(socket).await {
-                emit(&Event::Error {
-                    message: format!("{}: {err:#}", agent.hostname),
+                emit(&Event::Reconnecting {
+                    message: format!("{}: {why}", agent.hostname),
                 });
+                tokio::time::sleep(backoff(failures)).await;
             }
         }));
     }
@@ -125,6 +156,16 @@ pub async fn worker(
     Ok(())
 }
 
+/// Tries an agent makes to connect the first time before its worker gives up.
+const MAX_FAILURES: u32 = 20;
+
+/// The delay before retry `failures`: 0.5 s doubling up to 8 s, each with
+/// up to half again of random jitter, so that a refused crowd spreads out.
+fn backoff(failures: u32) -> Duration {
+    let base = 500u64 << failures.saturating_sub(1).min(4);
+    Duration::from_millis(base + rand::random::<u64>() % (base / 2 + 1))
+}
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 struct Agent {
@@ -133,11 +174,18 @@ struct Agent {
     token: String,
     hostname: String,
     bind: IpAddr,
+    /// The agent process's id in its Hello: the same on every reconnection,
+    /// as the real agent's, so that the server hands out again a command
+    /// whose Run or Finished a dropped connection lost.
+    instance: String,
 }
 
+/// An agent's open session: the WebSocket after the server's `Welcome`.
 struct Connected {
     socket: Socket,
     bearer: String,
+    heartbeat_secs: u64,
+    inline_limit: u64,
 }
 
 impl Agent {
@@ -152,23 +200,13 @@ impl Agent {
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<Connected> {
-        let request = reach_proto::agent::EnrollRequest {
-            enrollment_token: self.token.clone(),
-            info: self.info(),
+    /// Enrolls (once: the credential is kept in `bearer`), opens the
+    /// WebSocket, says Hello and waits for the server's Welcome.
+    async fn connect(&self, bearer: &mut Option<String>) -> anyhow::Result<Connected> {
+        let bearer = match bearer {
+            Some(bearer) => bearer.clone(),
+            None => bearer.insert(self.enroll().await?).clone(),
         };
-        let response = self
-            .http
-            .post(format!("{}{}", self.server, paths::ENROLL))
-            .json(&request)
-            .send()
-            .await
-            .context("enrolling")?;
-        if !response.status().is_success() {
-            bail!("enrolment answered {}", response.status());
-        }
-        let enrolled: reach_proto::agent::EnrollResponse = response.json().await?;
-        let bearer = format!("{}.{}", enrolled.machine_id, enrolled.credential);
         let url = url::Url::parse(&self.server)?;
         let addr: SocketAddr = format!(
             "{}:{}",
@@ -202,19 +240,66 @@ impl Agent {
         let hello = AgentMessage::Hello {
             info: self.info(),
             running: vec![],
-            instance: format!("{:032x}", rand::random::<u128>()),
+            instance: self.instance.clone(),
         };
         socket
             .send(Message::text(serde_json::to_string(&hello)?))
             .await?;
-        Ok(Connected { socket, bearer })
+        loop {
+            let text = match socket.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_))) | None => {
+                    bail!("the server closed the connection before its Welcome")
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => return Err(err).context("waiting for the Welcome"),
+            };
+            if let ServerMessage::Welcome {
+                heartbeat_secs,
+                inline_result_bytes,
+                ..
+            } = serde_json::from_str::<ServerMessage>(&text)?
+            {
+                return Ok(Connected {
+                    socket,
+                    bearer,
+                    heartbeat_secs,
+                    inline_limit: inline_result_bytes,
+                });
+            }
+            bail!("the server spoke before its Welcome");
+        }
+    }
+
+    /// Enrolls this machine: its bearer credential.
+    async fn enroll(&self) -> anyhow::Result<String> {
+        let request = reach_proto::agent::EnrollRequest {
+            enrollment_token: self.token.clone(),
+            info: self.info(),
+        };
+        let response = self
+            .http
+            .post(format!("{}{}", self.server, paths::ENROLL))
+            .json(&request)
+            .send()
+            .await
+            .context("enrolling")?;
+        if !response.status().is_success() {
+            bail!("enrolment answered {}", response.status());
+        }
+        let enrolled: reach_proto::agent::EnrollResponse = response.json().await?;
+        Ok(format!("{}.{}", enrolled.machine_id, enrolled.credential))
     }
 
     async fn serve(&self, connected: Connected) -> anyhow::Result<()> {
-        let Connected { mut socket, bearer } = connected;
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
+        let Connected {
+            mut socket,
+            bearer,
+            heartbeat_secs,
+            inline_limit,
+        } = connected;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
         heartbeat.tick().await;
-        let mut inline_limit = 0;
         loop {
             tokio::select! {
                 message = socket.next() => {
@@ -225,11 +310,7 @@ impl Agent {
                         Some(Err(err)) => return Err(err.into()),
                     };
                     match serde_json::from_str::<ServerMessage>(&text)? {
-                        ServerMessage::Welcome { heartbeat_secs, inline_result_bytes, .. } => {
-                            heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
-                            heartbeat.tick().await;
-                            inline_limit = inline_result_bytes;
-                        }
+                        ServerMessage::Welcome { .. } => bail!("a second Welcome"),
                         ServerMessage::Run(assignment) => {
                             emit(&Event::Run { action: assignment.command.action_id.clone(), at_us: now_us() });
                             let (outcome, result) = match self.fetch(&bearer, &assignment).await {
@@ -353,87 +434,6 @@ impl Agent {
                 },
                 None,
             ),
-        }
-    }
-}
-
-/// The coordinator's handle on the worker processes.
-pub struct Workers {
-    children: Vec<Child>,
-    pub events: tokio::sync::mpsc::UnboundedReceiver<Event>,
-}
-
-impl Workers {
-    /// The worker processes, and this one (which submits and polls): the
-    /// load generator, whose CPU time the reports show beside the server's.
-    pub fn generator_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.children.iter().map(Child::id).collect();
-        pids.push(std::process::id());
-        pids
-    }
-
-    /// Starts enough workers for `count` agents spread over `servers`.
-    pub fn start(servers: &[String], token: &str, count: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let mut children = Vec::new();
-        let workers = count.div_ceil(PER_WORKER).max(1);
-        for w in 0..workers {
-            let share = count / workers + usize::from(w < count % workers);
-            let mut child = Command::new(&exe)
-                .arg("agents")
-                .arg("--servers")
-                .arg(servers.join(","))
-                .arg("--token")
-                .arg(token)
-                .arg("--count")
-                .arg(share.to_string())
-                .arg("--bind")
-                .arg(format!("127.0.0.{}", 2 + w))
-                .arg("--label")
-                .arg(format!("bench-w{w}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("starting a worker")?;
-            let stdout: ChildStdout = child.stdout.take().context("worker stdout")?;
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(event) = serde_json::from_str::<Event>(&line)
-                        && tx.send(event).is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-            children.push(child);
-        }
-        Ok(Self { children, events })
-    }
-
-    /// Waits until every agent is connected; fails on a worker's error.
-    pub async fn wait_connected(&mut self, count: usize) -> anyhow::Result<()> {
-        let mut connected = 0;
-        while connected < count {
-            match self.events.recv().await {
-                Some(Event::Connected { count }) => connected += count,
-                Some(Event::Error { message }) => bail!("an agent failed: {message}"),
-                Some(Event::Run { .. } | Event::Finished { .. }) => {}
-                None => bail!("the workers stopped before all agents connected"),
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

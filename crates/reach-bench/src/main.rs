@@ -108,6 +108,9 @@ enum Scenario {
         bind: IpAddr,
         #[arg(long)]
         label: String,
+        /// Agents connecting at once.
+        #[arg(long, default_value_t = 256)]
+        parallel: usize,
     },
 }
 
@@ -139,7 +142,8 @@ fn main() -> anyhow::Result<()> {
                 count,
                 bind,
                 label,
-            } => agents::worker(servers, token, count, bind, label).await,
+                parallel,
+            } => agents::worker(servers, token, count, bind, label, parallel).await,
             Scenario::Idle {
                 agents,
                 nodes,

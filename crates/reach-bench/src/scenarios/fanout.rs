@@ -103,6 +103,8 @@ pub async fn fanout(
 async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Result<()> {
     let (servers, workers, client, machines) = fleet_on(target, count, nodes).await?;
     let rss_before = servers.rss()?;
+    let reconnects = workers.reconnects();
+    let at_setup = reconnects.load(std::sync::atomic::Ordering::Relaxed);
     let (receiver, stop, _) = receive_times(workers);
     let request = reach_proto::api::CreateBatchRequest {
         commands: script_request().commands,
@@ -123,9 +125,16 @@ async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Re
             created.machine_count
         );
     }
+    // As a user watching would, and no more: every 100 ms up to 10,000
+    // machines, 1 s at 100,000 (exact counts read the batch's actions).
+    let poll = Duration::from_millis((total / 100).clamp(100, 1000));
     let mut at_99 = None;
+    let mut rss_most = rss_before.clone();
     let done_secs = loop {
-        let batch = client.batch(&created.id).await?;
+        for (most, now) in rss_most.iter_mut().zip(servers.rss()?) {
+            *most = (*most).max(now);
+        }
+        let batch = reach_client::patiently(|| client.batch(&created.id)).await?;
         let done = batch.counts.succeeded;
         if at_99.is_none() && done * 100 >= total * 99 {
             at_99 = Some(started.elapsed().as_secs_f64());
@@ -140,14 +149,15 @@ async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Re
         if started.elapsed() > Duration::from_secs(600) {
             bail!("only {done} of {total} actions Succeeded after 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(poll).await;
     };
     let rss_after = servers.rss()?;
+    let during = reconnects.load(std::sync::atomic::Ordering::Relaxed) - at_setup;
     let _ = stop.send(());
     let received = receiver.await?;
     let at_99 = at_99.unwrap_or(done_secs);
     let streaming = Instant::now();
-    let lines = client.batch_results_lines(&created.id, 0).await?;
+    let lines = reach_client::patiently(|| client.batch_results_lines(&created.id, 0)).await?;
     let results_secs = streaming.elapsed().as_secs_f64();
     if lines as u64 != total {
         bail!("the results held {lines} lines, not {total}");
@@ -159,7 +169,7 @@ async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Re
                 database_name(target)
             ),
             format!(
-                "  server RSS per node before the batch {rss_before:?}, after {rss_after:?} (bytes)"
+                "  server RSS per node before the batch {rss_before:?}, most while it ran {rss_most:?}, after {rss_after:?} (bytes)"
             ),
             format!(
                 "  created in {created_secs:.2} s; {} commands reached their agents",
@@ -167,6 +177,9 @@ async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Re
             ),
             format!("  99% Succeeded after {at_99:.2} s, 100% after {done_secs:.2} s"),
             format!("  results of all {lines} machines streamed in {results_secs:.2} s"),
+            format!(
+                "  agents reconnected {at_setup} time(s) while the fleet connected, {during} while the batch ran"
+            ),
         ],
         json!({
             "scenario": "fanout",
@@ -174,12 +187,15 @@ async fn fanout_batch(target: &Target, count: usize, nodes: usize) -> anyhow::Re
             "machines": total,
             "nodes": nodes,
             "rss_before_bytes": rss_before,
+            "rss_most_bytes": rss_most,
             "rss_after_bytes": rss_after,
             "database": database_name(target),
             "created_secs": (created_secs * 100.0).round() / 100.0,
             "succeeded_99_secs": (at_99 * 100.0).round() / 100.0,
             "succeeded_100_secs": (done_secs * 100.0).round() / 100.0,
             "results_secs": (results_secs * 100.0).round() / 100.0,
+            "reconnects_setup": at_setup,
+            "reconnects_during": during,
         }),
     );
     Ok(())

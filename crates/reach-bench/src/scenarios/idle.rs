@@ -21,6 +21,9 @@ pub async fn idle(
     let mut workers = Workers::start(&servers.urls, &servers.seed.enrollment_token, count)?;
     workers.wait_connected(count).await?;
     let connect_secs = started.elapsed().as_secs_f64();
+    let reconnects = workers
+        .reconnects()
+        .load(std::sync::atomic::Ordering::Relaxed);
     // Let connection bookkeeping and the first heartbeats settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let loaded = servers.rss()?;
@@ -61,6 +64,7 @@ pub async fn idle(
                 "  all connected in {connect_secs:.2} s ({:.0} agents/s)",
                 count as f64 / connect_secs
             ),
+            format!("  agents reconnected {reconnects} time(s) while connecting"),
             format!(
                 "  server RSS per connected agent: {per_agent} bytes ({:.1} KiB)",
                 per_agent / 1024.0
@@ -75,6 +79,7 @@ pub async fn idle(
             "nodes": nodes,
             "database": database_name(target),
             "connect_secs": (connect_secs * 100.0).round() / 100.0,
+            "reconnects": reconnects,
             "rss_per_agent_bytes": per_agent,
             "idle_cpu_percent": worst_cpu,
             "per_node": per_node,

@@ -32,20 +32,47 @@ export async function list(main, ctx) {
   const selected = new Set();
   const all = h('input', { type: 'checkbox', id: 'select-shown', 'aria-label': 'Select every device shown' });
   const runMany = h('button', { type: 'button', class: 'primary', id: 'run-selected' }, 'Run on selected');
+  // Which devices a batch runs on: those ticked here, or chosen by the
+  // server at creation (a tag, an OData filter, every device), which
+  // reaches devices past the 10,000 this page lists.
+  const targetKind = h('select', { id: 'run-target', 'aria-label': 'Run on' },
+    h('option', { value: 'selected' }, 'Selected devices'),
+    h('option', { value: 'tag' }, 'Devices with the tag'),
+    h('option', { value: 'filter' }, 'Devices matching the filter'),
+    h('option', { value: 'all' }, 'Every device'));
+  const targetValue = h('input', { type: 'text', id: 'run-target-value', maxlength: 1000, 'aria-label': 'Tag or filter', hidden: true });
   const formSlot = h('div');
   main.append(
-    h('div', { class: 'row spread' }, h('div', {}, h('h1', {}, 'Devices'), h('p', { class: 'sub' }, 'Every enrolled device, online or not. Select several to run live response on all of them as one batch.')), runMany),
+    h('div', { class: 'row spread' }, h('div', {}, h('h1', {}, 'Devices'), h('p', { class: 'sub' }, 'Every enrolled device, online or not. Select several, or choose them by tag or filter, to run live response on all of them as one batch.')),
+      h('div', { class: 'row' }, targetKind, targetValue, runMany)),
     formSlot,
     h('div', { class: 'row', style: null }, search, count),
     h('p'),
     h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, all), ['Device', 'Health', 'Last seen', 'OS', 'Agent', 'IP address', 'Tags'].map((c) => h('th', { scope: 'col' }, c)))), body));
   const machines = (await api(`/api/machines${odata({ $top: 10000 })}`)).value;
   let shown = machines;
+  /** The batch's `Machines` and how the form names them, or null while incomplete. */
+  const target = () => {
+    const value = targetValue.value.trim();
+    switch (targetKind.value) {
+      case 'tag': return value ? { machines: { Tags: [value] }, name: `devices tagged ${value}` } : null;
+      case 'filter': return value ? { machines: { Filter: value }, name: 'devices matching the filter' } : null;
+      case 'all': return { machines: { All: true }, name: 'every device' };
+      default: return selected.size ? { machines: { Ids: [...selected] }, name: `${selected.size} devices` } : null;
+    }
+  };
   const refresh = () => {
-    runMany.textContent = selected.size ? `Run on ${selected.size} selected` : 'Run on selected';
-    runMany.disabled = !selected.size || !ctx.can('collectFiles');
+    const kind = targetKind.value;
+    targetValue.hidden = kind !== 'tag' && kind !== 'filter';
+    targetValue.placeholder = kind === 'tag' ? 'incident-42' : "osPlatform eq 'Linux'";
+    runMany.textContent = kind === 'selected'
+      ? (selected.size ? `Run on ${selected.size} selected` : 'Run on selected')
+      : `Run on ${target()?.name || (kind === 'tag' ? 'a tag' : 'a filter')}`;
+    runMany.disabled = !target() || !ctx.can('collectFiles');
     all.checked = shown.length > 0 && shown.every((m) => selected.has(m.id));
   };
+  targetKind.addEventListener('change', refresh);
+  targetValue.addEventListener('input', refresh);
   all.addEventListener('change', () => {
     for (const m of shown) {
       if (all.checked) selected.add(m.id); else selected.delete(m.id);
@@ -54,7 +81,7 @@ export async function list(main, ctx) {
   });
   runMany.addEventListener('click', async () => {
     try {
-      formSlot.replaceChildren(await runForm(null, ctx, () => formSlot.replaceChildren(), [...selected]));
+      formSlot.replaceChildren(await runForm(null, ctx, () => formSlot.replaceChildren(), target()));
     } catch (error) {
       formSlot.replaceChildren(errorBanner(explain(error)));
     }

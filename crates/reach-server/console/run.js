@@ -39,11 +39,12 @@ function toRequest(commands, comment) {
   };
 }
 
-/** `machine` is one device; with `batchIds`, the devices of a batch (its
- * name then says how many). */
-export async function runForm(machine, ctx, onClose, batchIds) {
-  const many = Array.isArray(batchIds);
-  const name = many ? `${batchIds.length} devices` : machine.computerDnsName;
+/** `machine` is one device; with `batch` (`{machines, name}`), the devices
+ * of a batch: `machines` as `POST /api/batches` takes them (`Ids`, `Tags`,
+ * `Filter` or `All`), `name` what the button calls them. */
+export async function runForm(machine, ctx, onClose, batch) {
+  const many = Boolean(batch);
+  const name = many ? batch.name : machine.computerDnsName;
   // Basic live response collects files only: no library, no other types.
   const advanced = ctx.can('putFilesAndRunScripts');
   const types = advanced ? Object.keys(ORDER) : ['GetFile'];
@@ -125,8 +126,8 @@ export async function runForm(machine, ctx, onClose, batchIds) {
     submit.disabled = true;
     try {
       if (many) {
-        const batch = await api('/api/batches', { method: 'POST', json: { ...toRequest(commands, comment.value), Machines: { Ids: batchIds } } });
-        ctx.go(`#/batches/${encodeURIComponent(batch.id)}`);
+        const created = await api('/api/batches', { method: 'POST', json: { ...toRequest(commands, comment.value), Machines: batch.machines } });
+        ctx.go(`#/batches/${encodeURIComponent(created.id)}`);
       } else {
         const action = await api(`/api/machines/${encodeURIComponent(machine.id)}/runliveresponse`, { method: 'POST', json: toRequest(commands, comment.value) });
         ctx.go(`#/actions/${encodeURIComponent(action.id)}`);

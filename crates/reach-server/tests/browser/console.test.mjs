@@ -172,6 +172,21 @@ try {
   await shot('device-tags');
   await page.locator('[data-nav="devices"]').click();
   await page.locator('tbody tr', { has: page.locator(`a[href="#/devices/${machine}"]`) }).getByText('incident-42').waitFor();
+
+  step('run a script on every device with a tag, chosen by the server, as one batch');
+  await page.locator('#run-target').selectOption('tag');
+  await page.locator('#run-target-value').fill('incident-42');
+  await page.locator('#run-selected', { hasText: 'Run on devices tagged incident-42' }).click();
+  await page.locator('#cmd-0-file').selectOption('hello.sh');
+  await page.locator('#run-submit', { hasText: 'devices tagged incident-42' }).click();
+  await page.waitForURL(/#\/batches\/[0-9a-f-]+$/);
+  await page.locator('#main .badge[data-status="Completed"]').waitFor();
+  await page.locator('#batch-counts [data-count="Succeeded"]', { hasText: '1' }).waitFor();
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator('#run-target').selectOption('filter');
+  await page.locator('#run-target-value').fill("osPlatform eq 'Linux'");
+  await page.locator('#run-selected', { hasText: 'Run on devices matching the filter' }).waitFor();
+  await page.locator('#run-target').selectOption('selected');
   await page.locator(`a[href="#/devices/${machine}"]`).click();
   await page.locator('[data-remove-tag="incident-42"]').click();
   await page.locator('[data-remove-tag="incident-42"]').waitFor({ state: 'detached' });

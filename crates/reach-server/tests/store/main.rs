@@ -16,6 +16,7 @@ mod engine;
 mod enrollment;
 mod group_commit;
 mod identities;
+mod inline_results;
 mod library;
 mod machines;
 mod retention;

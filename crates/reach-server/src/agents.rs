@@ -19,10 +19,12 @@ pub mod payload;
 pub mod put_record;
 pub mod verify;
 
-/// Claims a node runs at once (its agent connections asking for their next
-/// command). Half of PostgreSQL's pool of 32, so that results, uploads and
-/// the API keep connections of their own while a batch wakes a whole fleet;
-/// on SQLite claims take the writer's turn anyway.
+/// Claims a node on PostgreSQL runs at once (its agent connections asking
+/// for their next command). Half of its pool of 32, so that results,
+/// uploads and the API keep connections of their own while a batch wakes a
+/// whole fleet. On SQLite there is no such limit: claims queue for the
+/// writer, and the more queue the more share a COMMIT (measured: a limit of
+/// 16 made a 10,000-machine batch on SQLite 1.86 → 2.3 s).
 pub const CLAIMS_AT_ONCE: usize = 16;
 
 use axum::http::HeaderMap;

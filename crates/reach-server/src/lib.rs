@@ -80,7 +80,8 @@ pub struct AppState {
     pub admitted: auth::Admitted,
     /// This node's agent connections.
     pub hub: hub::Hub,
-    /// Claims this node's connections run at once (`agents::CLAIMS_AT_ONCE`).
+    /// Claims this node's connections run at once (`agents::CLAIMS_AT_ONCE`
+    /// on PostgreSQL; no limit on SQLite).
     pub claims: tokio::sync::Semaphore,
     /// How hub events reach connections held by other nodes.
     pub cluster: cluster::Cluster,
@@ -172,7 +173,12 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         gate,
         admitted: auth::Admitted::default(),
         hub: hub::Hub::default(),
-        claims: tokio::sync::Semaphore::new(agents::CLAIMS_AT_ONCE),
+        claims: tokio::sync::Semaphore::new(match &cluster {
+            // SQLite's writer queues claims itself, and a crowd of them
+            // shares one COMMIT (group commit): no limit in front of it.
+            cluster::Cluster::Single => tokio::sync::Semaphore::MAX_PERMITS,
+            cluster::Cluster::Postgres { .. } => agents::CLAIMS_AT_ONCE,
+        }),
         chunks_in_order: agents::verify::InOrder::default(),
         inline_payloads: agents::inline_cache::InlineCache::default(),
         cluster,

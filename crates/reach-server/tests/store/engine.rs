@@ -228,6 +228,26 @@ async fn the_sweep_and_the_rewake_read_waiting_actions_only() {
     );
 }
 
+/// A page of a batch's results reads its transcripts by key: joined from
+/// the tenant's actions, SQLite read every action of the tenant for each
+/// group of 50 lines.
+#[tokio::test]
+async fn transcripts_of_a_page_are_read_by_their_keys() {
+    let plan = sqlite_plan(
+        "SELECT r.action_id, r.idx, r.bytes FROM inline_results r
+          WHERE r.action_id IN ($1)
+            AND EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id AND a.tenant_id = 't')",
+        "a1",
+    )
+    .await;
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("SEARCH r USING INDEX sqlite_autoindex_inline_results_1"))
+            && !plan.iter().any(|step| step.contains("actions_by_tenant")),
+        "{plan:?}"
+    );
+}
+
 /// Another process holding SQLite's write lock (an operator's subcommand, or
 /// a `sqlite3` shell inside `BEGIN`) makes the server's writes wait asleep,
 /// not in SQLite's busy handler on a runtime thread: the runtime goes on

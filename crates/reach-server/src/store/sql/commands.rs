@@ -221,16 +221,20 @@ impl Commands for SqlStore {
         actions.sort_unstable();
         actions.dedup();
         for chunk in actions.chunks(500) {
+            // Read from the results, by key; the tenant checked per row
+            // (joined the other way, SQLite read every action of the
+            // tenant for each group).
             let sql = format!(
-                "SELECT r.action_id, r.idx, r.bytes FROM inline_results r JOIN actions a ON a.id = r.action_id
-                 WHERE a.tenant_id = $1 AND r.action_id IN ({})",
+                "SELECT r.action_id, r.idx, r.bytes FROM inline_results r
+                 WHERE r.action_id IN ({})
+                   AND EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id AND a.tenant_id = $1)",
                 placeholders(2, chunk.len())
             );
             let mut query = exec::query(sql).bind(tenant_id);
             for id in chunk {
                 query = query.bind(*id);
             }
-            for row in query.long().fetch_all(&self.pool).await? {
+            for row in query.fetch_all(&self.pool).await? {
                 let command = CommandRef {
                     action_id: row.try_get("action_id")?,
                     index: u32::try_from(row.try_get::<i64>("idx")?).map_err(|_| {

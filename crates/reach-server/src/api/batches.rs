@@ -132,9 +132,14 @@ pub async fn create(
     // lost is made good by the sweeper's re-wake.
     let waking = state.clone();
     tokio::spawn(async move { crate::cluster::wake_many(&waking, &first_wave).await });
+    Ok((StatusCode::CREATED, Json(entity(&state, &headers, row))))
+}
+
+/// A batch as one entity answers it: with its `@odata.context`.
+fn entity(state: &SharedState, headers: &HeaderMap, row: BatchRow) -> wire::Batch {
     let mut body = to_wire(row);
-    body.odata_context = Some(odata_context(&state, &headers, "Batches/$entity"));
-    Ok((StatusCode::CREATED, Json(body)))
+    body.odata_context = Some(odata_context(state, headers, "Batches/$entity"));
+    body
 }
 
 fn check_rollout(rollout: wire::BatchRollout) -> ApiResult<Rollout> {
@@ -320,9 +325,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<wire::Batch>> {
     authorize(&state, &principal, Access::ReadBatches).await?;
-    let mut body = to_wire(visible_batch(&state, &principal, &id).await?);
-    body.odata_context = Some(odata_context(&state, &headers, "Batches/$entity"));
-    Ok(Json(body))
+    let row = visible_batch(&state, &principal, &id).await?;
+    Ok(Json(entity(&state, &headers, row)))
 }
 
 /// `GET /api/batches` with OData, newest first.

@@ -109,6 +109,16 @@ pub fn check_command(index: usize, command: &Command) -> ApiResult<Checked> {
     })
 }
 
+/// A comment (of a submission or a cancel) is at most `MAX_COMMENT` bytes.
+pub fn check_comment(comment: Option<&str>) -> ApiResult<()> {
+    if comment.is_some_and(|c| c.len() > MAX_COMMENT) {
+        return Err(ApiError::InvalidInput(format!(
+            "Comment must be at most {MAX_COMMENT} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a request's commands and comment before anything is read: their
 /// count, shapes and order, and that the caller's role allows their types.
 /// `runliveresponse` and batches take the same commands.
@@ -132,11 +142,7 @@ pub fn check_commands(
             limits.commands_per_action
         )));
     }
-    if comment.is_some_and(|c| c.len() > MAX_COMMENT) {
-        return Err(ApiError::InvalidInput(format!(
-            "Comment must be at most {MAX_COMMENT} bytes"
-        )));
-    }
+    check_comment(comment)?;
     let checked = commands
         .iter()
         .enumerate()

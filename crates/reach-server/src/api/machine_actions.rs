@@ -137,15 +137,7 @@ pub async fn cancel(
     notes.target(&id);
     authorize(&state, &principal, Access::CancelActions).await?;
     let comment = body.and_then(|b| b.comment);
-    if comment
-        .as_ref()
-        .is_some_and(|c| c.len() > super::live_response::MAX_COMMENT)
-    {
-        return Err(ApiError::InvalidInput(format!(
-            "Comment must be at most {} bytes",
-            super::live_response::MAX_COMMENT
-        )));
-    }
+    super::live_response::check_comment(comment.as_deref())?;
     // Unscoped callers need no read first: cancel_action answers 404 itself.
     if principal.scope != crate::store::Scope::All {
         visible_action(&state, &principal, &id).await?;

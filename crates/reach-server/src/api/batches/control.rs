@@ -9,12 +9,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use reach_proto::api::{self as wire, CancelRequest};
 
-use super::{to_wire, visible_batch};
+use super::{entity, visible_batch};
 use crate::SharedState;
 use crate::api::{Access, authorize};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{OptionalJsonBody, Path, odata_context};
+use crate::http::{OptionalJsonBody, Path};
 use crate::hub::HubEvent;
 use crate::store::StoreError;
 use crate::time::Micros;
@@ -25,16 +25,6 @@ fn conflict(err: StoreError) -> ApiError {
         StoreError::Conflict(message) => ApiError::BadRequest(message),
         other => other.into(),
     }
-}
-
-fn answer(
-    state: &SharedState,
-    headers: &HeaderMap,
-    row: crate::store::BatchRow,
-) -> Json<wire::Batch> {
-    let mut body = to_wire(row);
-    body.odata_context = Some(odata_context(state, headers, "Batches/$entity"));
-    Json(body)
 }
 
 /// `POST /api/batches/{id}/cancel`.
@@ -49,15 +39,7 @@ pub async fn cancel(
     notes.target(&id);
     authorize(&state, &principal, Access::CancelActions).await?;
     let comment = body.and_then(|b| b.comment);
-    if comment
-        .as_ref()
-        .is_some_and(|c| c.len() > crate::api::live_response::MAX_COMMENT)
-    {
-        return Err(ApiError::InvalidInput(format!(
-            "Comment must be at most {} bytes",
-            crate::api::live_response::MAX_COMMENT
-        )));
-    }
+    crate::api::live_response::check_comment(comment.as_deref())?;
     visible_batch(&state, &principal, &id).await?;
     let (row, stopped) = state
         .store
@@ -82,7 +64,7 @@ pub async fn cancel(
         )
         .await;
     }
-    Ok(answer(&state, &headers, row))
+    Ok(Json(entity(&state, &headers, row)))
 }
 
 /// `POST /api/batches/{id}/pause`.
@@ -102,7 +84,7 @@ pub async fn pause(
         .await
         .map_err(conflict)?;
     tracing::info!(batch.id = %row.id, requestor = %principal.name, "batch paused");
-    Ok(answer(&state, &headers, row))
+    Ok(Json(entity(&state, &headers, row)))
 }
 
 /// `POST /api/batches/{id}/resume`.
@@ -123,5 +105,5 @@ pub async fn resume(
         .map_err(conflict)?;
     tracing::info!(batch.id = %row.id, requestor = %principal.name, machines = machines.len(), "batch resumed");
     crate::cluster::wake_many(&state, &machines).await;
-    Ok(answer(&state, &headers, row))
+    Ok(Json(entity(&state, &headers, row)))
 }

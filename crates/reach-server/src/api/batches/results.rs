@@ -26,7 +26,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::Path;
 use crate::odata::Query;
-use crate::store::{ActionRow, CommandRow};
+use crate::store::{ActionRow, CommandRow, ResultBlob};
 
 /// Actions read per page.
 const PAGE: u32 = 500;
@@ -78,9 +78,9 @@ pub async fn results(
             let mut page = page.into_iter().map(|(_, action)| action).peekable();
             while page.peek().is_some() {
                 let group: Vec<ActionRow> = page.by_ref().take(GROUP).collect();
-                let kept = kept_transcripts(&state, &principal, &group, index).await?;
+                let mut kept = kept_transcripts(&state, &principal, &group, index).await?;
                 for action in group {
-                    let line = line(&state, &headers, &principal, &kept, action, index).await?;
+                    let line = line(&state, &headers, &principal, &mut kept, action, index).await?;
                     if let Some(line) = line {
                         out.extend_from_slice(line.to_string().as_bytes());
                         out.push(b'\n');
@@ -151,7 +151,7 @@ async fn line(
     state: &SharedState,
     headers: &HeaderMap,
     principal: &Principal,
-    kept: &HashMap<CommandRef, Vec<u8>>,
+    kept: &mut HashMap<CommandRef, Vec<u8>>,
     action: ActionRow,
     index: u32,
 ) -> ApiResult<Option<Value>> {
@@ -178,32 +178,14 @@ async fn line(
             Work::RunScript { .. } => match &command.result {
                 Some(blob) if blob.size > MAX_INLINE_TRANSCRIPT => {
                     line["transcript"] = Value::Null;
-                    line["downloadUrl"] = json!(
-                        crate::api::download::result_link(
-                            state,
-                            headers,
-                            &principal.tenant_id,
-                            blob,
-                            &command.work
-                        )
-                        .await?
-                    );
+                    line["downloadUrl"] = link(state, headers, principal, command, blob).await?;
                 }
                 _ => line["transcript"] = transcript(state, kept, command).await?,
             },
             Work::GetFile { .. } => {
                 line["sha256"] = json!(command.file_sha256);
                 line["downloadUrl"] = match &command.result {
-                    Some(blob) => json!(
-                        crate::api::download::result_link(
-                            state,
-                            headers,
-                            &principal.tenant_id,
-                            blob,
-                            &command.work
-                        )
-                        .await?
-                    ),
+                    Some(blob) => link(state, headers, principal, command, blob).await?,
                     None => Value::Null,
                 };
             }
@@ -213,20 +195,39 @@ async fn line(
     Ok(Some(line))
 }
 
+/// A fresh download link of the command's result, as a JSON string.
+async fn link(
+    state: &SharedState,
+    headers: &HeaderMap,
+    principal: &Principal,
+    command: &CommandRow,
+    blob: &ResultBlob,
+) -> ApiResult<Value> {
+    let url = crate::api::download::result_link(
+        state,
+        headers,
+        &principal.tenant_id,
+        blob,
+        &command.work,
+    )
+    .await?;
+    Ok(json!(url))
+}
+
 /// The stored transcript (`{script_name, exit_code, script_output,
-/// script_errors}`), from `kept` or the object store, or null once
-/// retention deleted it.
+/// script_errors}`), taken out of `kept` (each line's once) or read from
+/// the object store, or null once retention deleted it.
 async fn transcript(
     state: &SharedState,
-    kept: &HashMap<CommandRef, Vec<u8>>,
+    kept: &mut HashMap<CommandRef, Vec<u8>>,
     command: &CommandRow,
 ) -> ApiResult<Value> {
     let Some(blob) = &command.result else {
         return Ok(Value::Null);
     };
     let bytes = match blob.inline_command() {
-        Some(reference) => match kept.get(&reference) {
-            Some(bytes) => bytes.clone(),
+        Some(reference) => match kept.remove(&reference) {
+            Some(bytes) => bytes,
             None => return Ok(Value::Null),
         },
         None => {

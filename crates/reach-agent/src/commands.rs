@@ -33,6 +33,8 @@ pub struct Context {
     pub accept_v1_signatures: bool,
     /// Where scripts' processes are held (cgroups, markers, records).
     pub containment: std::sync::Arc<crate::containment::Containment>,
+    /// A running script's output on its way to the server.
+    pub live: std::sync::Arc<crate::live_output::LiveOutput>,
 }
 
 /// A command failure, with the message shown to the analyst.
@@ -426,6 +428,7 @@ mod tests {
             allow_special_files: false,
             accept_v1_signatures: false,
             containment: crate::containment::Containment::open(dir, "test"),
+            live: Default::default(),
         }
     }
 

@@ -2,7 +2,8 @@
 //! credential, say Hello (with the commands still held), then pass Run and
 //! Cancel to the executor, deliver the outbox one entry at a time (send
 //! Finished with a small result inside it, or upload a larger one first,
-//! then wait for the server's Ack), and heartbeat. On
+//! then wait for the server's Ack), send a running script's output as it comes
+//! (`live_output`, when the server's Welcome takes it), and heartbeat. On
 //! any failure it reconnects after a jittered, doubling delay; it stops only
 //! on shutdown.
 
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executor;
+use crate::live_output::LiveOutput;
 use crate::outbox::{Entry, Outbox};
 use crate::{Config, State, system};
 
@@ -39,6 +41,8 @@ pub struct Parts<'a> {
     pub executor: &'a Executor,
     /// Finished commands not yet acknowledged.
     pub outbox: &'a Outbox,
+    /// A running script's output, sent as it comes when the server takes it.
+    pub live: &'a LiveOutput,
     /// Which servers to trust on `wss://`.
     pub tls: Arc<rustls::ClientConfig>,
     /// Cancelled when the agent stops.
@@ -197,10 +201,11 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
                     _ => continue,
                 };
                 match serde_json::from_str::<ServerMessage>(&text)? {
-                    ServerMessage::Welcome { heartbeat_secs, inline_result_bytes, .. } => {
+                    ServerMessage::Welcome { heartbeat_secs, inline_result_bytes, live_output_bytes, .. } => {
                         heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
                         heartbeat.tick().await;
                         inline_limit = Some(inline_result_bytes);
+                        parts.live.set_limit(live_output_bytes);
                     }
                     ServerMessage::Run(assignment) => parts.executor.submit(assignment),
                     ServerMessage::Cancel { action_id } => parts.executor.cancel(&action_id),
@@ -214,9 +219,18 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
             }
             _ = parts.outbox.ready(), if awaiting.is_none() && inline_limit.is_some() => {
                 if let Some(entry) = parts.outbox.front() {
+                    // A command's output goes before how it ended.
+                    while let Some(output) = parts.live.take() {
+                        socket.send(Message::text(serde_json::to_string(&output)?)).await?;
+                    }
                     let finished = finished(parts, &entry, inline_limit.unwrap_or(0)).await?;
                     socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
                     awaiting = Some(entry.command);
+                }
+            }
+            outputs = parts.live.next(), if inline_limit.is_some() => {
+                for output in outputs {
+                    socket.send(Message::text(serde_json::to_string(&output)?)).await?;
                 }
             }
             _ = heartbeat.tick() => {

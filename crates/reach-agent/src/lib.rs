@@ -11,6 +11,7 @@ pub mod commands;
 pub mod connection;
 pub mod containment;
 pub mod executor;
+pub mod live_output;
 pub mod outbox;
 pub mod system;
 pub mod tls;
@@ -212,6 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     empty_dir(&work_dir)?;
     let outbox = std::sync::Arc::new(outbox::Outbox::open(&config.outbox_dir())?);
     let client = AgentClient::new(&servers[0], &state.bearer(), Some(tls.clone()));
+    let live = std::sync::Arc::new(live_output::LiveOutput::default());
     let executor = executor::Executor::start(
         commands::Context {
             client: client.clone(),
@@ -224,6 +226,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.state_path.parent().unwrap_or(Path::new(".")),
                 &state.machine_id,
             ),
+            live: live.clone(),
         },
         outbox.clone(),
     );
@@ -234,6 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         client: &client,
         executor: &executor,
         outbox: &outbox,
+        live: &live,
         tls: std::sync::Arc::new(tls),
         shutdown: &shutdown,
     };

@@ -110,9 +110,13 @@ pub async fn run(
     selector: BatchTargets,
     out: Option<&Path>,
     no_wait: bool,
+    follow_output: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let kinds: Vec<String> = commands.iter().map(|c| c.kind.clone()).collect();
+    let scripts: Vec<u32> = (0..commands.len() as u32)
+        .filter(|i| crate::run::is_script(&commands[*i as usize]))
+        .collect();
     let request = CreateBatchRequest {
         commands: Some(commands),
         comment: Some(comment),
@@ -133,6 +137,17 @@ pub async fn run(
         clean(&created.id),
         created.machine_count
     );
+    if follow_output {
+        for index in scripts {
+            let stream = client.follow_batch_output(&created.id, index, None);
+            let followed = crate::follow::Followed::Batch(&created.id);
+            if let crate::follow::Ended::Left =
+                crate::follow::print(client, stream, followed, json).await?
+            {
+                return Ok(ExitCode::from(130));
+            }
+        }
+    }
     let done = follow(client, &created).await?;
     let indexed: Vec<(u32, String)> = kinds
         .into_iter()

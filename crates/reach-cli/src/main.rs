@@ -5,6 +5,7 @@
 
 mod batch;
 mod credentials;
+mod follow;
 mod output;
 mod run;
 mod text;
@@ -86,6 +87,17 @@ enum Command {
         id: String,
         #[arg(long, default_value = "Cancelled with the reach CLI")]
         comment: String,
+    },
+    /// A script's output so far (stdout to stdout, stderr to stderr), or
+    /// with --follow as it comes until the script ends (Ctrl-C asks
+    /// whether to cancel).
+    Output {
+        id: String,
+        /// The command's index in the action.
+        #[arg(default_value_t = 0)]
+        index: u32,
+        #[arg(long)]
+        follow: bool,
     },
     /// Download a command's result (a script transcript, or a collected file un-gzipped).
     Result {
@@ -274,6 +286,9 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
         Command::Cancel { id, comment } => {
             let action = client().await?.cancel(&id, &comment).await?;
             output::action(&action, json)?;
+        }
+        Command::Output { id, index, follow } => {
+            return run::output(&client().await?, &id, index, follow, json).await;
         }
         Command::Result {
             id,

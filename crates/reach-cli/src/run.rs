@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Submit and print the action without waiting for it.
     #[arg(long)]
     no_wait: bool,
+    /// Show each script's output as it runs (on a batch, each line with
+    /// its machine's name), then the summary. Ctrl-C asks whether to cancel.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub follow: bool,
 }
 
 /// Pairs each `--args` with the `--script` given before it.
@@ -114,6 +118,7 @@ pub async fn run(
                 selector,
                 args.out.as_deref(),
                 args.no_wait,
+                args.follow,
                 json,
             )
             .await;
@@ -137,11 +142,22 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("action {} submitted", clean(&created.id));
+    if args.follow {
+        for command in created.commands.iter().filter(|c| is_script(&c.command)) {
+            let follow = client.follow_output(&created.id, command.index, None);
+            let followed = crate::follow::Followed::Action(&created.id);
+            if let crate::follow::Ended::Left =
+                crate::follow::print(client, follow, followed, json).await?
+            {
+                return Ok(ExitCode::from(130));
+            }
+        }
+    }
     let done = wait(client, &created.id).await?;
     if json {
         crate::output::action(&done, true)?;
     } else {
-        report(client, &done, args.out.as_deref()).await?;
+        report(client, &done, args.out.as_deref(), args.follow).await?;
     }
     if let Some(out) = &args.out
         && json
@@ -183,7 +199,64 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<MachineAction> {
     }
 }
 
-async fn report(client: &Client, action: &MachineAction, out: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn is_script(command: &Command) -> bool {
+    CommandType::parse(&command.kind) == Some(CommandType::RunScript)
+}
+
+/// `reach output`: a script's output so far, or followed to its end.
+pub async fn output(
+    client: &Client,
+    id: &str,
+    index: u32,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if follow {
+        let stream = client.follow_output(id, index, None);
+        let followed = crate::follow::Followed::Action(id);
+        return Ok(
+            match crate::follow::print(client, stream, followed, json).await? {
+                crate::follow::Ended::Left => ExitCode::from(130),
+                crate::follow::Ended::Finished(end) => {
+                    if let Some(end) = &end
+                        && !json
+                    {
+                        let code = end.exit_code.map_or("-".to_string(), |c| c.to_string());
+                        eprintln!("{} (exit code {code})", end.command_status);
+                    }
+                    if end.is_some_and(|e| e.command_status == "Completed") {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+            },
+        );
+    }
+    let output = client.output(id, index).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&output)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", clean(&output.stdout));
+    eprint!("{}", clean(&output.stderr));
+    if !output.complete {
+        eprintln!(
+            "(still running: `reach output {} {index} --follow` follows it)",
+            clean(id)
+        );
+    } else if let Some(code) = output.exit_code {
+        eprintln!("(exit code {code})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(
+    client: &Client,
+    action: &MachineAction,
+    out: Option<&Path>,
+    followed: bool,
+) -> anyhow::Result<()> {
     println!("action {}: {}", clean(&action.id), action.status);
     for command in &action.commands {
         let target = crate::output::target(command);
@@ -205,8 +278,10 @@ async fn report(client: &Client, action: &MachineAction, out: Option<&Path>) -> 
                 let url = client.download_link(&action.id, command.index).await?;
                 let transcript: ScriptTranscript = client.download(&url).await?.json().await?;
                 println!("    exit code: {}", transcript.exit_code);
-                print_block("stdout", &transcript.script_output);
-                print_block("stderr", &transcript.script_errors);
+                if !followed {
+                    print_block("stdout", &transcript.script_output);
+                    print_block("stderr", &transcript.script_errors);
+                }
             }
             Some(CommandType::GetFile) => {
                 if let Some(out) = out {

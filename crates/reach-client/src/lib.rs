@@ -8,6 +8,7 @@
 
 pub mod agent;
 mod batches;
+pub mod output;
 pub mod private_file;
 mod retry;
 pub mod signing;
@@ -56,6 +57,9 @@ pub enum ClientError {
     /// A local file could not be read or written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The server's answer broke the protocol (a malformed event).
+    #[error("{0}")]
+    Protocol(String),
 }
 
 impl ClientError {
@@ -64,7 +68,7 @@ impl ClientError {
         match self {
             Self::Api { status, .. } | Self::Unexpected { status, .. } => Some(*status),
             Self::Http(err) => err.status(),
-            Self::Io(_) => None,
+            Self::Io(_) | Self::Protocol(_) => None,
         }
     }
 

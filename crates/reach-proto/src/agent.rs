@@ -179,6 +179,12 @@ pub enum ServerMessage {
         /// field): upload every result.
         #[serde(default)]
         inline_result_bytes: u64,
+        /// The largest `Output` text (bytes) the server takes while a
+        /// RunScript runs; 0 (servers before this field, or live output
+        /// turned off): send none, because such a server closes the
+        /// connection on a message it does not know.
+        #[serde(default)]
+        live_output_bytes: u64,
     },
     /// Run this command (the agent answers with `Finished` once it ends).
     Run(Assignment),
@@ -213,6 +219,26 @@ pub enum Outcome {
         #[serde(default)]
         timed_out: bool,
     },
+}
+
+/// Which output of a script a live `Output` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`: the SSE event name and the stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 /// Agent → server.
@@ -250,6 +276,23 @@ pub enum AgentMessage {
         /// it then travels here instead of in an upload before this message.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<String>,
+    },
+    /// Output of the running RunScript as it is produced (only when the
+    /// connection's `Welcome` set `live_output_bytes`). The texts of one
+    /// stream, in `offset` order, are exactly the start of that stream in
+    /// the transcript `Finished` brings: each ends on a whole UTF-8
+    /// character, and invalid bytes are replaced as the transcript replaces
+    /// them. An extra: a chunk lost with a connection is in the transcript.
+    Output {
+        /// Which command.
+        #[serde(flatten)]
+        command: CommandRef,
+        /// stdout or stderr.
+        stream: Stream,
+        /// Where `text` starts in that stream (bytes of its UTF-8 text).
+        offset: u64,
+        /// The output, newlines included.
+        text: String,
     },
 }
 

@@ -4,6 +4,7 @@
 
 mod batch;
 mod machine;
+mod output;
 pub mod roles;
 mod status;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, BatchCounts, BatchRollout, BatchTargets, CreateBatchRequest};
 pub use machine::{Machine, MachineIpAddress, MachineTagRequest, MachineUnknowns};
+pub use output::{CommandOutput, OutputEnd, OutputMachine, OutputPiece};
 pub use status::{ActionStatus, CommandStatus, CommandType, UnknownStatus};
 
 /// One `{"key": ..., "value": ...}` pair of a command.

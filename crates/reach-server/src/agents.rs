@@ -15,6 +15,8 @@ pub mod extract;
 pub mod finished;
 pub mod gateway;
 pub mod inline_cache;
+pub mod machine_info;
+pub mod output;
 pub mod payload;
 pub mod put_record;
 pub mod verify;

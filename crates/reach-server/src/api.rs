@@ -15,6 +15,7 @@ pub mod live_response;
 pub mod machine_actions;
 pub mod machine_tags;
 pub mod machines;
+pub mod output;
 pub mod paging;
 pub mod part_headers;
 pub mod paths;
@@ -99,6 +100,9 @@ pub enum Access {
     ReadBatches,
     /// Get a download link for a result.
     DownloadResults,
+    /// Read or follow a script's output (the results' permission: output
+    /// is what a result holds).
+    ReadOutput,
     /// List, read, upload and delete library files.
     ManageLibrary,
     /// Read the audit trail.
@@ -115,7 +119,7 @@ impl Access {
             Access::CancelActions => permissions::CANCEL_ACTIONS,
             Access::RunLiveResponse | Access::CreateBatch => permissions::RUN_LIVE_RESPONSE,
             Access::ReadBatches => permissions::READ,
-            Access::DownloadResults => permissions::DOWNLOAD_RESULTS,
+            Access::DownloadResults | Access::ReadOutput => permissions::DOWNLOAD_RESULTS,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
             Access::ReadAuditLog => permissions::READ_AUDIT_LOG,
         }
@@ -132,6 +136,7 @@ impl Access {
             Access::CreateBatch => Api::CreateBatch,
             Access::ReadBatches => Api::Other("batches"),
             Access::DownloadResults => Api::Other("downloadlink"),
+            Access::ReadOutput => Api::Other("output"),
             Access::ManageLibrary => Api::Other("libraryfiles"),
             Access::ReadAuditLog => Api::Other("auditlog"),
         }

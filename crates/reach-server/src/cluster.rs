@@ -5,6 +5,10 @@
 //! `pg_notify`, and every node LISTENs and hands events for its own
 //! connections to its hub.
 //!
+//! Followers of live output are woken the same way, on a channel of their
+//! own (`OUTPUT_CHANNEL`): a piece stored by the node holding the agent's
+//! connection wakes the followers on every node.
+//!
 //! Events are only wake-ups: what to run is always read from the database,
 //! so a lost notification costs latency, never work. After its listening
 //! connection is lost and re-made, a node wakes all its connections once to
@@ -17,10 +21,14 @@ use sqlx::AnyPool;
 use sqlx::postgres::PgListener;
 
 use crate::SharedState;
+use crate::followers::Followed;
 use crate::hub::HubEvent;
 
 /// The PostgreSQL notification channel.
 const CHANNEL: &str = "reach_hub";
+
+/// The channel of live output's wake-ups (`followers`).
+const OUTPUT_CHANNEL: &str = "reach_output";
 
 /// How hub events reach the node holding a machine's connection.
 pub enum Cluster {
@@ -48,6 +56,16 @@ struct Notice {
     machines: Vec<String>,
     #[serde(flatten)]
     event: HubEvent,
+}
+
+/// A wake-up of live output's followers.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct OutputNotice {
+    node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<String>,
 }
 
 /// Machine ids per notice of a group wake-up (40 to 64 bytes each).
@@ -102,6 +120,49 @@ pub async fn wake_many(state: &SharedState, machine_ids: &[String]) {
     }
 }
 
+/// Wakes the followers of `action_id` (and of its batch) on every node:
+/// something of its output is new (a piece, or its end).
+pub async fn output_changed(state: &SharedState, action_id: &str, batch_id: Option<&str>) {
+    let action = Followed::Action(action_id.to_string());
+    state.followers.wake(&action);
+    if let Some(batch) = batch_id {
+        state.followers.wake(&Followed::Batch(batch.to_string()));
+    }
+    let Cluster::Postgres { node_id, pool, .. } = &state.cluster else {
+        return;
+    };
+    let notice = OutputNotice {
+        node: node_id.clone(),
+        action: Some(action_id.to_string()),
+        batch: batch_id.map(str::to_string),
+    };
+    let payload = serde_json::to_string(&notice).expect("notices serialise");
+    if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(OUTPUT_CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+    {
+        // Followers on other nodes poll the store: they see it a little later.
+        tracing::warn!(action.id = %action_id, error = %err, "publishing a live output wake-up failed");
+    }
+}
+
+fn output_notice(state: &SharedState, node_id: &str, payload: &str) {
+    match serde_json::from_str::<OutputNotice>(payload) {
+        Ok(notice) if notice.node == node_id => {}
+        Ok(notice) => {
+            if let Some(action) = notice.action {
+                state.followers.wake(&Followed::Action(action));
+            }
+            if let Some(batch) = notice.batch {
+                state.followers.wake(&Followed::Batch(batch));
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "ignoring a malformed live output notice"),
+    }
+}
+
 async fn publish(pool: &AnyPool, notice: &Notice) {
     let payload = serde_json::to_string(notice).expect("notices serialise");
     if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
@@ -125,7 +186,7 @@ pub async fn listen(state: SharedState) {
     loop {
         let listener = async {
             let mut listener = PgListener::connect(url).await?;
-            listener.listen(CHANNEL).await?;
+            listener.listen_all([CHANNEL, OUTPUT_CHANNEL]).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -162,6 +223,10 @@ pub async fn listen(state: SharedState) {
                     break;
                 }
             };
+            if notification.channel() == OUTPUT_CHANNEL {
+                output_notice(&state, node_id, notification.payload());
+                continue;
+            }
             match serde_json::from_str::<Notice>(notification.payload()) {
                 Ok(notice) if notice.node == *node_id => {}
                 Ok(notice) => {
@@ -229,5 +294,14 @@ mod tests {
             r#"{"node":"n","machine":"m1","machines":["m2","m3"],"event":"wake"}"#
         );
         assert_eq!(serde_json::from_str::<Notice>(&text).unwrap(), group);
+        // Live output's wake-ups, on their own channel.
+        let output = OutputNotice {
+            node: "n".into(),
+            action: Some("a".into()),
+            batch: Some("b".into()),
+        };
+        let text = serde_json::to_string(&output).unwrap();
+        assert_eq!(text, r#"{"node":"n","action":"a","batch":"b"}"#);
+        assert_eq!(serde_json::from_str::<OutputNotice>(&text).unwrap(), output);
     }
 }

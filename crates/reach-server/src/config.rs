@@ -223,6 +223,17 @@ pub struct LiveResponse {
     /// server tells each agent this in `Welcome`, capped to fit in
     /// `agents.max_message_bytes`). 0: agents always upload.
     pub inline_result_bytes: u64,
+    /// The largest piece of a running script's output an agent sends at
+    /// once (live output; the server tells each agent in `Welcome`, capped
+    /// to fit in `agents.max_message_bytes`). 0: no live output, scripts'
+    /// output comes with their transcript only.
+    pub live_output_bytes: u64,
+    /// Most live output kept per stream (stdout, stderr) of one command;
+    /// past it the rest comes with the transcript.
+    pub live_output_max_bytes: u64,
+    /// Live output is kept this long after its command ended, so that a
+    /// client may still read or resume it; the transcript stays.
+    pub live_output_keep_secs: u64,
     /// Ed25519 public keys (base64). When any is set, a library upload must
     /// carry a signature by one of them. Agents check signatures themselves
     /// (their own `trusted_keys`); this catches a wrong one at upload.
@@ -333,6 +344,9 @@ impl Default for LiveResponse {
             chunk_bytes: 8 * 1024 * 1024,
             inline_payload_bytes: 64 * 1024,
             inline_result_bytes: 64 * 1024,
+            live_output_bytes: 64 * 1024,
+            live_output_max_bytes: 10 * 1024 * 1024,
+            live_output_keep_secs: 3600,
             library_trusted_keys: Vec::new(),
             library_accept_v1_signatures: false,
         }

@@ -25,6 +25,7 @@ pub mod data_dir;
 pub mod dev;
 pub mod error;
 pub mod files;
+pub mod followers;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub admitted: auth::Admitted,
     /// This node's agent connections.
     pub hub: hub::Hub,
+    /// Clients following live output on this node.
+    pub followers: followers::Followers,
     /// Claims this node's connections run at once (`agents::CLAIMS_AT_ONCE`
     /// on PostgreSQL; no limit on SQLite).
     pub claims: tokio::sync::Semaphore,
@@ -173,6 +176,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         gate,
         admitted: auth::Admitted::default(),
         hub: hub::Hub::default(),
+        followers: followers::Followers::default(),
         claims: tokio::sync::Semaphore::new(match &cluster {
             // SQLite's writer queues claims itself, and a crowd of them
             // shares one COMMIT (group commit): no limit in front of it.

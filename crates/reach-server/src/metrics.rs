@@ -86,6 +86,11 @@ pub struct Metrics {
     pub transcripts_uploaded: AtomicU64,
     /// Claims the database failed, tried again on the same connection.
     pub claims_deferred: AtomicU64,
+    /// Bytes of live output stored.
+    pub output_bytes: AtomicU64,
+    /// Pieces of live output dropped (not the running command, out of
+    /// order, past the limits, or the database failed).
+    pub output_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -151,6 +156,23 @@ pub async fn render(State(state): State<SharedState>) -> ApiResult<Response> {
         "reach_claims_deferred_total",
         "Claims of an agent's next command that the database failed (a pool timeout, a failover), tried again on the same connection.",
         m.claims_deferred.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "reach_live_output_bytes_total",
+        "Bytes of running scripts' output stored as agents sent it (live output).",
+        m.output_bytes.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "reach_live_output_dropped_total",
+        "Pieces of live output not stored: not the command the connection runs, not where its stream ends, past the limits, or the database failed. Their text comes with the transcript.",
+        m.output_refused.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP reach_live_output_followers Clients following live output on this node.\n# TYPE reach_live_output_followers gauge\nreach_live_output_followers {}",
+        state.followers.count()
     );
     let _ = writeln!(
         out,

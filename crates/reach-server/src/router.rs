@@ -61,12 +61,20 @@ fn routes(state: SharedState) -> Router {
             get(api::batches::results::results),
         )
         .route(
+            "/api/batches/{id}/output",
+            get(api::batches::output::batch_output),
+        )
+        .route(
             "/api/batches/{id}/resume",
             post(api::batches::control::resume),
         )
         .route("/api/auditlog", get(api::audit_log::list))
         .route("/api/machineactions", get(api::machine_actions::list))
         .route("/api/machineactions/{id}", get(api::machine_actions::get))
+        .route(
+            "/api/machineactions/{id}/commands/{index}/output",
+            get(api::output::command_output),
+        )
         .route(
             "/api/machineactions/{id}/cancel",
             post(api::machine_actions::cancel),

@@ -1,5 +1,5 @@
 //! The `Store`: every piece of durable state (tenants, apps, machines,
-//! library entries, actions and their commands, the audit trail) behind
+//! library entries, actions and their commands, live output, the audit trail) behind
 //! domain-shaped methods. The database behind it is the single source of
 //! truth; callers keep nothing in memory that a restart would need.
 //!
@@ -21,6 +21,7 @@ pub mod enrollment;
 pub mod identities;
 pub mod library;
 pub mod machines;
+pub mod output;
 pub mod rate_limits;
 pub mod retention;
 pub mod sql;
@@ -41,6 +42,7 @@ pub use enrollment::{Enrollment, EnrollmentTokenRow, MachineCredential};
 pub use identities::{App, DeviceGroup, Identities, Tenant, User};
 pub use library::{Library, LibraryRow};
 pub use machines::{MachineRow, Machines, Scope, resolve_machine};
+pub use output::{Appended, BatchChunk, BatchEnd, OutputChunk, OutputProgress, Outputs};
 pub use rate_limits::RateLimits;
 pub use retention::{ExpiredResult, Retention};
 
@@ -87,6 +89,7 @@ pub trait Store:
     + Actions
     + Batches
     + Commands
+    + Outputs
     + AuditLog
     + Retention
     + RateLimits

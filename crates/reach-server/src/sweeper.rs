@@ -15,7 +15,8 @@
 //! whose action waited Pending longer than that: a wake-up lost between
 //! nodes costs that much latency, never the action.
 //! Every sixtieth, with several nodes, it forgets rate-limit counts older
-//! than any window. Each sweep moves batches in waves to their next wave
+//! than any window. Every tenth it forgets the live output of commands
+//! that ended more than `live_output_keep_secs` ago (their transcripts stay). Each sweep moves batches in waves to their next wave
 //! (or pauses one whose machines failed too much) and wakes the wave.
 
 use std::time::Duration;
@@ -124,6 +125,26 @@ async fn prune_rate_limits(state: &SharedState) {
     }
 }
 
+/// Commands whose live output is forgotten per sweep at most.
+const FORGET_OUTPUT_BATCH: u32 = 500;
+
+/// Forgets the live output of commands that ended past the keep period.
+async fn forget_output(state: &SharedState) {
+    let keep = state.config.live_response.live_output_keep_secs;
+    let before = Micros::now().minus_secs(keep);
+    match state.store.forget_output(before, FORGET_OUTPUT_BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(
+            commands = n,
+            "forgot the live output of commands ended long ago"
+        ),
+        Err(err) => tracing::warn!(
+            error = format!("{err:#}"),
+            "forgetting old live output failed"
+        ),
+    }
+}
+
 /// Runs the sweeps on a timer until shutdown.
 pub async fn run(state: SharedState) {
     let cfg = &state.config.live_response;
@@ -143,6 +164,7 @@ pub async fn run(state: SharedState) {
             state.auditor.record(event).await;
         }
         if sweeps.is_multiple_of(10) {
+            forget_output(&state).await;
             match crate::retention::discard_abandoned(&state).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(

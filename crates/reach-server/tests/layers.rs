@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "metrics"],
     &["auth"],
     // Shared pieces of the HTTP layer and of agent connections.
-    &["http", "hub"],
+    &["http", "hub", "followers"],
     &["cluster"],
     &["retention"],
     &["sweeper"],

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use reach_proto::agent::Stream;
 use reach_proto::api::ScriptTranscript;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Failure, Payload, Success, fetch_payload};
+use crate::live_output::Feed;
 
 /// The program (and leading arguments) that runs a script with this extension.
 pub fn interpreter(script: &Path) -> Result<(PathBuf, Vec<String>), Failure> {
@@ -66,11 +68,13 @@ fn find_program(name: &str) -> Option<PathBuf> {
 /// result by no more than this.
 pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Reads a stream to its end (or until `stop`), keeping at most `cap` bytes.
+/// Reads a stream to its end (or until `stop`), keeping at most `cap`
+/// bytes, and passes what it keeps to `feed` as it arrives (live output).
 async fn capture(
     mut stream: impl AsyncRead + Unpin,
     cap: usize,
     stop: CancellationToken,
+    mut feed: Option<Feed>,
 ) -> String {
     let mut kept = Vec::new();
     let mut dropped = 0usize;
@@ -90,8 +94,16 @@ async fn capture(
                 let room = cap.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
                 dropped += n.saturating_sub(room);
+                if let Some(feed) = &mut feed
+                    && room > 0
+                {
+                    feed.bytes(&buf[..n.min(room)]);
+                }
             }
         }
+    }
+    if let Some(feed) = &mut feed {
+        feed.end();
     }
     let mut text = String::from_utf8_lossy(&kept).into_owned();
     if dropped > 0 {
@@ -155,15 +167,18 @@ pub async fn run(
     hold.attach(&child);
     let cap = context.output_cap_bytes;
     let stop_reading = CancellationToken::new();
+    let feed = |stream| Some(Feed::new(context.live.clone(), command.clone(), stream));
     let stdout = tokio::spawn(capture(
         child.stdout.take().expect("piped stdout"),
         cap,
         stop_reading.clone(),
+        feed(Stream::Stdout),
     ));
     let stderr = tokio::spawn(capture(
         child.stderr.take().expect("piped stderr"),
         cap,
         stop_reading.clone(),
+        feed(Stream::Stderr),
     ));
     let status = tokio::select! {
         status = child.wait() => status.map_err(|e| Failure::new(format!("Waiting for the script failed: {e}"))),
@@ -250,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn capture_notes_truncation() {
-        let text = capture(&b"0123456789"[..], 4, CancellationToken::new()).await;
+        let text = capture(&b"0123456789"[..], 4, CancellationToken::new(), None).await;
         assert_eq!(text, "0123\n[output truncated: 6 more bytes not kept]");
     }
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod batches;
+mod follow;
 
 use std::process::Output;
 

@@ -15,11 +15,10 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reach_proto::agent::{
-    AgentMessage, CommandRef, EnrollRequest, EnrollResponse, MachineInfo, ServerMessage,
-};
+use reach_proto::agent::{AgentMessage, CommandRef, EnrollRequest, EnrollResponse, ServerMessage};
 use tokio::sync::mpsc;
 
+use super::machine_info::check_info;
 use super::{AgentIdentity, authenticate};
 use crate::SharedState;
 use crate::auth;
@@ -27,52 +26,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::hub::HubEvent;
 use crate::store::{Finish, StoreError};
 use crate::time::Micros;
-
-/// Longest field of `MachineInfo` accepted.
-const MAX_INFO_FIELD: usize = 256;
-/// Most addresses a device may report.
-const MAX_IP_ADDRESSES: usize = 64;
-
-fn check_info(info: &MachineInfo) -> ApiResult<()> {
-    for (name, value) in [
-        ("hostname", &info.hostname),
-        ("os_platform", &info.os_platform),
-        ("os_version", &info.os_version),
-        ("os_architecture", &info.os_architecture),
-        ("agent_version", &info.agent_version),
-    ] {
-        if value.len() > MAX_INFO_FIELD || value.chars().any(char::is_control) {
-            return Err(ApiError::InvalidInput(format!(
-                "{name} must be at most {MAX_INFO_FIELD} printable characters"
-            )));
-        }
-    }
-    if info.hostname.is_empty() {
-        return Err(ApiError::MissingParameter("hostname".into()));
-    }
-    if info.ip_addresses.len() > MAX_IP_ADDRESSES {
-        return Err(ApiError::InvalidInput(format!(
-            "at most {MAX_IP_ADDRESSES} ip_addresses are accepted"
-        )));
-    }
-    for ip in &info.ip_addresses {
-        let fields = [
-            Some(&ip.ip_address),
-            ip.mac_address.as_ref(),
-            ip.interface.as_ref(),
-        ];
-        if fields
-            .into_iter()
-            .flatten()
-            .any(|f| f.len() > 64 || f.chars().any(char::is_control))
-        {
-            return Err(ApiError::InvalidInput(
-                "ip_addresses entries must be at most 64 printable characters".into(),
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// `POST /agent/v1/enroll`: trades an enrollment token for a machine identity.
 pub async fn enroll(
@@ -179,6 +132,8 @@ struct Session {
     instance: String,
     /// When to try a claim again that the database failed.
     claim_again_at: Option<tokio::time::Instant>,
+    /// Pieces of live output this connection may still send.
+    output_allowance: super::output::Allowance,
 }
 
 impl Session {
@@ -234,6 +189,7 @@ impl Session {
             in_flight: None,
             instance,
             claim_again_at: None,
+            output_allowance: Default::default(),
         };
         let result = session.serve(running, events, heartbeat).await;
         state.hub.unregister(&machine_id, conn_id);
@@ -266,6 +222,7 @@ impl Session {
             machine_id: machine_id.clone(),
             heartbeat_secs: heartbeat.as_secs(),
             inline_result_bytes: super::finished::inline_result_limit(&self.state.config),
+            live_output_bytes: super::output::live_output_limit(&self.state.config),
         })
         .await?;
         self.reconcile(agent_running).await?;
@@ -455,6 +412,28 @@ impl Session {
         match message {
             AgentMessage::Hello { .. } => anyhow::bail!("Hello sent twice"),
             AgentMessage::Heartbeat => Ok(()),
+            AgentMessage::Output {
+                command,
+                stream,
+                offset,
+                text,
+            } => {
+                let piece = super::output::Piece {
+                    command,
+                    stream,
+                    offset,
+                    text,
+                };
+                super::output::record(
+                    &self.state,
+                    &self.identity,
+                    self.in_flight.as_ref(),
+                    &mut self.output_allowance,
+                    piece,
+                )
+                .await;
+                Ok(())
+            }
             AgentMessage::Finished {
                 command,
                 outcome,
@@ -465,6 +444,13 @@ impl Session {
                         .await?;
                 if self.in_flight.as_ref() == Some(&command) {
                     self.in_flight = None;
+                }
+                if finished.is_some() {
+                    // Its followers here see the end (and the transcript)
+                    // now; those on other nodes at their next poll, which
+                    // spares every finish of a fleet a notice.
+                    let action = crate::followers::Followed::Action(command.action_id.clone());
+                    self.state.followers.wake(&action);
                 }
                 self.send(&ServerMessage::Ack(command)).await?;
                 // When this action just ended, another may wait behind it

@@ -7,6 +7,7 @@
 //! This module never lets a batch reach a machine its caller cannot see.
 
 pub mod control;
+pub mod output;
 pub mod results;
 
 use axum::Json;

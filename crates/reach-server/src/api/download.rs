@@ -111,15 +111,7 @@ pub async fn link(
         })?;
     let action = super::machine_actions::visible_action(&state, &principal, &id).await?;
     notes.machine(&action.machine_id);
-    let command = action
-        .commands
-        .iter()
-        .find(|c| c.index == index)
-        .ok_or_else(|| {
-            ApiError::ResourceNotFound(format!(
-                "Machine action {id} has no command with index {index}"
-            ))
-        })?;
+    let command = super::machine_actions::command_of(&action, index)?;
     match command.status {
         CommandStatus::Completed => {}
         CommandStatus::Failed => {

@@ -171,6 +171,20 @@ pub async fn cancel(
     Ok(Json(action))
 }
 
+/// Command `index` of `action`, or 404 naming both.
+pub fn command_of(action: &ActionRow, index: u32) -> ApiResult<&crate::store::CommandRow> {
+    action
+        .commands
+        .iter()
+        .find(|c| c.index == index)
+        .ok_or_else(|| {
+            ApiError::ResourceNotFound(format!(
+                "Machine action {} has no command with index {index}",
+                action.id
+            ))
+        })
+}
+
 /// An action of the caller's tenant on a machine of its device groups;
 /// outside them, 404 as for an action that does not exist.
 pub async fn visible_action(

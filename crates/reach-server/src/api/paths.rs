@@ -22,6 +22,8 @@ const ACTIONS: &[&str] = &[
     "resume",
     "results",
     "machineactions",
+    "output",
+    "commands",
 ];
 /// Words that stand where a machine id would (`/api/machines/findbytag`).
 const MACHINE_COLLECTION_ACTIONS: &[&str] = &["findbytag", "addorremovetagformultiplemachines"];
@@ -71,6 +73,13 @@ pub fn normalise(path: &str) -> Option<String> {
                 segments[3] = DOWNLOAD_LINK.into();
                 segments.insert(4, args);
             }
+        }
+        // /api/machineactions/{id}/commands/{index}/output
+        if segments.len() == 6
+            && segments[3] == "commands"
+            && segments[5].eq_ignore_ascii_case("output")
+        {
+            segments[5] = "output".into();
         }
     } else if segments
         .get(1)

@@ -103,6 +103,8 @@ fn audited(method: &Method, path: &str) -> bool {
         || lower.starts_with("/api/auditlog")
         || lower.contains("/getliveresponseresultdownloadlink")
         || (lower.starts_with("/api/batches/") && lower.ends_with("/results"))
+        || ((lower.starts_with("/api/batches/") || lower.starts_with("/api/machineactions/"))
+            && lower.ends_with("/output"))
 }
 
 /// How an HTTP status reads in the trail.
@@ -198,6 +200,11 @@ mod tests {
         ));
         assert!(audited(&Method::GET, "/download/results/a/0/x"));
         assert!(audited(&Method::GET, "/api/auditlog"));
+        assert!(audited(
+            &Method::GET,
+            "/api/machineactions/a/commands/0/output"
+        ));
+        assert!(audited(&Method::GET, "/api/batches/b/output"));
         assert!(!audited(&Method::GET, "/api/machines"));
         assert!(!audited(&Method::PUT, "/agent/v1/commands/a/0/chunks/1"));
         assert_eq!(outcome(StatusCode::CREATED), Outcome::Succeeded);

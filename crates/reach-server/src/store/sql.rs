@@ -29,6 +29,7 @@ mod identities;
 mod library;
 mod machines;
 pub mod odata_to_sql;
+mod output;
 mod paging;
 mod pool;
 mod rate_limits;

@@ -19,6 +19,7 @@ mod identities;
 mod inline_results;
 mod library;
 mod machines;
+mod output;
 mod retention;
 mod stored_json;
 

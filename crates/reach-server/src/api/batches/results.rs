@@ -106,7 +106,7 @@ fn ndjson(body: Body) -> Response {
 }
 
 /// `index=N` from the query, N one of the batch's commands.
-fn command_index(raw: Option<&str>, commands: usize) -> ApiResult<u32> {
+pub(crate) fn command_index(raw: Option<&str>, commands: usize) -> ApiResult<u32> {
     let value = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .find(|(key, _)| key.eq_ignore_ascii_case("index"))
         .map(|(_, value)| value.into_owned())

@@ -1,8 +1,10 @@
 // The action center: every live response action, newest first, filtered by
 // status, device and requestor; and one action's page, updating itself while
-// it runs, with cancel, transcripts and downloads.
+// it runs, with cancel, a script's output live while it runs, transcripts
+// and downloads.
 import { api, odata, literal, explain } from './api.js';
 import { h, time, badge, errorBanner, infoBanner, confirm, params } from './ui.js';
+import { followOutput } from './output.js';
 
 const STATUSES = ['Pending', 'InProgress', 'Succeeded', 'Failed', 'TimeOut', 'Cancelled'];
 
@@ -149,18 +151,62 @@ function resultCell(action, command, ctx) {
   return slot;
 }
 
+/**
+ * The live output of an action's scripts, one after another, while it runs:
+ * stdout and stderr as they come, with a cancel button beside them.
+ * Returns a function that stops following.
+ */
+function liveOutput(section, action, ctx, cancelButton) {
+  const scripts = action.commands.filter((c) => c.command.type === 'RunScript').map((c) => c.index);
+  if (!scripts.length || !ctx.can('downloadResults')) return () => {};
+  section.hidden = false;
+  const title = h('h2', { class: 'grow' }, 'Live output');
+  const out = h('pre', { class: 'output', id: 'live-stdout', 'data-stream': 'live-stdout' });
+  const err = h('pre', { class: 'output', id: 'live-stderr', 'data-stream': 'live-stderr' });
+  const state = h('p', { class: 'hint', id: 'live-state' }, 'Waiting for the script to start…');
+  section.replaceChildren(h('div', { class: 'row' }, title, cancelButton), state,
+    h('div', { class: 'hint' }, 'Output (stdout)'), out, h('div', { class: 'hint' }, 'Errors (stderr)'), err);
+  let stop = () => {};
+  const follow = (at) => {
+    if (at >= scripts.length) return;
+    const index = scripts[at];
+    title.textContent = `Live output of command ${index}`;
+    out.textContent = '';
+    err.textContent = '';
+    stop = followOutput(`/api/machineactions/${encodeURIComponent(action.id)}/commands/${index}/output`, {
+      onEvent: (name, data) => {
+        if (name === 'stdout') out.append(data.text);
+        else if (name === 'stderr') err.append(data.text);
+        if (name === 'stdout' || name === 'stderr') state.textContent = 'Running: the output appears as the script writes it.';
+        if (name === 'end') {
+          const code = data.exitCode === null ? '' : `, exit code ${data.exitCode}`;
+          state.textContent = `Command ${index} ended: ${data.commandStatus}${code}.`;
+          cancelButton.hidden = at + 1 >= scripts.length;
+          follow(at + 1);
+        }
+      },
+      onError: (message) => section.append(errorBanner(message)),
+    });
+  };
+  follow(0);
+  return () => stop();
+}
+
 export async function detail(main, ctx, id) {
   const header = h('div');
   const facts = h('div', { class: 'panel' });
+  const live = h('section', { class: 'panel', id: 'live-output' });
   const commands = h('div');
   const problem = h('div');
-  main.append(h('p', {}, h('a', { href: '#/actions' }, '← Action center')), problem, header, facts, h('h2', {}, 'Commands'), commands);
+  main.append(h('p', {}, h('a', { href: '#/actions' }, '← Action center')), problem, header, facts, live, h('h2', {}, 'Commands'), commands);
+  live.hidden = true;
   const opened = new Map(); // transcripts and downloads the reader opened stay open across refreshes
   let last = '';
   let stop = () => {};
+  let stopLive = () => {};
 
-  const draw = (action) => {
-    const cancel = h('button', { type: 'button', class: 'danger', id: 'cancel-action' }, 'Cancel action');
+  const cancelButton = (action, buttonId) => {
+    const cancel = h('button', { type: 'button', class: 'danger', id: buttonId }, 'Cancel action');
     cancel.hidden = FINAL.has(action.status);
     cancel.addEventListener('click', async () => {
       const answer = await confirm('Cancel this action?', `Commands not yet run on ${action.computerDnsName} will not run, and a running command is stopped.`, 'Cancel action', { danger: true, withComment: true });
@@ -177,6 +223,11 @@ export async function detail(main, ctx, id) {
       cancel.disabled = true;
       cancel.title = 'Your account may not cancel actions';
     }
+    return cancel;
+  };
+
+  const draw = (action) => {
+    const cancel = cancelButton(action, 'cancel-action');
     header.replaceChildren(h('div', { class: 'row spread' },
       h('div', {}, h('h1', {}, 'Live response on ', action.computerDnsName || action.machineId), h('p', { class: 'sub mono' }, action.id)),
       h('div', { class: 'row' }, h('span', { id: 'action-status' }, badge(action.status)), cancel)));
@@ -224,6 +275,12 @@ export async function detail(main, ctx, id) {
   const action = await api(`/api/machineactions/${encodeURIComponent(id)}`);
   last = JSON.stringify(action);
   draw(action);
-  if (!FINAL.has(action.status)) stop = poll(refresh);
-  return () => stop();
+  if (!FINAL.has(action.status)) {
+    stop = poll(refresh);
+    stopLive = liveOutput(live, action, ctx, cancelButton(action, 'live-cancel'));
+  }
+  return () => {
+    stop();
+    stopLive();
+  };
 }

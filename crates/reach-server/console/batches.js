@@ -1,8 +1,75 @@
 // Batches: the list, newest first, and one batch's page with its live
-// counts, a progress bar, pause, resume and cancel, and its machines'
-// actions filterable by status, each linking to the action.
+// counts, a progress bar, pause, resume and cancel, a script's output live
+// from every device or one, and its machines' actions filterable by
+// status, each linking to the action.
 import { api, odata, literal, explain } from './api.js';
 import { h, time, badge, errorBanner, infoBanner, confirm } from './ui.js';
+import { followOutput } from './output.js';
+
+/**
+ * A batch's script output as it comes: every device's lines, each with the
+ * device's name, or one device's. Returns { stop, devices(actions) }, the
+ * latter refreshing the list of devices to choose from.
+ */
+function liveOutput(section, batch, ctx) {
+  const script = batch.commands.findIndex((c) => /^runscript$/i.test(c.type));
+  if (script < 0 || !ctx.can('downloadResults')) return { stop() {}, devices() {} };
+  const which = h('select', { id: 'batch-live-device', 'aria-label': 'Follow the output of' },
+    h('option', { value: '' }, 'Every device'));
+  const view = h('pre', { class: 'output', id: 'batch-live' });
+  const note = h('p', { class: 'hint', id: 'batch-live-state' }, 'Waiting for output…');
+  section.hidden = false;
+  section.replaceChildren(h('div', { class: 'row' }, h('h2', { class: 'grow' }, `Live output of command ${script}`), which), note, view);
+  const partial = new Map(); // per device and stream: the start of a line still being written
+  let stop = () => {};
+  const line = (name, stream, text) => {
+    const key = `${name}\u0000${stream}`;
+    const whole = (partial.get(key) || '') + text;
+    const cut = whole.lastIndexOf('\n');
+    partial.set(key, whole.slice(cut + 1));
+    if (cut >= 0) {
+      for (const l of whole.slice(0, cut).split('\n')) view.append(`${name}${stream === 'stderr' ? ' (stderr)' : ''}: ${l}\n`);
+    }
+  };
+  const start = () => {
+    stop();
+    view.textContent = '';
+    partial.clear();
+    const actionId = which.value;
+    const path = actionId
+      ? `/api/machineactions/${encodeURIComponent(actionId)}/commands/${script}/output`
+      : `/api/batches/${encodeURIComponent(batch.id)}/output?index=${script}`;
+    stop = followOutput(path, {
+      untilEnd: Boolean(actionId),
+      onEvent: (name, data) => {
+        const device = data.computerDnsName;
+        if ((name === 'stdout' || name === 'stderr') && device) line(device, name, data.text);
+        else if (name === 'stdout' || name === 'stderr') view.append(data.text);
+        if (name === 'end' && device) {
+          for (const stream of ['stdout', 'stderr']) {
+            const rest = partial.get(`${device}\u0000${stream}`);
+            if (rest) line(device, stream, '\n');
+          }
+          note.textContent = `${device}: ${data.commandStatus}`;
+        }
+        if (name === 'end' && !device) note.textContent = `Ended: ${data.commandStatus}`;
+        if (name === 'done') note.textContent = 'Every device ended.';
+      },
+      onError: (message) => section.append(errorBanner(message)),
+    });
+  };
+  which.addEventListener('change', start);
+  start();
+  return {
+    stop: () => stop(),
+    devices: (actions) => {
+      const chosen = which.value;
+      which.replaceChildren(h('option', { value: '' }, 'Every device'),
+        actions.map((a) => h('option', { value: a.id }, a.computerDnsName || a.machineId)));
+      which.value = chosen;
+    },
+  };
+}
 
 const STATUSES = ['Pending', 'InProgress', 'Succeeded', 'Failed', 'TimeOut', 'Cancelled'];
 
@@ -36,10 +103,13 @@ export async function detail(main, ctx, id) {
   const filter = h('select', { id: 'batch-filter', 'aria-label': 'Show devices whose action is' },
     h('option', { value: '' }, 'Every status'), STATUSES.map((s) => h('option', { value: s }, s)));
   const body = h('tbody');
+  const live = h('section', { class: 'panel', id: 'batch-live-output' });
+  live.hidden = true;
   main.append(
     h('p', {}, h('a', { href: '#/batches' }, '← Batches')),
     heading, problem,
     h('div', { class: 'panel' }, progress, counts),
+    live,
     h('div', { class: 'row' }, h('h2', { class: 'grow' }, 'Devices'), filter),
     h('table', {}, h('thead', {}, h('tr', {}, ['Device', 'Status', 'Commands', 'Last update'].map((c) => h('th', { scope: 'col' }, c)))), body));
 
@@ -96,8 +166,11 @@ export async function detail(main, ctx, id) {
       h('td', {}, a.commands.map((c) => `${c.command.type}: ${c.commandStatus}`).join(' → ')),
       h('td', {}, time(a.lastUpdateDateTimeUtc)))));
     if (!actions.length) body.append(h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No device in this state.')));
+    if (!following) following = liveOutput(live, batch, ctx);
+    if (!filter.value) following.devices(actions);
     return open;
   };
+  let following = null;
 
   filter.addEventListener('change', () => refresh().catch((error) => problem.replaceChildren(errorBanner(explain(error)))));
   let timer = null;
@@ -114,5 +187,6 @@ export async function detail(main, ctx, id) {
   return () => {
     left = true;
     if (timer) clearTimeout(timer);
+    if (following) following.stop();
   };
 }

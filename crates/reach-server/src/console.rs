@@ -79,6 +79,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../console/library.js"),
     ),
     (
+        "output.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/output.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../console/favicon.svg"),

@@ -86,7 +86,7 @@ try {
     await page.locator(`tr[data-file="${name}"]`).waitFor();
   };
   await upload('hello.sh', '#!/bin/sh\necho "hello $1"\necho "to stderr" >&2\n', 'Says hello', '<name>');
-  await upload('wait.sh', '#!/bin/sh\nsleep 300\n', 'Waits five minutes', '');
+  await upload('wait.sh', '#!/bin/sh\necho "waiting: step 1"\nsleep 1\necho "waiting: step 2"\necho "still here" >&2\nsleep 300\n', 'Prints slowly, then waits five minutes', '');
   step('uploading a name again asks before replacing it');
   await page.locator('#upload-file').setInputFiles({ name: 'hello.sh', mimeType: 'text/x-sh', buffer: Buffer.from('#!/bin/sh\necho "hello $1"\necho "to stderr" >&2\n') });
   await page.locator('#upload-submit').click();
@@ -135,6 +135,12 @@ try {
   await page.locator('#run-submit').click();
   await page.locator('#action-status').waitFor();
   await waitForStatus(['InProgress']);
+  step('its output appears live, before the script ends');
+  await page.locator('#live-stdout', { hasText: 'waiting: step 1' }).waitFor();
+  await page.locator('#live-stdout', { hasText: 'waiting: step 2' }).waitFor();
+  await page.locator('#live-stderr', { hasText: 'still here' }).waitFor();
+  if ((await statusOf()) !== 'InProgress') fail('the script ended before its output was shown');
+  await shot('live-output');
   const longAction = page.url();
   await page.locator(`a[href="#/devices/${machine}"]`).first().click();
   await page.locator('#run-live-response').click();
@@ -146,7 +152,8 @@ try {
   if (!/already|active/i.test(refusalText)) fail(`unexpected refusal: ${refusalText}`);
   await shot('error');
   await page.goto(longAction);
-  await page.locator('#cancel-action').click();
+  await page.locator('#live-stdout', { hasText: 'waiting: step 2' }).waitFor();
+  await page.locator('#live-cancel').click();
   await page.locator('#confirm-comment').fill('wrong script');
   await page.locator('#confirm-yes').click();
   await waitForStatus(['Cancelled']);
@@ -182,6 +189,9 @@ try {
   await page.waitForURL(/#\/batches\/[0-9a-f-]+$/);
   await page.locator('#main .badge[data-status="Completed"]').waitFor();
   await page.locator('#batch-counts [data-count="Succeeded"]', { hasText: '1' }).waitFor();
+  step("the batch's output, each line with its device's name");
+  await page.locator('#batch-live', { hasText: ': hello' }).waitFor();
+  await page.locator('#batch-live-state', { hasText: 'Every device ended' }).waitFor();
   await page.locator('[data-nav="devices"]').click();
   await page.locator('#run-target').selectOption('filter');
   await page.locator('#run-target-value').fill("osPlatform eq 'Linux'");

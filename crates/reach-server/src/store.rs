@@ -42,7 +42,7 @@ pub use enrollment::{Enrollment, EnrollmentTokenRow, MachineCredential};
 pub use identities::{App, DeviceGroup, Identities, Tenant, User};
 pub use library::{Library, LibraryRow};
 pub use machines::{MachineRow, Machines, Scope, resolve_machine};
-pub use output::{Appended, BatchChunk, BatchEnd, OutputChunk, OutputProgress, Outputs};
+pub use output::{Appended, BatchChunk, BatchEnd, OutputChunk, OutputProgress, Outputs, PageSize};
 pub use rate_limits::RateLimits;
 pub use retention::{ExpiredResult, Retention};
 

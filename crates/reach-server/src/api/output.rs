@@ -35,15 +35,28 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::followers::{Followed, Following};
 use crate::http::Path;
-use crate::store::{CommandRow, OutputChunk, OutputProgress};
+use crate::store::{CommandRow, OutputChunk, OutputProgress, PageSize};
 
 /// A follower reads the store again at least this often, woken or not
 /// (wake-ups from another node may be lost; an end recorded elsewhere
 /// wakes nobody here).
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Pieces read at once.
-pub const PAGE: u32 = 256;
+/// What a follower reads at once: at most 256 pieces, and no piece past
+/// the first 256 Ki characters (a piece is at most 64 KiB), so that it
+/// holds at most about a MiB whatever the pieces.
+pub const PAGE: PageSize = PageSize {
+    pieces: 256,
+    chars: 256 * 1024,
+};
+
+/// Whether `page` may have left pieces behind (read again at once).
+pub fn may_have_more<'a>(page: impl Iterator<Item = &'a OutputChunk>) -> bool {
+    let (pieces, chars) = page.fold((0, 0u64), |(n, c), p| {
+        (n + 1, c + p.text.chars().count() as u64)
+    });
+    PAGE.may_have_more(pieces, chars)
+}
 
 /// The longest one stream lasts before the server closes it; the client
 /// resumes with `Last-Event-ID`.
@@ -260,7 +273,7 @@ async fn so_far(
     let mut after = 0;
     loop {
         let page = state.store.output_after(command, after, PAGE).await?;
-        let full = page.len() == PAGE as usize;
+        let full = may_have_more(page.iter());
         for OutputChunk {
             seq, stream, text, ..
         } in page
@@ -393,7 +406,7 @@ impl Source for CommandSource {
             .store
             .output_after(&self.command, self.cursor, PAGE)
             .await?;
-        let full = page.len() == PAGE as usize;
+        let full = may_have_more(page.iter());
         let none = serde_json::Value::Null;
         let any = !page.is_empty();
         for chunk in page {

@@ -37,6 +37,24 @@ pub struct BatchChunk {
     pub computer_dns_name: String,
 }
 
+/// How much one read takes at most: `pieces`, and pieces starting within
+/// `chars` characters of the page's start (so at least one), so that a
+/// reader holds a bounded page whatever the pieces' sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize {
+    /// Most pieces.
+    pub pieces: u32,
+    /// Characters after which no further piece starts.
+    pub chars: u64,
+}
+
+impl PageSize {
+    /// Whether a page read with this size may have left pieces behind.
+    pub fn may_have_more(self, pieces: usize, chars: u64) -> bool {
+        pieces >= self.pieces as usize || chars >= self.chars
+    }
+}
+
 /// What became of a piece the agent sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
@@ -115,21 +133,21 @@ pub trait Outputs: Send + Sync {
     /// The command and how much of its output is stored (NotFound for a
     /// command that does not exist; callers check the action is visible).
     async fn output_progress(&self, command: &CommandRef) -> StoreResult<OutputProgress>;
-    /// The command's pieces numbered after `after`, in order, at most `limit`.
+    /// The command's pieces numbered after `after`, in order, one page.
     async fn output_after(
         &self,
         command: &CommandRef,
         after: u64,
-        limit: u32,
+        page: PageSize,
     ) -> StoreResult<Vec<OutputChunk>>;
     /// The pieces of command `index` of the batch's actions numbered after
-    /// `after`, in order, at most `limit`.
+    /// `after`, in order, one page.
     async fn batch_output_after(
         &self,
         batch_id: &str,
         index: u32,
         after: u64,
-        limit: u32,
+        page: PageSize,
     ) -> StoreResult<Vec<BatchChunk>>;
     /// Command `index` of the batch's actions that ended after `after`
     /// (end time, then action id), in that order, at most `limit`.

@@ -30,6 +30,16 @@ fn script_batch(id: &str, machines: &[String]) -> NewBatch {
     }
 }
 
+const PAGE: PageSize = PageSize {
+    pieces: 100,
+    chars: 1 << 20,
+};
+
+const ONE: PageSize = PageSize {
+    pieces: 1,
+    chars: 1 << 20,
+};
+
 fn done() -> Finish {
     Finish::Completed { file_sha256: None }
 }
@@ -103,14 +113,25 @@ async fn pieces_are_taken_in_order_from_the_machine_running_the_command() {
                 .collect()
         };
         assert_eq!(
-            texts(store.output_after(&command, 0, 10).await.unwrap()),
+            texts(store.output_after(&command, 0, PAGE).await.unwrap()),
             vec![
                 (1, Stream::Stdout, 0, "ab".to_string()),
                 (2, Stream::Stderr, 0, "e".to_string()),
                 (3, Stream::Stdout, 2, "cd".to_string()),
             ]
         );
-        assert_eq!(store.output_after(&command, 1, 1).await.unwrap().len(), 1);
+        assert_eq!(store.output_after(&command, 1, ONE).await.unwrap().len(), 1);
+        // A page of few characters: the first piece always, then only
+        // pieces that start within them.
+        let few = |chars| PageSize { pieces: 100, chars };
+        let seqs = async |chars| -> Vec<u64> {
+            let page = store.output_after(&command, 0, few(chars)).await.unwrap();
+            page.iter().map(|c| c.seq).collect()
+        };
+        assert_eq!(seqs(1).await, vec![1], "{name}");
+        assert_eq!(seqs(2).await, vec![1], "{name}: \"ab\" fills 2");
+        assert_eq!(seqs(3).await, vec![1, 2], "{name}");
+        assert_eq!(seqs(4).await, vec![1, 2, 3], "{name}");
         let progress = store.output_progress(&command).await.unwrap();
         assert_eq!(
             (
@@ -140,7 +161,7 @@ async fn pieces_are_taken_in_order_from_the_machine_running_the_command() {
         assert_eq!(store.forget_output(later, 10).await.unwrap(), 1);
         assert!(
             store
-                .output_after(&command, 0, 10)
+                .output_after(&command, 0, PAGE)
                 .await
                 .unwrap()
                 .is_empty()
@@ -199,7 +220,7 @@ async fn a_batch_numbers_every_machines_pieces_in_one_sequence() {
         for task in tasks {
             task.await.unwrap();
         }
-        let pieces = store.batch_output_after("b1", 0, 0, 100).await.unwrap();
+        let pieces = store.batch_output_after("b1", 0, 0, PAGE).await.unwrap();
         let seqs: Vec<u64> = pieces.iter().map(|p| p.chunk.seq).collect();
         assert_eq!(
             seqs,
@@ -221,7 +242,7 @@ async fn a_batch_numbers_every_machines_pieces_in_one_sequence() {
         );
         assert_eq!(
             store
-                .batch_output_after("b1", 0, 39, 100)
+                .batch_output_after("b1", 0, 39, PAGE)
                 .await
                 .unwrap()
                 .len(),

@@ -22,7 +22,7 @@ use serde_json::json;
 use super::visible_batch;
 use crate::SharedState;
 use crate::api::output::{
-    PAGE, Read, Source, end_event, end_of, follow, last_event_id, piece_event,
+    PAGE, Read, Source, end_event, end_of, follow, last_event_id, may_have_more, piece_event,
 };
 use crate::api::{Access, authorize};
 use crate::auth::Principal;
@@ -132,12 +132,17 @@ impl Source for BatchSource {
         // Ends first: a command read as ended has all its pieces stored.
         let (time, action) = &self.cursor.end;
         let ends = store
-            .batch_output_ends(&self.batch_id, self.index, (Micros(*time), action), PAGE)
+            .batch_output_ends(
+                &self.batch_id,
+                self.index,
+                (Micros(*time), action),
+                PAGE.pieces,
+            )
             .await?;
         let page = store
             .batch_output_after(&self.batch_id, self.index, self.cursor.piece, PAGE)
             .await?;
-        let full = page.len() == PAGE as usize;
+        let full = may_have_more(page.iter().map(|p| &p.chunk));
         let mut any = false;
         for piece in page {
             self.cursor.piece = piece.chunk.seq;

@@ -200,16 +200,23 @@ impl Outputs for SqlStore {
         &self,
         command: &CommandRef,
         after: u64,
-        limit: u32,
+        page: PageSize,
     ) -> StoreResult<Vec<OutputChunk>> {
+        // The first pieces by number, then those of them that start within
+        // the page's characters (the first always does).
         exec::query(
-            "SELECT seq, stream, byte_offset, text FROM output_chunks
-             WHERE action_id = $1 AND idx = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            "SELECT seq, stream, byte_offset, text FROM (
+                SELECT seq, stream, byte_offset, text,
+                    SUM(LENGTH(text)) OVER (ORDER BY seq) - LENGTH(text) AS before
+                FROM (SELECT seq, stream, byte_offset, text FROM output_chunks
+                      WHERE action_id = $1 AND idx = $2 AND seq > $3 ORDER BY seq LIMIT $4) l) p
+             WHERE before < $5 ORDER BY seq",
         )
         .bind(&command.action_id)
         .bind(i64::from(command.index))
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
+        .bind(i64::from(page.pieces))
+        .bind(i64::try_from(page.chars.max(1)).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -222,18 +229,24 @@ impl Outputs for SqlStore {
         batch_id: &str,
         index: u32,
         after: u64,
-        limit: u32,
+        page: PageSize,
     ) -> StoreResult<Vec<BatchChunk>> {
         exec::query(
-            "SELECT o.seq, o.stream, o.byte_offset, o.text, a.id AS action_id, a.machine_id,
+            "SELECT p.seq, p.stream, p.byte_offset, p.text, a.id AS action_id, a.machine_id,
                 a.computer_dns_name
-             FROM output_chunks o JOIN actions a ON a.id = o.action_id
-             WHERE o.batch_id = $1 AND o.idx = $2 AND o.seq > $3 ORDER BY o.seq LIMIT $4",
+             FROM (
+                SELECT action_id, seq, stream, byte_offset, text,
+                    SUM(LENGTH(text)) OVER (ORDER BY seq) - LENGTH(text) AS before
+                FROM (SELECT action_id, seq, stream, byte_offset, text FROM output_chunks
+                      WHERE batch_id = $1 AND idx = $2 AND seq > $3 ORDER BY seq LIMIT $4) l) p
+             JOIN actions a ON a.id = p.action_id
+             WHERE p.before < $5 ORDER BY p.seq",
         )
         .bind(batch_id)
         .bind(i64::from(index))
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
+        .bind(i64::from(page.pieces))
+        .bind(i64::try_from(page.chars.max(1)).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?
         .iter()

@@ -3,7 +3,9 @@
 //! heartbeats, Run → the script, from the message or downloaded → transcript
 //! upload → Finished → Ack), as the real agent does. A RunScript does not
 //! run anything: the agent answers with a trivial transcript at once, so the
-//! figures are Reach's own cost.
+//! figures are Reach's own cost; one whose Args ask for it writes timed
+//! lines over a while instead, sent as the real agent sends live output
+//! (`script`).
 //!
 //! A process holds at most 20,000 open files here, so the coordinator
 //! (`workers`) spreads agents over several worker processes (`reach-bench
@@ -30,7 +32,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod script;
 mod workers;
+
+pub use script::{Streaming, times};
 
 pub use workers::Workers;
 
@@ -186,6 +191,7 @@ struct Connected {
     bearer: String,
     heartbeat_secs: u64,
     inline_limit: u64,
+    live_limit: u64,
 }
 
 impl Agent {
@@ -257,6 +263,7 @@ impl Agent {
             if let ServerMessage::Welcome {
                 heartbeat_secs,
                 inline_result_bytes,
+                live_output_bytes,
                 ..
             } = serde_json::from_str::<ServerMessage>(&text)?
             {
@@ -265,6 +272,7 @@ impl Agent {
                     bearer,
                     heartbeat_secs,
                     inline_limit: inline_result_bytes,
+                    live_limit: live_output_bytes,
                 });
             }
             bail!("the server spoke before its Welcome");
@@ -297,9 +305,14 @@ impl Agent {
             bearer,
             heartbeat_secs,
             inline_limit,
+            live_limit,
         } = connected;
         let mut heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs.max(1)));
         heartbeat.tick().await;
+        let live = Arc::new(reach_agent::live_output::LiveOutput::default());
+        live.set_limit(live_limit);
+        // A streaming script running, and what writes its lines.
+        let mut running: Option<(Assignment, tokio::task::JoinHandle<String>)> = None;
         loop {
             tokio::select! {
                 message = socket.next() => {
@@ -313,8 +326,19 @@ impl Agent {
                         ServerMessage::Welcome { .. } => bail!("a second Welcome"),
                         ServerMessage::Run(assignment) => {
                             emit(&Event::Run { action: assignment.command.action_id.clone(), at_us: now_us() });
+                            let plan = match &assignment.work {
+                                Work::RunScript { args, .. } => Streaming::parse(args.as_deref()),
+                                _ => None,
+                            };
+                            if let Some(plan) = plan.filter(|_| running.is_none())
+                                && self.fetch(&bearer, &assignment).await.is_ok()
+                            {
+                                let writing = script::run(plan, live.clone(), assignment.command.clone());
+                                running = Some((assignment, tokio::spawn(writing)));
+                                continue;
+                            }
                             let (outcome, result) = match self.fetch(&bearer, &assignment).await {
-                                Ok(()) => self.run(&bearer, &assignment.command, &assignment.work, inline_limit).await,
+                                Ok(()) => self.run(&bearer, &assignment.command, &assignment.work, inline_limit, "ok\n".into()).await,
                                 Err(why) => (Outcome::Failed { errors: vec![why], timed_out: false }, None),
                             };
                             let action = assignment.command.action_id.clone();
@@ -324,6 +348,24 @@ impl Agent {
                         }
                         ServerMessage::Cancel { .. } | ServerMessage::Ack(_) => {}
                     }
+                }
+                outputs = live.next() => {
+                    for output in outputs {
+                        socket.send(Message::text(serde_json::to_string(&output)?)).await?;
+                    }
+                }
+                stdout = async { (&mut running.as_mut().expect("guarded").1).await }, if running.is_some() => {
+                    let (assignment, _) = running.take().expect("guarded");
+                    // The script's output goes before how it ended.
+                    while let Some(output) = live.take() {
+                        socket.send(Message::text(serde_json::to_string(&output)?)).await?;
+                    }
+                    let stdout = stdout.unwrap_or_default();
+                    let (outcome, result) = self.run(&bearer, &assignment.command, &assignment.work, inline_limit, stdout).await;
+                    let action = assignment.command.action_id.clone();
+                    let finished = AgentMessage::Finished { command: assignment.command, outcome, result };
+                    socket.send(Message::text(serde_json::to_string(&finished)?)).await?;
+                    emit(&Event::Finished { action, at_us: now_us() });
                 }
                 _ = heartbeat.tick() => {
                     socket.send(Message::text(serde_json::to_string(&AgentMessage::Heartbeat)?)).await?;
@@ -374,7 +416,7 @@ impl Agent {
         }
     }
 
-    /// Answers a command at once: a trivial transcript for RunScript, inside
+    /// Answers a command: a RunScript's transcript with `stdout`, inside
     /// `Finished` (the second value, base64) when the server's `Welcome`
     /// allowed that size, else uploaded first, as the real agent does.
     async fn run(
@@ -383,6 +425,7 @@ impl Agent {
         command: &CommandRef,
         work: &Work,
         inline_limit: u64,
+        stdout: String,
     ) -> (Outcome, Option<String>) {
         let completed = Outcome::Completed {
             sha256: None,
@@ -393,7 +436,7 @@ impl Agent {
                 let transcript = ScriptTranscript {
                     script_name: script_name.clone(),
                     exit_code: 0,
-                    script_output: "ok\n".into(),
+                    script_output: stdout,
                     script_errors: String::new(),
                 };
                 let body = serde_json::to_vec(&transcript).expect("transcripts serialise");

@@ -74,6 +74,31 @@ enum Scenario {
         #[command(flatten)]
         target: scenarios::Target,
     },
+    /// One batch of scripts writing timed lines on N machines, one live
+    /// output follower each (some reading slowly): write-to-follower
+    /// latency, completeness, server memory.
+    Output {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Lines each script writes.
+        #[arg(long, default_value_t = 20)]
+        lines: u32,
+        /// Milliseconds between two lines.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Bytes of a line.
+        #[arg(long, default_value_t = 80)]
+        line_bytes: usize,
+        /// The scripts wait this long before their first line, while the
+        /// followers connect.
+        #[arg(long, default_value_t = 10_000)]
+        start_after_ms: u64,
+        /// Followers that read slowly (an event every 2 s).
+        #[arg(long, default_value_t = 10)]
+        slow: usize,
+        #[command(flatten)]
+        target: scenarios::Target,
+    },
     /// Concurrent unauthenticated sign-ins and token requests that make the
     /// server check secrets, while an analyst reads a machine: memory and latency.
     AuthFlood {
@@ -168,6 +193,23 @@ fn main() -> anyhow::Result<()> {
                 compressible,
                 target,
             } => scenarios::getfile(&target, size, compressible).await,
+            Scenario::Output {
+                agents,
+                lines,
+                interval_ms,
+                line_bytes,
+                start_after_ms,
+                slow,
+                target,
+            } => {
+                let plan = agents::Streaming {
+                    lines,
+                    interval: std::time::Duration::from_millis(interval_ms),
+                    start_after: std::time::Duration::from_millis(start_after_ms),
+                    bytes: line_bytes,
+                };
+                scenarios::output(&target, agents, plan, slow).await
+            }
             Scenario::AuthFlood {
                 concurrency,
                 secs,

@@ -1,4 +1,4 @@
-//! The scenarios: idle, dispatch, fanout and getfile. Each prints a readable
+//! The scenarios: idle, dispatch, fanout, getfile and output. Each prints a readable
 //! report and, as its last line, one JSON object with the figures.
 //! One file per scenario; this file holds what they share: where the server
 //! is (`Target`), the servers a run starts (`Servers`), the simulated fleet,
@@ -8,11 +8,13 @@ mod dispatch;
 mod fanout;
 mod getfile;
 mod idle;
+mod output;
 
 pub use dispatch::dispatch;
 pub use fanout::fanout;
 pub use getfile::getfile;
 pub use idle::idle;
+pub use output::output;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -95,3 +95,26 @@ fn only_loopback_is_ever_a_target() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("only targets loopback"));
 }
+
+#[test]
+fn output_follows_every_script_to_its_end() {
+    let figures = run(&[
+        "output",
+        "--agents",
+        "20",
+        "--lines",
+        "4",
+        "--interval-ms",
+        "100",
+        "--start-after-ms",
+        "3000",
+        "--slow",
+        "2",
+    ]);
+    assert_eq!(figures["scenario"], "output");
+    assert_eq!(figures["complete"], 18);
+    assert_eq!(figures["slow_complete"], 2);
+    for q in ["p50", "p95", "p99", "max"] {
+        assert!(figures["latency_ms"][q].as_f64().is_some(), "{q}: {figures}");
+    }
+}

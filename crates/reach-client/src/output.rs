@@ -142,7 +142,7 @@ impl Follow<'_> {
             }
             let events = match &mut self.events {
                 Some(events) => events,
-                None => match self.connect().await {
+                None => match connect(self.client, &self.path, self.last_id.as_deref()).await {
                     Ok(events) => self.events.insert(events),
                     Err(err) => {
                         self.failed(err).await?;
@@ -184,16 +184,18 @@ impl Follow<'_> {
         Ok(())
     }
 
-    async fn connect(&self) -> Result<Events> {
-        let mut request = self
-            .client
-            .request(Method::GET, &self.path)
-            .header("accept", "text/event-stream");
-        if let Some(id) = &self.last_id {
-            request = request.header("last-event-id", id);
-        }
-        Ok(Events::new(check(request.send().await?).await?))
+}
+
+/// Opens the stream at `path`, after `last_id` when given. (Free of
+/// `Follow`, whose body stream is not `Sync`, so that following is `Send`.)
+async fn connect(client: &Client, path: &str, last_id: Option<&str>) -> Result<Events> {
+    let mut request = client
+        .request(Method::GET, path)
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
     }
+    Ok(Events::new(check(request.send().await?).await?))
 }
 
 impl Client {

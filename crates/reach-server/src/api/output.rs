@@ -323,7 +323,8 @@ pub trait Source: Send + 'static {
 pub enum Read {
     /// Something, and maybe more: read again at once.
     More,
-    /// Nothing new: wait for a wake-up or the poll.
+    /// Everything stored is read (what it found, if anything, is queued):
+    /// wait for a wake-up or the poll before reading again.
     Nothing,
     /// The end: the stream closes once what is queued is sent.
     Over,
@@ -336,6 +337,7 @@ pub fn follow<S: Source>(source: S, following: Following) -> Response {
         source,
         queue: VecDeque::new(),
         following,
+        caught_up: false,
         over: false,
         until: Instant::now() + MOST_FOLLOW,
     };
@@ -347,6 +349,8 @@ struct Follower<S> {
     source: S,
     queue: VecDeque<Event>,
     following: Following,
+    /// The last read found everything stored: wait before the next.
+    caught_up: bool,
     over: bool,
     until: Instant,
 }
@@ -360,23 +364,24 @@ impl<S: Source> Follower<S> {
             if self.over || Instant::now() >= self.until {
                 return None;
             }
-            match self.source.read(&mut self.queue).await {
-                Ok(Read::More) => continue,
-                Ok(Read::Over) => {
-                    self.over = true;
-                    continue;
+            if self.caught_up {
+                // A piece stored since the read has already marked the
+                // wake-up, so this returns at once then.
+                tokio::select! {
+                    _ = self.following.wake.changed() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep_until(self.until) => {}
                 }
-                Ok(Read::Nothing) => {}
+            }
+            match self.source.read(&mut self.queue).await {
+                Ok(Read::More) => self.caught_up = false,
+                Ok(Read::Over) => self.over = true,
+                Ok(Read::Nothing) => self.caught_up = true,
                 Err(err) => {
                     // The client resumes from its last id.
                     tracing::warn!(follows = %self.source.name(), error = %err, "reading live output failed; closing the stream");
                     return None;
                 }
-            }
-            tokio::select! {
-                _ = self.following.wake.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = tokio::time::sleep_until(self.until) => {}
             }
         }
     }
@@ -408,7 +413,6 @@ impl Source for CommandSource {
             .await?;
         let full = may_have_more(page.iter());
         let none = serde_json::Value::Null;
-        let any = !page.is_empty();
         for chunk in page {
             self.cursor = chunk.seq;
             let id = chunk.seq.to_string();
@@ -420,8 +424,11 @@ impl Source for CommandSource {
                 &none,
             ));
         }
-        if full || !progress.ended() {
-            return Ok(if any { Read::More } else { Read::Nothing });
+        if full {
+            return Ok(Read::More);
+        }
+        if !progress.ended() {
+            return Ok(Read::Nothing);
         }
         // Ended: the transcript's rest of each stream, then the end, each
         // with the next number after the last piece's.

@@ -175,8 +175,11 @@ impl Source for BatchSource {
             self.end(end, queue).await;
             any = true;
         }
-        if any || full || ends_read > 0 {
+        if full || ends_read > 0 {
             return Ok(Read::More);
+        }
+        if any {
+            return Ok(Read::Nothing);
         }
         // Nothing new: over once every machine's command ended, and the
         // ends were read once more after that was seen.

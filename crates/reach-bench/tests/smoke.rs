@@ -115,6 +115,9 @@ fn output_follows_every_script_to_its_end() {
     assert_eq!(figures["complete"], 18);
     assert_eq!(figures["slow_complete"], 2);
     for q in ["p50", "p95", "p99", "max"] {
-        assert!(figures["latency_ms"][q].as_f64().is_some(), "{q}: {figures}");
+        assert!(
+            figures["latency_ms"][q].as_f64().is_some(),
+            "{q}: {figures}"
+        );
     }
 }

@@ -183,7 +183,6 @@ impl Follow<'_> {
         tokio::time::sleep(Duration::from_millis(250 << self.failures)).await;
         Ok(())
     }
-
 }
 
 /// Opens the stream at `path`, after `last_id` when given. (Free of

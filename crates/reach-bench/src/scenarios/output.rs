@@ -121,7 +121,10 @@ pub async fn output(
         tokio::spawn(async move {
             let mut peak = 0u64;
             while sampling.load(Ordering::Relaxed) {
-                let now: u64 = pids.iter().filter_map(|p| crate::server::rss(*p).ok()).sum();
+                let now: u64 = pids
+                    .iter()
+                    .filter_map(|p| crate::server::rss(*p).ok())
+                    .sum();
                 peak = peak.max(now);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -163,10 +166,10 @@ pub async fn output(
                 plan.interval.as_millis(),
                 database_name(target)
             ),
-            format!("  followers connected {followers_secs:.2} s after the batch call; all ended after {all_secs:.1} s"),
             format!(
-                "  write → follower (ms, {samples} lines, followers keeping up): {latency}"
+                "  followers connected {followers_secs:.2} s after the batch call; all ended after {all_secs:.1} s"
             ),
+            format!("  write → follower (ms, {samples} lines, followers keeping up): {latency}"),
             format!(
                 "  every line and the end: {complete} of {} followers keeping up, {slow_complete} of {slow} slow ones",
                 count - slow.min(count)
@@ -197,7 +200,10 @@ pub async fn output(
         }),
     );
     if complete + slow_complete < count {
-        bail!("{} followers missed lines or their end", count - complete - slow_complete);
+        bail!(
+            "{} followers missed lines or their end",
+            count - complete - slow_complete
+        );
     }
     Ok(())
 }

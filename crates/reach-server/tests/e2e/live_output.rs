@@ -357,3 +357,112 @@ async fn without_live_output_the_stream_still_brings_the_whole_transcript() {
     assert_eq!(seen.err, transcript.script_errors);
     assert_eq!(seen.events, 3, "one piece per stream, then the end");
 }
+
+/// A device speaking the protocol by hand (a compromised agent): pieces
+/// for another machine's command, out of order, too large, repeated or
+/// faster than allowed are dropped, its connection stays, and at the end
+/// the transcript, not the pieces, is what the output says.
+#[tokio::test]
+async fn a_device_adds_only_its_running_commands_output_in_order() {
+    use super::agents::raw;
+    use futures::SinkExt;
+    use reach_proto::agent::{AgentMessage, CommandRef, Outcome, ServerMessage, Stream};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start().await;
+    let victim = server.agent().await;
+    let device = server.enroll("raw").await;
+    server.upload("gated.sh", GATED).await;
+    let victims = start(&server, &victim.machine_id, "gated.sh").await;
+    wait_for("the victim's first line", async || {
+        let so_far = server.client.output(&victims, 0).await.unwrap();
+        (so_far.stdout == "first line\n").then_some(())
+    })
+    .await;
+    let own = start(&server, &device.machine_id, "gated.sh").await;
+    let mut socket = raw::hello(&server.url, &bearer(&device), "p1").await;
+    let ServerMessage::Run(run) = raw::next(&mut socket).await else {
+        panic!("a Run");
+    };
+    let mut send = async |action: &str, offset: u64, text: String| {
+        let piece = AgentMessage::Output {
+            command: CommandRef {
+                action_id: action.to_string(),
+                index: 0,
+            },
+            stream: Stream::Stdout,
+            offset,
+            text,
+        };
+        socket
+            .send(Message::text(serde_json::to_string(&piece).unwrap()))
+            .await
+            .unwrap();
+    };
+    send(&victims, 11, "forged\n".into()).await;
+    send(&own, 5, "a hole\n".into()).await;
+    send(&own, 0, "x".repeat(64 * 1024 + 1)).await;
+    send(&own, 0, "hello\n".into()).await;
+    send(&own, 0, "hello\n".into()).await;
+    for i in 0..200u64 {
+        send(&own, 6 + i, "a".into()).await;
+    }
+    // Its connection stays: the command's end is taken and acknowledged.
+    let transcript = ScriptTranscript {
+        script_name: "gated.sh".into(),
+        exit_code: 0,
+        script_output: format!("hello\n{}", "a".repeat(200)),
+        script_errors: String::new(),
+    };
+    use base64::Engine;
+    let finished = AgentMessage::Finished {
+        command: run.command.clone(),
+        outcome: Outcome::Completed {
+            sha256: None,
+            path: None,
+        },
+        result: Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&transcript).unwrap()),
+        ),
+    };
+    socket
+        .send(Message::text(serde_json::to_string(&finished).unwrap()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        raw::next(&mut socket).await,
+        ServerMessage::Ack(_)
+    ));
+
+    let stored = server
+        .state
+        .store
+        .output_progress(&run.command)
+        .await
+        .unwrap()
+        .stdout_live;
+    assert!(
+        (7..200).contains(&stored),
+        "hello, then as many pieces as the allowance let through, in order: {stored}"
+    );
+    let pieces = server
+        .state
+        .store
+        .output_after(&run.command, 0, reach_server::api::output::PAGE)
+        .await
+        .unwrap();
+    let text: String = pieces.iter().map(|p| p.text.as_str()).collect();
+    assert!(
+        text.starts_with("hello\na") && text[6..].chars().all(|c| c == 'a'),
+        "{text}"
+    );
+    let seen = Seen::to_end(&mut server.client.follow_output(&own, 0, None)).await;
+    assert_eq!(
+        seen.out, transcript.script_output,
+        "the transcript completes it"
+    );
+    let victim_so_far = server.client.output(&victims, 0).await.unwrap();
+    assert_eq!(victim_so_far.stdout, "first line\n", "nothing forged");
+    std::fs::write(victim.work_dir().join("gate"), b"").unwrap();
+}

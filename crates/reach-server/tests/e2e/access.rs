@@ -179,6 +179,11 @@ async fn machines_outside_a_callers_device_groups_do_not_exist_for_it() {
             .await
             .map(|_| ())
             .unwrap_err(),
+        scoped
+            .output(&elsewhere.id, 0)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
     ] {
         assert!(refused.to_string().contains("404"), "{refused}");
     }

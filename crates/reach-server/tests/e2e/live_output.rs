@@ -466,3 +466,29 @@ async fn a_device_adds_only_its_running_commands_output_in_order() {
     assert_eq!(victim_so_far.stdout, "first line\n", "nothing forged");
     std::fs::write(victim.work_dir().join("gate"), b"").unwrap();
 }
+
+/// Following a command that has not started (its device offline) waits,
+/// then streams once the device connects and runs it.
+#[tokio::test]
+async fn a_stream_waits_for_a_command_not_started_yet() {
+    let server = TestServer::start().await;
+    let mut device = server.enroll("offline").await;
+    server.upload("chatty.sh", CHATTY).await;
+    let id = start(&server, &device.machine_id, "chatty.sh").await;
+    let client = server.client.clone();
+    let following = {
+        let id = id.clone();
+        tokio::spawn(async move { Seen::to_end(&mut client.follow_output(&id, 0, None)).await })
+    };
+    let waiting = server.client.output(&id, 0).await.unwrap();
+    assert_eq!((waiting.stdout.as_str(), waiting.complete), ("", false));
+    assert!(!following.is_finished(), "the stream waits");
+    server.connect(&mut device).await;
+    let seen = tokio::time::timeout(DEADLINE, following)
+        .await
+        .unwrap()
+        .unwrap();
+    let transcript = transcript(&server, &id).await;
+    assert_eq!(seen.out, transcript.script_output);
+    assert_eq!(seen.end.unwrap().command_status, "Completed");
+}

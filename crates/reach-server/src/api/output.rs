@@ -68,6 +68,15 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The largest transcript read to complete a stream (as batch results).
 const MOST_TRANSCRIPT: u64 = super::batches::results::MAX_INLINE_TRANSCRIPT;
 
+/// Uploaded transcripts (up to `MOST_TRANSCRIPT` each) read at once on this
+/// node to end streams: a batch's thousand followers reaching their ends
+/// together hold at most this many in memory, not a thousand.
+static TRANSCRIPT_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// JSON answers (each up to both streams whole, tens of MiB at most) built
+/// at once on this node; the others wait their turn.
+static WHOLE_ANSWERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// Whether the client asked for Server-Sent Events.
 pub fn wants_events(headers: &HeaderMap) -> bool {
     headers
@@ -193,6 +202,7 @@ async fn transcript(
     let bytes = match blob.inline_command() {
         Some(_) => state.store.inline_result(tenant_id, command).await.ok()?,
         None if blob.size <= MOST_TRANSCRIPT => {
+            let _turn = TRANSCRIPT_READS.acquire().await.ok()?;
             let read = async {
                 let (_, stream) = state.files.get_stream(&blob.key).await?;
                 let chunks: Vec<Bytes> = stream.try_collect().await?;
@@ -267,6 +277,7 @@ async fn so_far(
     tenant_id: &str,
     command: &CommandRef,
 ) -> ApiResult<serde_json::Value> {
+    let _turn = WHOLE_ANSWERS.acquire().await.map_err(ApiError::internal)?;
     // Read before the pieces: a command ended then has all its pieces stored.
     let progress = state.store.output_progress(command).await?;
     let (mut stdout, mut stderr) = (String::new(), String::new());

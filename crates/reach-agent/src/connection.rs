@@ -206,6 +206,8 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
                         heartbeat.tick().await;
                         inline_limit = Some(inline_result_bytes);
                         parts.live.set_limit(live_output_bytes);
+                        // What the last connection may have lost goes again.
+                        parts.live.resend();
                     }
                     ServerMessage::Run(assignment) => parts.executor.submit(assignment),
                     ServerMessage::Cancel { action_id } => parts.executor.cancel(&action_id),

@@ -4,7 +4,10 @@
 //! send (or fills a message) into one. The buffer is bounded: when it holds
 //! `MOST_PENDING` bytes (a connection down or too slow), the command's live
 //! output stops, because the server only takes a stream without gaps, and
-//! the transcript carries everything anyway.
+//! the transcript carries everything anyway. The last `KEPT_SENT` bytes
+//! sent are kept and sent again after a reconnection (`resend`): pieces a
+//! dropped connection lost would otherwise leave a gap, and the server
+//! refuses every piece after a gap; it drops those it already holds.
 //!
 //! This module never decides what a transcript holds: it only sees text
 //! that the capture already kept, cut on whole characters (`whole_prefix`).
@@ -25,17 +28,27 @@ pub const COALESCE: Duration = Duration::from_millis(250);
 /// Most bytes waiting to be sent, over all commands.
 pub const MOST_PENDING: usize = 4 * 1024 * 1024;
 
+/// Bytes of the pieces sent last, kept to send again after a reconnection.
+pub const KEPT_SENT: usize = 1024 * 1024;
+
+#[derive(Clone)]
 struct Piece {
     command: CommandRef,
     stream: Stream,
     offset: u64,
     text: String,
+    /// Sent before: it goes again exactly as it was, never merged with
+    /// what follows (the server's stream ends where a sent piece ended).
+    sealed: bool,
 }
 
 #[derive(Default)]
 struct Inner {
     pending: VecDeque<Piece>,
     pending_bytes: usize,
+    /// The pieces sent last (at most `KEPT_SENT` bytes), as sent.
+    sent: VecDeque<Piece>,
+    sent_bytes: usize,
     /// Commands whose live output stopped (the buffer overflowed).
     abandoned: Vec<CommandRef>,
     last_sent: Option<Instant>,
@@ -63,6 +76,8 @@ impl LiveOutput {
             let mut inner = self.lock();
             inner.pending.clear();
             inner.pending_bytes = 0;
+            inner.sent.clear();
+            inner.sent_bytes = 0;
         }
         self.ready.notify_one();
     }
@@ -90,7 +105,8 @@ impl LiveOutput {
         inner.pending_bytes += text.len();
         match inner.pending.back_mut() {
             Some(last)
-                if last.command == *command
+                if !last.sealed
+                    && last.command == *command
                     && last.stream == stream
                     && last.offset + last.text.len() as u64 == offset
                     && last.text.len() + text.len() <= limit =>
@@ -102,6 +118,7 @@ impl LiveOutput {
                 stream,
                 offset,
                 text,
+                sealed: false,
             }),
         }
         drop(inner);
@@ -157,10 +174,18 @@ impl LiveOutput {
                 stream: piece.stream,
                 offset: piece.offset + cut as u64,
                 text: rest,
+                sealed: piece.sealed,
             });
         }
         inner.pending_bytes -= piece.text.len();
         inner.last_sent = Some(Instant::now());
+        inner.sent_bytes += piece.text.len();
+        inner.sent.push_back(piece.clone());
+        while inner.sent_bytes > KEPT_SENT
+            && let Some(old) = inner.sent.pop_front()
+        {
+            inner.sent_bytes -= old.text.len();
+        }
         Some(AgentMessage::Output {
             command: piece.command,
             stream: piece.stream,
@@ -172,6 +197,24 @@ impl LiveOutput {
 
 /// The longest start of `text` of at most `at` bytes that ends on a
 /// character, but never empty.
+impl LiveOutput {
+    /// A new connection: the pieces sent last go again, first, exactly as
+    /// they were sent (the server keeps pieces whole, so its stream ends
+    /// where one of them ends, and it drops those it holds).
+    pub fn resend(&self) {
+        let mut inner = self.lock();
+        let sent = std::mem::take(&mut inner.sent);
+        inner.sent_bytes = 0;
+        for mut piece in sent.into_iter().rev() {
+            inner.pending_bytes += piece.text.len();
+            piece.sealed = true;
+            inner.pending.push_front(piece);
+        }
+        drop(inner);
+        self.ready.notify_one();
+    }
+}
+
 fn floor_char_boundary(text: &str, at: usize) -> usize {
     let mut cut = at.min(text.len());
     while !text.is_char_boundary(cut) {
@@ -347,6 +390,40 @@ mod tests {
             "q".into(),
         );
         assert!(live.take().is_none(), "and stays stopped: no gap is sent");
+    }
+
+    /// After a reconnection the pieces sent last go again, as sent and
+    /// before what waits, so a piece the old connection lost is not a gap.
+    #[test]
+    fn a_new_connection_sends_the_last_pieces_again_first() {
+        let live = LiveOutput::default();
+        live.set_limit(4);
+        live.push(&command(), Stream::Stdout, 0, "abcdef".into());
+        let texts = |live: &LiveOutput| -> Vec<(u64, String)> {
+            std::iter::from_fn(|| live.take())
+                .map(|m| match m {
+                    AgentMessage::Output { offset, text, .. } => (offset, text),
+                    _ => panic!("output"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            texts(&live),
+            [(0, "abcd".to_string()), (4, "ef".to_string())]
+        );
+        live.resend();
+        live.push(&command(), Stream::Stdout, 6, "g".into());
+        assert_eq!(
+            texts(&live),
+            [
+                (0, "abcd".to_string()),
+                (4, "ef".to_string()),
+                (6, "g".to_string())
+            ],
+            "what follows is not merged into a piece sent again"
+        );
+        live.resend();
+        assert_eq!(texts(&live).len(), 3, "kept again once sent");
     }
 
     #[tokio::test(start_paused = true)]

@@ -492,3 +492,41 @@ async fn a_stream_waits_for_a_command_not_started_yet() {
     assert_eq!(seen.out, transcript.script_output);
     assert_eq!(seen.end.unwrap().command_status, "Completed");
 }
+
+/// The agent's connection drops while a script runs: after it reconnects
+/// (sending its last pieces again, which the server already holds), the
+/// script's further lines still arrive live, before it ends.
+#[tokio::test]
+async fn live_output_goes_on_after_the_agent_reconnects() {
+    const TWO_GATES: &[u8] = b"#!/bin/sh\necho 'first line'\nwhile [ ! -f gate1 ]; do sleep 0.02; done\necho 'second line'\nwhile [ ! -f gate2 ]; do sleep 0.02; done\n";
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    server.upload("gates.sh", TWO_GATES).await;
+    let id = start(&server, &device.machine_id, "gates.sh").await;
+    let so_far = async |wanted: &str| {
+        wait_for(&format!("{wanted:?} while the script runs"), async || {
+            let output = server.client.output(&id, 0).await.unwrap();
+            (output.stdout == wanted).then_some(output.complete)
+        })
+        .await
+    };
+    assert!(!so_far("first line\n").await);
+    let first = server.state.hub.connection_id(&device.machine_id);
+    server
+        .state
+        .hub
+        .send(&device.machine_id, reach_server::hub::HubEvent::Close);
+    eventually("the agent reconnects", async || {
+        let now = server.state.hub.connection_id(&device.machine_id);
+        now.is_some() && now != first
+    })
+    .await;
+    std::fs::write(device.work_dir().join("gate1"), b"").unwrap();
+    assert!(
+        !so_far("first line\nsecond line\n").await,
+        "a live piece, before the end"
+    );
+    std::fs::write(device.work_dir().join("gate2"), b"").unwrap();
+    let done = server.wait_final(&id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded);
+}

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod connection;
 pub mod containment;
 pub mod executor;
+pub mod isolation;
 pub mod live_output;
 pub mod outbox;
 pub mod system;

@@ -55,6 +55,9 @@ enum Command {
     },
     /// Print the example agent config.
     PrintConfig,
+    /// Break-glass: remove this device's network isolation now, whatever
+    /// the server says (as root, on the device, from its console).
+    ReleaseIsolation,
 }
 
 #[tokio::main]
@@ -110,6 +113,17 @@ async fn main() -> anyhow::Result<()> {
             reach_agent::run(config, shutdown).await?;
         }
         Command::PrintConfig => print!("{}", reach_agent::EXAMPLE_CONFIG),
+        Command::ReleaseIsolation => {
+            let released = reach_agent::isolation::Nft::default()
+                .release()
+                .await
+                .context("releasing the isolation")?;
+            if released {
+                println!("isolation released: this device's network is open again");
+            } else {
+                println!("this device was not isolated");
+            }
+        }
     }
     Ok(())
 }

@@ -87,13 +87,27 @@ async fn serve(mut config: Config, dev_mode: bool, dev_tls: bool) -> anyhow::Res
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Off loopback, dev mode serves HTTPS with its own CA: its agent (and
+    // any other) never sends a credential in clear over a network.
+    let automatic_tls =
+        dev_mode && !dev_tls && !addr.ip().is_loopback() && config.tls.cert_path.is_empty();
+    if automatic_tls {
+        eprintln!(
+            "--dev listening off loopback ({addr}): serving HTTPS with a CA made for this data directory"
+        );
+    }
+    let dev_tls = dev_tls || automatic_tls;
     let pki = if dev_tls {
         let mut hosts = vec![
             "127.0.0.1".to_string(),
             "localhost".to_string(),
             "::1".to_string(),
         ];
-        if !addr.ip().is_unspecified() {
+        if addr.ip().is_unspecified() {
+            // Every address clients may come to.
+            let info = reach_agent::system::machine_info();
+            hosts.extend(info.ip_addresses.into_iter().map(|a| a.ip_address));
+        } else {
             hosts.push(addr.ip().to_string());
         }
         let pki = reach_server::tls::dev_pki(&config.data_dir.join("tls"), &hosts)?;
@@ -116,7 +130,18 @@ async fn serve(mut config: Config, dev_mode: bool, dev_tls: bool) -> anyhow::Res
     }));
     let agent = if dev_mode {
         let scheme = if pki.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{addr}");
+        // The local agent comes over loopback when the server listens on
+        // every address, else to the address it listens on.
+        let to = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
+        let url = format!("{scheme}://{to}");
         let ca_file = pki.as_ref().map(|p| p.ca_path.clone());
         let (credentials, agent) =
             dev::start(&state, &url, ca_file, shutdown.child_token()).await?;

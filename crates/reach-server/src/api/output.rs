@@ -25,8 +25,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use reach_proto::agent::{CommandRef, Stream, Work};
-use reach_proto::api::ScriptTranscript;
-use serde_json::json;
+use reach_proto::api::{CommandOutput, OutputEnd, OutputMachine, OutputPiece, ScriptTranscript};
 use tokio::time::Instant;
 
 use super::{Access, authorize};
@@ -111,35 +110,37 @@ where
     response
 }
 
-/// A piece as an event's JSON, with `extra` fields (a batch's machine).
+/// A piece as a `stdout` or `stderr` event, naming `machine` on a batch's
+/// stream (empty on a command's).
 pub fn piece_event(
     id: &str,
     stream: Stream,
     offset: u64,
     text: &str,
-    extra: &serde_json::Value,
+    machine: &OutputMachine,
 ) -> Event {
-    let mut data = json!({ "text": text, "offset": offset });
-    merge(&mut data, extra);
+    let data = OutputPiece {
+        text: text.to_string(),
+        offset,
+        machine: machine.clone(),
+    };
     Event::default()
         .id(id)
         .event(stream.as_str())
-        .data(data.to_string())
+        .data(serde_json::to_string(&data).expect("output events serialise"))
 }
 
 /// The `end` event.
-pub fn end_event(id: &str, end: &End, extra: &serde_json::Value) -> Event {
-    let mut data = json!({ "commandStatus": end.command_status, "exitCode": end.exit_code });
-    merge(&mut data, extra);
-    Event::default().id(id).event("end").data(data.to_string())
-}
-
-fn merge(data: &mut serde_json::Value, extra: &serde_json::Value) {
-    if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
-        for (key, value) in extra {
-            data.insert(key.clone(), value.clone());
-        }
-    }
+pub fn end_event(id: &str, end: &End, machine: &OutputMachine) -> Event {
+    let data = OutputEnd {
+        command_status: end.command_status.clone(),
+        exit_code: end.exit_code,
+        machine: machine.clone(),
+    };
+    Event::default()
+        .id(id)
+        .event("end")
+        .data(serde_json::to_string(&data).expect("output events serialise"))
 }
 
 /// How a command ended, and what of its output the stored pieces lack.
@@ -276,7 +277,7 @@ async fn so_far(
     state: &SharedState,
     tenant_id: &str,
     command: &CommandRef,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<CommandOutput> {
     let _turn = WHOLE_ANSWERS.acquire().await.map_err(ApiError::internal)?;
     // Read before the pieces: a command ended then has all its pieces stored.
     let progress = state.store.output_progress(command).await?;
@@ -311,12 +312,12 @@ async fn so_far(
         }
         exit_code = end.exit_code;
     }
-    Ok(json!({
-        "stdout": stdout,
-        "stderr": stderr,
-        "complete": ended,
-        "exitCode": exit_code,
-    }))
+    Ok(CommandOutput {
+        stdout,
+        stderr,
+        complete: ended,
+        exit_code,
+    })
 }
 
 /// What a stream of events reads from the store.
@@ -423,7 +424,7 @@ impl Source for CommandSource {
             .output_after(&self.command, self.cursor, PAGE)
             .await?;
         let full = may_have_more(page.iter());
-        let none = serde_json::Value::Null;
+        let none = OutputMachine::default();
         for chunk in page {
             self.cursor = chunk.seq;
             let id = chunk.seq.to_string();

@@ -121,6 +121,35 @@ async fn lines_arrive_before_the_script_ends_and_add_up_to_its_transcript() {
     assert_eq!(after.stderr, transcript.script_errors);
     let replay = Seen::to_end(&mut server.client.follow_output(&id, 0, None)).await;
     assert_eq!((replay.out, replay.err), (seen.out, seen.err));
+
+    // The raw shapes other clients parse.
+    let path = format!("/api/machineactions/{id}/commands/0/output");
+    let (status, json) = server.get_raw(&path).await;
+    assert_eq!(status, 200);
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["complete", "exitCode", "stderr", "stdout"]);
+    let response = server
+        .client
+        .request(reqwest::Method::GET, &path)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let body = response.text().await.unwrap();
+    assert!(
+        body.starts_with("id: ")
+            && body
+                .contains("\nevent: stdout\ndata: {\"text\":\"first line\\n\",\"offset\":0}\n\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("event: end\ndata: {\"commandStatus\":\"Completed\",\"exitCode\":7}\n\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::response::sse::Event;
 use reach_proto::agent::CommandRef;
-use serde_json::json;
+use reach_proto::api::OutputMachine;
 
 use super::visible_batch;
 use crate::SharedState;
@@ -241,8 +241,12 @@ impl BatchSource {
     }
 }
 
-fn machine(machine_id: &str, name: &str, action_id: &str) -> serde_json::Value {
-    json!({ "machineId": machine_id, "computerDnsName": name, "actionId": action_id })
+fn machine(machine_id: &str, name: &str, action_id: &str) -> OutputMachine {
+    OutputMachine {
+        machine_id: Some(machine_id.to_string()),
+        computer_dns_name: Some(name.to_string()),
+        action_id: Some(action_id.to_string()),
+    }
 }
 
 #[cfg(test)]

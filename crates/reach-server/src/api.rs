@@ -20,6 +20,7 @@ pub mod paging;
 pub mod part_headers;
 pub mod paths;
 pub mod token;
+pub mod unsupported_actions;
 
 use axum::extract::{FromRequestParts, Request};
 
@@ -103,6 +104,10 @@ pub enum Access {
     /// Read or follow a script's output (the results' permission: output
     /// is what a result holds).
     ReadOutput,
+    /// Ask for an antivirus scan (refused: not supported).
+    Scan,
+    /// Restrict or unrestrict code execution (refused: not supported).
+    RestrictExecution,
     /// List, read, upload and delete library files.
     ManageLibrary,
     /// Read the audit trail.
@@ -120,6 +125,8 @@ impl Access {
             Access::RunLiveResponse | Access::CreateBatch => permissions::RUN_LIVE_RESPONSE,
             Access::ReadBatches => permissions::READ,
             Access::DownloadResults | Access::ReadOutput => permissions::DOWNLOAD_RESULTS,
+            Access::Scan => permissions::SCAN,
+            Access::RestrictExecution => permissions::RESTRICT_EXECUTION,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
             Access::ReadAuditLog => permissions::READ_AUDIT_LOG,
         }
@@ -137,6 +144,8 @@ impl Access {
             Access::ReadBatches => Api::Other("batches"),
             Access::DownloadResults => Api::Other("downloadlink"),
             Access::ReadOutput => Api::Other("output"),
+            Access::Scan => Api::Other("runantivirusscan"),
+            Access::RestrictExecution => Api::Other("restrictcodeexecution"),
             Access::ManageLibrary => Api::Other("libraryfiles"),
             Access::ReadAuditLog => Api::Other("auditlog"),
         }

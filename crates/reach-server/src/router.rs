@@ -40,6 +40,18 @@ fn routes(state: SharedState) -> Router {
             post(api::live_response::run),
         )
         .route(
+            "/api/machines/{id}/runantivirusscan",
+            post(api::unsupported_actions::run_antivirus_scan),
+        )
+        .route(
+            "/api/machines/{id}/restrictcodeexecution",
+            post(api::unsupported_actions::restrict_code_execution),
+        )
+        .route(
+            "/api/machines/{id}/unrestrictcodeexecution",
+            post(api::unsupported_actions::restrict_code_execution),
+        )
+        .route(
             "/api/batches",
             get(api::batches::list).post(api::batches::create),
         )

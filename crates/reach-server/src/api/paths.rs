@@ -24,6 +24,9 @@ const ACTIONS: &[&str] = &[
     "machineactions",
     "output",
     "commands",
+    "runantivirusscan",
+    "restrictcodeexecution",
+    "unrestrictcodeexecution",
 ];
 /// Words that stand where a machine id would (`/api/machines/findbytag`).
 const MACHINE_COLLECTION_ACTIONS: &[&str] = &["findbytag", "addorremovetagformultiplemachines"];

@@ -40,6 +40,12 @@ pub const DOWNLOAD_RESULTS: &[&str] = &[
     roles::READ_WRITE_ALL,
 ];
 
+/// Ask for an antivirus scan (Defender's role; Reach refuses the action).
+pub const SCAN: &[&str] = &[roles::SCAN];
+
+/// Restrict code execution (Defender's role; Reach refuses the action).
+pub const RESTRICT_EXECUTION: &[&str] = &[roles::RESTRICT_EXECUTION];
+
 /// Add and remove machine tags.
 pub const TAG_MACHINES: &[&str] = &[roles::READ_WRITE_ALL, roles::READ_WRITE];
 

@@ -36,3 +36,4 @@ mod shapes;
 mod signing;
 mod tags;
 mod tls;
+mod unsupported_actions;

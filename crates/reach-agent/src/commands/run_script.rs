@@ -92,12 +92,11 @@ async fn capture(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                let keep = &buf[..n.min(room)];
+                kept.extend_from_slice(keep);
                 dropped += n.saturating_sub(room);
-                if let Some(feed) = &mut feed
-                    && room > 0
-                {
-                    feed.bytes(&buf[..n.min(room)]);
+                if let Some(feed) = &mut feed {
+                    feed.bytes(keep);
                 }
             }
         }

@@ -22,23 +22,17 @@ fn parse_stream(text: &str) -> StoreResult<Stream> {
     match text {
         "stdout" => Ok(Stream::Stdout),
         "stderr" => Ok(Stream::Stderr),
-        other => Err(other_error(format!("output_chunks.stream holds {other:?}"))),
+        other => Err(StoreError::Other(anyhow::anyhow!(
+            "output_chunks.stream holds {other:?}"
+        ))),
     }
-}
-
-fn other_error(message: String) -> StoreError {
-    StoreError::Other(anyhow::anyhow!(message))
-}
-
-fn count(name: &str, value: i64) -> StoreResult<u64> {
-    u64::try_from(value).map_err(|_| other_error(format!("{name} holds {value}")))
 }
 
 fn chunk(row: &Row) -> StoreResult<OutputChunk> {
     Ok(OutputChunk {
-        seq: count("output_chunks.seq", row.try_get("seq")?)?,
+        seq: rows::unsigned("output_chunks.seq", row.try_get("seq")?)?,
         stream: parse_stream(row.try_get("stream")?)?,
-        offset: count("output_chunks.byte_offset", row.try_get("byte_offset")?)?,
+        offset: rows::unsigned("output_chunks.byte_offset", row.try_get("byte_offset")?)?,
         text: row.try_get("text")?,
     })
 }
@@ -46,9 +40,9 @@ fn chunk(row: &Row) -> StoreResult<OutputChunk> {
 fn progress(row: &Row) -> StoreResult<OutputProgress> {
     Ok(OutputProgress {
         command: rows::command(row)?,
-        stdout_live: count("commands.stdout_live", row.try_get("stdout_live")?)?,
-        stderr_live: count("commands.stderr_live", row.try_get("stderr_live")?)?,
-        last_seq: count("commands.output_last_seq", row.try_get("output_last_seq")?)?,
+        stdout_live: rows::unsigned("commands.stdout_live", row.try_get("stdout_live")?)?,
+        stderr_live: rows::unsigned("commands.stderr_live", row.try_get("stderr_live")?)?,
+        last_seq: rows::unsigned("commands.output_last_seq", row.try_get("output_last_seq")?)?,
         action_ended: !matches!(row.try_get("action_status")?, "Pending" | "InProgress"),
     })
 }
@@ -85,7 +79,7 @@ impl SqlStore {
         let Some(live) = live else {
             return Ok(Appended::NotRunning);
         };
-        let live = count("commands live output", live)?;
+        let live = rows::unsigned("commands live output", live)?;
         if live != offset {
             return Ok(Appended::Gap);
         }
@@ -130,7 +124,7 @@ impl SqlStore {
         .await?;
         tx.commit().await?;
         Ok(Appended::Stored {
-            seq: count("output sequence", seq)?,
+            seq: rows::unsigned("output sequence", seq)?,
             batch_id: batch,
         })
     }
@@ -172,7 +166,7 @@ impl Outputs for SqlStore {
             -2 => Appended::Gap,
             -3 => Appended::Full,
             seq => Appended::Stored {
-                seq: count("output sequence", seq)?,
+                seq: rows::unsigned("output sequence", seq)?,
                 batch_id: row.try_get("batch_id")?,
             },
         })

@@ -13,7 +13,7 @@ use crate::store::*;
 use crate::time::Micros;
 
 /// A stored whole number that must not be negative.
-fn unsigned(column: &str, value: i64) -> StoreResult<u64> {
+pub(super) fn unsigned(column: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value)
         .map_err(|_| StoreError::Other(anyhow::anyhow!("{column} holds {value}, not a count")))
 }

@@ -84,7 +84,7 @@ async fn a_batch_on_a_terminal_shows_its_progress_bar() {
         .await;
     assert!(uploaded.status.success(), "{}", text(&uploaded.stderr));
     let command = format!(
-        "'{}' run --all --script slow.sh",
+        "exec '{}' run --all --script slow.sh",
         env!("CARGO_BIN_EXE_reach")
     );
     let ran = tokio::process::Command::new("script")

@@ -162,8 +162,11 @@ async fn ctrl_c_on_a_terminal_asks_and_cancels() {
     let env = start().await;
     upload(&env, "gated.sh", GATED).await;
     let gate = env.dir.path().join("never");
+    // `exec`: `script` runs the command through $SHELL, and a shell that
+    // stays as the parent (dash does) dies of the Ctrl-C itself, so
+    // `script --return` would report its 130 instead of the CLI's code.
     let command = format!(
-        "'{}' run {} --script gated.sh --args '{}' --follow",
+        "exec '{}' run {} --script gated.sh --args '{}' --follow",
         env!("CARGO_BIN_EXE_reach"),
         env.machine_id,
         gate.display()

@@ -4,6 +4,7 @@
 //! failure becomes a human-readable error in the command's `errors`.
 
 pub mod get_file;
+pub mod isolate;
 pub mod put_file;
 pub mod run_script;
 
@@ -35,6 +36,8 @@ pub struct Context {
     pub containment: std::sync::Arc<crate::containment::Containment>,
     /// A running script's output on its way to the server.
     pub live: std::sync::Arc<crate::live_output::LiveOutput>,
+    /// The device's network isolation.
+    pub isolation: std::sync::Arc<isolate::Isolation>,
 }
 
 /// A command failure, with the message shown to the analyst.
@@ -136,7 +139,7 @@ fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
             signature,
             ..
         } => (script_name, sha256, signature, Use::RunScript),
-        Work::GetFile { .. } => return Ok(()),
+        Work::GetFile { .. } | Work::Isolate { .. } | Work::Unisolate => return Ok(()),
     };
     let check = Check {
         sha256,
@@ -196,6 +199,15 @@ async fn run(
             )
             .await
         }
+        // Neither is cut short by a cancel or a timeout: each is a few
+        // seconds, bounded by `isolate::PROOF`, and one stopped halfway
+        // would leave rules without their record.
+        Work::Isolate { selective, allow } => context.isolation.isolate(*selective, allow).await,
+        Work::Unisolate => context
+            .isolation
+            .release()
+            .await
+            .map(|_| Success::default()),
     }
 }
 
@@ -429,6 +441,12 @@ mod tests {
             accept_v1_signatures: false,
             containment: crate::containment::Containment::open(dir, "test"),
             live: Default::default(),
+            isolation: std::sync::Arc::new(isolate::Isolation::new(
+                None,
+                &dir.join("state.json"),
+                Vec::new(),
+                std::sync::Arc::new(crate::tls::client_config(None).unwrap()),
+            )),
         }
     }
 

@@ -24,6 +24,9 @@ use crate::live_output::LiveOutput;
 use crate::outbox::{Entry, Outbox};
 use crate::{Config, State, system};
 
+/// The `Work` this agent runs (`Work::kind`), for its Hello.
+pub const CAPABILITIES: [&str; 5] = ["PutFile", "RunScript", "GetFile", "Isolate", "Unisolate"];
+
 /// A connection that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 
@@ -37,12 +40,17 @@ pub struct Parts<'a> {
     pub servers: &'a [String],
     /// Calls to the server in use.
     pub client: &'a AgentClient,
-    /// Runs commands one at a time.
+    /// Runs live response commands one at a time.
     pub executor: &'a Executor,
+    /// Runs response actions (isolate, release) one at a time, beside
+    /// live response (`Work::is_response`).
+    pub responses: &'a Executor,
     /// Finished commands not yet acknowledged.
     pub outbox: &'a Outbox,
     /// A running script's output, sent as it comes when the server takes it.
     pub live: &'a LiveOutput,
+    /// The device's network isolation (its state goes in the Hello).
+    pub isolation: &'a crate::commands::isolate::Isolation,
     /// Which servers to trust on `wss://`.
     pub tls: Arc<rustls::ClientConfig>,
     /// Cancelled when the agent stops.
@@ -174,8 +182,10 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
     };
     let hello = AgentMessage::Hello {
         info: system::machine_info(),
-        running: parts.executor.held(),
+        running: [parts.executor.held(), parts.responses.active()].concat(),
         instance: parts.instance.clone(),
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        isolated: Some(parts.isolation.is_isolated()),
     };
     socket
         .send(Message::text(serde_json::to_string(&hello)?))
@@ -209,8 +219,12 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
                         // What the last connection may have lost goes again.
                         parts.live.resend();
                     }
+                    ServerMessage::Run(assignment) if assignment.work.is_response() => parts.responses.submit(assignment),
                     ServerMessage::Run(assignment) => parts.executor.submit(assignment),
-                    ServerMessage::Cancel { action_id } => parts.executor.cancel(&action_id),
+                    ServerMessage::Cancel { action_id } => {
+                        parts.executor.cancel(&action_id);
+                        parts.responses.cancel(&action_id);
+                    }
                     ServerMessage::Ack(command) => {
                         parts.outbox.acknowledge(&command);
                         if awaiting.as_ref() == Some(&command) {

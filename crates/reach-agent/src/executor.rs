@@ -162,12 +162,17 @@ impl Executor {
 
     /// Commands this agent holds: running, queued, or finished but not acknowledged.
     pub fn held(&self) -> Vec<CommandRef> {
-        let shared = self.lock();
-        let mut held: Vec<CommandRef> = shared.running.iter().map(|(c, _)| c.clone()).collect();
-        held.extend(shared.queued.iter().cloned());
-        drop(shared);
+        let mut held = self.active();
         held.extend(self.outbox.held());
         held
+    }
+
+    /// Commands running or queued here (not those in the outbox).
+    pub fn active(&self) -> Vec<CommandRef> {
+        let shared = self.lock();
+        let mut active: Vec<CommandRef> = shared.running.iter().map(|(c, _)| c.clone()).collect();
+        active.extend(shared.queued.iter().cloned());
+        active
     }
 
     /// Stops taking work and kills the running command.

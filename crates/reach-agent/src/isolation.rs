@@ -19,6 +19,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
+pub use reach_proto::destination::{BadDestination, Destination};
+
 /// The table's name; nothing but this module touches it.
 pub const TABLE: &str = "reach_isolation";
 
@@ -40,67 +42,8 @@ pub enum IsolationError {
     #[error("nft failed: {0}")]
     Nft(String),
     /// An allowed destination is not `ADDRESS[/PREFIX][:PORT]`.
-    #[error(
-        "{0:?} is not an address or network with an optional port (10.0.0.0/8, 192.0.2.1:443, [2001:db8::]/32:443)"
-    )]
-    Destination(String),
-}
-
-/// A destination that stays reachable: a network, and a port or all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Destination {
-    /// The network's address.
-    pub address: IpAddr,
-    /// Its prefix length (32 or 128: one address).
-    pub prefix: u8,
-    /// One TCP or UDP port, or every port.
-    pub port: Option<u16>,
-}
-
-impl Destination {
-    /// Parses `10.0.0.0/8`, `192.0.2.1:443`, `192.0.2.0/24:443`,
-    /// `2001:db8::1`, `[2001:db8::]/32:443`.
-    pub fn parse(text: &str) -> Result<Self, IsolationError> {
-        let bad = || IsolationError::Destination(text.to_string());
-        let text = text.trim();
-        let (net, port) = match text.strip_prefix('[') {
-            Some(rest) => {
-                let (address, after) = rest.split_once(']').ok_or_else(bad)?;
-                let (prefix, port) = match after.rsplit_once(':') {
-                    Some((prefix, port)) => (prefix, Some(port)),
-                    None => (after, None),
-                };
-                (format!("{address}{prefix}"), port)
-            }
-            None if text.matches(':').count() == 1 => {
-                let (net, port) = text.split_once(':').ok_or_else(bad)?;
-                (net.to_string(), Some(port))
-            }
-            None => (text.to_string(), None),
-        };
-        let port = port
-            .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad))
-            .transpose()?;
-        let (address, prefix) = match net.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (net.as_str(), None),
-        };
-        let address: IpAddr = address.parse().map_err(|_| bad())?;
-        let most = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= most)
-                .ok_or_else(bad)?,
-            None => most,
-        };
-        Ok(Self {
-            address,
-            prefix,
-            port,
-        })
-    }
+    #[error(transparent)]
+    Destination(#[from] BadDestination),
 }
 
 /// What stays reachable while the device is isolated.
@@ -280,29 +223,6 @@ impl Nft {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn destinations_parse_with_and_without_prefix_and_port() {
-        let parsed = |text: &str| Destination::parse(text).unwrap();
-        assert_eq!(parsed("10.0.0.0/8").prefix, 8);
-        assert_eq!(parsed("10.0.0.0/8").port, None);
-        assert_eq!(parsed("192.0.2.1:443").port, Some(443));
-        assert_eq!(parsed("192.0.2.1:443").prefix, 32);
-        assert_eq!(parsed("192.0.2.0/24:443").prefix, 24);
-        assert_eq!(parsed("2001:db8::1").prefix, 128);
-        let v6 = parsed("[2001:db8::]/32:443");
-        assert_eq!((v6.prefix, v6.port), (32, Some(443)));
-        for bad in [
-            "",
-            "10.0.0.0/33",
-            "host.example:443",
-            "10.0.0.1:0",
-            "[::1",
-            "1.2.3.4:x",
-        ] {
-            assert!(Destination::parse(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_ruleset_replaces_the_table_and_allows_only_what_is_named() {

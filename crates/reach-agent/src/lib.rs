@@ -62,6 +62,10 @@ pub struct Config {
     /// Accept library signatures of the first format, which cover only the
     /// file's SHA-256 (not its name nor its use).
     pub accept_v1_signatures: bool,
+    /// The `nft` command network isolation runs, program first (Linux).
+    /// Empty: this agent never isolates its device, and Isolate fails
+    /// saying so.
+    pub nft_command: Vec<String>,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             trusted_keys: Vec::new(),
             allow_special_files: false,
             accept_v1_signatures: false,
+            nft_command: vec!["nft".into()],
         }
     }
 }
@@ -215,35 +220,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let outbox = std::sync::Arc::new(outbox::Outbox::open(&config.outbox_dir())?);
     let client = AgentClient::new(&servers[0], &state.bearer(), Some(tls.clone()));
     let live = std::sync::Arc::new(live_output::LiveOutput::default());
-    let executor = executor::Executor::start(
-        commands::Context {
-            client: client.clone(),
-            work_dir,
-            output_cap_bytes: config.output_cap_bytes,
-            trusted_keys,
-            allow_special_files: config.allow_special_files,
-            accept_v1_signatures: config.accept_v1_signatures,
-            containment: containment::Containment::open(
-                config.state_path.parent().unwrap_or(Path::new(".")),
-                &state.machine_id,
-            ),
-            live: live.clone(),
-        },
-        outbox.clone(),
-    );
+    let isolation = std::sync::Arc::new(commands::isolate::Isolation::new(
+        (!config.nft_command.is_empty())
+            .then(|| isolation::Nft::with_command(config.nft_command.clone())),
+        &config.state_path,
+        servers.clone(),
+        std::sync::Arc::new(tls.clone()),
+    ));
+    // Before the first connection: a device isolated stays isolated.
+    isolation.restore().await;
+    let context = commands::Context {
+        client: client.clone(),
+        work_dir,
+        output_cap_bytes: config.output_cap_bytes,
+        trusted_keys,
+        allow_special_files: config.allow_special_files,
+        accept_v1_signatures: config.accept_v1_signatures,
+        containment: containment::Containment::open(
+            config.state_path.parent().unwrap_or(Path::new(".")),
+            &state.machine_id,
+        ),
+        live: live.clone(),
+        isolation: isolation.clone(),
+    };
+    let executor = executor::Executor::start(context.clone(), outbox.clone());
+    let responses = executor::Executor::start(context, outbox.clone());
     let parts = connection::Parts {
         state: &state,
         instance: format!("{:032x}", rand::random::<u128>()),
         servers: &servers,
         client: &client,
         executor: &executor,
+        responses: &responses,
         outbox: &outbox,
         live: &live,
+        isolation: &isolation,
         tls: std::sync::Arc::new(tls),
         shutdown: &shutdown,
     };
     connection::run(&config, &parts).await;
     executor.stop();
+    responses.stop();
     Ok(())
 }
 

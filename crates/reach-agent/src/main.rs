@@ -114,9 +114,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::PrintConfig => print!("{}", reach_agent::EXAMPLE_CONFIG),
         Command::ReleaseIsolation => {
-            let released = reach_agent::isolation::Nft::default()
-                .release()
+            // The rules through the configured nft (plain `nft` where the
+            // configuration turned isolation off), then the record that
+            // would put them back at the agent's next start.
+            let nft = match config.nft_command.is_empty() {
+                true => reach_agent::isolation::Nft::default(),
+                false => reach_agent::isolation::Nft::with_command(config.nft_command.clone()),
+            };
+            let record = reach_agent::commands::isolate::record_path(&config.state_path);
+            let released = reach_agent::commands::isolate::release(Some(&nft), &record)
                 .await
+                .map_err(|failure| anyhow::anyhow!(failure.message))
                 .context("releasing the isolation")?;
             if released {
                 println!("isolation released: this device's network is open again");

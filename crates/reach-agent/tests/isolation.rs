@@ -10,45 +10,14 @@
 // Helpers here panic on what a test cannot go on without.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reach_agent::isolation::{Allowed, Destination, Nft};
 
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn ok(args: &[&str]) {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Why this machine cannot run the test, if it cannot.
-fn missing() -> Option<String> {
-    let root = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
-        return Some("root (network namespaces)".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!(
-                "`{tool}` ({})",
-                if tool == "ip" { "iproute2" } else { "nftables" }
-            ));
-        }
-    }
-    None
-}
+#[path = "support/netns.rs"]
+mod netns;
+use netns::{ok, run};
 
 /// Two namespaces of this test's own, joined by a veth pair; removed on drop.
 struct Lab {
@@ -114,30 +83,14 @@ impl Lab {
 
     /// A TCP listener on `port` in the server namespace, accepting forever.
     fn listen(&mut self, port: u16) {
-        let program = format!(
-            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',{port}))\ns.listen(64)\nwhile True:\n    c,_=s.accept()\n    c.close()\n",
-            self.server_ip
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.server, "python3", "-c", &program])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = netns::listener(Some(&self.server), &self.server_ip, port);
         self.listeners.push(child);
     }
 
     /// Whether a TCP connection from the agent namespace to `port` opens
     /// within a second.
     fn reaches(&self, port: u16) -> bool {
-        let program = format!(
-            "import socket\nsocket.create_connection(('{}',{port}),timeout=1).close()",
-            self.server_ip
-        );
-        Command::new("ip")
-            .args(["netns", "exec", &self.agent, "python3", "-c", &program])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        netns::reaches(&self.agent, &self.server_ip, port)
     }
 
     fn nft(&self) -> Nft {
@@ -153,10 +106,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for listener in &mut self.listeners {
-            let _ = listener.kill();
-            let _ = listener.wait();
-        }
+        netns::stop(&mut self.listeners);
         // Deleting a namespace takes its veth end, rules and sockets with it.
         let _ = run(&["ip", "netns", "del", &self.agent]);
         let _ = run(&["ip", "netns", "del", &self.server]);
@@ -165,12 +115,7 @@ impl Drop for Lab {
 
 #[tokio::test]
 async fn isolation_keeps_the_server_and_what_is_allowed_and_release_restores_the_rest() {
-    if let Some(what) = missing() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "isolation tests need {what} under CI"
-        );
-        println!("skipped: the isolation test needs {what}");
+    if netns::skipped() {
         return;
     }
     let mut lab = Lab::new();

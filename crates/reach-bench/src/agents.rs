@@ -247,6 +247,9 @@ impl Agent {
             info: self.info(),
             running: vec![],
             instance: self.instance.clone(),
+            // Simulated agents run live response only.
+            capabilities: vec![],
+            isolated: None,
         };
         socket
             .send(Message::text(serde_json::to_string(&hello)?))
@@ -473,6 +476,14 @@ impl Agent {
             Work::GetFile { .. } => (
                 Outcome::Failed {
                     errors: vec!["simulated agents do not collect files".into()],
+                    timed_out: false,
+                },
+                None,
+            ),
+            // Never sent: their Hello lists no capabilities.
+            other => (
+                Outcome::Failed {
+                    errors: vec![format!("simulated agents do not run {}", other.kind())],
                     timed_out: false,
                 },
                 None,

@@ -20,10 +20,11 @@ use serde_json::{Value, json};
 
 use crate::text::clean;
 
-/// Which machines `reach run` targets when not one machine.
+/// Which machines, when not one: what `reach run` makes a batch of, and
+/// what `reach isolate` and `reach release` act on one by one.
 #[derive(Args, Debug, Default)]
-pub struct Targets {
-    /// Machine ids, comma-separated: one batch for all of them.
+pub struct Selection {
+    /// Machine ids, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     pub machines: Vec<String>,
     /// Machines carrying this tag (repeatable: any of them).
@@ -35,6 +36,14 @@ pub struct Targets {
     /// Every machine you can see.
     #[arg(long)]
     pub all: bool,
+}
+
+/// Which machines `reach run` targets when not one machine, and how its
+/// batch rolls out.
+#[derive(Args, Debug, Default)]
+pub struct Targets {
+    #[command(flatten)]
+    pub selection: Selection,
     /// Dispatch this many machines at a time.
     #[arg(long, value_name = "N")]
     pub wave_size: Option<u64>,
@@ -49,6 +58,14 @@ pub struct Targets {
 
 impl Targets {
     /// The API's selector, when any target flag was given.
+    pub fn selector(&self) -> Option<BatchTargets> {
+        self.selection.selector()
+    }
+}
+
+impl Selection {
+    /// The API's selector, when any target flag was given (the first of
+    /// ids, tags, filter, all).
     pub fn selector(&self) -> Option<BatchTargets> {
         let mut targets = BatchTargets::default();
         if !self.machines.is_empty() {

@@ -7,6 +7,7 @@ mod batch;
 mod credentials;
 mod follow;
 mod output;
+mod respond;
 mod run;
 mod text;
 
@@ -67,6 +68,11 @@ enum Command {
     /// Run live response commands on a machine (by id or computer name), or
     /// on many in one batch (--machines, --tag, --filter, --all).
     Run(run::RunArgs),
+    /// Isolate machines: each loses its network but its Reach servers
+    /// (and DNS, DHCP) until released; live response keeps working.
+    Isolate(respond::IsolateArgs),
+    /// Release isolated machines.
+    Release(respond::RespondArgs),
     /// List batches, newest first.
     Batches,
     /// Show a batch, or cancel, pause, resume it, or fetch its results.
@@ -252,6 +258,16 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
             output::machine_tags(&machine, json)?;
         }
         Command::Library { command } => library(command, json).await?,
+        Command::Isolate(args) => {
+            let response = respond::Response::Isolate {
+                selective: args.selective,
+            };
+            return respond::respond(&client().await?, response, args.targets, json).await;
+        }
+        Command::Release(args) => {
+            let response = respond::Response::Release;
+            return respond::respond(&client().await?, response, args, json).await;
+        }
         Command::Batches => return batch::list(&client().await?, json).await,
         Command::Batch(args) => return batch::batch(&client().await?, args, json).await,
         Command::Run(args) => {

@@ -58,11 +58,23 @@ pub fn machines(machines: &[Machine], json: bool) -> anyhow::Result<()> {
                 m.health_status.clone(),
                 m.os_platform.clone(),
                 m.version.clone(),
+                m.isolation_state.clone(),
                 m.last_seen.clone(),
             ]
         })
         .collect();
-    table(&["ID", "NAME", "HEALTH", "OS", "AGENT", "LAST SEEN"], &rows);
+    table(
+        &[
+            "ID",
+            "NAME",
+            "HEALTH",
+            "OS",
+            "AGENT",
+            "ISOLATION",
+            "LAST SEEN",
+        ],
+        &rows,
+    );
     Ok(())
 }
 

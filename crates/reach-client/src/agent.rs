@@ -156,4 +156,21 @@ impl AgentClient {
         check(response).await?;
         Ok(())
     }
+
+    /// `GET /healthz` of `base` on a connection of its own (never one
+    /// kept from before), within `within`: whether that server answers
+    /// from here now. What an agent that just isolated its device checks.
+    pub async fn probe(
+        base: &str,
+        tls: Option<rustls::ClientConfig>,
+        within: std::time::Duration,
+    ) -> Result<()> {
+        let response = http_client(tls)
+            .get(format!("{}/healthz", base.trim_end_matches('/')))
+            .timeout(within)
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(())
+    }
 }

@@ -10,6 +10,7 @@ pub mod agent;
 mod batches;
 pub mod output;
 pub mod private_file;
+mod response;
 mod retry;
 pub mod signing;
 pub mod tls;

@@ -162,7 +162,47 @@ pub enum Work {
         /// The file's full path on the device.
         path: String,
     },
+    /// Cuts the device off the network except its servers, DNS, DHCP and
+    /// `allow`, proves a server is still reachable (else undoes it), and
+    /// keeps it so across restarts until `Unisolate`.
+    Isolate {
+        /// `Selective` isolation (else `Full`): `allow` is then the
+        /// server's `[isolation] selective_allow`.
+        #[serde(default)]
+        selective: bool,
+        /// More destinations to keep reachable, as `destination::Destination`
+        /// parses them.
+        #[serde(default)]
+        allow: Vec<String>,
+    },
+    /// Removes isolation (succeeds on a device that is not isolated).
+    Unisolate,
 }
+
+impl Work {
+    /// The `type` word this work has on the wire: what an agent's
+    /// `capabilities` list.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::PutFile { .. } => "PutFile",
+            Work::RunScript { .. } => "RunScript",
+            Work::GetFile { .. } => "GetFile",
+            Work::Isolate { .. } => "Isolate",
+            Work::Unisolate => "Unisolate",
+        }
+    }
+
+    /// A response action's work (isolate, release): it runs beside live
+    /// response, not behind it. A server hands an agent at most one
+    /// command of each side at a time, so an isolation never waits for a
+    /// long script.
+    pub fn is_response(&self) -> bool {
+        matches!(self, Work::Isolate { .. } | Work::Unisolate)
+    }
+}
+
+/// What every agent runs, also those whose Hello lists no `capabilities`.
+pub const BASE_CAPABILITIES: [&str; 3] = ["PutFile", "RunScript", "GetFile"];
 
 /// Server → agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +299,15 @@ pub enum AgentMessage {
         /// Random id of this agent process, new at every start.
         #[serde(default)]
         instance: String,
+        /// The `Work` types this agent runs (`Work::kind`). Agents before
+        /// this field send none and run `BASE_CAPABILITIES`: the server
+        /// never sends them other work, which they could not parse.
+        #[serde(default)]
+        capabilities: Vec<String>,
+        /// Whether the device is isolated now, as the agent's own record
+        /// says (None: an agent that does not know isolation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isolated: Option<bool>,
     },
     /// Sent every `heartbeat_secs`: the device is still there.
     Heartbeat,

@@ -5,6 +5,7 @@
 mod batch;
 mod machine;
 mod output;
+mod response;
 pub mod roles;
 mod status;
 
@@ -13,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use batch::{Batch, BatchCounts, BatchRollout, BatchTargets, CreateBatchRequest};
 pub use machine::{Machine, MachineIpAddress, MachineTagRequest, MachineUnknowns};
 pub use output::{CommandOutput, OutputEnd, OutputMachine, OutputPiece};
-pub use status::{ActionStatus, CommandStatus, CommandType, UnknownStatus};
+pub use response::{IsolateRequest, IsolationState, ResponseActionRequest};
+pub use status::{ActionStatus, ActionType, CommandStatus, CommandType, UnknownStatus};
 
 /// One `{"key": ..., "value": ...}` pair of a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +112,8 @@ pub struct MachineAction {
     pub odata_context: Option<String>,
     /// The action's id (a GUID).
     pub id: String,
-    /// `LiveResponse` for every action Reach runs.
+    /// `LiveResponse`, or the response action's type (`Isolate`,
+    /// `Unisolate`, ...: `ActionType`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Always null: Defender's title of an action.
@@ -137,7 +140,7 @@ pub struct MachineAction {
     pub cancellation_date_time_utc: Option<String>,
     /// Always 0: Defender's HRESULT of a failed action.
     pub error_h_result: i64,
-    /// Always null for live response.
+    /// `Full` or `Selective` for an isolation; null otherwise.
     pub scope: Option<String>,
     /// Always null: Defender's caller-supplied external id.
     pub external_id: Option<String>,
@@ -145,7 +148,8 @@ pub struct MachineAction {
     pub request_source: String,
     /// Always null for live response.
     pub related_file_info: Option<serde_json::Value>,
-    /// The action's commands, by index.
+    /// The action's commands, by index. A response action has one, of its
+    /// own type, whose `errors` say why it failed.
     pub commands: Vec<CommandEntry>,
     /// Always null: Defender's troubleshooting detail.
     pub troubleshoot_info: Option<String>,

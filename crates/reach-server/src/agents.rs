@@ -11,6 +11,7 @@
 //! the console.
 
 pub mod chunks;
+mod dispatch;
 pub mod extract;
 pub mod finished;
 pub mod gateway;

@@ -19,6 +19,7 @@ pub mod output;
 pub mod paging;
 pub mod part_headers;
 pub mod paths;
+pub mod response_actions;
 pub mod token;
 pub mod unsupported_actions;
 
@@ -104,6 +105,8 @@ pub enum Access {
     /// Read or follow a script's output (the results' permission: output
     /// is what a result holds).
     ReadOutput,
+    /// Isolate a machine or release it.
+    Isolate,
     /// Ask for an antivirus scan (refused: not supported).
     Scan,
     /// Restrict or unrestrict code execution (refused: not supported).
@@ -125,10 +128,20 @@ impl Access {
             Access::RunLiveResponse | Access::CreateBatch => permissions::RUN_LIVE_RESPONSE,
             Access::ReadBatches => permissions::READ,
             Access::DownloadResults | Access::ReadOutput => permissions::DOWNLOAD_RESULTS,
+            Access::Isolate => permissions::ISOLATE,
             Access::Scan => permissions::SCAN,
             Access::RestrictExecution => permissions::RESTRICT_EXECUTION,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
             Access::ReadAuditLog => permissions::READ_AUDIT_LOG,
+        }
+    }
+
+    /// What submitting a response action of type `kind` is.
+    pub fn respond(kind: reach_proto::api::ActionType) -> Access {
+        use reach_proto::api::ActionType;
+        match kind {
+            ActionType::LiveResponse => Access::RunLiveResponse,
+            ActionType::Isolate | ActionType::Unisolate => Access::Isolate,
         }
     }
 
@@ -144,6 +157,7 @@ impl Access {
             Access::ReadBatches => Api::Other("batches"),
             Access::DownloadResults => Api::Other("downloadlink"),
             Access::ReadOutput => Api::Other("output"),
+            Access::Isolate => Api::Other("isolate"),
             Access::Scan => Api::Other("runantivirusscan"),
             Access::RestrictExecution => Api::Other("restrictcodeexecution"),
             Access::ManageLibrary => Api::Other("libraryfiles"),

@@ -53,6 +53,18 @@ pub struct Config {
     pub retention: Retention,
     /// Connections and request timing (`[http]`).
     pub http: Http,
+    /// Devices' network isolation (`[isolation]`).
+    pub isolation: Isolation,
+}
+
+/// Devices' network isolation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Isolation {
+    /// What a `Selective` isolation keeps reachable besides the agent's
+    /// servers, DNS and DHCP: `ADDRESS[/PREFIX][:PORT]` each (a network,
+    /// and one TCP or UDP port or all). Sent to the agent with the action.
+    pub selective_allow: Vec<reach_proto::destination::Destination>,
 }
 
 /// Connections and request timing: what one client may hold open and how
@@ -300,6 +312,7 @@ impl Default for Config {
             tls: Tls::default(),
             retention: Retention::default(),
             http: Http::default(),
+            isolation: Isolation::default(),
         }
     }
 }
@@ -389,6 +402,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("retention", &self.retention)
             .field("http", &self.http)
+            .field("isolation", &self.isolation)
             .finish()
     }
 }

@@ -143,6 +143,9 @@ pub async fn start(
         work_dir: Some(agent_dir.join("work")),
         server: Some(server.to_string()),
         ca_file,
+        // This agent runs on the machine the developer works on: isolating
+        // "the dev device" must not cut that machine off.
+        nft_command: Vec::new(),
         ..reach_agent::Config::default()
     };
     let existing = reach_agent::State::load(&config.state_path).ok();

@@ -40,6 +40,14 @@ fn routes(state: SharedState) -> Router {
             post(api::live_response::run),
         )
         .route(
+            "/api/machines/{id}/isolate",
+            post(api::response_actions::isolate),
+        )
+        .route(
+            "/api/machines/{id}/unisolate",
+            post(api::response_actions::unisolate),
+        )
+        .route(
             "/api/machines/{id}/runantivirusscan",
             post(api::unsupported_actions::run_antivirus_scan),
         )

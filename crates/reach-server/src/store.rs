@@ -37,7 +37,7 @@ pub use batches::{
     BatchCounts, BatchRow, BatchStatus, BatchTarget, Batches, NewBatch, Rollout, StoppedAction,
     WaveStep,
 };
-pub use commands::{ChunkRow, Claimed, Commands, Finish, Finished, Running, Swept};
+pub use commands::{ChunkRow, Claimed, Commands, Finish, Finished, Lane, Running, Swept};
 pub use enrollment::{Enrollment, EnrollmentTokenRow, MachineCredential};
 pub use identities::{App, DeviceGroup, Identities, Tenant, User};
 pub use library::{Library, LibraryRow};

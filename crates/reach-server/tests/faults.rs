@@ -114,6 +114,7 @@ async fn start_agent(
         state_path: dir.join("state.json"),
         reconnect_min_ms: 50,
         reconnect_max_ms: 500,
+        nft_command: Vec::new(),
         ..reach_agent::Config::default()
     };
     let machine = reach_agent::enroll(url, token, &config)

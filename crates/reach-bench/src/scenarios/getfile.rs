@@ -88,6 +88,7 @@ pub async fn getfile(target: &Target, size: u64, compressible: bool) -> anyhow::
     let config = reach_agent::Config {
         state_path: agent_dir.join("state.json"),
         work_dir: Some(agent_dir.join("work")),
+        nft_command: Vec::new(),
         ..reach_agent::Config::default()
     };
     let state =

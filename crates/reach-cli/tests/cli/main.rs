@@ -8,6 +8,7 @@
 
 mod batches;
 mod follow;
+mod respond;
 
 use std::process::Output;
 
@@ -27,6 +28,7 @@ async fn start() -> Env {
     let server = TestServer::start().await;
     let agent_config = reach_agent::Config {
         state_path: dir.path().join("agent/state.json"),
+        nft_command: Vec::new(),
         ..reach_agent::Config::default()
     };
     let agent = reach_agent::enroll(&server.url, &server.enrollment_token, &agent_config)

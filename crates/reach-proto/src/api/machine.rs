@@ -47,6 +47,11 @@ pub struct Machine {
     /// Naming such a machine answers 409; use its id.
     #[serde(default)]
     pub duplicate_name: bool,
+    /// A Reach addition: `Isolated` or `NotIsolated` as the device's agent
+    /// last reported it (or its last isolate or release succeeded), and
+    /// `Pending` while an isolate or release waits or runs.
+    #[serde(default)]
+    pub isolation_state: String,
     /// Defender's fields that Reach does not know, always present (as
     /// `null`) so that clients indexing them directly find them.
     #[serde(flatten)]

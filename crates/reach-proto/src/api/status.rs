@@ -156,3 +156,40 @@ impl CommandType {
         }
     }
 }
+
+/// A machine action's `type`: live response, or one of Defender's response
+/// actions that Reach agents carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActionType {
+    /// `runliveresponse`: PutFile, RunScript and GetFile commands.
+    LiveResponse,
+    /// `isolate`: the device is cut off the network but its servers.
+    Isolate,
+    /// `unisolate`: isolation removed.
+    Unisolate,
+}
+
+impl ActionType {
+    /// Every type, in the order listings present them.
+    pub const ALL: [ActionType; 3] = [Self::LiveResponse, Self::Isolate, Self::Unisolate];
+
+    /// The name Defender uses on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LiveResponse => "LiveResponse",
+            Self::Isolate => "Isolate",
+            Self::Unisolate => "Unisolate",
+        }
+    }
+
+    /// Parses the exact (case-sensitive) Defender spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for ActionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -3,8 +3,11 @@
 //! idle or woken, records results, and closes on shutdown, revocation or
 //! silence (three missed heartbeats).
 //!
-//! A connection runs at most one command at a time; which command is next is
-//! always decided by `Store::claim_next_command`, never by this task's memory.
+//! A connection runs at most one command of each lane at a time (live
+//! response, and response actions beside it: `store::Lane`), and only work
+//! its agent's Hello says it runs; which command is next is always decided
+//! by `Store::claim_next_command`, never by this task's memory
+//! (`agents/dispatch.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,16 +125,22 @@ pub async fn connect(
         }))
 }
 
-struct Session {
-    state: SharedState,
-    identity: AgentIdentity,
+pub(super) struct Session {
+    pub(super) state: SharedState,
+    pub(super) identity: AgentIdentity,
     socket: WebSocket,
-    /// The command this agent is running, if any.
-    in_flight: Option<CommandRef>,
+    /// The live response command this agent is running, if any.
+    pub(super) in_flight: Option<CommandRef>,
+    /// The response action's command it is running, if any.
+    pub(super) in_flight_response: Option<CommandRef>,
     /// The agent process's id from its Hello (commands are handed to it).
-    instance: String,
+    pub(super) instance: String,
+    /// The `Work` types the agent runs (its Hello's `capabilities`).
+    pub(super) capabilities: Vec<String>,
+    /// The agent's version, for the error an old agent's command gets.
+    pub(super) agent_version: String,
     /// When to try a claim again that the database failed.
-    claim_again_at: Option<tokio::time::Instant>,
+    pub(super) claim_again_at: Option<tokio::time::Instant>,
     /// Pieces of live output this connection may still send.
     output_allowance: super::output::Allowance,
 }
@@ -145,14 +154,16 @@ impl Session {
     ) -> anyhow::Result<()> {
         let heartbeat = Duration::from_secs(state.config.agents.heartbeat_secs.max(1));
         let hello = tokio::time::timeout(heartbeat * 3, socket.recv()).await;
-        let (info, running, instance) = match hello {
+        let (info, running, instance, capabilities, isolated) = match hello {
             Ok(Some(Ok(Message::Text(text)))) => {
                 match serde_json::from_str::<AgentMessage>(&text) {
                     Ok(AgentMessage::Hello {
                         info,
                         running,
                         instance,
-                    }) => (info, running, instance),
+                        capabilities,
+                        isolated,
+                    }) => (info, running, instance, capabilities, isolated),
                     _ => anyhow::bail!("the first message was not a valid Hello"),
                 }
             }
@@ -161,10 +172,17 @@ impl Session {
         if let Err(err) = check_info(&info) {
             anyhow::bail!("invalid Hello: {err}");
         }
+        let capabilities = super::dispatch::check_capabilities(capabilities)?;
         let machine_id = identity.machine_id.clone();
         let renamed = state
             .store
-            .machine_connected(&machine_id, &info, Some(&peer.to_string()), Micros::now())
+            .machine_connected(
+                &machine_id,
+                &info,
+                Some(&peer.to_string()),
+                isolated,
+                Micros::now(),
+            )
             .await?;
         if let Some(former) = renamed {
             // A device that changes the name it reports may be taking another's.
@@ -187,7 +205,10 @@ impl Session {
             identity,
             socket,
             in_flight: None,
+            in_flight_response: None,
             instance,
+            capabilities,
+            agent_version: info.agent_version.clone(),
             claim_again_at: None,
             output_allowance: Default::default(),
         };
@@ -205,7 +226,7 @@ impl Session {
         result
     }
 
-    async fn send(&mut self, message: &ServerMessage) -> anyhow::Result<()> {
+    pub(super) async fn send(&mut self, message: &ServerMessage) -> anyhow::Result<()> {
         let text = serde_json::to_string(message)?;
         self.socket.send(Message::Text(text.into())).await?;
         Ok(())
@@ -230,7 +251,7 @@ impl Session {
         // nothing to run: a read says so without the writer's turn. An
         // action created after this read wakes the connection, which the
         // hub registered before.
-        if self.in_flight.is_none() {
+        if self.in_flight.is_none() || self.in_flight_response.is_none() {
             match self.state.store.has_active_action(&machine_id).await {
                 Ok(true) => self.dispatch().await?,
                 Ok(false) => {}
@@ -268,8 +289,10 @@ impl Session {
                     Some(HubEvent::Wake) => self.dispatch().await?,
                     Some(HubEvent::Cancel { action_id }) => {
                         self.send(&ServerMessage::Cancel { action_id: action_id.clone() }).await?;
-                        if self.in_flight.as_ref().is_some_and(|c| c.action_id == action_id) {
-                            self.in_flight = None;
+                        for slot in [&mut self.in_flight, &mut self.in_flight_response] {
+                            if slot.as_ref().is_some_and(|c| c.action_id == action_id) {
+                                *slot = None;
+                            }
                         }
                         self.dispatch().await?;
                     }
@@ -293,7 +316,7 @@ impl Session {
         for running in self.state.store.running_commands(&machine_id).await? {
             let command = running.command;
             if agent_running.contains(&command) {
-                self.in_flight = Some(command);
+                *self.slot(running.lane) = Some(command);
                 continue;
             }
             // Handed to this very process, which does not hold it: it never
@@ -325,87 +348,6 @@ impl Session {
             tracing::warn!(machine.id = %machine_id, action.id = %command.action_id, command.index = command.index, "command lost to an agent restart");
         }
         Ok(())
-    }
-
-    /// Sends the next command if the agent is idle.
-    async fn dispatch(&mut self) -> anyhow::Result<()> {
-        if self.in_flight.is_some() {
-            return Ok(());
-        }
-        let machine_id = self.identity.machine_id.clone();
-        let claimed = {
-            // A wake-up of the whole fleet queues its claims here, in
-            // order and without a deadline, rather than in the database
-            // pool, where each would wait its acquire timeout out and fail.
-            let _turn = self.state.claims.acquire().await?;
-            self.state
-                .store
-                .claim_next_command(&machine_id, &self.instance, Micros::now())
-                .await
-        };
-        let claimed = match claimed {
-            Ok(Some(claimed)) => claimed,
-            Ok(None) => return Ok(()),
-            Err(err) => {
-                self.claim_later(&err);
-                return Ok(());
-            }
-        };
-        // Recorded while the command travels: the wait for the audit commit
-        // is not added to dispatch latency. (Should this node die between
-        // the two, the action's own entry lists the command, and its end is
-        // recorded by whichever node sees it.)
-        let (state, identity) = (self.state.clone(), self.identity.clone());
-        let (command, details) = (
-            claimed.command.clone(),
-            serde_json::json!({ "work": claimed.work }),
-        );
-        let started = async move {
-            let operation = crate::audit::Operation::CommandStarted;
-            super::finished::audit_command(
-                &state,
-                &identity,
-                operation,
-                &command,
-                crate::audit::Outcome::Succeeded,
-                details,
-            )
-            .await;
-        };
-        tracing::info!(machine.id = %machine_id, action.id = %claimed.command.action_id, command.index = claimed.command.index, "command dispatched");
-        if claimed.command.index == 0 {
-            let waited = Micros::now().0 - claimed.action_created.0;
-            self.state.metrics.dispatch_latency.observe_micros(waited);
-        }
-        self.in_flight = Some(claimed.command.clone());
-        // A small library file is read to travel with the command, while
-        // the CommandStarted entry is committed.
-        let send = async {
-            let inline_payload =
-                super::payload::inline(&self.state, &self.identity.tenant_id, &claimed.work).await;
-            let run = ServerMessage::Run(reach_proto::agent::Assignment {
-                command: claimed.command,
-                timeout_secs: claimed.timeout_secs,
-                chunk_bytes: self.state.config.live_response.chunk_bytes,
-                work: claimed.work,
-                inline_payload,
-            });
-            self.send(&run).await
-        };
-        let ((), sent) = tokio::join!(started, send);
-        sent
-    }
-
-    /// A claim (or the read before it) the database failed: a pool
-    /// exhausted by a wake-up of a whole fleet, a failover. The connection
-    /// stays and the claim is tried again in one to three seconds: ending
-    /// it would bring the agent back to connect (more work for the same
-    /// database), a whole fleet at once.
-    fn claim_later(&mut self, err: &crate::store::StoreError) {
-        crate::metrics::Metrics::add(&self.state.metrics.claims_deferred, 1);
-        let delay = Duration::from_millis(1000 + rand::random::<u64>() % 2000);
-        tracing::warn!(machine.id = %self.identity.machine_id, error = format!("{err:#}"), retry.ms = delay.as_millis() as u64, "claiming the next command failed; trying again");
-        self.claim_again_at = Some(tokio::time::Instant::now() + delay);
     }
 
     async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {
@@ -442,8 +384,10 @@ impl Session {
                 let finished =
                     super::finished::record(&self.state, &self.identity, &command, outcome, result)
                         .await?;
-                if self.in_flight.as_ref() == Some(&command) {
-                    self.in_flight = None;
+                for slot in [&mut self.in_flight, &mut self.in_flight_response] {
+                    if slot.as_ref() == Some(&command) {
+                        *slot = None;
+                    }
                 }
                 if finished.is_some() {
                     // Its followers here see the end (and the transcript)

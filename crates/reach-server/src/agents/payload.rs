@@ -46,10 +46,11 @@ pub async fn payload(
         .unwrap_or(0);
     let sha256 = match &command.work {
         Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256.clone(),
-        Work::GetFile { .. } => {
-            return Err(ApiError::BadRequest(
-                "GetFile commands have no payload".into(),
-            ));
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "{} commands have no payload",
+                other.kind()
+            )));
         }
     };
     if command.status != CommandStatus::InProgress {
@@ -109,10 +110,11 @@ pub async fn result(
 ) -> ApiResult<StatusCode> {
     match own.row.work {
         Work::RunScript { .. } => {}
-        Work::PutFile { .. } => {
-            return Err(ApiError::BadRequest(
-                "PutFile commands have no result".into(),
-            ));
+        Work::PutFile { .. } | Work::Isolate { .. } | Work::Unisolate => {
+            return Err(ApiError::BadRequest(format!(
+                "{} commands have no result",
+                own.row.work.kind()
+            )));
         }
         Work::GetFile { .. } => {
             return Err(ApiError::BadRequest(
@@ -177,7 +179,7 @@ pub async fn inline(state: &SharedState, tenant_id: &str, work: &Work) -> Option
     let limit = state.config.live_response.inline_payload_bytes;
     let sha256 = match work {
         Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => sha256,
-        Work::GetFile { .. } => return None,
+        _ => return None,
     };
     if limit == 0 {
         return None;

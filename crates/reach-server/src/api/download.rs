@@ -80,6 +80,7 @@ fn result_file_name(work: &Work) -> String {
             format!("{safe}.gz")
         }
         Work::PutFile { .. } => "putfile.json".into(),
+        other => format!("{}.json", other.kind().to_ascii_lowercase()),
     }
 }
 

@@ -270,6 +270,7 @@ pub async fn run(
         requestor: principal.name.clone(),
         requestor_id: principal.rate_key(),
         requestor_comment: request.comment,
+        kind: reach_proto::api::ActionType::LiveResponse,
         commands: new_commands,
         now: Micros::now(),
     };

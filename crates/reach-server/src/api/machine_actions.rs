@@ -23,7 +23,7 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
     MachineAction {
         odata_context: None,
         id: row.id,
-        kind: "LiveResponse".into(),
+        kind: row.kind.as_str().into(),
         title: None,
         requestor: row.requestor,
         requestor_comment: row.requestor_comment,
@@ -36,7 +36,12 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
         cancellation_comment: row.cancellation_comment,
         cancellation_date_time_utc: row.cancellation_time.map(Micros::to_wire),
         error_h_result: 0,
-        scope: None,
+        scope: row.commands.first().and_then(|c| match &c.work {
+            reach_proto::agent::Work::Isolate { selective, .. } => {
+                Some(if *selective { "Selective" } else { "Full" }.to_string())
+            }
+            _ => None,
+        }),
         external_id: None,
         request_source: "PublicApi".into(),
         related_file_info: None,

@@ -51,6 +51,7 @@ pub fn to_wire(row: MachineRow, active_since: Micros) -> Machine {
         onboarding_status: "Onboarded".into(),
         machine_tags: row.tags,
         duplicate_name: false,
+        isolation_state: row.isolation_state,
         unknown: Default::default(),
     }
 }

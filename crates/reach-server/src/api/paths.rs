@@ -25,6 +25,8 @@ const ACTIONS: &[&str] = &[
     "output",
     "commands",
     "runantivirusscan",
+    "isolate",
+    "unisolate",
     "restrictcodeexecution",
     "unrestrictcodeexecution",
 ];

@@ -40,6 +40,9 @@ pub const DOWNLOAD_RESULTS: &[&str] = &[
     roles::READ_WRITE_ALL,
 ];
 
+/// Isolate machines and release them (Defender's role).
+pub const ISOLATE: &[&str] = &[roles::ISOLATE];
+
 /// Ask for an antivirus scan (Defender's role; Reach refuses the action).
 pub const SCAN: &[&str] = &[roles::SCAN];
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use reach_proto::agent::{CommandRef, Work};
-use reach_proto::api::{ActionStatus, Command, CommandStatus};
+use reach_proto::api::{ActionStatus, ActionType, Command, CommandStatus};
 
 use super::*;
 use crate::odata::Query;
@@ -47,6 +47,8 @@ pub struct NewAction {
     pub requestor_id: String,
     /// The caller's comment.
     pub requestor_comment: Option<String>,
+    /// Live response, or a response action (whose one command does it).
+    pub kind: ActionType,
     /// Its commands, in order.
     pub commands: Vec<NewCommand>,
     /// When it was submitted.
@@ -82,6 +84,8 @@ pub struct ActionRow {
     pub cancellation_time: Option<Micros>,
     /// The batch it is one machine's part of, if any.
     pub batch_id: Option<String>,
+    /// Live response, or a response action.
+    pub kind: ActionType,
     /// Its commands, by index.
     pub commands: Vec<CommandRow>,
 }

@@ -40,6 +40,43 @@ pub struct ChunkRow {
     pub attempts: u32,
 }
 
+/// The two sides of a machine's work, each handed to its agent one
+/// command at a time: live response (which may run for long), and response
+/// actions (isolate, release: seconds each), so that an isolation never
+/// waits behind a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Live response actions.
+    Live,
+    /// Response actions (`Work::is_response`).
+    Response,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Live, Lane::Response];
+
+    /// The lane of actions of type `kind`.
+    pub fn of(kind: reach_proto::api::ActionType) -> Lane {
+        use reach_proto::api::ActionType;
+        match kind {
+            ActionType::LiveResponse => Lane::Live,
+            ActionType::Isolate | ActionType::Unisolate => Lane::Response,
+        }
+    }
+
+    /// The SQL list of the action types (`actions.kind`) in this lane:
+    /// constants, never client text.
+    pub fn kinds_sql(self) -> String {
+        let kinds: Vec<String> = reach_proto::api::ActionType::ALL
+            .into_iter()
+            .filter(|kind| Lane::of(*kind) == self)
+            .map(|kind| format!("'{}'", kind.as_str()))
+            .collect();
+        format!("({})", kinds.join(", "))
+    }
+}
+
 /// A command handed to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -60,6 +97,8 @@ pub struct Running {
     pub command: CommandRef,
     /// The agent process it was handed to (empty: unknown).
     pub agent_instance: String,
+    /// The side of the machine's work it runs on.
+    pub lane: Lane,
 }
 
 /// How a command ended, as the store records it.
@@ -91,20 +130,27 @@ pub struct Swept {
 /// Commands as agents work through them.
 #[async_trait]
 pub trait Commands: Send + Sync {
-    /// Claims the next command for a machine: the first Created command of its
-    /// active action, if no command of that action is InProgress. Marks the
-    /// command and action InProgress and records the agent process
-    /// (`agent_instance`) it is handed to.
+    /// Claims the next command of `lane` for a machine: the first Created
+    /// command of its active actions of that lane, if no command of the
+    /// lane is InProgress on the machine. Marks the command and action
+    /// InProgress and records the agent process (`agent_instance`) it is
+    /// handed to.
     async fn claim_next_command(
         &self,
         machine_id: &str,
         agent_instance: &str,
         now: Micros,
+        lane: Lane,
     ) -> StoreResult<Option<Claimed>>;
     /// Whether the machine has an action still Pending or InProgress: a
     /// read, so that a connection with nothing to run does not take the
     /// writer's turn to find that out (`claim_next_command`).
     async fn has_active_action(&self, machine_id: &str) -> StoreResult<bool>;
+    /// Whether the machine has an action of `lane` Pending or InProgress:
+    /// the read before a claim of a lane that is rarely used, so that a
+    /// wake-up for live response does not also take the writer's turn for
+    /// it.
+    async fn has_active_in(&self, machine_id: &str, lane: Lane) -> StoreResult<bool>;
     /// The commands currently InProgress on a machine, with the agent
     /// process each was handed to.
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>>;

@@ -88,6 +88,9 @@ pub struct MachineRow {
     pub last_seen: Micros,
     /// Whether its agent holds a connection to a node.
     pub connected: bool,
+    /// `Isolated`, `NotIsolated`, or `Pending` while an isolate or release
+    /// waits or runs.
+    pub isolation_state: String,
 }
 
 /// Machines: their facts, tags, connections and visibility.
@@ -114,14 +117,15 @@ pub trait Machines: Send + Sync {
     /// once). At most `limit`, longest waiting first.
     async fn waiting_connected(&self, waited_since: Micros, limit: u32)
     -> StoreResult<Vec<String>>;
-    /// Records a connection: device facts, address, connected = true, last
-    /// seen = now. Returns the machine's former name when its reported name
-    /// changed.
+    /// Records a connection: device facts, address, isolation (when the
+    /// agent reports it), connected = true, last seen = now. Returns the
+    /// machine's former name when its reported name changed.
     async fn machine_connected(
         &self,
         machine_id: &str,
         info: &MachineInfo,
         ip: Option<&str>,
+        isolated: Option<bool>,
         now: Micros,
     ) -> StoreResult<Option<String>>;
     /// Records that all of `machine_ids` were heard from at `now`, in one

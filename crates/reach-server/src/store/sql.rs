@@ -108,7 +108,7 @@ fn payload_sha256(work: &reach_proto::agent::Work) -> Option<&str> {
     use reach_proto::agent::Work;
     match work {
         Work::PutFile { sha256, .. } | Work::RunScript { sha256, .. } => Some(sha256),
-        Work::GetFile { .. } => None,
+        _ => None,
     }
 }
 

@@ -60,15 +60,31 @@ impl TestServer {
 
     /// Like `start`, with `configure` applied to the configuration last.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
-        Self::start_inner(configure, false).await
+        Self::start_inner(configure, false, "127.0.0.1", &[]).await
     }
 
     /// A server speaking HTTPS with a certificate from its own dev CA.
     pub async fn start_tls() -> Self {
-        Self::start_inner(|_| {}, true).await
+        Self::start_inner(|_| {}, true, "127.0.0.1", &[]).await
     }
 
-    async fn start_inner(configure: impl FnOnce(&mut Config), tls: bool) -> Self {
+    /// A server speaking HTTPS on `address` (one a test made, on a veth
+    /// pair into a network namespace), its certificate also naming
+    /// `names`, with `configure` applied last.
+    pub async fn start_tls_on(
+        address: &str,
+        names: &[&str],
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_inner(configure, true, address, names).await
+    }
+
+    async fn start_inner(
+        configure: impl FnOnce(&mut Config),
+        tls: bool,
+        address: &str,
+        names: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("server"),
@@ -86,13 +102,14 @@ impl TestServer {
         config.limits.download_per_minute_per_address = 100_000;
         configure(&mut config);
         let ca_file = tls.then(|| {
-            let pki =
-                crate::tls::dev_pki(&dir.path().join("tls"), &["127.0.0.1".to_string()]).unwrap();
+            let mut sans = vec![address.to_string()];
+            sans.extend(names.iter().map(|n| n.to_string()));
+            let pki = crate::tls::dev_pki(&dir.path().join("tls"), &sans).unwrap();
             config.tls.cert_path = pki.cert_path.display().to_string();
             config.tls.key_path = pki.key_path.display().to_string();
             pki.ca_path
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = crate::open(config).await.unwrap();
@@ -180,6 +197,9 @@ impl TestServer {
     }
 
     /// The agent config of a device kept in `dir`, trusting this server.
+    /// Isolation is off (an in-process agent runs on the machine running
+    /// the tests, which is never isolated): a test that isolates gives
+    /// `nft_command` an `ip netns exec` of a namespace it made.
     pub fn agent_config(&self, dir: &std::path::Path) -> reach_agent::Config {
         reach_agent::Config {
             state_path: dir.join("state.json"),
@@ -187,6 +207,7 @@ impl TestServer {
             ca_file: self.ca_file.clone(),
             reconnect_min_ms: 50,
             reconnect_max_ms: 500,
+            nft_command: Vec::new(),
             ..reach_agent::Config::default()
         }
     }

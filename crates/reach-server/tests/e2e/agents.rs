@@ -159,6 +159,9 @@ pub mod raw {
             info: reach_agent::system::machine_info(),
             running: vec![],
             instance: instance.to_string(),
+            // An agent from before capabilities: live response only.
+            capabilities: vec![],
+            isolated: None,
         };
         socket
             .send(Message::text(serde_json::to_string(&hello).unwrap()))

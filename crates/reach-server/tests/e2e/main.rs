@@ -31,6 +31,7 @@ mod odata;
 mod oidc;
 mod operations;
 mod queueing;
+mod response_actions;
 mod retention;
 mod shapes;
 mod signing;

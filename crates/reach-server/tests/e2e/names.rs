@@ -130,6 +130,8 @@ async fn a_machine_reporting_a_new_name_is_recorded() {
         info,
         running: vec![],
         instance: "p".into(),
+        capabilities: vec![],
+        isolated: None,
     };
     socket
         .send(Message::text(serde_json::to_string(&hello).unwrap()))

@@ -269,6 +269,7 @@ async fn an_action_whose_wake_up_was_lost_still_starts() {
         requestor: "another node".into(),
         requestor_id: "app:another-node".into(),
         requestor_comment: None,
+        kind: reach_proto::api::ActionType::LiveResponse,
         commands: vec![NewCommand {
             command: Command {
                 kind: "GetFile".into(),

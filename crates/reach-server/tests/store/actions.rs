@@ -67,7 +67,7 @@ async fn cancel_ends_an_active_action_once() {
         let machine = &machine;
         let now = Micros::now();
         store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap();
         let cancelled = store
@@ -206,7 +206,7 @@ async fn the_tenant_limit_counts_running_actions_and_queues_are_per_requestor() 
         assert_eq!(store.pending_actions_of("app:a").await.unwrap().len(), 2);
         // Once one runs, the tenant's running limit (1) is reached.
         store
-            .claim_next_command(&machines[0], "agent", Micros::now())
+            .claim_next_command(&machines[0], "agent", Micros::now(), Lane::Live)
             .await
             .unwrap()
             .unwrap();

@@ -36,7 +36,7 @@ fn failed() -> Finish {
 /// Claims the machine's next command and finishes it as `finish`.
 async fn run_one(store: &SqlStore, machine: &str, finish: Finish) -> String {
     let claimed = store
-        .claim_next_command(machine, "agent-1", Micros::now())
+        .claim_next_command(machine, "agent-1", Micros::now(), Lane::Live)
         .await
         .unwrap()
         .expect("a command to claim");
@@ -84,7 +84,7 @@ async fn batch_actions_queue_behind_a_machines_action_and_by_wave() {
         // Machine 2 is in the second wave: nothing to claim yet.
         assert!(
             store
-                .claim_next_command(&machines[2], "agent-1", Micros::now())
+                .claim_next_command(&machines[2], "agent-1", Micros::now(), Lane::Live)
                 .await
                 .unwrap()
                 .is_none(),
@@ -160,7 +160,7 @@ async fn a_failing_wave_pauses_and_resume_starts_the_next() {
         assert!(store.advance_waves(Micros::now()).await.unwrap().is_empty());
         assert!(
             store
-                .claim_next_command(&machines[2], "agent-1", Micros::now())
+                .claim_next_command(&machines[2], "agent-1", Micros::now(), Lane::Live)
                 .await
                 .unwrap()
                 .is_none()
@@ -211,7 +211,7 @@ async fn cancelling_a_batch_stops_its_running_commands() {
             .await
             .unwrap();
         let claimed = store
-            .claim_next_command(&machines[0], "agent-1", Micros::now())
+            .claim_next_command(&machines[0], "agent-1", Micros::now(), Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -237,7 +237,7 @@ async fn cancelling_a_batch_stops_its_running_commands() {
         assert_eq!(action.batch_id.as_deref(), Some("b1"));
         assert!(
             store
-                .claim_next_command(&machines[1], "agent-1", Micros::now())
+                .claim_next_command(&machines[1], "agent-1", Micros::now(), Lane::Live)
                 .await
                 .unwrap()
                 .is_none()
@@ -295,7 +295,13 @@ async fn the_rewake_passes_over_actions_that_may_not_run_yet() {
         let machines = seed(&store, 5).await;
         for (i, machine) in machines.iter().enumerate() {
             store
-                .machine_connected(machine, &info(&format!("host-{i}")), None, Micros::now())
+                .machine_connected(
+                    machine,
+                    &info(&format!("host-{i}")),
+                    None,
+                    None,
+                    Micros::now(),
+                )
                 .await
                 .unwrap();
         }
@@ -315,7 +321,7 @@ async fn the_rewake_passes_over_actions_that_may_not_run_yet() {
 
         // Machine 0 runs its command: busy, it claims when it is done.
         store
-            .claim_next_command(&machines[0], "agent-1", Micros::now())
+            .claim_next_command(&machines[0], "agent-1", Micros::now(), Lane::Live)
             .await
             .unwrap()
             .unwrap();

@@ -10,7 +10,7 @@ async fn a_command_is_claimed_once_and_recorded_once() {
         let machine = &machine;
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap();
         let claimed = claimed.expect("the command is claimed");
@@ -23,7 +23,7 @@ async fn a_command_is_claimed_once_and_recorded_once() {
         );
         assert!(
             store
-                .claim_next_command(machine, "agent-1", now)
+                .claim_next_command(machine, "agent-1", now, Lane::Live)
                 .await
                 .unwrap()
                 .is_none(),
@@ -68,7 +68,7 @@ async fn nodes_racing_to_claim_hand_a_command_out_once() {
             let node = nodes[i % 2].clone();
             let machine = machines[0].clone();
             tasks.push(tokio::spawn(async move {
-                node.claim_next_command(&machine, "agent-1", Micros::now())
+                node.claim_next_command(&machine, "agent-1", Micros::now(), Lane::Live)
                     .await
                     .unwrap()
             }));
@@ -92,7 +92,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
             .unwrap();
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(&machines[0], "agent-1", now)
+            .claim_next_command(&machines[0], "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -108,7 +108,7 @@ async fn another_machine_cannot_claim_record_or_finish() {
         ));
         assert!(
             store
-                .claim_next_command(other, "agent-1", now)
+                .claim_next_command(other, "agent-1", now, Lane::Live)
                 .await
                 .unwrap()
                 .is_none()
@@ -194,7 +194,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
             .unwrap();
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -216,7 +216,7 @@ async fn a_result_is_required_and_failures_stop_the_action() {
         assert_eq!(stored.commands[1].status, CommandStatus::Created);
         assert!(
             store
-                .claim_next_command(machine, "agent-1", now)
+                .claim_next_command(machine, "agent-1", now, Lane::Live)
                 .await
                 .unwrap()
                 .is_none()
@@ -236,7 +236,12 @@ async fn sweeps_expire_queued_actions_and_lapsed_leases_once() {
         running.now = Micros::now().minus_secs(1000);
         store.create_action(&running, LIMITS).await.unwrap();
         store
-            .claim_next_command(&machines[1], "agent-1", Micros::now().minus_secs(500))
+            .claim_next_command(
+                &machines[1],
+                "agent-1",
+                Micros::now().minus_secs(500),
+                Lane::Live,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -270,7 +275,7 @@ async fn a_command_its_agent_never_received_is_handed_out_again() {
         let machine = &machine;
         let now = Micros::now();
         let first = store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -291,7 +296,7 @@ async fn a_command_its_agent_never_received_is_handed_out_again() {
             "only an InProgress command"
         );
         let again = store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .expect("handed out again");
@@ -311,7 +316,7 @@ async fn a_command_its_agent_never_received_is_handed_out_again() {
 async fn two_scripts_one_running(backend: &Backend, now: Micros) -> (SqlStore, String, Claimed) {
     let (store, machine) = with_action(backend, vec![run_script("a.sh"), run_script("b.sh")]).await;
     let claimed = store
-        .claim_next_command(&machine, "agent-1", now)
+        .claim_next_command(&machine, "agent-1", now, Lane::Live)
         .await
         .unwrap()
         .unwrap();
@@ -403,7 +408,7 @@ async fn a_machine_has_an_active_action_until_it_ends() {
         );
         let now = Micros::now();
         let claimed = store
-            .claim_next_command(&machine, "agent-1", now)
+            .claim_next_command(&machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();

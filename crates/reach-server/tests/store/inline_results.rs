@@ -49,7 +49,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_kept_with_it() {
         let done = Finish::Completed { file_sha256: None };
         let finish = async |expected: &str, result: Option<&InlineResult>| {
             let claimed = store
-                .claim_next_command(machine, "agent-1", now)
+                .claim_next_command(machine, "agent-1", now, Lane::Live)
                 .await
                 .unwrap()
                 .unwrap();
@@ -89,7 +89,7 @@ async fn a_transcript_that_comes_with_the_outcome_is_kept_with_it() {
         ));
         // Uploaded first: the upload is kept, the inline copy is not.
         let claimed = store
-            .claim_next_command(machine, "agent-1", now)
+            .claim_next_command(machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();

@@ -11,7 +11,7 @@ async fn machines_connect_disconnect_and_are_revoked() {
         let mut moved = info("renamed");
         moved.os_version = "6.2".into();
         store
-            .machine_connected(machine, &moved, None, Micros::now())
+            .machine_connected(machine, &moved, None, None, Micros::now())
             .await
             .unwrap();
         let row = store.get_machine(TENANT, machine).await.unwrap();
@@ -162,7 +162,7 @@ async fn connected_machines_whose_action_waits_are_found_for_a_new_wake_up() {
         // Not connected: nothing to wake.
         assert!(store.waiting_connected(later, 10).await.unwrap().is_empty());
         store
-            .machine_connected(&machine, &info("host-0"), None, Micros::now())
+            .machine_connected(&machine, &info("host-0"), None, None, Micros::now())
             .await
             .unwrap();
         assert_eq!(
@@ -182,7 +182,7 @@ async fn connected_machines_whose_action_waits_are_found_for_a_new_wake_up() {
         );
         // Claimed: it no longer waits.
         store
-            .claim_next_command(&machine, "agent-1", Micros::now())
+            .claim_next_command(&machine, "agent-1", Micros::now(), Lane::Live)
             .await
             .unwrap()
             .unwrap();

@@ -20,6 +20,7 @@ mod inline_results;
 mod library;
 mod machines;
 mod output;
+mod response_actions;
 mod retention;
 mod stored_json;
 
@@ -169,6 +170,7 @@ fn action(id: &str, machine: &str, commands: Vec<NewCommand>) -> NewAction {
         requestor: "analyst".into(),
         requestor_id: "app:analyst".into(),
         requestor_comment: Some("triage".into()),
+        kind: reach_proto::api::ActionType::LiveResponse,
         commands,
         now: Micros::now(),
     }

@@ -72,7 +72,7 @@ async fn pieces_are_taken_in_order_from_the_machine_running_the_command() {
             "{name}: not handed out yet"
         );
         store
-            .claim_next_command(&machine, "agent-1", Micros::now())
+            .claim_next_command(&machine, "agent-1", Micros::now(), Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -192,7 +192,7 @@ async fn a_batch_numbers_every_machines_pieces_in_one_sequence() {
         let mut commands = Vec::new();
         for machine in &machines {
             let claimed = store
-                .claim_next_command(machine, "agent-1", Micros::now())
+                .claim_next_command(machine, "agent-1", Micros::now(), Lane::Live)
                 .await
                 .unwrap()
                 .unwrap();

@@ -29,7 +29,7 @@ async fn retention_finds_old_results_unused_library_files_and_prunes_the_audit_t
         };
         store.create_action(&old, LIMITS).await.unwrap();
         let claimed = store
-            .claim_next_command(&machine, "agent-1", long_ago)
+            .claim_next_command(&machine, "agent-1", long_ago, Lane::Live)
             .await
             .unwrap()
             .unwrap();
@@ -188,7 +188,7 @@ async fn chunks_of_a_transfer_that_ended_without_its_result_are_abandoned() {
             .await
             .unwrap();
         let claimed = store
-            .claim_next_command(&machine, "agent-1", now)
+            .claim_next_command(&machine, "agent-1", now, Lane::Live)
             .await
             .unwrap()
             .unwrap();

@@ -56,6 +56,7 @@ impl Actions for SqlStore {
             cancellation_comment: None,
             cancellation_time: None,
             batch_id: None,
+            kind: action.kind,
             commands,
         })
     }
@@ -119,6 +120,7 @@ impl Actions for SqlStore {
             self.engine,
             "actions",
             "a",
+            "*",
             tenant_id,
             query,
             &action_fields(),
@@ -185,7 +187,7 @@ pub(super) fn action_fields() -> Vec<Field> {
         Field::new("id", "a.id", Kind::Text),
         Field::new("status", "a.status", Kind::Text),
         Field::new("machineId", "a.machine_id", Kind::Text),
-        Field::new("type", "'LiveResponse'", Kind::Text),
+        Field::new("type", "a.kind", Kind::Text),
         Field::new("requestor", "a.requestor", Kind::Text),
         Field::new("computerDnsName", "a.computer_dns_name", Kind::Text),
         Field::new("creationDateTimeUtc", "a.created_us", Kind::Time),

@@ -32,6 +32,7 @@ impl AuditLog for SqlStore {
             self.engine,
             "audit_log",
             "l",
+            "*",
             tenant_id,
             query,
             &audit_fields(),

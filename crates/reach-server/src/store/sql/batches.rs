@@ -133,6 +133,7 @@ impl Batches for SqlStore {
             self.engine,
             "batches",
             "b",
+            "*",
             tenant_id,
             query,
             &batch_fields(),

@@ -17,6 +17,7 @@ impl Commands for SqlStore {
         machine_id: &str,
         agent_instance: &str,
         now: Micros,
+        lane: Lane,
     ) -> StoreResult<Option<Claimed>> {
         let mut tx = self.write().await?;
         if self.engine == Engine::Postgres {
@@ -36,13 +37,15 @@ impl Commands for SqlStore {
         // yet started of its active actions: an action already running
         // first (its next command), then the oldest. A batch's action waits
         // while its batch is paused or cancelled, or its wave has not come.
+        let kinds = lane.kinds_sql();
         let sql = format!(
             "SELECT a.id, a.created_us, c.idx, c.work, c.timeout_secs,
                 (SELECT count(*) FROM actions x WHERE x.machine_id = $1 AND x.status IN {ACTIVE}
+                 AND x.kind IN {kinds}
                  AND EXISTS (SELECT 1 FROM commands r WHERE r.action_id = x.id AND r.idx >= 0
                      AND r.status = 'InProgress')) AS running
              FROM actions a JOIN commands c ON c.action_id = a.id AND c.status = 'Created'
-             WHERE a.machine_id = $1 AND a.status IN {ACTIVE} AND {MAY_RUN}
+             WHERE a.machine_id = $1 AND a.status IN {ACTIVE} AND a.kind IN {kinds} AND {MAY_RUN}
              ORDER BY CASE a.status WHEN 'InProgress' THEN 0 ELSE 1 END, a.created_us, a.seq, c.idx
              LIMIT 1"
         );
@@ -94,9 +97,21 @@ impl Commands for SqlStore {
         Ok(active > 0)
     }
 
+    async fn has_active_in(&self, machine_id: &str, lane: Lane) -> StoreResult<bool> {
+        let sql = format!(
+            "SELECT count(*) FROM actions WHERE machine_id = $1 AND status IN {ACTIVE} AND kind IN {}",
+            lane.kinds_sql()
+        );
+        let active: i64 = exec::query_scalar(sql)
+            .bind(machine_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(active > 0)
+    }
+
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>> {
         let rows = exec::query(
-            "SELECT c.action_id, c.idx, c.agent_instance FROM commands c JOIN actions a ON a.id = c.action_id
+            "SELECT c.action_id, c.idx, c.agent_instance, a.kind FROM commands c JOIN actions a ON a.id = c.action_id
              WHERE a.machine_id = $1 AND c.status = 'InProgress'",
         )
         .bind(machine_id)
@@ -112,6 +127,10 @@ impl Commands for SqlStore {
                     agent_instance: r
                         .try_get::<Option<String>>("agent_instance")?
                         .unwrap_or_default(),
+                    lane: match reach_proto::api::ActionType::parse(r.try_get("kind")?) {
+                        Some(kind) => Lane::of(kind),
+                        None => Lane::Live,
+                    },
                 })
             })
             .collect()
@@ -291,7 +310,7 @@ impl Commands for SqlStore {
         // Only a RunScript has a transcript; an uploaded one is kept.
         let result = result.filter(|_| matches!(work, Work::RunScript { .. }) && !uploaded);
         let has_result = uploaded || result.is_some();
-        let needs_result = !matches!(work, Work::PutFile { .. });
+        let needs_result = matches!(work, Work::RunScript { .. } | Work::GetFile { .. });
         let missing = Finish::Failed {
             errors: vec!["The agent reported success but no result was uploaded".into()],
             timed_out: false,
@@ -340,6 +359,19 @@ impl Commands for SqlStore {
                 .bind(&command.action_id)
                 .bind(i64::from(command.index))
                 .bind(result.bytes.as_slice())
+                .execute(&mut tx)
+                .await?;
+        }
+        // What the device did is so, whatever the action became meanwhile.
+        let isolated = match (&work, status) {
+            (Work::Isolate { .. }, CommandStatus::Completed) => Some(1),
+            (Work::Unisolate, CommandStatus::Completed) => Some(0),
+            _ => None,
+        };
+        if let Some(isolated) = isolated {
+            exec::query("UPDATE machines SET isolated = $1 WHERE id = $2")
+                .bind(isolated)
+                .bind(machine_id)
                 .execute(&mut tx)
                 .await?;
         }

@@ -193,7 +193,7 @@ impl SqlStore {
             ") INSERT INTO machines (",
             machine_columns!(),
             ") SELECT $3, tenant_id, $4, $5, $6, $7, $8, $9, $10, $2, $2, $11 FROM taken
-             RETURNING *"
+             RETURNING *, 'NotIsolated' AS isolation_state"
         );
         let query = exec::query(SQL)
             .bind(e.token_hash)
@@ -222,10 +222,11 @@ impl SqlStore {
         .bind(&tenant_id)
         .bind(e.now.0);
         e.bind_details(query).execute(&mut tx).await?;
-        let row = exec::query("SELECT * FROM machines WHERE id = $1")
-            .bind(e.machine_id)
-            .fetch_one(&mut tx)
-            .await?;
+        let row =
+            exec::query("SELECT *, 'NotIsolated' AS isolation_state FROM machines WHERE id = $1")
+                .bind(e.machine_id)
+                .fetch_one(&mut tx)
+                .await?;
         tx.commit().await?;
         Ok(Some(row))
     }

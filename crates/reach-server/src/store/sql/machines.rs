@@ -74,12 +74,14 @@ impl Machines for SqlStore {
         // stops at `limit`. Only actions a claim would hand out (not those
         // of a paused batch or a wave to come, which would otherwise fill
         // every answer and hide a lost wake-up behind them) and machines
-        // that run nothing (a busy machine claims when it is done).
+        // that run nothing of that action's lane (a busy lane claims when
+        // it is done; response actions run beside live response).
         let sql = format!(
             "SELECT a.machine_id FROM actions a JOIN machines m ON m.id = a.machine_id
              WHERE a.status = 'Pending' AND a.created_us < $1 AND m.connected = 1 AND {MAY_RUN}
                AND NOT EXISTS (SELECT 1 FROM actions x WHERE x.machine_id = a.machine_id
-                   AND x.status = 'InProgress')
+                   AND x.status = 'InProgress'
+                   AND (x.kind = 'LiveResponse') = (a.kind = 'LiveResponse'))
              ORDER BY a.created_us LIMIT $2"
         );
         Ok(exec::query_scalar(sql)
@@ -94,6 +96,7 @@ impl Machines for SqlStore {
         machine_id: &str,
         info: &MachineInfo,
         ip: Option<&str>,
+        isolated: Option<bool>,
         now: Micros,
     ) -> StoreResult<Option<String>> {
         let mut tx = self.write().await?;
@@ -105,7 +108,7 @@ impl Machines for SqlStore {
         exec::query(
             "UPDATE machines SET computer_dns_name = $1, os_platform = $2, os_version = $3, os_architecture = $4,
                 agent_version = $5, last_ip = COALESCE($6, last_ip), last_seen_us = $7, connected = 1,
-                ip_addresses = $8
+                ip_addresses = $8, isolated = COALESCE($10, isolated)
              WHERE id = $9",
         )
         .bind(&info.hostname)
@@ -117,6 +120,7 @@ impl Machines for SqlStore {
         .bind(now.0)
         .bind(json(&info.ip_addresses))
         .bind(machine_id)
+        .bind(isolated.map(i64::from))
         .execute(&mut tx)
         .await?;
         tx.commit().await?;
@@ -150,7 +154,10 @@ impl Machines for SqlStore {
     }
 
     async fn machine_by_id(&self, tenant_id: &str, id: &str) -> StoreResult<Option<MachineRow>> {
-        let row = exec::query("SELECT * FROM machines WHERE id = $1 AND tenant_id = $2")
+        let sql = format!(
+            "SELECT m.*, {ISOLATION_STATE} AS isolation_state FROM machines m WHERE m.id = $1 AND m.tenant_id = $2"
+        );
+        let row = exec::query(sql)
             .bind(id.to_ascii_lowercase())
             .bind(tenant_id)
             .fetch_optional(&self.pool)
@@ -159,11 +166,11 @@ impl Machines for SqlStore {
     }
 
     async fn machines_named(&self, tenant_id: &str, name: &str) -> StoreResult<Vec<MachineRow>> {
-        let rows = exec::query(
-            "SELECT * FROM machines WHERE tenant_id = $1 AND lower(computer_dns_name) = lower($2)
-               AND revoked = 0
-             ORDER BY last_seen_us DESC LIMIT 50",
-        )
+        let rows = exec::query(format!(
+            "SELECT m.*, {ISOLATION_STATE} AS isolation_state FROM machines m
+             WHERE m.tenant_id = $1 AND lower(m.computer_dns_name) = lower($2) AND m.revoked = 0
+             ORDER BY m.last_seen_us DESC LIMIT 50"
+        ))
         .bind(tenant_id)
         .bind(name)
         .fetch_all(&self.pool)
@@ -203,6 +210,7 @@ impl Machines for SqlStore {
             self.engine,
             "machines",
             "m",
+            &format!("m.*, {ISOLATION_STATE} AS isolation_state"),
             tenant_id,
             query,
             &machine_fields(active_since),
@@ -268,6 +276,13 @@ pub(super) async fn machine_targets(
         .collect()
 }
 
+/// A machine's `isolationState`: Pending while an isolate or release of it
+/// waits or runs (found through `actions_one_active_per_machine`), else
+/// what its agent last reported or its last isolate or release did.
+const ISOLATION_STATE: &str = "(CASE WHEN EXISTS (SELECT 1 FROM actions x WHERE x.machine_id = m.id
+        AND x.status IN ('Pending', 'InProgress') AND x.kind IN ('Isolate', 'Unisolate'))
+    THEN 'Pending' WHEN m.isolated = 1 THEN 'Isolated' ELSE 'NotIsolated' END)";
+
 /// Machine properties. `active_since` is a number we produce, never client text.
 pub(super) fn machine_fields(active_since: Micros) -> Vec<Field> {
     let health = format!(
@@ -287,6 +302,7 @@ pub(super) fn machine_fields(active_since: Micros) -> Vec<Field> {
         Field::new("machineTags", "m.tags", Kind::TextList),
         Field::new("firstSeen", "m.first_seen_us", Kind::Time),
         Field::new("lastSeen", "m.last_seen_us", Kind::Time),
+        Field::new("isolationState", ISOLATION_STATE, Kind::Text),
     ];
     // Defender properties Reach does not track: filters on them match nothing.
     for name in [

@@ -55,6 +55,7 @@ pub(super) async fn select_page(
     engine: Engine,
     table: &str,
     alias: &str,
+    columns: &str,
     tenant_id: &str,
     query: &Query,
     fields: &[Field],
@@ -68,7 +69,7 @@ pub(super) async fn select_page(
     };
     let from = format!("FROM {table} {alias} WHERE {alias}.tenant_id = $1 {filter}");
     let sql = format!(
-        "SELECT * {from} {} {}",
+        "SELECT {columns} {from} {} {}",
         compiled.order_sql,
         page_sql(&compiled.binds)
     );

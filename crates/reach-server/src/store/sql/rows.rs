@@ -111,6 +111,7 @@ record! {
         first_seen_us: i64,
         last_seen_us: i64,
         connected: i64,
+        isolation_state: String,
     }
 }
 
@@ -132,6 +133,7 @@ pub(super) fn machine(row: &Row) -> StoreResult<MachineRow> {
         first_seen: Micros(r.first_seen_us),
         last_seen: Micros(r.last_seen_us),
         connected: flag(r.connected),
+        isolation_state: r.isolation_state,
     })
 }
 
@@ -185,6 +187,7 @@ record! {
         cancellation_comment: Option<String>,
         cancelled_us: Option<i64>,
         batch_id: Option<String>,
+        kind: String,
     }
 }
 
@@ -205,6 +208,8 @@ pub(super) fn action(row: &Row) -> StoreResult<ActionRow> {
         cancellation_comment: r.cancellation_comment,
         cancellation_time: r.cancelled_us.map(Micros),
         batch_id: r.batch_id,
+        kind: reach_proto::api::ActionType::parse(&r.kind)
+            .ok_or_else(|| super::other(anyhow::anyhow!("unknown action type {:?}", r.kind)))?,
         commands: Vec::new(),
     })
 }

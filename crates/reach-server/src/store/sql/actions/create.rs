@@ -70,7 +70,7 @@ impl SqlStore {
             })
             .collect();
         let row = exec::query(
-            "SELECT outcome, dns_name FROM reach_create_action($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT outcome, dns_name FROM reach_create_action($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&action.id)
         .bind(&action.tenant_id)
@@ -82,6 +82,7 @@ impl SqlStore {
         .bind(i64::from(limits.running_per_tenant))
         .bind(i64::from(limits.pending_per_requestor))
         .bind(json(&commands))
+        .bind(action.kind.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(active_exists)?;
@@ -108,10 +109,14 @@ impl SqlStore {
         commands: &[CommandRow],
     ) -> StoreResult<String> {
         let mut tx = self.write().await?;
-        // Both counts in one statement (each through its own index).
+        // Both counts in one statement (each through its own index). Only
+        // live response counts, and is counted: response actions have
+        // rate limits of their own, and never wait for a batch.
         let counts = exec::query(
-            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL) AS running,
-                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending' AND batch_id IS NULL) AS queued,
+            "SELECT (SELECT count(*) FROM actions WHERE tenant_id = $1 AND status = 'InProgress' AND batch_id IS NULL
+                        AND kind = 'LiveResponse') AS running,
+                    (SELECT count(*) FROM actions WHERE requestor_id = $2 AND status = 'Pending' AND batch_id IS NULL
+                        AND kind = 'LiveResponse') AS queued,
                     (SELECT count(*) FROM actions WHERE machine_id = $3 AND status IN ('Pending', 'InProgress')
                         AND batch_id IS NOT NULL) AS batch_active",
         )
@@ -122,23 +127,24 @@ impl SqlStore {
         .await?;
         let running: i64 = counts.try_get("running")?;
         let queued: i64 = counts.try_get("queued")?;
-        if running >= i64::from(limits.running_per_tenant) {
+        let live = action.kind == reach_proto::api::ActionType::LiveResponse;
+        if live && running >= i64::from(limits.running_per_tenant) {
             return Err(StoreError::TenantActionLimit(limits.running_per_tenant));
         }
-        if queued >= i64::from(limits.pending_per_requestor) {
+        if live && queued >= i64::from(limits.pending_per_requestor) {
             return Err(StoreError::RequestorQueueLimit(
                 limits.pending_per_requestor,
             ));
         }
         // A machine's batch action counts as its active request.
-        if counts.try_get::<i64>("batch_active")? > 0 {
+        if live && counts.try_get::<i64>("batch_active")? > 0 {
             return Err(StoreError::ActiveActionExists);
         }
         // The machine must be the tenant's (no row: not found).
         let dns: String = exec::query_scalar(
             "INSERT INTO actions (id, tenant_id, machine_id, computer_dns_name, requestor, requestor_comment,
-                status, created_us, updated_us, requestor_id)
-             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $4, $7 FROM machines
+                status, created_us, updated_us, requestor_id, kind)
+             SELECT $1, tenant_id, id, computer_dns_name, $2, $3, 'Pending', $4, $4, $7, $8 FROM machines
              WHERE id = $5 AND tenant_id = $6
              RETURNING computer_dns_name",
         )
@@ -149,6 +155,7 @@ impl SqlStore {
         .bind(&action.machine_id)
         .bind(&action.tenant_id)
         .bind(&action.requestor_id)
+        .bind(action.kind.as_str())
         .fetch_optional(&mut tx)
         .await
         .map_err(active_exists)?

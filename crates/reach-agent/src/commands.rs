@@ -6,6 +6,7 @@
 pub mod get_file;
 pub mod isolate;
 pub mod put_file;
+pub mod quarantine;
 pub mod run_script;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct Context {
     pub live: std::sync::Arc<crate::live_output::LiveOutput>,
     /// The device's network isolation.
     pub isolation: std::sync::Arc<isolate::Isolation>,
+    /// The agent's state file (the quarantine folder lies beside it).
+    pub state_path: PathBuf,
 }
 
 /// A command failure, with the message shown to the analyst.
@@ -139,7 +142,11 @@ fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
             signature,
             ..
         } => (script_name, sha256, signature, Use::RunScript),
-        Work::GetFile { .. } | Work::Isolate { .. } | Work::Unisolate => return Ok(()),
+        Work::GetFile { .. }
+        | Work::Isolate { .. }
+        | Work::Unisolate
+        | Work::Offboard
+        | Work::StopAndQuarantineFile { .. } => return Ok(()),
     };
     let check = Check {
         sha256,
@@ -208,6 +215,17 @@ async fn run(
             .release()
             .await
             .map(|_| Success::default()),
+        // The rest (the credential deleted, the agent stopped) follows the
+        // server's 410 at the next connection, once the report is in.
+        Work::Offboard => context.isolation.leave().await.map(|_| Success::default()),
+        Work::StopAndQuarantineFile { sha1 } => {
+            guarded(
+                timeout,
+                &cancel,
+                quarantine::run(command, sha1, &context.state_path),
+            )
+            .await
+        }
     }
 }
 
@@ -447,6 +465,7 @@ mod tests {
                 Vec::new(),
                 std::sync::Arc::new(crate::tls::client_config(None).unwrap()),
             )),
+            state_path: dir.join("state.json"),
         }
     }
 

@@ -25,7 +25,15 @@ use crate::outbox::{Entry, Outbox};
 use crate::{Config, State, system};
 
 /// The `Work` this agent runs (`Work::kind`), for its Hello.
-pub const CAPABILITIES: [&str; 5] = ["PutFile", "RunScript", "GetFile", "Isolate", "Unisolate"];
+pub const CAPABILITIES: [&str; 7] = [
+    "PutFile",
+    "RunScript",
+    "GetFile",
+    "Isolate",
+    "Unisolate",
+    "Offboard",
+    "StopAndQuarantineFile",
+];
 
 /// A connection that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
@@ -57,8 +65,23 @@ pub struct Parts<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
-/// Holds the connection to the server (or the next one of a cluster) until shutdown, reconnecting with backoff.
-pub async fn run(config: &Config, parts: &Parts<'_>) {
+/// The server refused this agent with 410: its machine was offboarded.
+#[derive(Debug, thiserror::Error)]
+#[error("the server says this machine was offboarded")]
+pub struct Offboarded;
+
+/// Why `run` returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The agent is stopping.
+    Shutdown,
+    /// The machine was offboarded: the agent deletes its credential and stops.
+    Offboarded,
+}
+
+/// Holds the connection to the server (or the next one of a cluster) until
+/// shutdown or offboarding, reconnecting with backoff.
+pub async fn run(config: &Config, parts: &Parts<'_>) -> Ended {
     let shutdown = parts.shutdown;
     let min = Duration::from_millis(config.reconnect_min_ms.max(1));
     let max = Duration::from_millis(config.reconnect_max_ms.max(config.reconnect_min_ms.max(1)));
@@ -67,8 +90,9 @@ pub async fn run(config: &Config, parts: &Parts<'_>) {
     loop {
         let started = Instant::now();
         match session(parts).await {
-            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) if shutdown.is_cancelled() => return Ended::Shutdown,
             Ok(()) => tracing::info!("connection closed by the server"),
+            Err(err) if err.is::<Offboarded>() => return Ended::Offboarded,
             Err(err) => tracing::warn!(
                 error = format!("{err:#}"),
                 "connection to the server failed"
@@ -88,7 +112,7 @@ pub async fn run(config: &Config, parts: &Parts<'_>) {
         tracing::info!(delay_ms = wait.as_millis() as u64, "reconnecting");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ended::Shutdown,
         }
         delay = (delay * 2).min(max);
     }
@@ -173,6 +197,9 @@ async fn session(parts: &Parts<'_>) -> anyhow::Result<()> {
     };
     let (mut socket, _) = match connected {
         Ok(connected) => connected,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 410 => {
+            return Err(Offboarded.into());
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => {
             anyhow::bail!(
                 "the server refused this agent's credential: the machine may have been revoked; enroll it again"

@@ -467,9 +467,10 @@ mod marked {
     }
 }
 
+/// SIGKILL to one process (never process 1 or below).
 #[cfg(unix)]
 #[allow(unsafe_code)]
-fn signal_kill(pid: i32) {
+pub(crate) fn signal_kill(pid: i32) {
     if pid <= 1 {
         return;
     }
@@ -481,7 +482,7 @@ fn signal_kill(pid: i32) {
 }
 
 #[cfg(not(unix))]
-fn signal_kill(_pid: i32) {}
+pub(crate) fn signal_kill(_pid: i32) {}
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,9 @@ pub mod containment;
 pub mod executor;
 pub mod isolation;
 pub mod live_output;
+pub mod offboard;
 pub mod outbox;
+pub mod quarantine;
 pub mod system;
 pub mod tls;
 
@@ -177,12 +179,19 @@ pub async fn enroll(server: &str, token: &str, config: &Config) -> anyhow::Resul
         credential: response.credential,
     };
     state.save(state_path)?;
+    // A device offboarded before is enrolled again.
+    let _ = std::fs::remove_file(offboard::note_path(state_path));
     tracing::info!(machine.id = %state.machine_id, "enrolled");
     Ok(state)
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent until `shutdown` is cancelled, or until its machine is
+/// offboarded (it then deletes its credential and returns).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(when) = offboard::offboarded(&config) {
+        tracing::warn!(offboarded = %when, "this device was offboarded; enroll it again (reach-agent enroll) to use it");
+        return Ok(());
+    }
     let mut state = State::load(&config.state_path)?;
     if let Some(server) = &config.server {
         state.server = server.trim_end_matches('/').to_string();
@@ -242,6 +251,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         live: live.clone(),
         isolation: isolation.clone(),
+        state_path: config.state_path.clone(),
     };
     let executor = executor::Executor::start(context.clone(), outbox.clone());
     let responses = executor::Executor::start(context, outbox.clone());
@@ -258,9 +268,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tls: std::sync::Arc::new(tls),
         shutdown: &shutdown,
     };
-    connection::run(&config, &parts).await;
+    let ended = connection::run(&config, &parts).await;
     executor.stop();
     responses.stop();
+    if ended == connection::Ended::Offboarded {
+        offboard::leave(&config, &isolation).await?;
+    }
     Ok(())
 }
 

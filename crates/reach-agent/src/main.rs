@@ -58,6 +58,12 @@ enum Command {
     /// Break-glass: remove this device's network isolation now, whatever
     /// the server says (as root, on the device, from its console).
     ReleaseIsolation,
+    /// List the files StopAndQuarantineFile quarantined; with an id, put
+    /// that one back where it was, with its mode and owner.
+    RestoreQuarantine {
+        /// The quarantined file to put back (as listed).
+        id: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -113,6 +119,27 @@ async fn main() -> anyhow::Result<()> {
             reach_agent::run(config, shutdown).await?;
         }
         Command::PrintConfig => print!("{}", reach_agent::EXAMPLE_CONFIG),
+        Command::RestoreQuarantine { id } => {
+            let vault = reach_agent::quarantine::Vault::open(&config.state_path);
+            match id {
+                Some(id) => {
+                    let entry = vault.restore(&id)?;
+                    println!("restored {} (SHA-1 {})", entry.original_path, entry.sha1);
+                }
+                None => {
+                    let entries = vault.list()?;
+                    if entries.is_empty() {
+                        println!("nothing is quarantined");
+                    }
+                    for entry in entries {
+                        println!(
+                            "{}\t{}\t{}\taction {}",
+                            entry.id, entry.sha1, entry.original_path, entry.action_id
+                        );
+                    }
+                }
+            }
+        }
         Command::ReleaseIsolation => {
             // The rules through the configured nft (plain `nft` where the
             // configuration turned isolation off), then the record that

@@ -73,6 +73,14 @@ enum Command {
     Isolate(respond::IsolateArgs),
     /// Release isolated machines.
     Release(respond::RespondArgs),
+    /// Offboard machines: each is revoked, and its agent deletes its
+    /// credential and stops (asks first, or --yes).
+    Offboard(respond::RespondArgs),
+    /// Kill every process running the executable with this SHA-1 and move
+    /// that executable into the agent's quarantine (`reach-agent
+    /// restore-quarantine` puts it back). Files of installed packages are
+    /// refused; copies not running are not searched.
+    Quarantine(respond::QuarantineArgs),
     /// List batches, newest first.
     Batches,
     /// Show a batch, or cancel, pause, resume it, or fetch its results.
@@ -267,6 +275,14 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
         Command::Release(args) => {
             let response = respond::Response::Release;
             return respond::respond(&client().await?, response, args, json).await;
+        }
+        Command::Offboard(args) => {
+            let response = respond::Response::Offboard;
+            return respond::respond(&client().await?, response, args, json).await;
+        }
+        Command::Quarantine(args) => {
+            let response = respond::Response::Quarantine { sha1: args.sha1 };
+            return respond::respond(&client().await?, response, args.targets, json).await;
         }
         Command::Batches => return batch::list(&client().await?, json).await,
         Command::Batch(args) => return batch::batch(&client().await?, args, json).await,

@@ -1,9 +1,10 @@
-//! `reach isolate` and `reach release`: Defender's response actions on one
-//! machine (by id or computer name), or on many (--machines, --tag,
-//! --filter, --all), one call per machine as the API takes them (as SOAR
-//! playbooks fan out), each machine's outcome reported and failures
-//! collected. Many machines need a `y` on a terminal, or `--yes`. Waits for
-//! each action to end unless --no-wait; exits 1 when any did not succeed.
+//! `reach isolate`, `reach release` and `reach offboard`: Defender's
+//! response actions on one machine (by id or computer name), or on many
+//! (--machines, --tag, --filter, --all), one call per machine as the API
+//! takes them (as SOAR playbooks fan out), each machine's outcome reported
+//! and failures collected. Many machines (and any offboarding) need a `y`
+//! on a terminal, or `--yes`. Waits for each action to end unless
+//! --no-wait; exits 1 when any did not succeed.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -46,8 +47,18 @@ pub struct IsolateArgs {
     pub selective: bool,
 }
 
+/// `reach quarantine`'s own flag.
+#[derive(Args, Debug)]
+pub struct QuarantineArgs {
+    #[command(flatten)]
+    pub targets: RespondArgs,
+    /// The executable's SHA-1 (40 hexadecimal digits).
+    #[arg(long)]
+    pub sha1: String,
+}
+
 /// What is asked of each machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Response {
     /// `isolate`, Full or Selective.
     Isolate {
@@ -56,37 +67,58 @@ pub enum Response {
     },
     /// `unisolate`.
     Release,
+    /// `offboard`.
+    Offboard,
+    /// `StopAndQuarantineFile`.
+    Quarantine {
+        /// Hex SHA-1 of the executable.
+        sha1: String,
+    },
 }
 
 impl Response {
-    fn verb(self) -> &'static str {
+    fn verb(&self) -> &'static str {
         match self {
             Response::Isolate { .. } => "isolate",
             Response::Release => "release",
+            Response::Offboard => "offboard",
+            Response::Quarantine { .. } => "stop and quarantine the file on",
         }
     }
 
-    fn consequence(self) -> &'static str {
+    fn consequence(&self) -> &'static str {
         match self {
             Response::Isolate { .. } => {
                 "each loses its network but its Reach servers until released"
             }
             Response::Release => "each gets its network back",
+            Response::Offboard => {
+                "each machine is revoked and its agent deletes its credential and stops: it takes a new enrollment to come back"
+            }
+            Response::Quarantine { .. } => {
+                "every process running that executable is killed and the file moved to the agent's quarantine"
+            }
         }
     }
 
     async fn call(
-        self,
+        &self,
         client: &Client,
         machine: &str,
         comment: &str,
     ) -> reach_client::Result<MachineAction> {
         match self {
             Response::Isolate { selective } => {
-                let kind = if selective { "Selective" } else { "Full" };
+                let kind = if *selective { "Selective" } else { "Full" };
                 client.isolate(machine, comment, kind).await
             }
             Response::Release => client.unisolate(machine, comment).await,
+            Response::Offboard => client.offboard(machine, comment).await,
+            Response::Quarantine { sha1 } => {
+                client
+                    .stop_and_quarantine_file(machine, comment, sha1)
+                    .await
+            }
         }
     }
 }
@@ -106,7 +138,9 @@ pub async fn respond(
         eprintln!("no machine matches");
         return Ok(ExitCode::from(1));
     }
-    if machines.len() > 1 && !args.yes && !confirm(response, machines.len())? {
+    // Offboarding is asked about even for one machine: it cannot be undone.
+    let ask = machines.len() > 1 || matches!(response, Response::Offboard);
+    if ask && !args.yes && !confirm(&response, machines.len())? {
         return Ok(ExitCode::from(1));
     }
     let mut created = Vec::new();
@@ -241,18 +275,21 @@ async fn targets(client: &Client, args: &RespondArgs) -> anyhow::Result<Vec<(Str
 }
 
 /// Asks on the terminal; without one, refuses (`--yes` is the answer).
-fn confirm(response: Response, count: usize) -> anyhow::Result<bool> {
+fn confirm(response: &Response, count: usize) -> anyhow::Result<bool> {
+    let what = match count {
+        1 => "1 machine".to_string(),
+        n => format!("{n} machines"),
+    };
     if !std::io::stdin().is_terminal() {
         eprintln!(
-            "{} machines match: give --yes to {} them all ({})",
-            count,
+            "{what} match: give --yes to {} ({})",
             response.verb(),
             response.consequence()
         );
         return Ok(false);
     }
     eprint!(
-        "{} {count} machines? {} [y/N] ",
+        "{} {what}? {} [y/N] ",
         response.verb(),
         response.consequence()
     );

@@ -1,6 +1,9 @@
-//! Defender's response actions on one machine: isolate and release.
+//! Defender's response actions on one machine: isolate, release, offboard,
+//! stop and quarantine a file.
 
-use reach_proto::api::{IsolateRequest, MachineAction, ResponseActionRequest};
+use reach_proto::api::{
+    IsolateRequest, MachineAction, ResponseActionRequest, StopAndQuarantineRequest,
+};
 use reqwest::Method;
 
 use super::{Client, Result, json, segment};
@@ -18,6 +21,30 @@ impl Client {
         let body = IsolateRequest {
             comment: Some(comment.to_string()),
             isolation_type: Some(isolation_type.to_string()),
+        };
+        json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    /// `POST /api/machines/{id}/offboard`.
+    pub async fn offboard(&self, machine: &str, comment: &str) -> Result<MachineAction> {
+        let path = format!("/api/machines/{}/offboard", segment(machine));
+        let body = ResponseActionRequest {
+            comment: Some(comment.to_string()),
+        };
+        json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    /// `POST /api/machines/{id}/StopAndQuarantineFile`.
+    pub async fn stop_and_quarantine_file(
+        &self,
+        machine: &str,
+        comment: &str,
+        sha1: &str,
+    ) -> Result<MachineAction> {
+        let path = format!("/api/machines/{}/StopAndQuarantineFile", segment(machine));
+        let body = StopAndQuarantineRequest {
+            comment: Some(comment.to_string()),
+            sha1: Some(sha1.to_string()),
         };
         json(self.request(Method::POST, &path).json(&body).send().await?).await
     }

@@ -177,6 +177,16 @@ pub enum Work {
     },
     /// Removes isolation (succeeds on a device that is not isolated).
     Unisolate,
+    /// The device leaves Reach: the agent releases isolation and reports;
+    /// the server then revokes the machine, and the agent, refused with
+    /// 410 at its next connection, deletes its credential and stops.
+    Offboard,
+    /// Kills the processes whose executable has this SHA-1 and quarantines
+    /// those executables; the report is the command's result (JSON).
+    StopAndQuarantineFile {
+        /// Hex SHA-1 (40 digits, lower case) of the executable.
+        sha1: String,
+    },
 }
 
 impl Work {
@@ -189,6 +199,8 @@ impl Work {
             Work::GetFile { .. } => "GetFile",
             Work::Isolate { .. } => "Isolate",
             Work::Unisolate => "Unisolate",
+            Work::Offboard => "Offboard",
+            Work::StopAndQuarantineFile { .. } => "StopAndQuarantineFile",
         }
     }
 
@@ -197,7 +209,13 @@ impl Work {
     /// command of each side at a time, so an isolation never waits for a
     /// long script.
     pub fn is_response(&self) -> bool {
-        matches!(self, Work::Isolate { .. } | Work::Unisolate)
+        matches!(
+            self,
+            Work::Isolate { .. }
+                | Work::Unisolate
+                | Work::Offboard
+                | Work::StopAndQuarantineFile { .. }
+        )
     }
 }
 

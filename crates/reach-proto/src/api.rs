@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 pub use batch::{Batch, BatchCounts, BatchRollout, BatchTargets, CreateBatchRequest};
 pub use machine::{Machine, MachineIpAddress, MachineTagRequest, MachineUnknowns};
 pub use output::{CommandOutput, OutputEnd, OutputMachine, OutputPiece};
-pub use response::{IsolateRequest, IsolationState, ResponseActionRequest};
+pub use response::{
+    IsolateRequest, IsolationState, ResponseActionRequest, StopAndQuarantineRequest,
+};
 pub use status::{ActionStatus, ActionType, CommandStatus, CommandType, UnknownStatus};
 
 /// One `{"key": ..., "value": ...}` pair of a command.

@@ -70,9 +70,16 @@ pub async fn authenticate(
         Err(err) => return Err(err.into()),
     };
     let presented = auth::sha256_hex(secret);
-    if credential.revoked
-        || !auth::constant_time_eq(presented.as_bytes(), credential.credential_hash.as_bytes())
-    {
+    if !auth::constant_time_eq(presented.as_bytes(), credential.credential_hash.as_bytes()) {
+        return Err(unauthorized());
+    }
+    // Told only to the holder of the credential: the agent then deletes it.
+    if credential.offboarded {
+        return Err(ApiError::Offboarded(
+            "This machine was offboarded: its agent deletes its credential and stops. Enroll the device again to use it".into(),
+        ));
+    }
+    if credential.revoked {
         return Err(unauthorized());
     }
     Ok(AgentIdentity {

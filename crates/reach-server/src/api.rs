@@ -107,6 +107,10 @@ pub enum Access {
     ReadOutput,
     /// Isolate a machine or release it.
     Isolate,
+    /// Offboard a machine.
+    Offboard,
+    /// Stop a file's processes and quarantine it.
+    StopAndQuarantine,
     /// Ask for an antivirus scan (refused: not supported).
     Scan,
     /// Restrict or unrestrict code execution (refused: not supported).
@@ -129,6 +133,8 @@ impl Access {
             Access::ReadBatches => permissions::READ,
             Access::DownloadResults | Access::ReadOutput => permissions::DOWNLOAD_RESULTS,
             Access::Isolate => permissions::ISOLATE,
+            Access::Offboard => permissions::OFFBOARD,
+            Access::StopAndQuarantine => permissions::STOP_AND_QUARANTINE,
             Access::Scan => permissions::SCAN,
             Access::RestrictExecution => permissions::RESTRICT_EXECUTION,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
@@ -142,6 +148,8 @@ impl Access {
         match kind {
             ActionType::LiveResponse => Access::RunLiveResponse,
             ActionType::Isolate | ActionType::Unisolate => Access::Isolate,
+            ActionType::Offboard => Access::Offboard,
+            ActionType::StopAndQuarantineFile => Access::StopAndQuarantine,
         }
     }
 
@@ -158,6 +166,8 @@ impl Access {
             Access::DownloadResults => Api::Other("downloadlink"),
             Access::ReadOutput => Api::Other("output"),
             Access::Isolate => Api::Other("isolate"),
+            Access::Offboard => Api::Other("offboard"),
+            Access::StopAndQuarantine => Api::Other("stopandquarantinefile"),
             Access::Scan => Api::Other("runantivirusscan"),
             Access::RestrictExecution => Api::Other("restrictcodeexecution"),
             Access::ManageLibrary => Api::Other("libraryfiles"),

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 404 `ResourceNotFound`: no such entity (or not visible to the caller).
     #[error("{0}")]
     ResourceNotFound(String),
+    /// 410 `MachineOffboarded`: an agent whose machine was offboarded.
+    #[error("{0}")]
+    Offboarded(String),
     /// 405 `MethodNotAllowed`.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -98,6 +101,7 @@ impl ApiError {
                 ("ActiveRequestAlreadyExists", StatusCode::BAD_REQUEST)
             }
             Self::Unauthorized(_) => ("Unauthorized", StatusCode::UNAUTHORIZED),
+            Self::Offboarded(_) => ("MachineOffboarded", StatusCode::GONE),
             Self::Forbidden(_) => ("Forbidden", StatusCode::FORBIDDEN),
             Self::NotFound(_) => ("NotFound", StatusCode::NOT_FOUND),
             Self::ResourceNotFound(_) => ("ResourceNotFound", StatusCode::NOT_FOUND),

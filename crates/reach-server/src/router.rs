@@ -48,6 +48,14 @@ fn routes(state: SharedState) -> Router {
             post(api::response_actions::unisolate),
         )
         .route(
+            "/api/machines/{id}/offboard",
+            post(api::response_actions::offboard),
+        )
+        .route(
+            "/api/machines/{id}/stopandquarantinefile",
+            post(api::response_actions::stop_and_quarantine_file),
+        )
+        .route(
             "/api/machines/{id}/runantivirusscan",
             post(api::unsupported_actions::run_antivirus_scan),
         )

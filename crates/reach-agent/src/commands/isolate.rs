@@ -150,6 +150,16 @@ impl Isolation {
         release(self.nft.as_ref(), &self.record).await
     }
 
+    /// Offboarding's part: releases isolation where this platform has any
+    /// (elsewhere there is none to release, only a record to forget).
+    pub async fn leave(&self) -> Result<(), Failure> {
+        if !cfg!(target_os = "linux") {
+            let _ = std::fs::remove_file(&self.record);
+            return Ok(());
+        }
+        self.release().await.map(|_| ())
+    }
+
     fn nft(&self) -> Result<&Nft, Failure> {
         self.nft.as_ref().ok_or_else(|| {
             Failure::new(

@@ -93,3 +93,27 @@ async fn isolate_and_release_from_the_command_line() {
         .unwrap();
     assert!(row.contains("Pending"), "{row}");
 }
+
+#[tokio::test]
+async fn offboarding_asks_even_for_one_machine() {
+    let env = start().await;
+    let machine = env.machine_id.clone();
+    let asked = tokio::process::Command::new(env!("CARGO_BIN_EXE_reach"))
+        .args(["offboard", &machine, "--comment", "retired"])
+        .envs(env.vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(asked.status.code(), Some(1));
+    let said = text(&asked.stderr);
+    assert!(
+        said.contains("give --yes") && said.contains("deletes its credential"),
+        "{said}"
+    );
+    let done = env
+        .reach(&["offboard", &machine, "--comment", "retired", "--yes"])
+        .await;
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert!(text(&done.stdout).contains("Succeeded"));
+}

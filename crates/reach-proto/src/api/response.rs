@@ -15,12 +15,23 @@ pub struct IsolateRequest {
 }
 
 /// The body of the response actions that take only a comment
-/// (`unisolate`).
+/// (`unisolate`, `offboard`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseActionRequest {
     /// Why (required, as Defender requires it).
     #[serde(rename = "Comment", default)]
     pub comment: Option<String>,
+}
+
+/// `POST /api/machines/{id}/StopAndQuarantineFile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAndQuarantineRequest {
+    /// Why (required, as Defender requires it).
+    #[serde(rename = "Comment", default)]
+    pub comment: Option<String>,
+    /// Hex SHA-1 of the executable.
+    #[serde(rename = "Sha1", default)]
+    pub sha1: Option<String>,
 }
 
 /// A machine's `isolationState`.

@@ -167,11 +167,22 @@ pub enum ActionType {
     Isolate,
     /// `unisolate`: isolation removed.
     Unisolate,
+    /// `offboard`: the machine revoked, its agent's credential deleted.
+    Offboard,
+    /// `StopAndQuarantineFile`: processes of an executable stopped, the
+    /// executable quarantined.
+    StopAndQuarantineFile,
 }
 
 impl ActionType {
     /// Every type, in the order listings present them.
-    pub const ALL: [ActionType; 3] = [Self::LiveResponse, Self::Isolate, Self::Unisolate];
+    pub const ALL: [ActionType; 5] = [
+        Self::LiveResponse,
+        Self::Isolate,
+        Self::Unisolate,
+        Self::Offboard,
+        Self::StopAndQuarantineFile,
+    ];
 
     /// The name Defender uses on the wire.
     pub fn as_str(self) -> &'static str {
@@ -179,6 +190,8 @@ impl ActionType {
             Self::LiveResponse => "LiveResponse",
             Self::Isolate => "Isolate",
             Self::Unisolate => "Unisolate",
+            Self::Offboard => "Offboard",
+            Self::StopAndQuarantineFile => "StopAndQuarantineFile",
         }
     }
 

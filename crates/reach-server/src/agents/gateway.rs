@@ -141,6 +141,9 @@ pub(super) struct Session {
     pub(super) agent_version: String,
     /// When to try a claim again that the database failed.
     pub(super) claim_again_at: Option<tokio::time::Instant>,
+    /// The agent reported its Offboard: the machine is revoked, and this
+    /// connection ends (its next one is answered 410).
+    offboarded: bool,
     /// Pieces of live output this connection may still send.
     output_allowance: super::output::Allowance,
 }
@@ -210,6 +213,7 @@ impl Session {
             capabilities,
             agent_version: info.agent_version.clone(),
             claim_again_at: None,
+            offboarded: false,
             output_allowance: Default::default(),
         };
         let result = session.serve(running, events, heartbeat).await;
@@ -284,6 +288,11 @@ impl Session {
                         .map_err(|err| anyhow::anyhow!("invalid message from the agent: {err}"))?;
                     self.state.hub.seen(&machine_id);
                     self.handle(message).await?;
+                    if self.offboarded {
+                        tracing::warn!(machine.id = %machine_id, "machine offboarded; closing its connection");
+                        let _ = self.socket.send(Message::Close(None)).await;
+                        return Ok(());
+                    }
                 }
                 event = events.recv() => match event {
                     Some(HubEvent::Wake) => self.dispatch().await?,
@@ -397,6 +406,13 @@ impl Session {
                     self.state.followers.wake(&action);
                 }
                 self.send(&ServerMessage::Ack(command)).await?;
+                if let Some(done) = &finished
+                    && matches!(done.command.work, reach_proto::agent::Work::Offboard)
+                    && done.command.status == reach_proto::api::CommandStatus::Completed
+                {
+                    self.offboarded = true;
+                    return Ok(());
+                }
                 // When this action just ended, another may wait behind it
                 // (a batch's action queued while the machine was busy): the
                 // finish read whether one does. One created since wakes

@@ -109,8 +109,8 @@ pub async fn result(
     body: Body,
 ) -> ApiResult<StatusCode> {
     match own.row.work {
-        Work::RunScript { .. } => {}
-        Work::PutFile { .. } | Work::Isolate { .. } | Work::Unisolate => {
+        Work::RunScript { .. } | Work::StopAndQuarantineFile { .. } => {}
+        Work::PutFile { .. } | Work::Isolate { .. } | Work::Unisolate | Work::Offboard => {
             return Err(ApiError::BadRequest(format!(
                 "{} commands have no result",
                 own.row.work.kind()

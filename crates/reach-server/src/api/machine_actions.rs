@@ -44,7 +44,13 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
         }),
         external_id: None,
         request_source: "PublicApi".into(),
-        related_file_info: None,
+        related_file_info: row.commands.first().and_then(|c| match &c.work {
+            reach_proto::agent::Work::StopAndQuarantineFile { sha1 } => Some(serde_json::json!({
+                "fileIdentifier": sha1,
+                "fileIdentifierType": "Sha1",
+            })),
+            _ => None,
+        }),
         commands: row
             .commands
             .into_iter()

@@ -27,6 +27,8 @@ const ACTIONS: &[&str] = &[
     "runantivirusscan",
     "isolate",
     "unisolate",
+    "offboard",
+    "stopandquarantinefile",
     "restrictcodeexecution",
     "unrestrictcodeexecution",
 ];

@@ -1,5 +1,6 @@
 //! Defender's response actions that Reach agents carry out:
-//! `POST /api/machines/{id}/isolate` and `.../unisolate`. Each checks the
+//! `POST /api/machines/{id}/isolate`, `.../unisolate`, `.../offboard` and
+//! `.../StopAndQuarantineFile`. Each checks the
 //! caller's role (403), the machine (404 for one unknown or outside its
 //! device groups), then the body (400), stores an action of its type with
 //! one command that the agent runs beside live response (`store::Lane`),
@@ -13,7 +14,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use reach_proto::agent::Work;
-use reach_proto::api::{ActionType, Command, IsolateRequest, MachineAction, ResponseActionRequest};
+use reach_proto::api::{
+    ActionType, Command, IsolateRequest, MachineAction, ResponseActionRequest,
+    StopAndQuarantineRequest,
+};
 
 use super::{Access, authorize, visible_machine};
 use crate::SharedState;
@@ -106,6 +110,96 @@ pub async fn unisolate(
             command,
             Work::Unisolate,
         )
+        .await
+}
+
+/// `POST /api/machines/{id}/offboard`. A machine whose agent is not
+/// connected is offboarded at once (revoked; the action Succeeded): its
+/// agent learns it at its next connection.
+pub async fn offboard(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(machine): Path<String>,
+    notes: crate::audit::Notes,
+    JsonBody(request): JsonBody<ResponseActionRequest>,
+) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    let kind = ActionType::Offboard;
+    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let comment = required_comment(request.comment)?;
+    let offline = !checked.machine.connected;
+    let machine_id = checked.machine.id.clone();
+    let command = Command {
+        kind: kind.as_str().into(),
+        params: Vec::new(),
+    };
+    let (status, Json(mut action)) = checked
+        .submit(
+            &state,
+            &principal,
+            &headers,
+            &notes,
+            comment,
+            command,
+            Work::Offboard,
+        )
+        .await?;
+    if offline
+        && state
+            .store
+            .offboard_unclaimed(&machine_id, &action.id, Micros::now())
+            .await?
+    {
+        notes.detail(
+            "offboarded",
+            "at once: the machine's agent was not connected",
+        );
+        tracing::warn!(machine.id = %machine_id, action.id = %action.id, "machine offboarded while offline; its agent learns it at its next connection");
+        let context = action.odata_context.take();
+        action = super::machine_actions::to_wire(
+            state
+                .store
+                .get_action(&principal.tenant_id, &action.id)
+                .await?,
+        );
+        action.odata_context = context;
+    }
+    Ok((status, Json(action)))
+}
+
+/// `POST /api/machines/{id}/StopAndQuarantineFile`.
+pub async fn stop_and_quarantine_file(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(machine): Path<String>,
+    notes: crate::audit::Notes,
+    JsonBody(request): JsonBody<StopAndQuarantineRequest>,
+) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    let kind = ActionType::StopAndQuarantineFile;
+    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let comment = required_comment(request.comment)?;
+    let sha1 = request
+        .sha1
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::MissingParameter("Sha1".into()))?;
+    if sha1.len() != 40 || !sha1.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::InvalidInput(
+            "Sha1 must be the file's SHA-1: 40 hexadecimal digits".into(),
+        ));
+    }
+    notes.detail("sha1", sha1.as_str());
+    let command = Command {
+        kind: kind.as_str().into(),
+        params: vec![reach_proto::api::CommandParam {
+            key: "Sha1".into(),
+            value: sha1.clone(),
+        }],
+    };
+    let work = Work::StopAndQuarantineFile { sha1 };
+    checked
+        .submit(&state, &principal, &headers, &notes, comment, command, work)
         .await
 }
 

@@ -43,6 +43,12 @@ pub const DOWNLOAD_RESULTS: &[&str] = &[
 /// Isolate machines and release them (Defender's role).
 pub const ISOLATE: &[&str] = &[roles::ISOLATE];
 
+/// Offboard machines (Defender's role).
+pub const OFFBOARD: &[&str] = &[roles::OFFBOARD];
+
+/// Stop and quarantine files (Defender's role).
+pub const STOP_AND_QUARANTINE: &[&str] = &[roles::STOP_AND_QUARANTINE];
+
 /// Ask for an antivirus scan (Defender's role; Reach refuses the action).
 pub const SCAN: &[&str] = &[roles::SCAN];
 

@@ -61,7 +61,10 @@ impl Lane {
         use reach_proto::api::ActionType;
         match kind {
             ActionType::LiveResponse => Lane::Live,
-            ActionType::Isolate | ActionType::Unisolate => Lane::Response,
+            ActionType::Isolate
+            | ActionType::Unisolate
+            | ActionType::Offboard
+            | ActionType::StopAndQuarantineFile => Lane::Response,
         }
     }
 
@@ -154,6 +157,16 @@ pub trait Commands: Send + Sync {
     /// The commands currently InProgress on a machine, with the agent
     /// process each was handed to.
     async fn running_commands(&self, machine_id: &str) -> StoreResult<Vec<Running>>;
+    /// Offboards a machine whose agent is not connected: its Offboard
+    /// action `action_id`, while still Pending, ends Succeeded (its one
+    /// command Completed) and the machine is revoked and marked offboarded,
+    /// in one transaction. False (nothing changed) once an agent claimed it.
+    async fn offboard_unclaimed(
+        &self,
+        machine_id: &str,
+        action_id: &str,
+        now: Micros,
+    ) -> StoreResult<bool>;
     /// Puts an InProgress command of this machine back to Created, for a
     /// command its agent never received. False if it was not InProgress.
     async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool>;

@@ -35,6 +35,8 @@ pub struct MachineCredential {
     pub credential_hash: String,
     /// Revoked machines are refused.
     pub revoked: bool,
+    /// Offboarded machines (revoked too) are told so.
+    pub offboarded: bool,
 }
 
 /// How machines get and prove their identity.

@@ -45,6 +45,13 @@ impl Device {
         self.dir.path().join("work")
     }
 
+    /// Whether the agent started for it has ended by itself (offboarded).
+    pub fn agent_ended(&self) -> bool {
+        self.agent
+            .as_ref()
+            .is_some_and(|(_, handle)| handle.is_finished())
+    }
+
     /// Stops the agent and waits for it to end.
     pub async fn stop(&mut self) {
         if let Some((shutdown, handle)) = self.agent.take() {

@@ -30,6 +30,7 @@ mod names;
 mod odata;
 mod oidc;
 mod operations;
+mod quarantine;
 mod queueing;
 mod response_actions;
 mod retention;

@@ -236,3 +236,83 @@ async fn an_older_agent_is_never_sent_work_it_cannot_parse() {
         other => panic!("expected the script, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn offboarding_revokes_the_machine_and_its_agent_deletes_its_credential() {
+    let server = TestServer::start().await;
+    let device = server.agent().await;
+    let machine = &device.machine_id;
+    let state = device.dir.path().join("state.json");
+    let isolator = server.app("isolator", &["Machine.Isolate"]).await;
+    let refused = isolator
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/machines/{machine}/offboard"),
+        )
+        .json(&serde_json::json!({ "Comment": "bye" }))
+        .send()
+        .await
+        .unwrap();
+    assert_error(refused, 403, "Forbidden").await;
+    let offboarder = server.app("offboarder", &["Machine.Offboard"]).await;
+    let action = offboarder
+        .offboard(machine, "decommissioned")
+        .await
+        .unwrap();
+    assert_eq!(action.kind, "Offboard");
+    let done = server.wait_final(&action.id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:?}");
+    eventually("the agent deleted its credential and stopped", async || {
+        device.agent_ended() && !state.exists()
+    })
+    .await;
+    assert!(device.dir.path().join("offboarded").exists());
+    let note = std::fs::read_to_string(device.dir.path().join("offboarded")).unwrap();
+    assert!(note.contains("seconds since 1970"), "{note}");
+    assert!(!server.state.hub.is_connected(machine));
+    let again = offboarder.offboard(machine, "again").await.unwrap();
+    assert_eq!(
+        server.wait_final(&again.id).await.status,
+        ActionStatus::Succeeded,
+        "offboarding an offboarded machine is already done"
+    );
+}
+
+#[tokio::test]
+async fn an_offline_machine_is_offboarded_at_once_and_its_agent_learns_it_when_back() {
+    let server = TestServer::start().await;
+    let mut device = server.enroll("offline").await;
+    let bearer = bearer(&device);
+    let action = server
+        .client
+        .offboard(&device.machine_id, "lost laptop")
+        .await
+        .unwrap();
+    assert_eq!(action.status, ActionStatus::Succeeded, "{action:?}");
+    assert_eq!(action.commands[0].command_status, CommandStatus::Completed);
+    // The credential is answered 410, with the reason.
+    let url = format!("{}/agent/v1/connect", server.url);
+    let gone = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(gone, 410, "MachineOffboarded").await;
+    // The agent, back, deletes its credential and stops by itself.
+    let config = server.agent_config(device.dir.path());
+    let stopped = tokio::time::timeout(
+        DEADLINE,
+        reach_agent::run(config.clone(), Default::default()),
+    )
+    .await
+    .expect("the agent stops by itself");
+    stopped.unwrap();
+    assert!(!config.state_path.exists());
+    // Started again, it stops at once, saying so.
+    tokio::time::timeout(DEADLINE, reach_agent::run(config, Default::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    device.stop().await;
+}

@@ -7,9 +7,11 @@ use reach_proto::api::ActionType;
 
 use super::*;
 
+/// A response action of `kind` (its one command's work to match).
 fn isolate(id: &str, machine: &str, kind: ActionType) -> NewAction {
     let work = match kind {
         ActionType::Unisolate => Work::Unisolate,
+        ActionType::Offboard => Work::Offboard,
         _ => Work::Isolate {
             selective: false,
             allow: Vec::new(),
@@ -188,6 +190,78 @@ async fn each_lane_is_claimed_on_its_own_and_a_finished_isolation_marks_the_mach
             isolation_state(&store, &machine).await,
             "Isolated",
             "None leaves it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_offboard_ends_at_once_only_while_no_agent_claimed_it() {
+    for backend in backends().await {
+        let store = backend.open().await;
+        let machines = seed(&store, 2).await;
+        let now = Micros::now();
+        for machine in &machines {
+            let id = format!("o-{machine}");
+            store
+                .create_action(&isolate(&id, machine, ActionType::Offboard), LIMITS)
+                .await
+                .unwrap();
+        }
+        // The first machine's agent claims its offboard first.
+        let claimed = store
+            .claim_next_command(&machines[0], "agent-1", now, Lane::Response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(claimed.work, Work::Offboard));
+        let first = format!("o-{}", machines[0]);
+        assert!(
+            !store
+                .offboard_unclaimed(&machines[0], &first, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .machine_credential(&machines[0])
+                .await
+                .unwrap()
+                .revoked
+        );
+        // The second is offline: offboarded at once.
+        let second = format!("o-{}", machines[1]);
+        assert!(
+            store
+                .offboard_unclaimed(&machines[1], &second, now)
+                .await
+                .unwrap()
+        );
+        let action = store.get_action(TENANT, &second).await.unwrap();
+        assert_eq!(action.status, ActionStatus::Succeeded, "{}", backend.name);
+        assert_eq!(action.commands[0].status, CommandStatus::Completed);
+        let credential = store.machine_credential(&machines[1]).await.unwrap();
+        assert!(
+            credential.revoked && credential.offboarded,
+            "{}",
+            backend.name
+        );
+        // The claimed one is offboarded when its agent reports.
+        store
+            .finish_command(
+                &machines[0],
+                &claimed.command,
+                &Finish::Completed { file_sha256: None },
+                None,
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let credential = store.machine_credential(&machines[0]).await.unwrap();
+        assert!(
+            credential.revoked && credential.offboarded,
+            "{}",
+            backend.name
         );
     }
 }

@@ -189,7 +189,7 @@ async fn line(
                     None => Value::Null,
                 };
             }
-            Work::PutFile { .. } | Work::Isolate { .. } | Work::Unisolate => {}
+            _ => {}
         }
     }
     Ok(Some(line))

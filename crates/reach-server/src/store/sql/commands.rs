@@ -136,6 +136,39 @@ impl Commands for SqlStore {
             .collect()
     }
 
+    async fn offboard_unclaimed(
+        &self,
+        machine_id: &str,
+        action_id: &str,
+        now: Micros,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        self.lock_action(&mut tx, action_id).await?;
+        let done = exec::query(
+            "UPDATE actions SET status = 'Succeeded', updated_us = $1
+             WHERE id = $2 AND machine_id = $3 AND status = 'Pending' AND kind = 'Offboard'",
+        )
+        .bind(now.0)
+        .bind(action_id)
+        .bind(machine_id)
+        .execute(&mut tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        exec::query(
+            "UPDATE commands SET status = 'Completed', start_us = $1, end_us = $1
+             WHERE action_id = $2 AND status = 'Created'",
+        )
+        .bind(now.0)
+        .bind(action_id)
+        .execute(&mut tx)
+        .await?;
+        offboard(&mut tx, machine_id, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn requeue_command(&self, machine_id: &str, command: &CommandRef) -> StoreResult<bool> {
         let mut tx = self.write().await?;
         self.lock_action(&mut tx, &command.action_id).await?;
@@ -307,10 +340,15 @@ impl Commands for SqlStore {
         let action_status: ActionStatus = parse_status(found.try_get::<&str>("status")?)?;
         let work: Work = from_json(found.try_get::<&str>("work")?)?;
         let uploaded = found.try_get::<Option<String>>("result_key")?.is_some();
-        // Only a RunScript has a transcript; an uploaded one is kept.
-        let result = result.filter(|_| matches!(work, Work::RunScript { .. }) && !uploaded);
+        // Only a RunScript has a transcript (and a StopAndQuarantineFile
+        // its report); an uploaded one is kept.
+        let reports = matches!(
+            work,
+            Work::RunScript { .. } | Work::StopAndQuarantineFile { .. }
+        );
+        let result = result.filter(|_| reports && !uploaded);
         let has_result = uploaded || result.is_some();
-        let needs_result = matches!(work, Work::RunScript { .. } | Work::GetFile { .. });
+        let needs_result = reports || matches!(work, Work::GetFile { .. });
         let missing = Finish::Failed {
             errors: vec!["The agent reported success but no result was uploaded".into()],
             timed_out: false,
@@ -374,6 +412,9 @@ impl Commands for SqlStore {
                 .bind(machine_id)
                 .execute(&mut tx)
                 .await?;
+        }
+        if matches!(work, Work::Offboard) && status == CommandStatus::Completed {
+            offboard(&mut tx, machine_id, now).await?;
         }
         let recorded = rows::command(&row)?;
         let remaining: i64 = found.try_get("remaining")?;
@@ -525,4 +566,15 @@ pub(super) fn not_running(command: &CommandRef) -> StoreError {
         "Running command {} of action {} on this machine",
         command.index, command.action_id
     ))
+}
+
+/// Revokes the machine and marks it offboarded (its isolation gone with
+/// its agent), in the caller's transaction.
+async fn offboard(tx: &mut WriteTx, machine_id: &str, now: Micros) -> StoreResult<()> {
+    exec::query("UPDATE machines SET revoked = 1, isolated = 0, offboarded_us = $1 WHERE id = $2")
+        .bind(now.0)
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }

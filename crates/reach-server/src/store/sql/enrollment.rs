@@ -107,16 +107,18 @@ impl Enrollment for SqlStore {
     }
 
     async fn machine_credential(&self, machine_id: &str) -> StoreResult<MachineCredential> {
-        let row =
-            exec::query("SELECT tenant_id, credential_hash, revoked FROM machines WHERE id = $1")
-                .bind(machine_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
+        let row = exec::query(
+            "SELECT tenant_id, credential_hash, revoked, offboarded_us FROM machines WHERE id = $1",
+        )
+        .bind(machine_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("Machine {machine_id}")))?;
         Ok(MachineCredential {
             tenant_id: row.try_get("tenant_id")?,
             credential_hash: row.try_get("credential_hash")?,
             revoked: row.try_get::<i64>("revoked")? != 0,
+            offboarded: row.try_get::<Option<i64>>("offboarded_us")?.is_some(),
         })
     }
 

@@ -107,12 +107,25 @@ function transcriptView(transcript) {
     h('pre', { class: 'output', 'data-stream': 'stderr' }, transcript.script_errors || '(nothing)'));
 }
 
+/** What each action type is called in a heading. */
+const TITLES = {
+  LiveResponse: 'Live response',
+  Isolate: 'Isolation',
+  Unisolate: 'Release',
+  Offboard: 'Offboarding',
+  StopAndQuarantineFile: 'Stop and quarantine',
+};
+
+/** Commands whose result can be read or downloaded. */
+const WITH_RESULT = ['RunScript', 'GetFile', 'StopAndQuarantineFile'];
+
 function resultCell(action, command, ctx) {
-  if (command.commandStatus !== 'Completed' || command.command.type === 'PutFile') return null;
+  if (command.commandStatus !== 'Completed' || !WITH_RESULT.includes(command.command.type)) return null;
   if (!ctx.can('downloadResults')) return h('span', { class: 'hint' }, 'Your account may not download results');
   const slot = h('div');
-  if (command.command.type === 'RunScript') {
-    const show = h('button', { type: 'button', class: 'link', 'data-transcript': command.index }, 'Show transcript');
+  if (command.command.type !== 'GetFile') {
+    const report = command.command.type === 'StopAndQuarantineFile';
+    const show = h('button', { type: 'button', class: 'link', 'data-transcript': command.index }, report ? 'Show report' : 'Show transcript');
     show.addEventListener('click', async () => {
       show.disabled = true;
       try {
@@ -126,7 +139,9 @@ function resultCell(action, command, ctx) {
           slot.replaceChildren(infoBanner('The transcript is stored where this page cannot read it directly. '), h('a', { href: url, target: '_blank', rel: 'noopener' }, 'Open the transcript'));
           return;
         }
-        slot.replaceChildren(transcriptView(transcript));
+        slot.replaceChildren(report
+          ? h('pre', { class: 'output', id: `report-${command.index}` }, JSON.stringify(transcript, null, 2))
+          : transcriptView(transcript));
       } catch (error) {
         slot.replaceChildren(errorBanner(explain(error)));
         show.disabled = false;
@@ -229,7 +244,7 @@ export async function detail(main, ctx, id) {
   const draw = (action) => {
     const cancel = cancelButton(action, 'cancel-action');
     header.replaceChildren(h('div', { class: 'row spread' },
-      h('div', {}, h('h1', {}, 'Live response on ', action.computerDnsName || action.machineId), h('p', { class: 'sub mono' }, action.id)),
+      h('div', {}, h('h1', {}, `${TITLES[action.type] || action.type} on `, action.computerDnsName || action.machineId), h('p', { class: 'sub mono' }, action.id)),
       h('div', { class: 'row' }, h('span', { id: 'action-status' }, badge(action.status)), cancel)));
     facts.replaceChildren(h('dl', { class: 'facts' },
       h('dt', {}, 'Device'), h('dd', {}, h('a', { href: `#/devices/${encodeURIComponent(action.machineId)}` }, action.computerDnsName || action.machineId)),

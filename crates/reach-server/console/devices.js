@@ -4,6 +4,7 @@
 import { api, odata, literal, explain } from './api.js';
 import { h, time, ago, badge, errorBanner } from './ui.js';
 import { runForm } from './run.js';
+import { responsePanel } from './respond.js';
 
 /** A warning when another device reports the same name: a stale record of a
  * re-imaged device, or one impersonating it. Such a name is refused by the
@@ -186,6 +187,7 @@ export async function detail(main, ctx, id) {
       h('div', {}, h('h1', {}, machine.computerDnsName), h('p', { class: 'sub mono' }, machine.id), duplicateWarning(machine)),
       h('div', { class: 'row' }, badge(machine.healthStatus), runButton)),
     formSlot,
+    responsePanel(machine, ctx),
     h('div', { class: 'panel' }, h('dl', { class: 'facts' },
       h('dt', {}, 'Operating system'), h('dd', {}, osText(machine)),
       h('dt', {}, 'Agent version'), h('dd', { class: 'mono' }, machine.version),
@@ -203,5 +205,5 @@ export async function detail(main, ctx, id) {
     h('td', {}, a.requestor),
     h('td', {}, a.commands.map((c) => c.command.type).join(' → ')),
     h('td', {}, a.requestorComment || ''))));
-  if (!actions.length) recent.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No live response action on this device yet.')));
+  if (!actions.length) recent.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No action on this device yet.')));
 }

@@ -72,14 +72,17 @@ export function infoBanner(message) {
   return h('div', { class: 'banner info', role: 'status' }, message);
 }
 
-/** Asks a yes/no question in a modal dialog; resolves to true on confirm. */
-export function confirm(title, message, confirmLabel, { danger = false, withComment = false } = {}) {
+/** Asks a yes/no question in a modal dialog; resolves to { comment } on
+ * confirm, null otherwise. `fields` are more inputs shown above the
+ * comment; with `requireComment` the confirm button waits for one. */
+export function confirm(title, message, confirmLabel, { danger = false, withComment = false, requireComment = false, fields = [] } = {}) {
   return new Promise((resolve) => {
-    const comment = withComment ? h('textarea', { id: 'confirm-comment', maxlength: 1000 }) : null;
+    const comment = withComment || requireComment ? h('textarea', { id: 'confirm-comment', maxlength: 1000, required: requireComment }) : null;
     const dialog = h('dialog', { 'aria-labelledby': 'confirm-title' },
       h('h2', { id: 'confirm-title' }, title),
-      h('p', {}, message),
-      withComment ? h('div', { class: 'field' }, h('label', { for: 'confirm-comment' }, 'Comment ', h('span', { class: 'hint' }, '(recorded with the action)')), comment) : null,
+      h('p', { id: 'confirm-message' }, message),
+      ...fields,
+      comment ? h('div', { class: 'field' }, h('label', { for: 'confirm-comment' }, 'Comment ', h('span', { class: 'hint' }, requireComment ? '(required: recorded with the action)' : '(recorded with the action)')), comment) : null,
       h('div', { class: 'row' },
         h('button', { type: 'button', class: danger ? 'danger' : 'primary', id: 'confirm-yes' }, confirmLabel),
         h('button', { type: 'button', id: 'confirm-no' }, 'Keep it')));
@@ -88,7 +91,13 @@ export function confirm(title, message, confirmLabel, { danger = false, withComm
       dialog.remove();
       resolve(answer ? { comment: comment ? comment.value.trim() : '' } : null);
     };
-    dialog.querySelector('#confirm-yes').addEventListener('click', () => close(true));
+    const yes = dialog.querySelector('#confirm-yes');
+    if (requireComment) {
+      const update = () => { yes.disabled = !comment.value.trim(); };
+      comment.addEventListener('input', update);
+      update();
+    }
+    yes.addEventListener('click', () => close(true));
     dialog.querySelector('#confirm-no').addEventListener('click', () => close(false));
     dialog.addEventListener('cancel', () => close(false));
     document.body.append(dialog);

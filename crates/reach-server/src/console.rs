@@ -84,6 +84,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../console/output.js"),
     ),
     (
+        "respond.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/respond.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../console/favicon.svg"),
@@ -184,6 +189,12 @@ pub struct Capabilities {
     pub manage_library: bool,
     /// Read the audit trail.
     pub read_audit_log: bool,
+    /// Isolate devices and release them.
+    pub isolate: bool,
+    /// Offboard devices.
+    pub offboard: bool,
+    /// Stop and quarantine files.
+    pub stop_and_quarantine: bool,
 }
 
 impl Capabilities {
@@ -198,6 +209,9 @@ impl Capabilities {
             tag_machines: holds(permissions::TAG_MACHINES),
             manage_library: holds(permissions::MANAGE_LIBRARY),
             read_audit_log: holds(permissions::READ_AUDIT_LOG),
+            isolate: holds(permissions::ISOLATE),
+            offboard: holds(permissions::OFFBOARD),
+            stop_and_quarantine: holds(permissions::STOP_AND_QUARANTINE),
         }
     }
 }

@@ -201,6 +201,23 @@ try {
   await page.locator('[data-remove-tag="incident-42"]').click();
   await page.locator('[data-remove-tag="incident-42"]').waitFor({ state: 'detached' });
 
+  step('isolate from the device page: the dialog names the consequence and wants a comment; the dev agent (isolation off on the machine running it) fails it saying so');
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator(`a[href="#/devices/${machine}"]`).click();
+  await page.locator('#isolation-state[data-isolation="NotIsolated"]').waitFor();
+  await page.locator('#isolate').click();
+  await page.getByRole('heading', { name: /^Isolate / }).waitFor();
+  const consequence = await page.locator('#confirm-message').textContent();
+  if (!consequence.includes('loses every network connection')) fail(`the isolate dialog says ${consequence}`);
+  if (!(await page.locator('#confirm-yes').isDisabled())) fail('isolating without a comment is offered');
+  await page.locator('#confirm-comment').fill('contain the incident');
+  await shot('isolate');
+  await page.locator('#confirm-yes').click();
+  await page.waitForURL(/#\/actions\/[0-9a-f-]+$/);
+  await page.getByRole('heading', { name: /^Isolation on / }).waitFor();
+  await waitForStatus(['Failed']);
+  await page.getByText('Isolation is turned off on this agent').waitFor();
+
   step('select devices and run a script on all of them as one batch; its page counts them');
   await page.locator('[data-nav="devices"]').click();
   await page.locator(`[data-select="${machine}"]`).check();
@@ -244,6 +261,9 @@ try {
   await page.locator(`a[href="#/devices/${machine}"]`).click();
   await page.locator('#run-live-response').waitFor();
   if (await page.locator('#new-tag').count()) fail('a user without Machine.ReadWrite is offered to tag');
+  for (const id of ['#isolate', '#quarantine', '#offboard']) {
+    if (!(await page.locator(id).isDisabled())) fail(`a user without the role is offered ${id}`);
+  }
   const run = page.locator('#run-live-response');
   if (await run.isDisabled()) fail('Run live response is disabled for a basic user');
   await run.click();

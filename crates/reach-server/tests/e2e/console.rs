@@ -269,6 +269,9 @@ async fn the_session_says_what_the_api_allows_and_the_api_agrees() {
         "tagMachines": false,
         "manageLibrary": false,
         "readAuditLog": false,
+        "isolate": false,
+        "offboard": false,
+        "stopAndQuarantine": false,
     });
     assert_eq!(session["capabilities"], expected);
     // The same from the session endpoint, and each claim holds at the API:
@@ -331,6 +334,17 @@ async fn the_session_says_what_the_api_allows_and_the_api_agrees() {
     .await
     .unwrap();
     assert_error(tag, 403, "Forbidden").await;
+    for route in ["isolate", "offboard", "StopAndQuarantineFile"] {
+        let refused = call(
+            reqwest::Method::POST,
+            format!("/api/machines/{}/{route}", device.machine_id),
+        )
+        .json(&serde_json::json!({"Comment": "x", "Sha1": "0".repeat(40)}))
+        .send()
+        .await
+        .unwrap();
+        assert_error(refused, 403, "Forbidden").await;
+    }
 
     let admin = user(&server, "admin", roles::ALL).await;
     let (_, _, session) = sign_in(&server, "admin", &admin).await;

@@ -7,6 +7,7 @@
 //! backoff until `shutdown` is cancelled. This crate must never link sqlx,
 //! axum or object_store, and never logs credentials or file contents.
 
+pub mod collect;
 pub mod commands;
 pub mod connection;
 pub mod containment;

@@ -206,6 +206,13 @@ async fn isolation_through_the_api_keeps_the_server_survives_restarts_and_rolls_
         "Full allows no configured destination"
     );
     assert_eq!(state_of(&machine).await, "Isolated");
+    // The record keeps the server's address, allowed again at the next
+    // start even before DNS answers.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.with_file_name("isolation.json")).unwrap())
+            .unwrap();
+    let address = server.url.trim_start_matches("https://").to_string();
+    assert_eq!(record["servers"], serde_json::json!([address]));
 
     // Live response keeps working while isolated.
     client

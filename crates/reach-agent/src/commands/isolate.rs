@@ -42,6 +42,11 @@ pub struct Record {
     pub selective: bool,
     /// The destinations it also allowed.
     pub allow: Vec<String>,
+    /// The server addresses it allowed: allowed again at the next start
+    /// beside what the servers' names resolve to then, so a device whose
+    /// DNS is not up yet after a reboot is isolated all the same.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
 }
 
 /// The device's isolation: the rules, the record, and the servers they
@@ -93,7 +98,7 @@ impl Isolation {
         };
         match read_record(&self.record) {
             Ok(Some(record)) => match self.apply(&record).await {
-                Ok(()) => tracing::warn!("this device is isolated; isolation put back in place"),
+                Ok(_) => tracing::warn!("this device is isolated; isolation put back in place"),
                 Err(failure) => {
                     tracing::error!(error = %failure.message, "putting isolation back in place failed")
                 }
@@ -113,12 +118,13 @@ impl Isolation {
 
     /// The Isolate command.
     pub async fn isolate(&self, selective: bool, allow: &[String]) -> Result<Success, Failure> {
-        let record = Record {
+        let mut record = Record {
             selective,
             allow: allow.to_vec(),
+            servers: Vec::new(),
         };
         let nft = self.nft()?;
-        self.apply(&record).await?;
+        record.servers = self.apply(&record).await?;
         if let Err(why) = self.prove().await {
             let undone = match nft.release().await {
                 Ok(_) => "the rules were removed".to_string(),
@@ -168,28 +174,31 @@ impl Isolation {
         })
     }
 
-    async fn apply(&self, record: &Record) -> Result<(), Failure> {
+    /// Puts the rules in place for `record`; the server addresses allowed.
+    async fn apply(&self, record: &Record) -> Result<Vec<SocketAddr>, Failure> {
         let destinations = record
             .allow
             .iter()
             .map(|text| Destination::parse(text))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| Failure::new(format!("Not isolating: {err}")))?;
-        let servers = self.server_addresses().await?;
+        let servers = self.server_addresses(&record.servers).await?;
         let allowed = Allowed {
-            servers,
+            servers: servers.clone(),
             resolvers: resolvers(&self.resolv_files),
             destinations,
         };
         self.nft()?
             .apply(&allowed)
             .await
-            .map_err(|err| Failure::new(format!("Isolating failed: {err}")))
+            .map_err(|err| Failure::new(format!("Isolating failed: {err}")))?;
+        Ok(servers)
     }
 
-    /// Every address and port of every server, resolved now.
-    async fn server_addresses(&self) -> Result<Vec<SocketAddr>, Failure> {
-        let mut addresses = Vec::new();
+    /// Every address and port of every server, resolved now, and those
+    /// `known` from before.
+    async fn server_addresses(&self, known: &[SocketAddr]) -> Result<Vec<SocketAddr>, Failure> {
+        let mut addresses = known.to_vec();
         let mut errors = Vec::new();
         for server in &self.servers {
             match resolve(server).await {

@@ -175,3 +175,18 @@ impl Session {
         self.claim_again_at = Some(tokio::time::Instant::now() + delay);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_lists_its_work_within_bounds_or_none_for_an_older_agent() {
+        let base: Vec<String> = BASE_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        assert_eq!(check_capabilities(Vec::new()).unwrap(), base);
+        let listed = vec!["RunScript".to_string(), "Isolate".to_string()];
+        assert_eq!(check_capabilities(listed.clone()).unwrap(), listed);
+        assert!(check_capabilities(vec!["x".into(); MOST_CAPABILITIES + 1]).is_err());
+        assert!(check_capabilities(vec!["x".repeat(LONGEST_CAPABILITY + 1)]).is_err());
+    }
+}

@@ -4,7 +4,7 @@
 import { api, odata, literal, explain } from './api.js';
 import { h, time, ago, badge, errorBanner } from './ui.js';
 import { runForm } from './run.js';
-import { responsePanel } from './respond.js';
+import { responsePanel, isolationBadge } from './respond.js';
 
 /** A warning when another device reports the same name: a stale record of a
  * re-imaged device, or one impersonating it. Such a name is refused by the
@@ -21,7 +21,9 @@ function osText(machine) {
 
 function matches(machine, words) {
   const haystack = [machine.computerDnsName, machine.id, machine.osPlatform, machine.lastIpAddress,
-    ...(machine.machineTags || []), ...(machine.ipAddresses || []).map((a) => a.ipAddress)]
+    ...(machine.machineTags || []), ...(machine.ipAddresses || []).map((a) => a.ipAddress),
+    // "isolated" finds the isolated devices (and those about to be).
+    machine.isolationState === 'Isolated' || machine.isolationState === 'Pending' ? 'isolated' : null]
     .filter(Boolean).join(' ').toLowerCase();
   return words.every((word) => haystack.includes(word));
 }
@@ -101,7 +103,8 @@ export async function list(main, ctx) {
         return box;
       })()),
       h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(m.id)}` }, m.computerDnsName), duplicateWarning(m)),
-      h('td', {}, badge(m.healthStatus)),
+      // Isolation shows only where it is not the usual open network.
+      h('td', {}, badge(m.healthStatus), m.isolationState && m.isolationState !== 'NotIsolated' ? [' ', isolationBadge(m.isolationState)] : null),
       h('td', {}, time(m.lastSeen), h('div', { class: 'hint' }, ago(m.lastSeen))),
       h('td', {}, osText(m)),
       h('td', { class: 'mono' }, m.version),

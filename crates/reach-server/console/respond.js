@@ -11,10 +11,10 @@ const ISOLATION = {
   Pending: ['wait', '◷', 'Isolation pending'],
 };
 
-/** The device's isolation state as a badge: a symbol and a word. */
-export function isolationBadge(state) {
+/** A device's isolation state as a badge: a symbol and a word. */
+export function isolationBadge(state, id) {
   const [kind, symbol, word] = ISOLATION[state] || ['idle', '•', state || 'Unknown'];
-  return h('span', { class: `badge ${kind}`, id: 'isolation-state', 'data-isolation': state || '' },
+  return h('span', { class: `badge ${kind}`, id, 'data-isolation': state || '' },
     h('span', { 'aria-hidden': 'true' }, symbol), word);
 }
 
@@ -73,7 +73,7 @@ export function responsePanel(machine, ctx) {
   const noRole = (role) => `Your account lacks ${role}`;
   return h('div', { class: 'panel', id: 'response' },
     h('div', { class: 'row spread' },
-      h('div', { class: 'row' }, h('strong', {}, 'Network'), isolationBadge(machine.isolationState)),
+      h('div', { class: 'row' }, h('strong', {}, 'Network'), isolationBadge(machine.isolationState, 'isolation-state')),
       h('div', { class: 'row' },
         isolated
           ? button('release', 'Release', ctx.can('isolate'), noRole('Machine.Isolate'), release)

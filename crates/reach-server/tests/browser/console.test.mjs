@@ -217,6 +217,10 @@ try {
   await page.getByRole('heading', { name: /^Isolation on / }).waitFor();
   await waitForStatus(['Failed']);
   await page.getByText('Isolation is turned off on this agent').waitFor();
+  await page.locator('[data-nav="devices"]').click();
+  await page.locator('#device-search').fill('isolated');
+  await page.getByText('No device matches the search.').waitFor();
+  await page.locator('#device-search').fill('');
 
   step('select devices and run a script on all of them as one batch; its page counts them');
   await page.locator('[data-nav="devices"]').click();

@@ -5,6 +5,7 @@
 
 pub mod get_file;
 pub mod isolate;
+pub mod package;
 pub mod put_file;
 pub mod quarantine;
 pub mod run_script;
@@ -41,6 +42,8 @@ pub struct Context {
     pub isolation: std::sync::Arc<isolate::Isolation>,
     /// The agent's state file (the quarantine folder lies beside it).
     pub state_path: PathBuf,
+    /// This machine's id (the investigation package's manifest names it).
+    pub machine_id: String,
 }
 
 /// A command failure, with the message shown to the analyst.
@@ -146,7 +149,8 @@ fn check_signature(context: &Context, work: &Work) -> Result<(), Failure> {
         | Work::Isolate { .. }
         | Work::Unisolate
         | Work::Offboard
-        | Work::StopAndQuarantineFile { .. } => return Ok(()),
+        | Work::StopAndQuarantineFile { .. }
+        | Work::CollectInvestigationPackage => return Ok(()),
     };
     let check = Check {
         sha256,
@@ -218,6 +222,14 @@ async fn run(
         // The rest (the credential deleted, the agent stopped) follows the
         // server's 410 at the next connection, once the report is in.
         Work::Offboard => context.isolation.leave().await.map(|_| Success::default()),
+        Work::CollectInvestigationPackage => {
+            guarded(
+                timeout,
+                &cancel,
+                package::run(context, command, assignment.chunk_bytes),
+            )
+            .await
+        }
         Work::StopAndQuarantineFile { sha1 } => {
             guarded(
                 timeout,
@@ -253,6 +265,28 @@ fn safe_name(name: &str) -> Result<&str, Failure> {
             "Refusing unsafe library file name '{}'",
             name.escape_default()
         )))
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails for good, waiting between
+/// tries (from `RETRY_MIN`, doubling up to `RETRY_MAX`) while the server
+/// is unreachable; `what` names the transfer in the log.
+pub async fn retrying<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Stop>>,
+{
+    let mut delay = RETRY_MIN;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(Stop::Fatal(failure)) => return Err(failure),
+            Err(Stop::Retry(why)) => {
+                tracing::warn!(error = %why, delay_ms = delay.as_millis() as u64, "{what} paused; resuming");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 
@@ -466,6 +500,7 @@ mod tests {
                 std::sync::Arc::new(crate::tls::client_config(None).unwrap()),
             )),
             state_path: dir.join("state.json"),
+            machine_id: "m1".into(),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::outbox::{Entry, Outbox};
 use crate::{Config, State, system};
 
 /// The `Work` this agent runs (`Work::kind`), for its Hello.
-pub const CAPABILITIES: [&str; 7] = [
+pub const CAPABILITIES: [&str; 8] = [
     "PutFile",
     "RunScript",
     "GetFile",
@@ -33,6 +33,7 @@ pub const CAPABILITIES: [&str; 7] = [
     "Unisolate",
     "Offboard",
     "StopAndQuarantineFile",
+    "CollectInvestigationPackage",
 ];
 
 /// A connection that lasted this long resets the backoff.

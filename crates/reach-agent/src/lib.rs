@@ -253,6 +253,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         live: live.clone(),
         isolation: isolation.clone(),
         state_path: config.state_path.clone(),
+        machine_id: state.machine_id.clone(),
     };
     let executor = executor::Executor::start(context.clone(), outbox.clone());
     let responses = executor::Executor::start(context, outbox.clone());

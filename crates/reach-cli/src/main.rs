@@ -76,6 +76,9 @@ enum Command {
     /// Offboard machines: each is revoked, and its agent deletes its
     /// credential and stops (asks first, or --yes).
     Offboard(respond::RespondArgs),
+    /// Collect the investigation package (a zip of forensic data) of
+    /// machines; `reach result ID 0 -o package.zip` fetches it.
+    Collect(respond::RespondArgs),
     /// Kill every process running the executable with this SHA-1 and move
     /// that executable into the agent's quarantine (`reach-agent
     /// restore-quarantine` puts it back). Files of installed packages are
@@ -278,6 +281,10 @@ async fn dispatch(cli: Cli, run_matches: Option<clap::ArgMatches>) -> anyhow::Re
         }
         Command::Offboard(args) => {
             let response = respond::Response::Offboard;
+            return respond::respond(&client().await?, response, args, json).await;
+        }
+        Command::Collect(args) => {
+            let response = respond::Response::Collect;
             return respond::respond(&client().await?, response, args, json).await;
         }
         Command::Quarantine(args) => {

@@ -69,6 +69,8 @@ pub enum Response {
     Release,
     /// `offboard`.
     Offboard,
+    /// `collectInvestigationPackage`.
+    Collect,
     /// `StopAndQuarantineFile`.
     Quarantine {
         /// Hex SHA-1 of the executable.
@@ -83,6 +85,7 @@ impl Response {
             Response::Release => "release",
             Response::Offboard => "offboard",
             Response::Quarantine { .. } => "stop and quarantine the file on",
+            Response::Collect => "collect the investigation package of",
         }
     }
 
@@ -98,6 +101,7 @@ impl Response {
             Response::Quarantine { .. } => {
                 "every process running that executable is killed and the file moved to the agent's quarantine"
             }
+            Response::Collect => "each device's forensic data is read and sent as a zip",
         }
     }
 
@@ -114,6 +118,7 @@ impl Response {
             }
             Response::Release => client.unisolate(machine, comment).await,
             Response::Offboard => client.offboard(machine, comment).await,
+            Response::Collect => client.collect_investigation_package(machine, comment).await,
             Response::Quarantine { sha1 } => {
                 client
                     .stop_and_quarantine_file(machine, comment, sha1)
@@ -200,6 +205,12 @@ pub async fn respond(
             action.status,
             clean(&why)
         );
+        if matches!(response, Response::Collect) && action.status == ActionStatus::Succeeded {
+            eprintln!(
+                "  the package: reach result {} 0 -o package.zip",
+                clean(&action.id)
+            );
+        }
         // Without waiting, an action not yet final is not a failure.
         let settled = action.status.is_final() || !args.no_wait;
         if settled && action.status != ActionStatus::Succeeded {

@@ -2,7 +2,7 @@
 //! stop and quarantine a file.
 
 use reach_proto::api::{
-    IsolateRequest, MachineAction, ResponseActionRequest, StopAndQuarantineRequest,
+    IsolateRequest, MachineAction, ResponseActionRequest, StopAndQuarantineRequest, StringValue,
 };
 use reqwest::Method;
 
@@ -47,6 +47,29 @@ impl Client {
             sha1: Some(sha1.to_string()),
         };
         json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    /// `POST /api/machines/{id}/collectInvestigationPackage`.
+    pub async fn collect_investigation_package(
+        &self,
+        machine: &str,
+        comment: &str,
+    ) -> Result<MachineAction> {
+        let path = format!(
+            "/api/machines/{}/collectInvestigationPackage",
+            segment(machine)
+        );
+        let body = ResponseActionRequest {
+            comment: Some(comment.to_string()),
+        };
+        json(self.request(Method::POST, &path).json(&body).send().await?).await
+    }
+
+    /// `GET /api/machineactions/{id}/getPackageUri`: the package's link.
+    pub async fn package_uri(&self, action: &str) -> Result<String> {
+        let path = format!("/api/machineactions/{}/getPackageUri", segment(action));
+        let value: StringValue = json(self.request(Method::GET, &path).send().await?).await?;
+        Ok(value.value)
     }
 
     /// `POST /api/machines/{id}/unisolate`.

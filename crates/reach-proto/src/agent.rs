@@ -187,6 +187,10 @@ pub enum Work {
         /// Hex SHA-1 (40 digits, lower case) of the executable.
         sha1: String,
     },
+    /// Collects the investigation package (a zip) and sends it as a
+    /// GetFile sends a file, but each chunk is the zip's bytes themselves
+    /// (no deflate segment): the result is the zip, served as it is.
+    CollectInvestigationPackage,
 }
 
 impl Work {
@@ -201,6 +205,7 @@ impl Work {
             Work::Unisolate => "Unisolate",
             Work::Offboard => "Offboard",
             Work::StopAndQuarantineFile { .. } => "StopAndQuarantineFile",
+            Work::CollectInvestigationPackage => "CollectInvestigationPackage",
         }
     }
 

@@ -114,16 +114,18 @@ const TITLES = {
   Unisolate: 'Release',
   Offboard: 'Offboarding',
   StopAndQuarantineFile: 'Stop and quarantine',
+  CollectInvestigationPackage: 'Investigation package',
 };
 
 /** Commands whose result can be read or downloaded. */
-const WITH_RESULT = ['RunScript', 'GetFile', 'StopAndQuarantineFile'];
+const WITH_RESULT = ['RunScript', 'GetFile', 'StopAndQuarantineFile', 'CollectInvestigationPackage'];
 
 function resultCell(action, command, ctx) {
   if (command.commandStatus !== 'Completed' || !WITH_RESULT.includes(command.command.type)) return null;
   if (!ctx.can('downloadResults')) return h('span', { class: 'hint' }, 'Your account may not download results');
   const slot = h('div');
-  if (command.command.type !== 'GetFile') {
+  const files = ['GetFile', 'CollectInvestigationPackage'];
+  if (!files.includes(command.command.type)) {
     const report = command.command.type === 'StopAndQuarantineFile';
     const show = h('button', { type: 'button', class: 'link', 'data-transcript': command.index }, report ? 'Show report' : 'Show transcript');
     show.addEventListener('click', async () => {
@@ -149,7 +151,8 @@ function resultCell(action, command, ctx) {
     });
     slot.append(show);
   } else {
-    const download = h('button', { type: 'button', class: 'link', 'data-download': command.index }, 'Download the file (.gz)');
+    const label = command.command.type === 'GetFile' ? 'Download the file (.gz)' : 'Download the package (.zip)';
+    const download = h('button', { type: 'button', class: 'link', 'data-download': command.index }, label);
     download.addEventListener('click', async () => {
       try {
         const url = await link(action.id, command.index);

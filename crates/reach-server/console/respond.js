@@ -1,5 +1,5 @@
-// A device's response actions: isolate and release, stop and quarantine a
-// file, offboard. Each asks first, in words that name the consequence, and
+// A device's response actions: isolate and release, collect the
+// investigation package, stop and quarantine a file, offboard. Each asks first, in words that name the consequence, and
 // takes the comment the API requires; once created, the action's page
 // shows how it went. Buttons follow the session's capabilities.
 import { api, explain } from './api.js';
@@ -64,6 +64,12 @@ export function responsePanel(machine, ctx) {
         fields: [h('div', { class: 'field' }, h('label', { for: 'quarantine-sha1' }, 'SHA-1 of the executable'), sha1)] });
     if (answer) await submit(machine, 'StopAndQuarantineFile', { Comment: answer.comment, Sha1: sha1.value.trim() }, problem);
   };
+  const collect = async () => {
+    const answer = await confirm(`Collect the investigation package of ${name}?`,
+      'The agent reads the device\'s processes, network connections, users, scheduled tasks, services, shell histories and more (it changes nothing) and sends them as one zip, kept with the action.',
+      'Collect', { requireComment: true });
+    if (answer) await submit(machine, 'collectInvestigationPackage', { Comment: answer.comment }, problem);
+  };
   const offboard = async () => {
     const answer = await confirm(`Offboard ${name}?`,
       'The machine is revoked: its agent releases isolation, deletes its credential and stops. This cannot be undone; the device must be enrolled again to come back.',
@@ -78,6 +84,7 @@ export function responsePanel(machine, ctx) {
         isolated
           ? button('release', 'Release', ctx.can('isolate'), noRole('Machine.Isolate'), release)
           : button('isolate', 'Isolate…', ctx.can('isolate'), noRole('Machine.Isolate'), isolate, true),
+        button('collect', 'Collect package…', ctx.can('collectForensics'), noRole('Machine.CollectForensics'), collect),
         button('quarantine', 'Stop and quarantine…', ctx.can('stopAndQuarantine'), noRole('Machine.StopAndQuarantine'), quarantine, true),
         button('offboard', 'Offboard…', ctx.can('offboard'), noRole('Machine.Offboard'), offboard, true))),
     problem);

@@ -20,6 +20,7 @@ pub mod machine_info;
 pub mod output;
 pub mod payload;
 pub mod put_record;
+mod raw_chunks;
 pub mod verify;
 
 /// Claims a node on PostgreSQL runs at once (its agent connections asking

@@ -111,6 +111,10 @@ pub enum Access {
     Offboard,
     /// Stop a file's processes and quarantine it.
     StopAndQuarantine,
+    /// Collect an investigation package.
+    CollectForensics,
+    /// Get a collected package's link (`getPackageUri`).
+    PackageUri,
     /// Ask for an antivirus scan (refused: not supported).
     Scan,
     /// Restrict or unrestrict code execution (refused: not supported).
@@ -135,6 +139,7 @@ impl Access {
             Access::Isolate => permissions::ISOLATE,
             Access::Offboard => permissions::OFFBOARD,
             Access::StopAndQuarantine => permissions::STOP_AND_QUARANTINE,
+            Access::CollectForensics | Access::PackageUri => permissions::COLLECT_FORENSICS,
             Access::Scan => permissions::SCAN,
             Access::RestrictExecution => permissions::RESTRICT_EXECUTION,
             Access::ManageLibrary => permissions::MANAGE_LIBRARY,
@@ -150,6 +155,7 @@ impl Access {
             ActionType::Isolate | ActionType::Unisolate => Access::Isolate,
             ActionType::Offboard => Access::Offboard,
             ActionType::StopAndQuarantineFile => Access::StopAndQuarantine,
+            ActionType::CollectInvestigationPackage => Access::CollectForensics,
         }
     }
 
@@ -168,6 +174,8 @@ impl Access {
             Access::Isolate => Api::Other("isolate"),
             Access::Offboard => Api::Other("offboard"),
             Access::StopAndQuarantine => Api::Other("stopandquarantinefile"),
+            Access::CollectForensics => Api::Other("collectinvestigationpackage"),
+            Access::PackageUri => Api::Other("getpackageuri"),
             Access::Scan => Api::Other("runantivirusscan"),
             Access::RestrictExecution => Api::Other("restrictcodeexecution"),
             Access::ManageLibrary => Api::Other("libraryfiles"),

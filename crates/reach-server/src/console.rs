@@ -195,6 +195,8 @@ pub struct Capabilities {
     pub offboard: bool,
     /// Stop and quarantine files.
     pub stop_and_quarantine: bool,
+    /// Collect investigation packages.
+    pub collect_forensics: bool,
 }
 
 impl Capabilities {
@@ -212,6 +214,7 @@ impl Capabilities {
             isolate: holds(permissions::ISOLATE),
             offboard: holds(permissions::OFFBOARD),
             stop_and_quarantine: holds(permissions::STOP_AND_QUARANTINE),
+            collect_forensics: holds(permissions::COLLECT_FORENSICS),
         }
     }
 }

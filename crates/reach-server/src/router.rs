@@ -56,6 +56,14 @@ fn routes(state: SharedState) -> Router {
             post(api::response_actions::stop_and_quarantine_file),
         )
         .route(
+            "/api/machines/{id}/collectinvestigationpackage",
+            post(api::response_actions::collect_investigation_package),
+        )
+        .route(
+            "/api/machineactions/{id}/getpackageuri",
+            get(api::download::package_uri),
+        )
+        .route(
             "/api/machines/{id}/runantivirusscan",
             post(api::unsupported_actions::run_antivirus_scan),
         )

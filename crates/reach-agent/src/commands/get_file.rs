@@ -24,7 +24,7 @@ use futures::StreamExt;
 use reach_proto::agent::{ChunkInfo, CommandRef, CompleteChunks};
 use sha2::{Digest, Sha256};
 
-use super::{Context, Failure, RETRY_MAX, RETRY_MIN, Stop, Success, classify};
+use super::{Context, Failure, Stop, Success, classify};
 
 /// Opens the file, failing with the OS error. A directory is refused, and
 /// so is anything but a regular file unless `special` allows it: a device
@@ -339,24 +339,15 @@ pub async fn run(
         .map_err(|e| Failure::new(e.to_string()))??;
     let chunk_bytes =
         usize::try_from(chunk_bytes.clamp(64 * 1024, 256 * 1024 * 1024)).unwrap_or(8 << 20);
-    let mut delay = RETRY_MIN;
-    loop {
-        match attempt(context, command, path, chunk_bytes).await {
-            Ok(sha256) => {
-                tracing::info!(sha256 = %sha256, "file collected");
-                return Ok(Success {
-                    sha256: Some(sha256),
-                    ..Success::default()
-                });
-            }
-            Err(Stop::Fatal(failure)) => return Err(failure),
-            Err(Stop::Retry(why)) => {
-                tracing::warn!(error = %why, delay_ms = delay.as_millis() as u64, "sending the file paused; resuming");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
-            }
-        }
-    }
+    let sha256 = super::retrying("sending the file", || {
+        attempt(context, command, path, chunk_bytes)
+    })
+    .await?;
+    tracing::info!(sha256 = %sha256, "file collected");
+    Ok(Success {
+        sha256: Some(sha256),
+        ..Success::default()
+    })
 }
 
 #[cfg(test)]

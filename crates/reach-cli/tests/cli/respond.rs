@@ -117,3 +117,31 @@ async fn offboarding_asks_even_for_one_machine() {
     assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
     assert!(text(&done.stdout).contains("Succeeded"));
 }
+
+#[tokio::test]
+async fn a_package_is_collected_and_fetched_as_a_zip() {
+    let env = start().await;
+    let machine = env.machine_id.clone();
+    let collected = env
+        .reach(&["collect", &machine, "--comment", "incident"])
+        .await;
+    assert_eq!(
+        collected.status.code(),
+        Some(0),
+        "{}",
+        text(&collected.stderr)
+    );
+    let said = text(&collected.stderr);
+    let id = text(&collected.stdout)
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(said.contains(&format!("reach result {id} 0")), "{said}");
+    let zip = env.dir.path().join("package.zip");
+    let fetched = env
+        .reach(&["result", &id, "0", "-o", zip.to_str().unwrap()])
+        .await;
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    assert_eq!(&std::fs::read(&zip).unwrap()[..4], b"PK\x03\x04");
+}

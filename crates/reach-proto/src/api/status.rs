@@ -172,16 +172,19 @@ pub enum ActionType {
     /// `StopAndQuarantineFile`: processes of an executable stopped, the
     /// executable quarantined.
     StopAndQuarantineFile,
+    /// `collectInvestigationPackage`: a zip of forensic data.
+    CollectInvestigationPackage,
 }
 
 impl ActionType {
     /// Every type, in the order listings present them.
-    pub const ALL: [ActionType; 5] = [
+    pub const ALL: [ActionType; 6] = [
         Self::LiveResponse,
         Self::Isolate,
         Self::Unisolate,
         Self::Offboard,
         Self::StopAndQuarantineFile,
+        Self::CollectInvestigationPackage,
     ];
 
     /// The name Defender uses on the wire.
@@ -192,6 +195,7 @@ impl ActionType {
             Self::Unisolate => "Unisolate",
             Self::Offboard => "Offboard",
             Self::StopAndQuarantineFile => "StopAndQuarantineFile",
+            Self::CollectInvestigationPackage => "CollectInvestigationPackage",
         }
     }
 

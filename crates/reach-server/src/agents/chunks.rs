@@ -31,15 +31,60 @@ pub struct ChunkPath {
     n: String,
 }
 
-/// A running GetFile command of the calling machine.
-fn running_get_file(own: &OwnCommand) -> ApiResult<()> {
-    if !matches!(own.row.work, Work::GetFile { .. }) {
-        return Err(ApiError::BadRequest(format!(
-            "Command {} is not a GetFile",
-            own.command.index
-        )));
+/// A running GetFile (or investigation package) command of the calling
+/// machine; true for a package, whose chunks are its bytes as they are
+/// (`raw_chunks`).
+fn running_get_file(own: &OwnCommand) -> ApiResult<bool> {
+    let raw = match own.row.work {
+        Work::GetFile { .. } => false,
+        Work::CollectInvestigationPackage => true,
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "Command {} is not a GetFile",
+                own.command.index
+            )));
+        }
+    };
+    own.running()?;
+    Ok(raw)
+}
+
+/// `limit` for chunk `n`, lowered to what the result's cap
+/// (`limits.result_max_bytes`) leaves beside the command's other chunks.
+pub(super) async fn within_result(
+    state: &SharedState,
+    command: &CommandRef,
+    n: u32,
+    limit: u64,
+) -> ApiResult<u64> {
+    let max_total = state.config.limits.result_max_bytes;
+    if max_total == 0 {
+        return Ok(limit);
     }
-    own.running()
+    let others: u64 = state
+        .store
+        .list_chunks(command)
+        .await?
+        .iter()
+        .filter(|c| c.n != n)
+        .map(|c| c.stored_size)
+        .sum();
+    Ok(limit.min(max_total.saturating_sub(others)))
+}
+
+/// The `Reach-Raw-Size` header: a chunk's bytes, at most `chunk_bytes`.
+fn raw_size_header(headers: &HeaderMap, chunk_bytes: u64) -> ApiResult<u64> {
+    headers
+        .get(paths::RAW_SIZE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|size| *size <= chunk_bytes)
+        .ok_or_else(|| {
+            ApiError::InvalidInput(format!(
+                "{} must be a size of at most {chunk_bytes} bytes",
+                paths::RAW_SIZE
+            ))
+        })
 }
 
 fn to_info(row: ChunkRow) -> ChunkInfo {
@@ -96,7 +141,11 @@ pub async fn put_chunk(
     body: Body,
 ) -> ApiResult<StatusCode> {
     let n = parse_index(&n)?;
-    running_get_file(&own)?;
+    let chunk_bytes = state.config.live_response.chunk_bytes;
+    if running_get_file(&own)? {
+        let raw_size = raw_size_header(&headers, chunk_bytes)?;
+        return super::raw_chunks::put(&state, own, n, &headers, body, raw_size).await;
+    }
     let OwnCommand {
         identity, command, ..
     } = own;
@@ -123,32 +172,10 @@ pub async fn put_chunk(
         .get(paths::SHA256)
         .map(|_| hex_header(&headers, paths::SHA256))
         .transpose()?;
-    let chunk_bytes = state.config.live_response.chunk_bytes;
-    let raw_size: u64 = headers
-        .get(paths::RAW_SIZE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .filter(|size| *size <= chunk_bytes)
-        .ok_or_else(|| {
-            ApiError::InvalidInput(format!(
-                "{} must be a size of at most {chunk_bytes} bytes",
-                paths::RAW_SIZE
-            ))
-        })?;
+    let raw_size = raw_size_header(&headers, chunk_bytes)?;
     // A segment is at most a little larger than its bytes (stored deflate blocks).
-    let mut limit = raw_size + raw_size / 64 + 64 * 1024;
+    let limit = within_result(&state, &command, n, raw_size + raw_size / 64 + 64 * 1024).await?;
     let max_total = state.config.limits.result_max_bytes;
-    if max_total > 0 {
-        let others: u64 = state
-            .store
-            .list_chunks(&command)
-            .await?
-            .iter()
-            .filter(|c| c.n != n)
-            .map(|c| c.stored_size)
-            .sum();
-        limit = limit.min(max_total.saturating_sub(others));
-    }
     let prefix = Files::chunks_prefix(&command.action_id, index);
     let key = Files::chunk_key(&prefix, n);
     // Decompressed and checked as it streams in, beside the store's write.
@@ -235,12 +262,8 @@ pub async fn complete(
     own: OwnCommand,
     JsonBody(body): JsonBody<CompleteChunks>,
 ) -> ApiResult<StatusCode> {
-    running_get_file(&own)?;
-    let OwnCommand {
-        identity, command, ..
-    } = own;
-    let index = command.index;
-    let chunks = state.store.list_chunks(&command).await?;
+    let raw = running_get_file(&own)?;
+    let chunks = state.store.list_chunks(&own.command).await?;
     if let Some(missing) =
         (0..body.chunks).find(|n| chunks.get(*n as usize).is_none_or(|c| c.n != *n))
     {
@@ -253,6 +276,13 @@ pub async fn complete(
             body.chunks
         )));
     }
+    if raw {
+        return super::raw_chunks::complete(&state, own, body, &chunks).await;
+    }
+    let OwnCommand {
+        identity, command, ..
+    } = own;
+    let index = command.index;
     let prefix = Files::chunks_prefix(&command.action_id, index);
     let progress = match state.chunks_in_order.finish(&command, body.chunks) {
         // Every chunk was decoded as it arrived, in order, on this node.
@@ -361,7 +391,7 @@ async fn read_back(
 
 /// Streams a chunked result's parts (header, segments, tail) into one
 /// object, checks it holds exactly the verified bytes, and deletes the parts.
-async fn compose_chunks(
+pub(super) async fn compose_chunks(
     state: &SharedState,
     command: &CommandRef,
     parts: &[String],

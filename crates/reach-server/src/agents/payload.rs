@@ -116,10 +116,11 @@ pub async fn result(
                 own.row.work.kind()
             )));
         }
-        Work::GetFile { .. } => {
-            return Err(ApiError::BadRequest(
-                "A GetFile result is sent in chunks, not as one upload".into(),
-            ));
+        Work::GetFile { .. } | Work::CollectInvestigationPackage => {
+            return Err(ApiError::BadRequest(format!(
+                "A {} result is sent in chunks, not as one upload",
+                own.row.work.kind()
+            )));
         }
     }
     own.running()?;

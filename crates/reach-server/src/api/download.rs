@@ -80,6 +80,7 @@ fn result_file_name(work: &Work) -> String {
             format!("{safe}.gz")
         }
         Work::PutFile { .. } => "putfile.json".into(),
+        Work::CollectInvestigationPackage => "package.zip".into(),
         other => format!("{}.json", other.kind().to_ascii_lowercase()),
     }
 }
@@ -87,6 +88,8 @@ fn result_file_name(work: &Work) -> String {
 fn content_type(file_name: &str) -> &'static str {
     if file_name.ends_with(".json") {
         "application/json"
+    } else if file_name.ends_with(".zip") {
+        "application/zip"
     } else {
         "application/gzip"
     }
@@ -110,7 +113,50 @@ pub async fn link(
                 "Expected GetLiveResponseResultDownloadLink(index=N) with N a command index, got ({args})"
             ))
         })?;
+    let url = command_link(&state, &principal, &headers, &notes, &id, index).await?;
+    Ok(Json(StringValue {
+        odata_context: odata_context(&state, &headers, "Edm.String"),
+        value: url,
+    }))
+}
+
+/// `GET /api/machineactions/{id}/getPackageUri`: the investigation
+/// package's link (a zip, served as it is), once the collection
+/// Succeeded; 404 `ResourceNotFound` before, and for another action type.
+pub async fn package_uri(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    notes: crate::audit::Notes,
+) -> ApiResult<Json<StringValue>> {
+    notes.target(format!("{id}/getPackageUri"));
+    authorize(&state, &principal, Access::PackageUri).await?;
     let action = super::machine_actions::visible_action(&state, &principal, &id).await?;
+    if action.kind != reach_proto::api::ActionType::CollectInvestigationPackage {
+        return Err(ApiError::ResourceNotFound(format!(
+            "Action {id} is {}, not an investigation package collection",
+            action.kind
+        )));
+    }
+    let url = command_link(&state, &principal, &headers, &notes, &id, 0).await?;
+    Ok(Json(StringValue {
+        odata_context: odata_context(&state, &headers, "Edm.String"),
+        value: url,
+    }))
+}
+
+/// A fresh link to command `index` of action `id` once it Completed with a
+/// stored result; 404 `ResourceNotFound` saying why otherwise.
+async fn command_link(
+    state: &SharedState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    notes: &crate::audit::Notes,
+    id: &str,
+    index: u32,
+) -> ApiResult<String> {
+    let action = super::machine_actions::visible_action(state, principal, id).await?;
     notes.machine(&action.machine_id);
     let command = super::machine_actions::command_of(&action, index)?;
     match command.status {
@@ -138,11 +184,7 @@ pub async fn link(
             )),
             None => ApiError::ResourceNotFound(format!("Command {index} has no stored result")),
         })?;
-    let url = result_link(&state, &headers, &principal.tenant_id, blob, &command.work).await?;
-    Ok(Json(StringValue {
-        odata_context: odata_context(&state, &headers, "Edm.String"),
-        value: url,
-    }))
+    result_link(state, headers, &principal.tenant_id, blob, &command.work).await
 }
 
 /// A fresh link to a stored result: a presigned S3 GET URL where the

@@ -49,6 +49,15 @@ pub fn to_wire(row: ActionRow) -> MachineAction {
                 "fileIdentifier": sha1,
                 "fileIdentifierType": "Sha1",
             })),
+            // The package's own hash, once collected: chain of custody.
+            reach_proto::agent::Work::CollectInvestigationPackage => {
+                c.file_sha256.as_ref().map(|sha256| {
+                    serde_json::json!({
+                        "fileIdentifier": sha256,
+                        "fileIdentifierType": "Sha256",
+                    })
+                })
+            }
             _ => None,
         }),
         commands: row

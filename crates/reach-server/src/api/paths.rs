@@ -29,6 +29,8 @@ const ACTIONS: &[&str] = &[
     "unisolate",
     "offboard",
     "stopandquarantinefile",
+    "collectinvestigationpackage",
+    "getpackageuri",
     "restrictcodeexecution",
     "unrestrictcodeexecution",
 ];

@@ -1,6 +1,6 @@
 //! Defender's response actions that Reach agents carry out:
-//! `POST /api/machines/{id}/isolate`, `.../unisolate`, `.../offboard` and
-//! `.../StopAndQuarantineFile`. Each checks the
+//! `POST /api/machines/{id}/isolate`, `.../unisolate`, `.../offboard`,
+//! `.../StopAndQuarantineFile` and `.../collectInvestigationPackage`. Each checks the
 //! caller's role (403), the machine (404 for one unknown or outside its
 //! device groups), then the body (400), stores an action of its type with
 //! one command that the agent runs beside live response (`store::Lane`),
@@ -203,6 +203,31 @@ pub async fn stop_and_quarantine_file(
         .await
 }
 
+/// `POST /api/machines/{id}/collectInvestigationPackage`: one collection
+/// per machine at a time (400 `ActiveRequestAlreadyExists` while one
+/// waits or runs, as Defender); it runs beside an isolation, in live
+/// response's lane.
+pub async fn collect_investigation_package(
+    State(state): State<SharedState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(machine): Path<String>,
+    notes: crate::audit::Notes,
+    JsonBody(request): JsonBody<ResponseActionRequest>,
+) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+    let kind = ActionType::CollectInvestigationPackage;
+    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let comment = required_comment(request.comment)?;
+    let command = Command {
+        kind: kind.as_str().into(),
+        params: Vec::new(),
+    };
+    let work = Work::CollectInvestigationPackage;
+    checked
+        .submit(&state, &principal, &headers, &notes, comment, command, work)
+        .await
+}
+
 /// Defender requires a comment on every response action; it is what the
 /// audit trail says the action was for.
 fn required_comment(comment: Option<String>) -> ApiResult<String> {
@@ -259,8 +284,14 @@ impl Checked {
             kind: self.kind,
             commands: vec![NewCommand {
                 command,
+                // A package is collected and sent as a GetFile is sent.
+                timeout_secs: match work {
+                    Work::CollectInvestigationPackage => {
+                        state.config.live_response.transfer_timeout_secs
+                    }
+                    _ => RESPONSE_TIMEOUT_SECS,
+                },
                 work,
-                timeout_secs: RESPONSE_TIMEOUT_SECS,
             }],
             now: Micros::now(),
         };

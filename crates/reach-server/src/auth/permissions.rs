@@ -49,6 +49,9 @@ pub const OFFBOARD: &[&str] = &[roles::OFFBOARD];
 /// Stop and quarantine files (Defender's role).
 pub const STOP_AND_QUARANTINE: &[&str] = &[roles::STOP_AND_QUARANTINE];
 
+/// Collect investigation packages and get their links (Defender's role).
+pub const COLLECT_FORENSICS: &[&str] = &[roles::COLLECT_FORENSICS];
+
 /// Ask for an antivirus scan (Defender's role; Reach refuses the action).
 pub const SCAN: &[&str] = &[roles::SCAN];
 

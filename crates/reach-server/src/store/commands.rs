@@ -60,7 +60,9 @@ impl Lane {
     pub fn of(kind: reach_proto::api::ActionType) -> Lane {
         use reach_proto::api::ActionType;
         match kind {
-            ActionType::LiveResponse => Lane::Live,
+            // A collection runs for minutes: beside a script, not in the
+            // way of an isolation.
+            ActionType::LiveResponse | ActionType::CollectInvestigationPackage => Lane::Live,
             ActionType::Isolate
             | ActionType::Unisolate
             | ActionType::Offboard

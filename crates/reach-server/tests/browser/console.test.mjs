@@ -222,6 +222,18 @@ try {
   await page.getByText('No device matches the search.').waitFor();
   await page.locator('#device-search').fill('');
 
+  step('collect the investigation package from the device page and download the zip');
+  await page.locator(`a[href="#/devices/${machine}"]`).click();
+  await page.locator('#collect').click();
+  await page.getByRole('heading', { name: /^Collect the investigation package of / }).waitFor();
+  await page.locator('#confirm-comment').fill('incident 42');
+  await page.locator('#confirm-yes').click();
+  await page.getByRole('heading', { name: /^Investigation package on / }).waitFor();
+  await waitForStatus(['Succeeded']);
+  const [pkg] = await Promise.all([page.waitForEvent('download'), page.locator('[data-download="0"]').click()]);
+  const zipped = readFileSync(await pkg.path());
+  if (zipped.subarray(0, 4).toString('latin1') !== 'PK\u0003\u0004') fail('the package is not a zip');
+
   step('select devices and run a script on all of them as one batch; its page counts them');
   await page.locator('[data-nav="devices"]').click();
   await page.locator(`[data-select="${machine}"]`).check();
@@ -265,7 +277,7 @@ try {
   await page.locator(`a[href="#/devices/${machine}"]`).click();
   await page.locator('#run-live-response').waitFor();
   if (await page.locator('#new-tag').count()) fail('a user without Machine.ReadWrite is offered to tag');
-  for (const id of ['#isolate', '#quarantine', '#offboard']) {
+  for (const id of ['#isolate', '#collect', '#quarantine', '#offboard']) {
     if (!(await page.locator(id).isDisabled())) fail(`a user without the role is offered ${id}`);
   }
   const run = page.locator('#run-live-response');

@@ -238,3 +238,34 @@ async fn a_batch_created_on_one_node_runs_on_machines_of_another() {
     let seen_by_b = node_b.client.batch(&created.id).await.unwrap();
     assert_eq!(seen_by_b.counts, done.counts);
 }
+
+/// An investigation package on S3: its chunks composed into one object
+/// (with the empty ends that keep the segments' path) and served by a
+/// presigned link as the zip the agent sent.
+#[tokio::test]
+async fn a_package_on_s3_is_served_by_a_presigned_link_as_the_zip() {
+    let Some(node_a) = cluster_node().await else {
+        return;
+    };
+    let device = node_a.agent().await;
+    let action = node_a
+        .client
+        .collect_investigation_package(&device.machine_id, "on s3")
+        .await
+        .unwrap();
+    let done = node_a.wait_final(&action.id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded, "{done:?}");
+    let url = node_a.client.package_uri(&action.id).await.unwrap();
+    assert!(
+        !url.contains("/download/"),
+        "presigned by the object store: {url}"
+    );
+    let bytes = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(
+        done.related_file_info.unwrap()["fileIdentifier"],
+        sha256.as_str()
+    );
+}

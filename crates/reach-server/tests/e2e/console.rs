@@ -272,6 +272,7 @@ async fn the_session_says_what_the_api_allows_and_the_api_agrees() {
         "isolate": false,
         "offboard": false,
         "stopAndQuarantine": false,
+        "collectForensics": false,
     });
     assert_eq!(session["capabilities"], expected);
     // The same from the session endpoint, and each claim holds at the API:
@@ -334,7 +335,12 @@ async fn the_session_says_what_the_api_allows_and_the_api_agrees() {
     .await
     .unwrap();
     assert_error(tag, 403, "Forbidden").await;
-    for route in ["isolate", "offboard", "StopAndQuarantineFile"] {
+    for route in [
+        "isolate",
+        "offboard",
+        "StopAndQuarantineFile",
+        "collectInvestigationPackage",
+    ] {
         let refused = call(
             reqwest::Method::POST,
             format!("/api/machines/{}/{route}", device.machine_id),

@@ -30,6 +30,7 @@ mod names;
 mod odata;
 mod oidc;
 mod operations;
+mod package;
 mod quarantine;
 mod queueing;
 mod response_actions;

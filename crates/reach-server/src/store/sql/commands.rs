@@ -348,7 +348,11 @@ impl Commands for SqlStore {
         );
         let result = result.filter(|_| reports && !uploaded);
         let has_result = uploaded || result.is_some();
-        let needs_result = reports || matches!(work, Work::GetFile { .. });
+        let needs_result = reports
+            || matches!(
+                work,
+                Work::GetFile { .. } | Work::CollectInvestigationPackage
+            );
         let missing = Finish::Failed {
             errors: vec!["The agent reported success but no result was uploaded".into()],
             timed_out: false,

@@ -26,8 +26,19 @@ use sha2::{Digest, Sha256};
 use gather::gather;
 use points::LINUX;
 
-/// The collector's name and version, recorded in the manifest.
+/// The Linux collector's name and version, recorded in the manifest.
 pub const COLLECTOR: &str = "reach-linux-1";
+/// The macOS collector's (not run by any test here: no macOS machine).
+pub const COLLECTOR_MACOS: &str = "reach-macos-1";
+
+/// This platform's collector: its name and data points.
+fn collector() -> (&'static str, &'static [points::DataPoint]) {
+    if cfg!(target_os = "macos") {
+        (COLLECTOR_MACOS, points::MACOS)
+    } else {
+        (COLLECTOR, LINUX)
+    }
+}
 
 /// How much one data point may take.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +77,8 @@ pub async fn collect(machine_id: &str, dir: &Path, bounds: Bounds) -> anyhow::Re
     let collected_at = utc_now();
     let mut rows = Vec::new();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for point in LINUX {
+    let (name, points) = collector();
+    for point in points {
         let gathered = gather(point, bounds).await;
         rows.push(vec![
             point.path.to_string(),
@@ -94,7 +106,7 @@ pub async fn collect(machine_id: &str, dir: &Path, bounds: Bounds) -> anyhow::Re
         })
         .collect();
     let manifest = json!({
-        "collector": COLLECTOR,
+        "collector": name,
         "machineId": machine_id,
         "collectedAt": collected_at,
         "files": listed,

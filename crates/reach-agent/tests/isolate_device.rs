@@ -1,7 +1,8 @@
 //! Isolate and release through the API, carried out by the real agent
 //! binary running inside a network namespace this test creates (the
 //! "device"), against an in-process server outside it, reached over a veth
-//! pair (10.231.8.1 on the test's side, 10.231.8.2 in the namespace).
+//! pair (10.231.8.1 on the test's side, and 10.231.8.3, another host the
+//! device must lose; 10.231.8.2 in the namespace).
 //! Isolation is only ever applied inside that namespace, by the agent
 //! running there; never to the machine that runs the tests. The namespace
 //! (and with it the veth pair, the rules and the agent) is removed when the
@@ -25,6 +26,8 @@ use netns::{ok, run};
 
 const HOST: &str = "10.231.8.1";
 const DEVICE: &str = "10.231.8.2";
+/// Another address on the test's side: a host that is not the server.
+const OTHER: &str = "10.231.8.3";
 
 /// The device's namespace, joined to the test's side by a veth pair;
 /// removed (with the agent and its rules) on drop.
@@ -64,6 +67,14 @@ impl Device {
             "addr",
             "add",
             &format!("{HOST}/24"),
+            "dev",
+            &device.host_link,
+        ]);
+        ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OTHER}/24"),
             "dev",
             &device.host_link,
         ]);
@@ -151,6 +162,7 @@ async fn isolation_through_the_api_keeps_the_server_survives_restarts_and_rolls_
     .await;
     device.listen(9090);
     device.listen(9091);
+    device.listeners.push(netns::listener(None, OTHER, 9090));
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().join("agent/state.json");
     let ca = server.ca_file.clone().unwrap();
@@ -183,7 +195,7 @@ async fn isolation_through_the_api_keeps_the_server_survives_restarts_and_rolls_
     };
     connected().await;
     eventually("the device reaches the test's side", async || {
-        device.reaches(9090)
+        device.reaches(9090) && netns::reaches(&device.ns, OTHER, 9090)
     })
     .await;
     let client = &server.client;
@@ -204,6 +216,10 @@ async fn isolation_through_the_api_keeps_the_server_survives_restarts_and_rolls_
     assert!(
         !device.reaches(9091),
         "Full allows no configured destination"
+    );
+    assert!(
+        !netns::reaches(&device.ns, OTHER, 9090),
+        "another address is cut off"
     );
     assert_eq!(state_of(&machine).await, "Isolated");
     // The record keeps the server's address, allowed again at the next
@@ -253,6 +269,7 @@ async fn isolation_through_the_api_keeps_the_server_survives_restarts_and_rolls_
     assert_eq!(done.status, ActionStatus::Succeeded, "{done:?}");
     assert!(!device.isolated());
     assert!(device.reaches(9090));
+    assert!(netns::reaches(&device.ns, OTHER, 9090), "released");
     assert_eq!(state_of(&machine).await, "NotIsolated");
 
     // Selective: the configured destination too, nothing else.

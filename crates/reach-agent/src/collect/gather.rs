@@ -196,13 +196,19 @@ fn read_folders(into: &str, folders: &[&str], bounds: Bounds) -> Gathered {
 
 /// Each user's shell histories (root's and every home folder's).
 fn histories(into: &str, names: &[&str], bounds: Bounds) -> Gathered {
-    let mut homes = vec![(String::from("root"), PathBuf::from("/root"))];
-    if let Ok(entries) = std::fs::read_dir("/home") {
-        for entry in entries.flatten() {
-            homes.push((
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path(),
-            ));
+    // Root's home on Linux and on macOS, and the users' homes of both.
+    let mut homes = vec![
+        (String::from("root"), PathBuf::from("/root")),
+        (String::from("root"), PathBuf::from("/var/root")),
+    ];
+    for folder in ["/home", "/Users"] {
+        if let Ok(entries) = std::fs::read_dir(folder) {
+            for entry in entries.flatten() {
+                homes.push((
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                ));
+            }
         }
     }
     let mut files = Vec::new();
@@ -231,7 +237,10 @@ fn histories(into: &str, names: &[&str], bounds: Bounds) -> Gathered {
     }
     Gathered {
         files,
-        command: format!("read ~/{} of root and /home/*", names.join(", ~/")),
+        command: format!(
+            "read ~/{} of root and /home/*, /Users/*",
+            names.join(", ~/")
+        ),
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
 }

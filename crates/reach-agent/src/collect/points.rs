@@ -1,6 +1,6 @@
-//! The data points of the Linux collector, in the package's order: each a
-//! file (or a folder of files) of the package and where its bytes come
-//! from. Adding one adds a row to `CollectionSummaryReport.csv`.
+//! The data points of the collectors (Linux, macOS), in the package's
+//! order: each a file (or a folder of files) of the package and where its
+//! bytes come from. Adding one adds a row to `CollectionSummaryReport.csv`.
 
 /// Where a data point's bytes come from.
 pub(super) enum Source {
@@ -149,5 +149,112 @@ pub(super) const LINUX: &[DataPoint] = &[
             &["rpm", "-qa"],
             &["apk", "info", "-v"],
         ]),
+    ),
+];
+
+/// macOS's data points, in Defender's macOS folders (cfg-free text, chosen
+/// at run time; not run by any test here: no macOS machine).
+pub(super) const MACOS: &[DataPoint] = &[
+    point(
+        "Processes/processes.txt",
+        Source::Command(&["ps", "-axo", "pid,ppid,user,lstart,etime,command"]),
+    ),
+    point(
+        "Network connections/connections.txt",
+        Source::Command(&["netstat", "-anv"]),
+    ),
+    point(
+        "Network connections/listening ports.txt",
+        Source::Command(&["lsof", "-nP", "-iTCP", "-sTCP:LISTEN"]),
+    ),
+    point(
+        "Network connections/arp.txt",
+        Source::Command(&["arp", "-an"]),
+    ),
+    point(
+        "Network connections/routes.txt",
+        Source::Command(&["netstat", "-rn"]),
+    ),
+    point(
+        "Network connections/addresses.txt",
+        Source::Command(&["ifconfig", "-a"]),
+    ),
+    point(
+        "Network connections/firewall (pf).txt",
+        Source::Command(&["pfctl", "-sr"]),
+    ),
+    point(
+        "Network connections/proxy settings.txt",
+        Source::Command(&["scutil", "--proxy"]),
+    ),
+    point(
+        "System information/system.txt",
+        Source::Command(&[
+            "system_profiler",
+            "SPSoftwareDataType",
+            "SPHardwareDataType",
+        ]),
+    ),
+    point(
+        "System information/uname.txt",
+        Source::Command(&["uname", "-a"]),
+    ),
+    point(
+        "Disk volumes/disks.txt",
+        Source::Command(&["diskutil", "list"]),
+    ),
+    point("Disk volumes/usage.txt", Source::Command(&["df", "-h"])),
+    point(
+        "Open files/open files.txt",
+        Source::Command(&["lsof", "-n", "-P"]),
+    ),
+    point(
+        "Users and groups/users.txt",
+        Source::Command(&["dscl", ".", "-list", "/Users", "UniqueID"]),
+    ),
+    point(
+        "Users and groups/groups.txt",
+        Source::Command(&["dscl", ".", "-list", "/Groups", "PrimaryGroupID"]),
+    ),
+    point(
+        "Users and groups/sign-in history.txt",
+        Source::Command(&["last"]),
+    ),
+    point("Users and groups/sudoers.txt", Source::File("/etc/sudoers")),
+    point(
+        "Users and groups/sudoers.d",
+        Source::Folders(&["/etc/sudoers.d"]),
+    ),
+    point(
+        "Scheduled tasks/launchd.txt",
+        Source::Command(&["launchctl", "list"]),
+    ),
+    point(
+        "Scheduled tasks/launch agents and daemons",
+        Source::Folders(&["/Library/LaunchAgents", "/Library/LaunchDaemons"]),
+    ),
+    point(
+        "Scheduled tasks/cron",
+        Source::Folders(&["/usr/lib/cron/tabs"]),
+    ),
+    point(
+        "Kernel modules/kernel extensions.txt",
+        Source::FirstOf(&[&["kmutil", "showloaded"], &["kextstat"]]),
+    ),
+    point(
+        "Applications/applications.txt",
+        Source::Listing(&["/Applications"]),
+    ),
+    point(
+        "Shell history",
+        Source::Histories(&[".bash_history", ".zsh_history", ".sh_history"]),
+    ),
+    point(
+        "Temp directories/listing.txt",
+        Source::Listing(&["/tmp", "/private/var/tmp"]),
+    ),
+    point(
+        "Installed programs/packages.txt",
+        Source::Command(&["pkgutil", "--pkgs"]),
     ),
 ];

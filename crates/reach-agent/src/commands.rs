@@ -268,6 +268,22 @@ fn safe_name(name: &str) -> Result<&str, Failure> {
     }
 }
 
+/// The chunks of a command's upload the server already holds, by number:
+/// what a resumed transfer need not send again.
+pub async fn held_chunks(
+    context: &Context,
+    command: &reach_proto::agent::CommandRef,
+) -> Result<std::collections::HashMap<u32, reach_proto::agent::ChunkInfo>, Stop> {
+    Ok(context
+        .client
+        .chunks(&command.action_id, command.index)
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|c| (c.n, c))
+        .collect())
+}
+
 /// Runs `attempt` until it succeeds or fails for good, waiting between
 /// tries (from `RETRY_MIN`, doubling up to `RETRY_MAX`) while the server
 /// is unreachable; `what` names the transfer in the log.

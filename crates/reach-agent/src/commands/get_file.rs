@@ -14,7 +14,6 @@
 //! The file is read once per attempt, sequentially, never held whole in
 //! memory: at most a few chunks are in flight.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
@@ -242,14 +241,7 @@ async fn attempt(
     path: &str,
     chunk_bytes: usize,
 ) -> Result<String, Stop> {
-    let stored: HashMap<u32, ChunkInfo> = context
-        .client
-        .chunks(&command.action_id, command.index)
-        .await
-        .map_err(classify)?
-        .into_iter()
-        .map(|c| (c.n, c))
-        .collect();
+    let stored = super::held_chunks(context, command).await?;
     let file = open(path, context.allow_special_files).map_err(Stop::Fatal)?;
     let whole = Arc::new(Mutex::new((Sha256::new(), 0u64)));
     let reader = Reader {

@@ -6,7 +6,6 @@
 //! size and CRC-32) and sends only the others; each carries its SHA-256,
 //! and `complete` the whole zip's, which the command reports.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -60,14 +59,7 @@ async fn send(
     package: &Package,
     chunk_bytes: u64,
 ) -> Result<(), Stop> {
-    let held: HashMap<u32, ChunkInfo> = context
-        .client
-        .chunks(&command.action_id, command.index)
-        .await
-        .map_err(classify)?
-        .into_iter()
-        .map(|c| (c.n, c))
-        .collect();
+    let held = super::held_chunks(context, command).await?;
     let fatal = |e: std::io::Error| Stop::Fatal(Failure::new(format!("reading the package: {e}")));
     let mut file = std::fs::File::open(&package.path).map_err(fatal)?;
     let count = package.size.div_ceil(chunk_bytes).max(1);

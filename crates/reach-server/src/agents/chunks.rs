@@ -340,6 +340,22 @@ pub async fn complete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The bytes of stored chunk `n` under `prefix`; one recorded but missing
+/// is the agent's to send again.
+pub(super) async fn open_chunk(
+    state: &SharedState,
+    prefix: &str,
+    n: u32,
+) -> ApiResult<futures::stream::BoxStream<'static, Result<bytes::Bytes, object_store::Error>>> {
+    match state.files.get_stream(&Files::chunk_key(prefix, n)).await {
+        Ok((_, stream)) => Ok(stream),
+        Err(FileError::NotFound(_)) => Err(ApiError::BadRequest(format!(
+            "Chunk {n} is recorded but not stored; send the file again"
+        ))),
+        Err(err) => Err(ApiError::internal(err)),
+    }
+}
+
 /// Reads a command's stored chunks back through one decoder, checking each
 /// against what it was sent for: the whole stream when it was not carried
 /// while the chunks arrived (out of order, resumed, another node, a restart).
@@ -350,20 +366,7 @@ async fn read_back(
 ) -> ApiResult<verify::Progress> {
     let mut progress = verify::Progress::new(state.files.presigns());
     for chunk in chunks {
-        let (_, stream) = match state
-            .files
-            .get_stream(&Files::chunk_key(prefix, chunk.n))
-            .await
-        {
-            Ok(opened) => opened,
-            Err(FileError::NotFound(_)) => {
-                return Err(ApiError::BadRequest(format!(
-                    "Chunk {} is recorded but not stored; send the file again",
-                    chunk.n
-                )));
-            }
-            Err(err) => return Err(ApiError::internal(err)),
-        };
+        let stream = open_chunk(state, prefix, chunk.n).await?;
         let checker =
             verify::Checker::start(Some(progress), !chunk.raw_sha256.is_empty(), chunk.raw_size);
         let mut read = std::pin::pin!(checker.tap(stream));

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::extract::OwnCommand;
 use crate::SharedState;
 use crate::error::{ApiError, ApiResult};
-use crate::files::{FileError, Files};
+use crate::files::Files;
 use crate::metrics::Metrics;
 use crate::store::{ChunkRow, ResultBlob};
 
@@ -120,20 +120,7 @@ pub async fn complete(
     let mut whole = Sha256::new();
     let mut size = 0u64;
     for chunk in chunks {
-        let (_, mut stream) = match state
-            .files
-            .get_stream(&Files::chunk_key(&prefix, chunk.n))
-            .await
-        {
-            Ok(opened) => opened,
-            Err(FileError::NotFound(_)) => {
-                return Err(ApiError::BadRequest(format!(
-                    "Chunk {} is recorded but not stored; send the file again",
-                    chunk.n
-                )));
-            }
-            Err(err) => return Err(ApiError::internal(err)),
-        };
+        let mut stream = super::chunks::open_chunk(state, &prefix, chunk.n).await?;
         while let Some(part) = stream.next().await {
             let part = part.map_err(ApiError::internal)?;
             size += part.len() as u64;

@@ -71,16 +71,10 @@ pub async fn isolate(
         false => Vec::new(),
     };
     notes.detail("isolationType", scope);
-    let command = Command {
-        kind: kind.as_str().into(),
-        params: vec![reach_proto::api::CommandParam {
-            key: "IsolationType".into(),
-            value: scope.into(),
-        }],
-    };
+    let params = [("IsolationType", scope)];
     let work = Work::Isolate { selective, allow };
     checked
-        .submit(&state, &principal, &headers, &notes, comment, command, work)
+        .submit(&state, &principal, &headers, &notes, comment, &params, work)
         .await
 }
 
@@ -96,10 +90,7 @@ pub async fn unisolate(
     let kind = ActionType::Unisolate;
     let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
     let comment = required_comment(request.comment)?;
-    let command = Command {
-        kind: kind.as_str().into(),
-        params: Vec::new(),
-    };
+    let params = [];
     checked
         .submit(
             &state,
@@ -107,7 +98,7 @@ pub async fn unisolate(
             &headers,
             &notes,
             comment,
-            command,
+            &params,
             Work::Unisolate,
         )
         .await
@@ -129,10 +120,7 @@ pub async fn offboard(
     let comment = required_comment(request.comment)?;
     let offline = !checked.machine.connected;
     let machine_id = checked.machine.id.clone();
-    let command = Command {
-        kind: kind.as_str().into(),
-        params: Vec::new(),
-    };
+    let params = [];
     let (status, Json(mut action)) = checked
         .submit(
             &state,
@@ -140,7 +128,7 @@ pub async fn offboard(
             &headers,
             &notes,
             comment,
-            command,
+            &params,
             Work::Offboard,
         )
         .await?;
@@ -190,16 +178,10 @@ pub async fn stop_and_quarantine_file(
         ));
     }
     notes.detail("sha1", sha1.as_str());
-    let command = Command {
-        kind: kind.as_str().into(),
-        params: vec![reach_proto::api::CommandParam {
-            key: "Sha1".into(),
-            value: sha1.clone(),
-        }],
-    };
-    let work = Work::StopAndQuarantineFile { sha1 };
+    let params = [("Sha1", sha1.as_str())];
+    let work = Work::StopAndQuarantineFile { sha1: sha1.clone() };
     checked
-        .submit(&state, &principal, &headers, &notes, comment, command, work)
+        .submit(&state, &principal, &headers, &notes, comment, &params, work)
         .await
 }
 
@@ -218,13 +200,10 @@ pub async fn collect_investigation_package(
     let kind = ActionType::CollectInvestigationPackage;
     let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
     let comment = required_comment(request.comment)?;
-    let command = Command {
-        kind: kind.as_str().into(),
-        params: Vec::new(),
-    };
+    let params = [];
     let work = Work::CollectInvestigationPackage;
     checked
-        .submit(&state, &principal, &headers, &notes, comment, command, work)
+        .submit(&state, &principal, &headers, &notes, comment, &params, work)
         .await
 }
 
@@ -269,9 +248,20 @@ impl Checked {
         headers: &HeaderMap,
         notes: &crate::audit::Notes,
         comment: String,
-        command: Command,
+        params: &[(&str, &str)],
         work: Work,
     ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+        // The one command, of the action's type, echoed as clients read it.
+        let command = Command {
+            kind: self.kind.as_str().into(),
+            params: params
+                .iter()
+                .map(|(key, value)| reach_proto::api::CommandParam {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+        };
         notes.detail("comment", comment.as_str());
         notes.detail("work", serde_json::to_value(&work).unwrap_or_default());
         let action = NewAction {

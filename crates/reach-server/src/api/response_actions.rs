@@ -42,7 +42,7 @@ pub async fn isolate(
     JsonBody(request): JsonBody<IsolateRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     let kind = ActionType::Isolate;
-    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let checked = Checked::new(&state, &principal, &headers, &notes, &machine, kind).await?;
     let comment = required_comment(request.comment)?;
     let selective = match request.isolation_type.as_deref().map(str::trim) {
         None | Some("") => false,
@@ -73,9 +73,7 @@ pub async fn isolate(
     notes.detail("isolationType", scope);
     let params = [("IsolationType", scope)];
     let work = Work::Isolate { selective, allow };
-    checked
-        .submit(&state, &principal, &headers, &notes, comment, &params, work)
-        .await
+    checked.submit(comment, &params, work).await
 }
 
 /// `POST /api/machines/{id}/unisolate`.
@@ -88,20 +86,9 @@ pub async fn unisolate(
     JsonBody(request): JsonBody<ResponseActionRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     let kind = ActionType::Unisolate;
-    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let checked = Checked::new(&state, &principal, &headers, &notes, &machine, kind).await?;
     let comment = required_comment(request.comment)?;
-    let params = [];
-    checked
-        .submit(
-            &state,
-            &principal,
-            &headers,
-            &notes,
-            comment,
-            &params,
-            Work::Unisolate,
-        )
-        .await
+    checked.submit(comment, &[], Work::Unisolate).await
 }
 
 /// `POST /api/machines/{id}/offboard`. A machine whose agent is not
@@ -116,22 +103,11 @@ pub async fn offboard(
     JsonBody(request): JsonBody<ResponseActionRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     let kind = ActionType::Offboard;
-    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let checked = Checked::new(&state, &principal, &headers, &notes, &machine, kind).await?;
     let comment = required_comment(request.comment)?;
     let offline = !checked.machine.connected;
     let machine_id = checked.machine.id.clone();
-    let params = [];
-    let (status, Json(mut action)) = checked
-        .submit(
-            &state,
-            &principal,
-            &headers,
-            &notes,
-            comment,
-            &params,
-            Work::Offboard,
-        )
-        .await?;
+    let (status, Json(mut action)) = checked.submit(comment, &[], Work::Offboard).await?;
     if offline
         && state
             .store
@@ -165,7 +141,7 @@ pub async fn stop_and_quarantine_file(
     JsonBody(request): JsonBody<StopAndQuarantineRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     let kind = ActionType::StopAndQuarantineFile;
-    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let checked = Checked::new(&state, &principal, &headers, &notes, &machine, kind).await?;
     let comment = required_comment(request.comment)?;
     let sha1 = request
         .sha1
@@ -180,9 +156,7 @@ pub async fn stop_and_quarantine_file(
     notes.detail("sha1", sha1.as_str());
     let params = [("Sha1", sha1.as_str())];
     let work = Work::StopAndQuarantineFile { sha1: sha1.clone() };
-    checked
-        .submit(&state, &principal, &headers, &notes, comment, &params, work)
-        .await
+    checked.submit(comment, &params, work).await
 }
 
 /// `POST /api/machines/{id}/collectInvestigationPackage`: one collection
@@ -198,12 +172,10 @@ pub async fn collect_investigation_package(
     JsonBody(request): JsonBody<ResponseActionRequest>,
 ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
     let kind = ActionType::CollectInvestigationPackage;
-    let checked = Checked::new(&state, &principal, &machine, &notes, kind).await?;
+    let checked = Checked::new(&state, &principal, &headers, &notes, &machine, kind).await?;
     let comment = required_comment(request.comment)?;
-    let params = [];
-    let work = Work::CollectInvestigationPackage;
     checked
-        .submit(&state, &principal, &headers, &notes, comment, &params, work)
+        .submit(comment, &[], Work::CollectInvestigationPackage)
         .await
 }
 
@@ -217,40 +189,50 @@ fn required_comment(comment: Option<String>) -> ApiResult<String> {
     Ok(comment)
 }
 
-/// A response action whose caller and machine passed their checks.
-struct Checked {
+/// A response action whose caller and machine passed their checks, with
+/// the call it came in.
+struct Checked<'a> {
+    state: &'a SharedState,
+    principal: &'a Principal,
+    headers: &'a HeaderMap,
+    notes: &'a crate::audit::Notes,
     kind: ActionType,
     machine: crate::store::MachineRow,
 }
 
-impl Checked {
+impl<'a> Checked<'a> {
     async fn new(
-        state: &SharedState,
-        principal: &Principal,
+        state: &'a SharedState,
+        principal: &'a Principal,
+        headers: &'a HeaderMap,
+        notes: &'a crate::audit::Notes,
         machine: &str,
-        notes: &crate::audit::Notes,
         kind: ActionType,
     ) -> ApiResult<Self> {
         notes.machine(machine);
         authorize(state, principal, Access::respond(kind)).await?;
         let machine = visible_machine(state, principal, machine).await?;
         notes.machine(&machine.id);
-        Ok(Self { kind, machine })
+        Ok(Self {
+            state,
+            principal,
+            headers,
+            notes,
+            kind,
+            machine,
+        })
     }
 
     /// Stores the action (one active of its type per machine: 400
     /// `ActiveRequestAlreadyExists` otherwise) and wakes the agent.
-    #[allow(clippy::too_many_arguments)]
     async fn submit(
         self,
-        state: &SharedState,
-        principal: &Principal,
-        headers: &HeaderMap,
-        notes: &crate::audit::Notes,
         comment: String,
         params: &[(&str, &str)],
         work: Work,
     ) -> ApiResult<(StatusCode, Json<MachineAction>)> {
+        let (state, principal, headers, notes) =
+            (self.state, self.principal, self.headers, self.notes);
         // The one command, of the action's type, echoed as clients read it.
         let command = Command {
             kind: self.kind.as_str().into(),
